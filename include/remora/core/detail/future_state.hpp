@@ -1,0 +1,96 @@
+#pragma once
+// The shared state behind Future<T> and Promise<T>: one value or one exception, set once,
+// plus the continuations waiting for it.
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "remora/core/detail/unique_function.hpp"
+
+namespace remora::detail {
+
+// What a Future<void> stores: nothing, but something std::optional can hold.
+struct Unit {
+  friend bool operator==(Unit, Unit) = default;
+};
+
+template <class T>
+using stored_t = std::conditional_t<std::is_void_v<T>, Unit, T>;
+
+template <class T>
+class FutureState {
+ public:
+  using value_type = stored_t<T>;
+
+  bool is_ready() const {
+    std::lock_guard lock(mu_);
+    return ready_;
+  }
+
+  void wait() const {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return ready_; });
+  }
+
+  template <class Duration>
+  bool wait_for(const Duration& d) const {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, d, [&] { return ready_; });
+  }
+
+  // Sets the value or the error exactly once; later attempts return false and change nothing.
+  template <class... Args>
+  bool try_set_value(Args&&... args) {
+    return complete([&] { value_.emplace(std::forward<Args>(args)...); });
+  }
+  bool try_set_exception(std::exception_ptr e) {
+    return complete([&] { error_ = std::move(e); });
+  }
+
+  // Runs `cb` once the state is ready: now, on this thread, if it already is; otherwise on the
+  // thread that completes it.
+  void on_ready(UniqueFunction cb) {
+    if (add_if_pending(cb)) return;
+    cb();
+  }
+
+  // Registers `cb` and returns true if not ready yet; returns false (and keeps `cb`) if ready.
+  bool add_if_pending(UniqueFunction& cb) {
+    std::lock_guard lock(mu_);
+    if (ready_) return false;
+    callbacks_.push_back(std::move(cb));
+    return true;
+  }
+
+  // Only valid once ready (the ready flag was read under the mutex, which orders these reads).
+  const std::exception_ptr& error() const { return error_; }
+  value_type& value() { return *value_; }
+
+ private:
+  template <class Set>
+  bool complete(Set&& set) {
+    std::vector<UniqueFunction> callbacks;
+    {
+      std::lock_guard lock(mu_);
+      if (ready_) return false;
+      set();
+      ready_ = true;
+      callbacks.swap(callbacks_);
+    }
+    cv_.notify_all();
+    for (auto& cb : callbacks) cb();
+    return true;
+  }
+
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  bool ready_ = false;
+  std::optional<value_type> value_;
+  std::exception_ptr error_;
+  std::vector<UniqueFunction> callbacks_;
+};
+
+}  // namespace remora::detail

@@ -1,0 +1,91 @@
+#pragma once
+// The exceptions remora throws. Every what() says who (worker), what (function or frame) and why,
+// so a log line alone is enough to find the failing call.
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace remora {
+
+// Base of every remora exception: catch this to handle all of them.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+// Fields shared by errors that concern a call on a worker.
+class CallError : public Error {
+ public:
+  CallError(std::string worker, std::string function, const std::string& what)
+      : Error(what), worker_(std::move(worker)), function_(std::move(function)) {}
+  const std::string& worker() const noexcept { return worker_; }
+  const std::string& function() const noexcept { return function_; }
+
+ private:
+  std::string worker_;
+  std::string function_;
+};
+
+// The callee threw: carries the remote exception's type name and message.
+class RemoteError : public CallError {
+ public:
+  RemoteError(std::string worker, std::string function, std::string type, std::string message)
+      : CallError(worker, function,
+                  "remora: " + function + " on worker '" + worker + "' threw " + type + ": " + message),
+        type_(std::move(type)), message_(std::move(message)) {}
+  const std::string& remote_type() const noexcept { return type_; }
+  const std::string& remote_message() const noexcept { return message_; }
+
+ private:
+  std::string type_;
+  std::string message_;
+};
+
+// No reply within the call's deadline.
+class Timeout : public CallError {
+ public:
+  Timeout(std::string worker, std::string function, const std::string& why)
+      : CallError(worker, function,
+                  "remora: " + function + " on worker '" + worker + "' timed out: " + why) {}
+};
+
+// The peer died, closed its connection, or was never reachable.
+class WorkerLost : public CallError {
+ public:
+  WorkerLost(std::string worker, std::string function, const std::string& why)
+      : CallError(worker, function,
+                  "remora: " + function + " on worker '" + worker + "' failed, worker lost: " + why) {}
+};
+
+// The peer does not know the function or type id it was asked for.
+class UnknownFunction : public CallError {
+ public:
+  UnknownFunction(std::string worker, std::string function, const std::string& why)
+      : CallError(worker, function,
+                  "remora: worker '" + worker + "' does not expose " + function + ": " + why) {}
+};
+
+// Bytes that are not a valid remora frame. `peer` is who sent them, when known.
+class ProtocolError : public Error {
+ public:
+  explicit ProtocolError(const std::string& why, std::string peer = {})
+      : Error("remora: protocol error" + (peer.empty() ? std::string() : " from '" + peer + "'") +
+              ": " + why),
+        peer_(std::move(peer)), reason_(why) {}
+  const std::string& peer() const noexcept { return peer_; }
+  const std::string& reason() const noexcept { return reason_; }
+
+ private:
+  std::string peer_;
+  std::string reason_;
+};
+
+// A value cannot be sent (sparse or quantized tensor, unsupported IValue, frame over the limit).
+// Raised on the sending side, before anything reaches the network.
+class SerializationError : public Error {
+ public:
+  explicit SerializationError(const std::string& why)
+      : Error("remora: cannot serialize value: " + why) {}
+};
+
+}  // namespace remora

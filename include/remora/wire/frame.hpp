@@ -1,0 +1,314 @@
+#pragma once
+// The frame: the unit every transport carries.
+//
+//   [FrameHeader, 32 bytes][body][tensor descriptors][tensor 0 bytes][tensor 1 bytes]...
+//
+// The body is a cereal-binary archive of the message's values, in which a tensor is only its
+// index. Descriptors (dtype, shape, byte count) let a reader allocate each tensor before its
+// bytes arrive and read them straight into it. A writer sends header+body+descriptors as one
+// buffer and each tensor's bytes from the tensor's own memory (scatter/gather).
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "remora/core/errors.hpp"
+#include "remora/wire/dtype.hpp"
+#include "remora/wire/limits.hpp"
+
+namespace remora::wire {
+
+static_assert(std::endian::native == std::endian::little,
+              "remora's wire format is little-endian; big-endian hosts are not supported");
+
+inline constexpr std::uint32_t kMagic = 0x41524d52;  // "RMRA" in memory order
+inline constexpr std::uint16_t kVersion = 1;
+
+// What a frame is for. The wire layer only checks the range; the agent gives meaning.
+enum class FrameKind : std::uint8_t {
+  call = 1,       // request: run a function or method
+  reply = 2,      // its result
+  error = 3,      // its failure
+  control = 4,    // agent-to-agent housekeeping (shutdown, heartbeats)
+  rref = 5,       // RRef protocol messages
+};
+inline constexpr std::uint8_t kMaxFrameKind = 5;
+
+struct FrameHeader {
+  std::uint32_t magic = kMagic;
+  std::uint16_t version = kVersion;
+  std::uint8_t kind = 0;
+  std::uint8_t flags = 0;
+  std::uint64_t request_id = 0;
+  std::uint32_t body_bytes = 0;
+  std::uint32_t descriptor_bytes = 0;
+  std::uint32_t tensor_count = 0;
+  std::uint32_t reserved = 0;  // must be zero
+};
+static_assert(sizeof(FrameHeader) == 32 && std::is_trivially_copyable_v<FrameHeader>);
+
+// Fixed part of a tensor descriptor; `ndim` int64 sizes follow it.
+struct TensorDescriptor {
+  std::uint8_t dtype = 0;  // wire dtype (dtype.hpp)
+  std::uint8_t ndim = 0;
+  std::uint8_t flags = 0;  // kRequiresGrad
+  std::int8_t device_type = 0;  // where it lived on the sender (c10::DeviceType)
+  std::int8_t device_index = -1;
+  std::uint8_t reserved[3] = {};
+  std::uint64_t nbytes = 0;
+};
+static_assert(sizeof(TensorDescriptor) == 16 && std::is_trivially_copyable_v<TensorDescriptor>);
+inline constexpr std::uint8_t kRequiresGrad = 1;
+
+// The device a (type, index) pair from the wire names, or nullopt if it is not one remora knows
+// (c10::Device would assert on many such pairs rather than throw).
+inline std::optional<c10::Device> device_from_wire(std::int8_t type, std::int8_t index) {
+  if (type == static_cast<std::int8_t>(c10::DeviceType::CPU) && (index == -1 || index == 0)) return c10::Device(c10::kCPU);
+  if (type == static_cast<std::int8_t>(c10::DeviceType::CUDA) && index >= -1)
+    return c10::Device(c10::kCUDA, index);
+  return std::nullopt;
+}
+
+// A tensor as read from a frame: its descriptor, decoded, and where it lived on the sender.
+struct ReceivedTensor {
+  torch::Tensor tensor;
+  c10::Device source_device = c10::kCPU;
+};
+
+// A complete received frame.
+struct InFrame {
+  FrameHeader header;
+  std::vector<std::byte> meta;  // body then descriptors
+  std::vector<ReceivedTensor> tensors;
+
+  FrameKind kind() const { return static_cast<FrameKind>(header.kind); }
+  std::uint64_t request_id() const { return header.request_id; }
+  std::span<const std::byte> body() const { return {meta.data(), header.body_bytes}; }
+};
+
+// Bytes ready to send: one head buffer (header, body, descriptors) and the tensors whose memory
+// follows it. The tensors are kept alive here until the frame is sent.
+struct OutFrame {
+  std::vector<std::byte> head;
+  std::vector<torch::Tensor> tensors;
+
+  const FrameHeader& header() const { return *reinterpret_cast<const FrameHeader*>(head.data()); }
+  // The frame as a gather list: head first, then each non-empty tensor's bytes.
+  std::vector<std::span<const std::byte>> segments() const {
+    std::vector<std::span<const std::byte>> out;
+    out.reserve(1 + tensors.size());
+    out.emplace_back(head.data(), head.size());
+    for (const auto& t : tensors)
+      if (t.nbytes() > 0) out.emplace_back(static_cast<const std::byte*>(t.data_ptr()), t.nbytes());
+    return out;
+  }
+  std::uint64_t total_bytes() const {
+    std::uint64_t n = head.size();
+    for (const auto& t : tensors) n += t.nbytes();
+    return n;
+  }
+};
+
+// Reads one frame at a time from a byte stream, validating before it allocates.
+//
+// Two ways to feed it: feed() copies from bytes the transport already holds; next_buffer() /
+// commit() let the transport read straight into the frame's memory (used for tensor bytes, so
+// a large tensor is read into its final storage with no staging copy). Any invalid field throws
+// ProtocolError; the reader is then unusable and the connection should be closed.
+class FrameReader {
+ public:
+  explicit FrameReader(Limits limits = {}) : limits_(limits) { reset(); }
+
+  bool done() const { return stage_ == Stage::done; }
+
+  // Where the next bytes of the frame go; empty once the frame is complete.
+  std::span<std::byte> next_buffer() {
+    switch (stage_) {
+      case Stage::header:
+        return {reinterpret_cast<std::byte*>(&frame_.header) + filled_, sizeof(FrameHeader) - filled_};
+      case Stage::meta: {
+        std::size_t want = std::min<std::size_t>(meta_total_, filled_ + limits_.read_ahead_bytes);
+        if (frame_.meta.size() < want) frame_.meta.resize(want);
+        return {frame_.meta.data() + filled_, want - filled_};
+      }
+      case Stage::tensors: {
+        auto& t = frame_.tensors[tensor_index_].tensor;
+        return {static_cast<std::byte*>(t.data_ptr()) + filled_, t.nbytes() - filled_};
+      }
+      case Stage::done:
+        return {};
+    }
+    return {};
+  }
+
+  // `n` bytes were written at next_buffer().
+  void commit(std::size_t n) {
+    filled_ += n;
+    switch (stage_) {
+      case Stage::header:
+        if (filled_ == sizeof(FrameHeader)) on_header();
+        break;
+      case Stage::meta:
+        if (filled_ == meta_total_) on_meta();
+        break;
+      case Stage::tensors:
+        if (filled_ == frame_.tensors[tensor_index_].tensor.nbytes()) {
+          filled_ = 0;
+          ++tensor_index_;
+          skip_empty_tensors();
+        }
+        break;
+      case Stage::done:
+        break;
+    }
+  }
+
+  // Copies from `data` into the frame until it is complete or `data` is used up. Returns how
+  // many bytes were consumed; the rest belong to the next frame.
+  std::size_t feed(std::span<const std::byte> data) {
+    std::size_t used = 0;
+    while (!done() && used < data.size()) {
+      auto dst = next_buffer();
+      std::size_t n = std::min(dst.size(), data.size() - used);
+      std::memcpy(dst.data(), data.data() + used, n);
+      used += n;
+      commit(n);
+    }
+    return used;
+  }
+
+  // The complete frame; the reader starts over for the next one.
+  InFrame take() {
+    InFrame out = std::move(frame_);
+    for (std::size_t i = 0; i < out.tensors.size(); ++i)
+      if (requires_grad_[i]) out.tensors[i].tensor.requires_grad_(true);
+    reset();
+    return out;
+  }
+
+ private:
+  enum class Stage { header, meta, tensors, done };
+
+  [[noreturn]] static void fail(const std::string& why) { throw ProtocolError(why); }
+
+  void reset() {
+    frame_ = InFrame{};
+    requires_grad_.clear();
+    stage_ = Stage::header;
+    filled_ = 0;
+    tensor_index_ = 0;
+    meta_total_ = 0;
+  }
+
+  void on_header() {
+    const auto& h = frame_.header;
+    if (h.magic != kMagic) fail("bad magic number (not a remora frame)");
+    if (h.version != kVersion)
+      fail("unsupported frame version " + std::to_string(h.version) + " (this build speaks " +
+           std::to_string(kVersion) + ")");
+    if (h.kind == 0 || h.kind > kMaxFrameKind) fail("unknown frame kind " + std::to_string(h.kind));
+    if (h.reserved != 0) fail("reserved header field is not zero");
+    if (h.tensor_count > limits_.max_tensors)
+      fail("frame holds " + std::to_string(h.tensor_count) + " tensors, limit is " +
+           std::to_string(limits_.max_tensors));
+    if (h.descriptor_bytes < std::uint64_t{h.tensor_count} * sizeof(TensorDescriptor))
+      fail("descriptor table too small for " + std::to_string(h.tensor_count) + " tensors");
+    meta_total_ = std::size_t{h.body_bytes} + h.descriptor_bytes;
+    if (sizeof(FrameHeader) + meta_total_ > limits_.max_frame_bytes) fail(over_limit(meta_total_));
+    filled_ = 0;
+    stage_ = Stage::meta;
+    if (meta_total_ == 0) on_meta();
+  }
+
+  void on_meta() {
+    frame_.meta.resize(meta_total_);
+    const auto& h = frame_.header;
+    const std::byte* p = frame_.meta.data() + h.body_bytes;
+    const std::byte* end = frame_.meta.data() + meta_total_;
+    std::uint64_t total = sizeof(FrameHeader) + meta_total_;
+    struct Planned {
+      c10::ScalarType dtype;
+      std::vector<int64_t> sizes;
+      c10::Device device;
+    };
+    std::vector<Planned> planned;
+    planned.reserve(h.tensor_count);
+    for (std::uint32_t i = 0; i < h.tensor_count; ++i) {
+      TensorDescriptor d;
+      if (end - p < static_cast<std::ptrdiff_t>(sizeof d)) fail("truncated tensor descriptor");
+      std::memcpy(&d, p, sizeof d);
+      p += sizeof d;
+      auto dtype = from_wire(d.dtype);
+      if (!dtype) fail("tensor " + std::to_string(i) + " has unknown dtype " + std::to_string(d.dtype));
+      if (d.ndim > limits_.max_dims)
+        fail("tensor " + std::to_string(i) + " has " + std::to_string(d.ndim) + " dimensions, limit is " +
+             std::to_string(limits_.max_dims));
+      if (d.flags & ~kRequiresGrad) fail("tensor " + std::to_string(i) + " has unknown flags");
+      if (end - p < static_cast<std::ptrdiff_t>(d.ndim * sizeof(int64_t))) fail("truncated tensor shape");
+      std::vector<int64_t> sizes(d.ndim);
+      std::memcpy(sizes.data(), p, d.ndim * sizeof(int64_t));
+      p += d.ndim * sizeof(int64_t);
+      // numel * itemsize must equal nbytes, computed without overflow.
+      unsigned __int128 bytes = c10::elementSize(*dtype);
+      for (int64_t s : sizes) {
+        if (s < 0) fail("tensor " + std::to_string(i) + " has a negative dimension");
+        bytes *= static_cast<std::uint64_t>(s);
+        if (bytes > limits_.max_frame_bytes) fail(over_limit(static_cast<std::uint64_t>(-1)));
+      }
+      if (bytes != d.nbytes)
+        fail("tensor " + std::to_string(i) + " announces " + std::to_string(d.nbytes) +
+             " bytes but its shape and dtype need " + std::to_string(static_cast<std::uint64_t>(bytes)));
+      total += d.nbytes;
+      if (total > limits_.max_frame_bytes) fail(over_limit(total));
+      auto device = device_from_wire(d.device_type, d.device_index);
+      if (!device) fail("tensor " + std::to_string(i) + " names an unknown device");
+      planned.push_back({*dtype, std::move(sizes), *device});
+      requires_grad_.push_back(d.flags & kRequiresGrad);
+    }
+    if (p != end) fail("descriptor table has trailing bytes");
+    // Every field checked: now allocate.
+    frame_.tensors.reserve(planned.size());
+    for (auto& t : planned)
+      frame_.tensors.push_back({torch::empty(t.sizes, torch::TensorOptions().dtype(t.dtype)), t.device});
+    filled_ = 0;
+    tensor_index_ = 0;
+    stage_ = Stage::tensors;
+    skip_empty_tensors();
+  }
+
+  void skip_empty_tensors() {
+    while (tensor_index_ < frame_.tensors.size() && frame_.tensors[tensor_index_].tensor.nbytes() == 0)
+      ++tensor_index_;
+    if (tensor_index_ == frame_.tensors.size()) stage_ = Stage::done;
+  }
+
+  std::string over_limit(std::uint64_t n) const {
+    return "frame size " + (n == static_cast<std::uint64_t>(-1) ? std::string("overflows") : std::to_string(n)) +
+           " exceeds the limit of " + std::to_string(limits_.max_frame_bytes) + " bytes";
+  }
+
+  Limits limits_;
+  InFrame frame_;
+  std::vector<bool> requires_grad_;
+  Stage stage_ = Stage::header;
+  std::size_t filled_ = 0;
+  std::size_t meta_total_ = 0;
+  std::size_t tensor_index_ = 0;
+};
+
+// Decodes exactly one whole frame from `bytes`; trailing bytes or a short buffer are errors.
+inline InFrame read_frame(std::span<const std::byte> bytes, const Limits& limits = {}) {
+  FrameReader reader(limits);
+  std::size_t used = reader.feed(bytes);
+  if (!reader.done()) throw ProtocolError("truncated frame: " + std::to_string(bytes.size()) + " bytes");
+  if (used != bytes.size()) throw ProtocolError("trailing bytes after frame");
+  return reader.take();
+}
+
+}  // namespace remora::wire

@@ -1,0 +1,17 @@
+# Builds print_ids.cpp with g++ and clang, runs both, and fails unless they print the same ids.
+file(MAKE_DIRECTORY "${WORK}")
+foreach(cxx GXX CLANGXX)
+  execute_process(COMMAND ${${cxx}} -std=c++20 -I${INCLUDE} ${SOURCE} -o ${WORK}/ids_${cxx}
+    RESULT_VARIABLE rc ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${${cxx}} failed to build print_ids.cpp:\n${err}")
+  endif()
+  execute_process(COMMAND ${WORK}/ids_${cxx} OUTPUT_VARIABLE out_${cxx} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "ids_${cxx} failed")
+  endif()
+endforeach()
+if(NOT out_GXX STREQUAL out_CLANGXX)
+  message(FATAL_ERROR "g++ and clang compute different ids:\n--- g++\n${out_GXX}--- clang\n${out_CLANGXX}")
+endif()
+message(STATUS "same ids from both compilers:\n${out_GXX}")

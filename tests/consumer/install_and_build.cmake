@@ -1,0 +1,16 @@
+# Installs remora into a scratch prefix, then configures, builds and runs tests/consumer against it.
+file(REMOVE_RECURSE "${WORK}")
+set(prefix "${WORK}/prefix")
+function(run)
+  execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed: ${ARGV}\n${out}\n${err}")
+  endif()
+endfunction()
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK}/remora -DREMORA_BUILD_TESTS=OFF -DREMORA_BUILD_EXAMPLES=OFF
+    -DCMAKE_INSTALL_PREFIX=${prefix})
+run(${CMAKE_COMMAND} --install ${WORK}/remora)
+run(${CMAKE_COMMAND} -S ${CONSUMER} -B ${WORK}/consumer -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
+run(${CMAKE_COMMAND} --build ${WORK}/consumer)
+run(${WORK}/consumer/consumer)
+message(STATUS "consumer built against the installed remora and ran")
