@@ -83,7 +83,7 @@ TEST_CASE("A Promise completes once; an abandoned one fails its future", "[futur
   CHECK_THROWS_WITH(orphan.get(), Catch::Contains("abandoned"));
 }
 
-TEST_CASE("then() chains values, skips on error and flattens futures", "[future]") {
+TEST_CASE("then() chains values; skips on error and flattens futures", "[future]") {
   Promise<int> p;
   auto f = p.get_future();
   auto doubled = f.then([](int v) { return v * 2; });

@@ -48,6 +48,7 @@ class BodyReader : public cereal::InputArchive<BodyReader, cereal::AllowEmptyCla
   void loadBinary(void* data, std::size_t size) {
     if (size > remaining()) fail("body ends inside a value (" + std::to_string(size) + " bytes wanted, " +
                                  std::to_string(remaining()) + " left)");
+    if (size == 0) return;  // empty containers pass a null pointer
     std::memcpy(data, body_.data() + pos_, size);
     pos_ += size;
   }

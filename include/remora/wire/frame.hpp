@@ -176,7 +176,7 @@ class FrameReader {
     while (!done() && used < data.size()) {
       auto dst = next_buffer();
       std::size_t n = std::min(dst.size(), data.size() - used);
-      std::memcpy(dst.data(), data.data() + used, n);
+      if (n) std::memcpy(dst.data(), data.data() + used, n);
       used += n;
       commit(n);
     }
@@ -252,7 +252,7 @@ class FrameReader {
       if (d.flags & ~kRequiresGrad) fail("tensor " + std::to_string(i) + " has unknown flags");
       if (end - p < static_cast<std::ptrdiff_t>(d.ndim * sizeof(int64_t))) fail("truncated tensor shape");
       std::vector<int64_t> sizes(d.ndim);
-      std::memcpy(sizes.data(), p, d.ndim * sizeof(int64_t));
+      if (d.ndim) std::memcpy(sizes.data(), p, d.ndim * sizeof(int64_t));
       p += d.ndim * sizeof(int64_t);
       // numel * itemsize must equal nbytes, computed without overflow.
       unsigned __int128 bytes = c10::elementSize(*dtype);
