@@ -12,3 +12,6 @@
 
 #include "remora/wire/frame.hpp"
 #include "remora/wire/value_codec.hpp"
+
+#include "remora/agent/agent.hpp"
+#include "remora/agent/rpc.hpp"

@@ -100,7 +100,7 @@ class Future {
   // Runs `cb()` once this future is complete, whatever its outcome.
   template <class F>
   void on_ready(F&& cb) const {
-    checked().on_ready(detail::UniqueFunction(std::forward<F>(cb)));
+    checked().on_ready(detail::UniqueFunction<void()>(std::forward<F>(cb)));
   }
 
   // Chains `f` after this future and returns a Future of its result.
@@ -118,7 +118,7 @@ class Future {
       Future self;
       bool await_ready() const { return self.is_ready(); }
       bool await_suspend(std::coroutine_handle<> h) {
-        detail::UniqueFunction resume([h] { h.resume(); });
+        detail::UniqueFunction<void()> resume([h] { h.resume(); });
         return self.state_->add_if_pending(resume);
       }
       T await_resume() { return std::move(self).get(); }

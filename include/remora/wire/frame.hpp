@@ -220,7 +220,7 @@ class FrameReader {
     if (h.descriptor_bytes < std::uint64_t{h.tensor_count} * sizeof(TensorDescriptor))
       fail("descriptor table too small for " + std::to_string(h.tensor_count) + " tensors");
     meta_total_ = std::size_t{h.body_bytes} + h.descriptor_bytes;
-    if (sizeof(FrameHeader) + meta_total_ > limits_.max_frame_bytes) fail(over_limit(meta_total_));
+    if (sizeof(FrameHeader) + meta_total_ > limits_.max_frame_bytes) fail(over_limit(sizeof(FrameHeader) + meta_total_));
     filled_ = 0;
     stage_ = Stage::meta;
     if (meta_total_ == 0) on_meta();

@@ -38,7 +38,7 @@ OutFrame encode_frame(FrameKind kind, std::uint64_t request_id, const Limits& li
   std::vector<std::byte> descriptors;
   {
     BodyWriter ar(f.head, descriptors, f.tensors);
-    ar(values...);
+    if constexpr (sizeof...(Ts) > 0) ar(values...);
   }
   const std::size_t body = f.head.size() - sizeof(FrameHeader);
   if (body > UINT32_MAX || descriptors.size() > UINT32_MAX)
@@ -71,7 +71,7 @@ template <class... Ts>
 void decode_into(const InFrame& frame, const Limits& limits, Ts&... out) {
   try {
     BodyReader ar(frame.body(), frame.tensors, limits);
-    ar(out...);
+    if constexpr (sizeof...(Ts) > 0) ar(out...);
     if (!ar.at_end()) throw ProtocolError(std::to_string(ar.remaining()) + " unread bytes at the end of the body");
   } catch (const Error&) {
     throw;

@@ -52,13 +52,13 @@ class FutureState {
 
   // Runs `cb` once the state is ready: now, on this thread, if it already is; otherwise on the
   // thread that completes it.
-  void on_ready(UniqueFunction cb) {
+  void on_ready(UniqueFunction<void()> cb) {
     if (add_if_pending(cb)) return;
     cb();
   }
 
   // Registers `cb` and returns true if not ready yet; returns false (and keeps `cb`) if ready.
-  bool add_if_pending(UniqueFunction& cb) {
+  bool add_if_pending(UniqueFunction<void()>& cb) {
     std::lock_guard lock(mu_);
     if (ready_) return false;
     callbacks_.push_back(std::move(cb));
@@ -72,7 +72,7 @@ class FutureState {
  private:
   template <class Set>
   bool complete(Set&& set) {
-    std::vector<UniqueFunction> callbacks;
+    std::vector<UniqueFunction<void()>> callbacks;
     {
       std::lock_guard lock(mu_);
       if (ready_) return false;
@@ -90,7 +90,7 @@ class FutureState {
   bool ready_ = false;
   std::optional<value_type> value_;
   std::exception_ptr error_;
-  std::vector<UniqueFunction> callbacks_;
+  std::vector<UniqueFunction<void()>> callbacks_;
 };
 
 }  // namespace remora::detail

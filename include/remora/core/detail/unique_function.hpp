@@ -1,5 +1,5 @@
 #pragma once
-// A move-only `void()` callable. std::function needs copyable targets, but continuations own
+// A move-only std::function. std::function needs copyable targets, but continuations own
 // move-only things (promises, Asio handlers).
 #include <memory>
 #include <type_traits>
@@ -7,26 +7,30 @@
 
 namespace remora::detail {
 
-class UniqueFunction {
+template <class Signature>
+class UniqueFunction;
+
+template <class R, class... Args>
+class UniqueFunction<R(Args...)> {
  public:
   UniqueFunction() = default;
   template <class F>
-    requires(!std::is_same_v<std::decay_t<F>, UniqueFunction> && std::is_invocable_v<std::decay_t<F>&>)
+    requires(!std::is_same_v<std::decay_t<F>, UniqueFunction> && std::is_invocable_r_v<R, std::decay_t<F>&, Args...>)
   UniqueFunction(F&& f) : impl_(std::make_unique<Impl<std::decay_t<F>>>(std::forward<F>(f))) {}
 
   explicit operator bool() const noexcept { return impl_ != nullptr; }
-  void operator()() { impl_->call(); }
+  R operator()(Args... args) { return impl_->call(std::forward<Args>(args)...); }
 
  private:
   struct Base {
     virtual ~Base() = default;
-    virtual void call() = 0;
+    virtual R call(Args... args) = 0;
   };
   template <class F>
   struct Impl final : Base {
-    explicit Impl(F&& f) : f(std::move(f)) {}
-    explicit Impl(const F& f) : f(f) {}
-    void call() override { f(); }
+    template <class G>
+    explicit Impl(G&& g) : f(std::forward<G>(g)) {}
+    R call(Args... args) override { return f(std::forward<Args>(args)...); }
     F f;
   };
   std::unique_ptr<Base> impl_;

@@ -1,0 +1,476 @@
+#pragma once
+// The Agent: one per worker. It joins the group (rendezvous), listens for peers, sends typed
+// calls and serves them, and shuts down gracefully with the whole group.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/thread_pool.hpp>
+
+#include "remora/agent/detail/registry.hpp"
+#include "remora/agent/options.hpp"
+#include "remora/agent/rendezvous.hpp"
+#include "remora/transport/tcp_connection.hpp"
+
+namespace remora {
+
+class Agent;
+namespace detail {
+// The agent whose worker pool runs the current thread's function, if any: lets a remote
+// function make nested calls on the agent that serves it.
+inline thread_local Agent* serving_agent = nullptr;
+}  // namespace detail
+
+class Agent {
+ public:
+  // Joins the group: returns once every worker is known. Throws remora::Error on a duplicate
+  // name, a bad rank, or a rendezvous timeout.
+  Agent(std::string name, int rank, int world_size, Options options = {});
+  ~Agent() { shutdown(false); }
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  const WorkerInfo& self() const { return workers_[self_id_]; }
+  const Options& options() const { return options_; }
+  WorkerInfo get_worker_info(std::string_view name) const { return workers_[id_of(name)]; }
+  WorkerInfo get_worker_info(std::uint32_t id) const {
+    if (id >= workers_.size()) throw Error("remora: no worker has id " + std::to_string(id));
+    return workers_[id];
+  }
+  const std::vector<WorkerInfo>& get_worker_infos() const { return workers_; }
+  std::uint16_t listen_port() const { return acceptor_.local_endpoint().port(); }
+
+  // Calls F on worker `to` with `args`; the result arrives in the Future. An optional
+  // CallOptions first argument sets this call's timeout.
+  template <auto F, class... As>
+  auto rpc_async(std::string_view to, As&&... args);
+  template <auto F, class... As>
+  auto rpc_sync(std::string_view to, As&&... args) {
+    return rpc_async<F>(to, std::forward<As>(args)...).get();
+  }
+
+  // Graceful (default): waits until no worker has calls outstanding, then the whole group stops
+  // together. Non-graceful: stops now and fails what is pending. Calls afterwards throw.
+  void shutdown(bool graceful = true);
+  bool is_running() const { return state_.load() == State::running; }
+
+  // Calls currently awaiting a reply from a peer (or from this worker).
+  std::size_t pending_calls() const {
+    std::lock_guard lock(pending_mu_);
+    return pending_.size();
+  }
+
+  // --- for the layers above (RRefs, modules): the untyped call path ---
+  std::uint32_t id_of(std::string_view name) const {
+    for (const auto& w : workers_)
+      if (w.name == name) return w.id;
+    throw Error("remora: worker '" + std::string(name) + "' is not part of this group");
+  }
+  std::uint64_t next_request_id() { return next_request_id_.fetch_add(1, std::memory_order_relaxed); }
+  // Sends `frame` (a call with `request_id`) to `to`; the reply decodes as T.
+  template <class T>
+  Future<T> start_call(std::uint32_t to, std::string_view function, std::uint64_t request_id, wire::OutFrame frame,
+                       std::chrono::milliseconds timeout);
+
+ private:
+  enum class State { running, stopping, stopped };
+  using Link = std::shared_ptr<transport::TcpConnection>;
+  using Completion = detail::UniqueFunction<void(wire::InFrame*, std::exception_ptr)>;
+  struct Pending {
+    std::uint32_t peer;
+    std::string_view function;
+    std::unique_ptr<asio::steady_timer> timer;
+    Completion complete;
+  };
+
+  void accept_next();
+  Link link_to(std::uint32_t peer);
+  void on_frame(const Link& conn, wire::InFrame&& frame);
+  void on_close(const Link& conn, const std::string& reason);
+  void dispatch_call(wire::InFrame&& frame, detail::UniqueFunction<void(wire::OutFrame)> respond);
+  void on_reply(std::uint32_t from, wire::InFrame&& frame);
+  std::optional<Pending> take_pending(std::uint64_t request_id);
+  void finish(Pending&& p, wire::InFrame* frame, std::exception_ptr error);
+  void fail_pending_to(std::uint32_t peer, const std::function<std::exception_ptr(const Pending&)>& make_error);
+  void stop_now(const std::string& why);
+  static wire::InFrame loop_copy(const wire::OutFrame& f, const wire::Limits& limits);
+
+  Options options_;
+  std::uint32_t self_id_ = 0;
+  std::vector<WorkerInfo> workers_;
+  std::vector<asio::ip::tcp::endpoint> endpoints_;
+  c10::intrusive_ptr<c10d::Store> store_;
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  asio::strand<asio::io_context::executor_type> timer_strand_;
+  asio::ip::tcp::acceptor acceptor_;
+  std::vector<std::thread> io_threads_;
+  asio::thread_pool pool_;
+
+  std::atomic<State> state_{State::running};
+  std::atomic<std::uint64_t> next_request_id_{1};
+  mutable std::mutex links_mu_;
+  std::vector<Link> links_;
+  std::vector<Link> accepted_;
+  std::vector<std::string> lost_;  // why a peer is gone; empty while it is alive
+
+  mutable std::mutex pending_mu_;
+  std::condition_variable pending_cv_;
+  std::unordered_map<std::uint64_t, Pending> pending_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+inline Agent::Agent(std::string name, int rank, int world_size, Options options)
+    : options_(std::move(options)), self_id_(static_cast<std::uint32_t>(rank)), work_(io_.get_executor()),
+      timer_strand_(asio::make_strand(io_)), acceptor_(io_), pool_(std::max(1, options_.num_worker_threads)) {
+  if (options_.rpc_timeout.count() <= 0) throw Error("remora: Options::rpc_timeout must be positive");
+  auto listen = asio::ip::tcp::endpoint(asio::ip::make_address(options_.listen_host), options_.listen_port);
+  acceptor_.open(listen.protocol());
+  acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
+  acceptor_.bind(listen);
+  acceptor_.listen();
+  const std::string host = options_.advertise_host.empty() ? options_.listen_host : options_.advertise_host;
+  store_ = detail::open_store(options_, rank, world_size);
+  auto peers = detail::rendezvous(*store_, name, rank, world_size, host, acceptor_.local_endpoint().port(),
+                                  options_.init_timeout);
+  asio::ip::tcp::resolver resolver(io_);
+  for (std::uint32_t r = 0; r < peers.size(); ++r) {
+    workers_.push_back({peers[r].name, r});
+    endpoints_.push_back(*resolver.resolve(peers[r].host, std::to_string(peers[r].port)).begin());
+  }
+  links_.resize(workers_.size());
+  lost_.resize(workers_.size());
+  accept_next();
+  for (int i = 0; i < std::max(1, options_.num_io_threads); ++i) io_threads_.emplace_back([this] { io_.run(); });
+}
+
+inline void Agent::accept_next() {
+  acceptor_.async_accept(asio::make_strand(io_), [this](std::error_code ec, asio::ip::tcp::socket socket) {
+    if (ec) return;  // acceptor closed
+    auto conn = std::make_shared<transport::TcpConnection>(
+        std::move(socket), options_.limits,
+        [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); },
+        [this](const Link& c, const std::string& why) { on_close(c, why); });
+    {
+      std::lock_guard lock(links_mu_);
+      accepted_.push_back(conn);
+    }
+    conn->start();
+    accept_next();
+  });
+}
+
+inline Agent::Link Agent::link_to(std::uint32_t peer) {
+  std::lock_guard lock(links_mu_);
+  if (!links_[peer]) {
+    auto conn = transport::TcpConnection::connect(
+        io_.get_executor(), endpoints_[peer], options_.limits,
+        [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); },
+        [this](const Link& c, const std::string& why) { on_close(c, why); });
+    conn->peer_id = peer;
+    conn->send(wire::encode_frame(wire::FrameKind::control, 0, static_cast<std::uint8_t>(detail::ControlType::hello),
+                                  self_id_, workers_[self_id_].name));
+    links_[peer] = conn;
+  }
+  return links_[peer];
+}
+
+inline void Agent::on_frame(const Link& conn, wire::InFrame&& frame) {
+  try {
+    switch (frame.kind()) {
+      case wire::FrameKind::control: {
+        std::uint8_t type;
+        std::uint32_t rank;
+        std::string name;
+        wire::decode_into(frame, options_.limits, type, rank, name);
+        if (type != static_cast<std::uint8_t>(detail::ControlType::hello) || rank >= workers_.size() ||
+            workers_[rank].name != name)
+          throw ProtocolError("unexpected control message or unknown worker '" + name + "'");
+        conn->peer_id = rank;
+        std::lock_guard lock(links_mu_);
+        if (!links_[rank]) links_[rank] = conn;  // one connection serves both directions
+        return;
+      }
+      case wire::FrameKind::call:
+        if (conn->peer_id == UINT32_MAX) throw ProtocolError("call before hello");
+        return dispatch_call(std::move(frame), [conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+      case wire::FrameKind::reply:
+      case wire::FrameKind::error:
+        return on_reply(conn->peer_id, std::move(frame));
+      default:
+        throw ProtocolError("unexpected frame kind " + std::to_string(frame.header.kind));
+    }
+  } catch (const ProtocolError& e) {
+    detail::log_warning("worker '" + self().name + "': closing connection from " + conn->remote() + ": " + e.reason());
+    conn->close("protocol error: " + e.reason());
+  }
+}
+
+inline void Agent::dispatch_call(wire::InFrame&& frame, detail::UniqueFunction<void(wire::OutFrame)> respond) {
+  std::uint64_t fid;
+  if (frame.body().size() < sizeof fid) throw ProtocolError("call without a function id");
+  std::memcpy(&fid, frame.body().data(), sizeof fid);
+  const auto* fn = detail::Registry::global().find(fid);
+  if (!fn) {
+    char hex[19];
+    std::snprintf(hex, sizeof hex, "0x%016llx", static_cast<unsigned long long>(fid));
+    return respond(detail::error_frame(frame.request_id(), detail::ErrorCode::unknown_function, "",
+                                       std::string("no function with id ") + hex +
+                                           " is registered (call it from this binary or REMORA_EXPOSE it)"));
+  }
+  asio::post(pool_, [this, handler = fn->handler, call = detail::IncomingCall{std::move(frame), &options_.limits,
+                                                                               std::move(respond)}]() mutable {
+    detail::serving_agent = this;
+    handler(std::move(call));
+    detail::serving_agent = nullptr;
+  });
+}
+
+inline std::optional<Agent::Pending> Agent::take_pending(std::uint64_t request_id) {
+  std::lock_guard lock(pending_mu_);
+  auto it = pending_.find(request_id);
+  if (it == pending_.end()) return std::nullopt;
+  Pending p = std::move(it->second);
+  pending_.erase(it);
+  if (pending_.empty()) pending_cv_.notify_all();
+  return p;
+}
+
+inline void Agent::finish(Pending&& p, wire::InFrame* frame, std::exception_ptr error) {
+  if (p.timer) asio::post(timer_strand_, [t = std::move(p.timer)] { t->cancel(); });
+  std::optional<wire::InFrame> owned;
+  if (frame) owned.emplace(std::move(*frame));
+  // Futures complete on the worker pool: user continuations never run on an I/O thread.
+  asio::post(pool_, [c = std::move(p.complete), owned = std::move(owned), error]() mutable {
+    c(owned ? &*owned : nullptr, error);
+  });
+}
+
+inline void Agent::on_reply(std::uint32_t from, wire::InFrame&& frame) {
+  auto p = take_pending(frame.request_id());
+  if (!p) return;  // late (timed out) or unknown: dropped
+  if (p->peer != from) {
+    detail::log_warning("worker '" + self().name + "': reply for request " + std::to_string(frame.request_id()) +
+                        " came from the wrong worker");
+    return finish(std::move(*p), nullptr,
+                  std::make_exception_ptr(ProtocolError("reply from the wrong worker", workers_[from].name)));
+  }
+  finish(std::move(*p), &frame, nullptr);
+}
+
+inline void Agent::fail_pending_to(std::uint32_t peer,
+                                   const std::function<std::exception_ptr(const Pending&)>& make_error) {
+  std::vector<Pending> failed;
+  {
+    std::lock_guard lock(pending_mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (peer == UINT32_MAX || it->second.peer == peer) {
+        failed.push_back(std::move(it->second));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (pending_.empty()) pending_cv_.notify_all();
+  }
+  for (auto& p : failed) {
+    auto e = make_error(p);
+    finish(std::move(p), nullptr, e);
+  }
+}
+
+inline void Agent::on_close(const Link& conn, const std::string& reason) {
+  const std::uint32_t peer = conn->peer_id;
+  {
+    std::lock_guard lock(links_mu_);
+    std::erase(accepted_, conn);
+    if (peer == UINT32_MAX) return;
+    if (links_[peer] == conn) links_[peer].reset();
+    if (state_.load() != State::running) return;
+    lost_[peer] = reason;
+  }
+  const std::string worker = workers_[peer].name;
+  fail_pending_to(peer, [&](const Pending& p) {
+    return std::make_exception_ptr(WorkerLost(worker, std::string(p.function), reason));
+  });
+}
+
+inline wire::InFrame Agent::loop_copy(const wire::OutFrame& f, const wire::Limits& limits) {
+  wire::FrameReader reader(limits);
+  for (auto s : f.segments()) reader.feed(s);
+  return reader.take();
+}
+
+template <class T>
+Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::uint64_t request_id,
+                            wire::OutFrame frame, std::chrono::milliseconds timeout) {
+  const std::string worker = workers_.at(to).name;
+  if (state_.load() == State::stopped)
+    throw Error("remora: worker '" + self().name + "' has shut down; cannot call " + std::string(function) +
+                " on '" + worker + "'");
+  if (timeout.count() <= 0) timeout = options_.rpc_timeout;
+  Promise<T> promise;
+  Future<T> future = promise.get_future();
+  {
+    std::lock_guard lock(links_mu_);
+    if (!lost_[to].empty()) {
+      promise.set_error(WorkerLost(worker, std::string(function), lost_[to]));
+      return future;
+    }
+  }
+  Completion complete = [promise = std::move(promise), worker, function, limits = &options_.limits](
+                            wire::InFrame* reply, std::exception_ptr error) mutable {
+    if (error) return promise.set_exception(error);
+    try {
+      if (reply->kind() == wire::FrameKind::error) {
+        std::uint8_t code;
+        std::string type, message;
+        wire::decode_into(*reply, *limits, code, type, message);
+        switch (static_cast<detail::ErrorCode>(code)) {
+          case detail::ErrorCode::unknown_function:
+            return promise.set_error(UnknownFunction(worker, std::string(function), message));
+          case detail::ErrorCode::bad_request:
+            return promise.set_error(RemoteError(worker, std::string(function), type,
+                                                 "the arguments did not decode as its parameters: " + message));
+          default:
+            return promise.set_error(RemoteError(worker, std::string(function), type, message));
+        }
+      }
+      if constexpr (std::is_void_v<T>) {
+        wire::decode_into(*reply, *limits);
+        promise.set_value();
+      } else {
+        T value;
+        wire::decode_into(*reply, *limits, value);
+        promise.set_value(std::move(value));
+      }
+    } catch (...) {
+      promise.set_exception(std::current_exception());
+    }
+  };
+  auto timer = std::make_unique<asio::steady_timer>(timer_strand_, timeout);
+  timer->async_wait([this, request_id, timeout](std::error_code ec) {
+    if (ec) return;
+    if (auto p = take_pending(request_id)) {
+      auto worker_name = workers_[p->peer].name;
+      auto fn = std::string(p->function);
+      p->timer.reset();  // this handler runs inside it
+      finish(std::move(*p), nullptr,
+             std::make_exception_ptr(Timeout(worker_name, fn,
+                                             "no reply within " + std::to_string(timeout.count()) + " ms")));
+    }
+  });
+  {
+    std::lock_guard lock(pending_mu_);
+    pending_.emplace(request_id, Pending{to, function, std::move(timer), std::move(complete)});
+  }
+  if (to == self_id_) {
+    // A call to self skips the network but not the serialization boundary: the callee gets
+    // copies, exactly as a remote callee would.
+    asio::post(pool_, [this, f = std::move(frame)]() mutable {
+      try {
+        dispatch_call(loop_copy(f, options_.limits), [this](wire::OutFrame reply) {
+          on_reply(self_id_, loop_copy(reply, options_.limits));
+        });
+      } catch (const ProtocolError&) {
+      }
+    });
+  } else {
+    link_to(to)->send(std::move(frame));
+  }
+  return future;
+}
+
+namespace detail {
+template <class... As>
+struct first_is_call_options : std::false_type {};
+template <class A, class... As>
+struct first_is_call_options<A, As...> : std::is_same<std::remove_cvref_t<A>, CallOptions> {};
+}  // namespace detail
+
+template <auto F, class... As>
+auto Agent::rpc_async(std::string_view to, As&&... args) {
+  if constexpr (detail::first_is_call_options<As...>::value) {
+    return [&]<class O, class... Rest>(O&& opts, Rest&&... rest) {
+      detail::check_callable<F, Rest...>();
+      using Tr = detail::fn_traits<decltype(F)>;
+      (void)detail::AutoRegister<F>::registered;
+      const auto peer = id_of(to);
+      const auto rid = next_request_id();
+      auto frame = std::apply(
+          [&](const auto&... typed) {
+            return wire::encode_frame(wire::FrameKind::call, rid, options_.limits, function_identity<F>.id, typed...);
+          },
+          typename Tr::args(std::forward<Rest>(rest)...));
+      return start_call<typename Tr::result>(peer, function_identity<F>.name, rid, std::move(frame), opts.timeout);
+    }(std::forward<As>(args)...);
+  } else {
+    return rpc_async<F>(to, CallOptions{}, std::forward<As>(args)...);
+  }
+}
+
+inline void Agent::shutdown(bool graceful) {
+  State expected = State::running;
+  if (!state_.compare_exchange_strong(expected, State::stopping)) return;
+  if (graceful) {
+    try {
+      const int world = static_cast<int>(workers_.size());
+      for (int round = 0;; ++round) {
+        {
+          std::unique_lock lock(pending_mu_);
+          if (!pending_cv_.wait_for(lock, options_.shutdown_timeout, [&] { return pending_.empty(); }))
+            throw Error("calls still pending after " + std::to_string(options_.shutdown_timeout.count()) + " ms");
+        }
+        // Outstanding calls across the group; zero everywhere at once means nobody is working.
+        auto total = detail::sum_over_workers(*store_, "join/" + std::to_string(round), world,
+                                              static_cast<std::int64_t>(pending_calls()), options_.shutdown_timeout);
+        if (total == 0) break;
+      }
+      detail::sum_over_workers(*store_, "stop", world, 0, options_.shutdown_timeout);
+    } catch (const std::exception& e) {
+      detail::log_warning("worker '" + self().name + "': graceful shutdown failed (" + e.what() + "); stopping now");
+    }
+  }
+  stop_now("worker '" + self().name + "' shut down");
+}
+
+inline void Agent::stop_now(const std::string& why) {
+  state_.store(State::stopped);
+  fail_pending_to(UINT32_MAX, [&](const Pending& p) {
+    return std::make_exception_ptr(
+        WorkerLost(workers_[p.peer].name, std::string(p.function), "local agent stopped: " + why));
+  });
+  asio::post(io_, [this] {
+    std::error_code ignored;
+    acceptor_.close(ignored);
+    std::lock_guard lock(links_mu_);
+    for (auto& l : links_)
+      if (l) l->close("shutdown");
+    for (auto& l : accepted_) l->close("shutdown");
+  });
+  pool_.join();
+  work_.reset();
+  // Connections finish closing, then the I/O threads run out of work.
+  for (auto& t : io_threads_) t.join();
+  io_threads_.clear();
+  std::lock_guard lock(links_mu_);
+  links_.assign(links_.size(), nullptr);
+  accepted_.clear();
+}
+
+}  // namespace remora

@@ -1,0 +1,22 @@
+#pragma once
+// The agent's messages on top of frames:
+//   call:    body = function id (u64), then the arguments
+//   reply:   body = the result (nothing for void)
+//   error:   body = ErrorCode (u8), exception type, message
+//   control: body = ControlType (u8), then its fields (hello: rank, name)
+#include <cstdint>
+#include <string>
+
+namespace remora::detail {
+
+enum class ErrorCode : std::uint8_t {
+  remote_exception = 1,  // the function threw
+  unknown_function = 2,  // the callee has no function with that id
+  bad_request = 3,       // the arguments could not be decoded as the function's parameters
+};
+
+enum class ControlType : std::uint8_t {
+  hello = 1,  // first frame on a connection: who is calling
+};
+
+}  // namespace remora::detail

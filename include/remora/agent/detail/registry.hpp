@@ -1,0 +1,152 @@
+#pragma once
+// The functions this process serves, by id. In an SPMD binary every function that is called
+// with rpc_sync/rpc_async/remote is registered by the call site's template instantiation; a
+// binary that only serves names its functions with REMORA_EXPOSE.
+#include <cstdint>
+#include <cxxabi.h>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <unordered_map>
+
+#include "remora/agent/detail/function_traits.hpp"
+#include "remora/agent/detail/protocol.hpp"
+#include "remora/core/detail/unique_function.hpp"
+#include "remora/core/type_id.hpp"
+#include "remora/transport/log.hpp"
+#include "remora/wire/value_codec.hpp"
+
+namespace remora::detail {
+
+// A call as the callee sees it: the frame, and how to answer it (exactly once).
+struct IncomingCall {
+  wire::InFrame frame;
+  const wire::Limits* limits = nullptr;
+  UniqueFunction<void(wire::OutFrame)> respond;
+};
+
+using Handler = void (*)(IncomingCall&&);
+
+struct RegisteredFunction {
+  std::string_view name;
+  Handler handler;
+};
+
+class Registry {
+ public:
+  static Registry& global() {
+    static Registry r;
+    return r;
+  }
+  bool add(std::uint64_t id, std::string_view name, Handler h) {
+    std::lock_guard lock(mu_);
+    auto [it, inserted] = functions_.emplace(id, RegisteredFunction{name, h});
+    if (!inserted && it->second.name != name)
+      log_warning("function id collision between " + std::string(name) + " and " + std::string(it->second.name));
+    return true;
+  }
+  const RegisteredFunction* find(std::uint64_t id) const {
+    std::lock_guard lock(mu_);
+    auto it = functions_.find(id);
+    return it == functions_.end() ? nullptr : &it->second;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::uint64_t, RegisteredFunction> functions_;
+};
+
+inline std::string demangle(const char* name) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
+  return status == 0 && out ? std::string(out.get()) : std::string(name);
+}
+
+inline wire::OutFrame error_frame(std::uint64_t request_id, ErrorCode code, const std::string& type,
+                                  const std::string& message) {
+  return wire::encode_frame(wire::FrameKind::error, request_id, static_cast<std::uint8_t>(code), type, message);
+}
+
+// The error reply for the exception in flight.
+inline wire::OutFrame current_exception_frame(std::uint64_t request_id) {
+  try {
+    throw;
+  } catch (const ProtocolError& e) {
+    return error_frame(request_id, ErrorCode::bad_request, "remora::ProtocolError", e.reason());
+  } catch (const std::exception& e) {
+    return error_frame(request_id, ErrorCode::remote_exception, demangle(typeid(e).name()), e.what());
+  } catch (...) {
+    return error_frame(request_id, ErrorCode::remote_exception, "unknown exception", "(not a std::exception)");
+  }
+}
+
+// Encodes a function's outcome as the reply to `request_id`.
+template <class T>
+wire::OutFrame reply_frame(std::uint64_t request_id, const wire::Limits& limits, const Future<T>& outcome) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      outcome.get();
+      return wire::encode_frame(wire::FrameKind::reply, request_id, limits);
+    } else {
+      return wire::encode_frame(wire::FrameKind::reply, request_id, limits, outcome.get());
+    }
+  } catch (...) {
+    return current_exception_frame(request_id);
+  }
+}
+
+// Runs F for an incoming call: decodes the arguments, calls F, answers with its result; a
+// function returning a Future or Task answers when it completes, holding no thread meanwhile.
+template <auto F>
+void handle_call(IncomingCall&& call) {
+  using Tr = fn_traits<decltype(F)>;
+  const std::uint64_t rid = call.frame.request_id();
+  typename Tr::args args;
+  try {
+    std::uint64_t fid;
+    std::apply([&](auto&... a) { wire::decode_into(call.frame, *call.limits, fid, a...); }, args);
+  } catch (...) {
+    return call.respond(current_exception_frame(rid));
+  }
+  using R = typename Tr::raw_result;
+  using T = typename Tr::result;
+  Future<T> outcome;
+  try {
+    if constexpr (is_future_v<R>) {
+      outcome = std::apply(F, std::move(args));
+    } else if constexpr (std::is_void_v<R>) {
+      std::apply(F, std::move(args));
+      outcome = make_ready_future();
+    } else {
+      outcome = make_ready_future<T>(std::apply(F, std::move(args)));
+    }
+  } catch (...) {
+    outcome = make_exceptional_future<T>(std::current_exception());
+  }
+  outcome.on_ready([outcome, rid, limits = call.limits, respond = std::move(call.respond)]() mutable {
+    respond(reply_frame(rid, *limits, outcome));
+  });
+}
+
+template <auto F>
+struct AutoRegister {
+  static inline const bool registered =
+      Registry::global().add(function_identity<F>.id, function_identity<F>.name, &handle_call<F>);
+};
+
+template <auto... Fs>
+bool expose() {
+  return (AutoRegister<Fs>::registered && ...);
+}
+
+}  // namespace remora::detail
+
+#define REMORA_DETAIL_CAT2(a, b) a##b
+#define REMORA_DETAIL_CAT(a, b) REMORA_DETAIL_CAT2(a, b)
+// Declares the functions a serve-only binary exposes: REMORA_EXPOSE(&add, &scale);
+// (an SPMD binary that calls a function registers it without this line).
+#define REMORA_EXPOSE(...) \
+  [[maybe_unused]] static const bool REMORA_DETAIL_CAT(remora_exposed_, __LINE__) = ::remora::detail::expose<__VA_ARGS__>()

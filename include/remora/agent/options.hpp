@@ -1,0 +1,48 @@
+#pragma once
+// Settings of an agent, identities of workers, and per-call options.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include "remora/wire/limits.hpp"
+
+namespace remora {
+
+struct Options {
+  // How workers find each other: "env://" (MASTER_ADDR, MASTER_PORT, as torchrun sets them) or
+  // "tcp://host:port". Ignored when `store` is set.
+  std::string init_method = "env://";
+  // An explicit c10d store shared by all workers (e.g. a c10d::HashStore for agents in one process).
+  c10::intrusive_ptr<c10d::Store> store;
+  // Deadline of every call unless the call sets its own; must be positive.
+  std::chrono::milliseconds rpc_timeout{60'000};
+  // How long init_rpc waits for every worker, and graceful shutdown for every worker to finish.
+  std::chrono::milliseconds init_timeout{60'000};
+  std::chrono::milliseconds shutdown_timeout{60'000};
+  // Threads that run user functions, and threads that do network I/O.
+  int num_worker_threads = 4;
+  int num_io_threads = 1;
+  // Address this worker listens on (port 0: any free port) and the host it tells peers to use.
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 0;
+  std::string advertise_host;  // empty: listen_host
+  // Bounds on received frames; larger frames are refused.
+  wire::Limits limits;
+};
+
+struct WorkerInfo {
+  std::string name;
+  std::uint32_t id = 0;
+  friend bool operator==(const WorkerInfo&, const WorkerInfo&) = default;
+};
+
+// Per-call settings, passed as the first argument after the destination:
+//   remora::rpc_async<&f>("ps", remora::CallOptions{.timeout = 50ms}, x, y);
+struct CallOptions {
+  std::chrono::milliseconds timeout{0};  // 0: the agent's rpc_timeout
+};
+
+}  // namespace remora

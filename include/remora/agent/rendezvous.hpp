@@ -1,0 +1,105 @@
+#pragma once
+// Rendezvous through a c10d store: every worker publishes name and address under its rank,
+// names must be unique, and each waits until all ranks are known.
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "remora/agent/options.hpp"
+#include "remora/core/errors.hpp"
+
+namespace remora::detail {
+
+struct PeerAddress {
+  std::string name;
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+inline std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : fallback;
+}
+
+inline std::vector<std::uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+inline std::string string_of(const std::vector<std::uint8_t>& b) { return {b.begin(), b.end()}; }
+
+// The store the options name, namespaced under "remora/" (and torchrun's restart count, so a
+// restarted group does not read its predecessor's keys).
+inline c10::intrusive_ptr<c10d::Store> open_store(const Options& o, int rank, int world_size) {
+  c10::intrusive_ptr<c10d::Store> base = o.store;
+  if (!base) {
+    std::string host, port;
+    if (o.init_method.rfind("env://", 0) == 0) {
+      host = env_or("MASTER_ADDR", "");
+      port = env_or("MASTER_PORT", "");
+      if (host.empty() || port.empty())
+        throw Error("remora: init_method env:// needs MASTER_ADDR and MASTER_PORT in the environment");
+    } else if (o.init_method.rfind("tcp://", 0) == 0) {
+      auto hp = o.init_method.substr(6);
+      auto colon = hp.rfind(':');
+      if (colon == std::string::npos) throw Error("remora: init_method must be tcp://host:port, got " + o.init_method);
+      host = hp.substr(0, colon);
+      port = hp.substr(colon + 1);
+    } else {
+      throw Error("remora: unknown init_method '" + o.init_method + "' (use env:// or tcp://host:port)");
+    }
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(std::stoi(port));
+    // torchrun's agent already hosts the store; otherwise rank 0 does.
+    so.isServer = rank == 0 && env_or("TORCHELASTIC_USE_AGENT_STORE", "") != "True";
+    so.numWorkers = world_size;
+    so.waitWorkers = false;
+    so.timeout = o.init_timeout;
+    base = c10::make_intrusive<c10d::TCPStore>(host, so);
+  }
+  return c10::make_intrusive<c10d::PrefixStore>("remora/" + env_or("TORCHELASTIC_RESTART_COUNT", "0"), base);
+}
+
+// Publishes this worker and returns every worker's address, indexed by rank.
+inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const std::string& name, int rank, int world_size,
+                                           const std::string& host, std::uint16_t port,
+                                           std::chrono::milliseconds timeout) {
+  if (name.empty() || name.find_first_of("/\n") != std::string::npos)
+    throw Error("remora: invalid worker name '" + name + "' (non-empty, no '/' or newline)");
+  if (world_size < 1 || rank < 0 || rank >= world_size)
+    throw Error("remora: rank " + std::to_string(rank) + " is outside world size " + std::to_string(world_size));
+  const bool duplicate = store.add("name/" + name, 1) > 1;
+  store.set("worker/" + std::to_string(rank),
+            bytes_of((duplicate ? "!" : "") + name + "\n" + host + "\n" + std::to_string(port)));
+  if (duplicate) throw Error("remora: worker name '" + name + "' is already taken by another rank");
+  std::vector<std::string> keys;
+  for (int r = 0; r < world_size; ++r) keys.push_back("worker/" + std::to_string(r));
+  try {
+    store.wait(keys, timeout);
+  } catch (const std::exception& e) {
+    throw Error("remora: worker '" + name + "' timed out waiting for all " + std::to_string(world_size) +
+                " workers to join: " + e.what());
+  }
+  std::vector<PeerAddress> peers(world_size);
+  for (int r = 0; r < world_size; ++r) {
+    auto v = string_of(store.get(keys[r]));
+    auto a = v.find('\n'), b = v.rfind('\n');
+    if (!v.empty() && v[0] == '!')
+      throw Error("remora: rank " + std::to_string(r) + " tried to join as '" + v.substr(1, a - 1) +
+                  "', a name another rank already has");
+    peers[r] = {v.substr(0, a), v.substr(a + 1, b - a - 1), static_cast<std::uint16_t>(std::stoi(v.substr(b + 1)))};
+  }
+  return peers;
+}
+
+// A barrier that also sums one number over all workers: used by graceful shutdown.
+inline std::int64_t sum_over_workers(c10d::Store& store, const std::string& key, int world_size, std::int64_t value,
+                                     std::chrono::milliseconds timeout) {
+  store.add(key + "/sum", value);
+  if (store.add(key + "/arrived", 1) == world_size) store.set(key + "/done", bytes_of("1"));
+  store.wait({key + "/done"}, timeout);
+  return store.add(key + "/sum", 0);
+}
+
+}  // namespace remora::detail

@@ -1,0 +1,34 @@
+#pragma once
+// Starting a group of agents inside one test process: they share one in-memory store and
+// listen on ephemeral loopback ports.
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+
+#include "remora/agent/rpc.hpp"
+
+namespace remora::test {
+
+inline std::vector<std::unique_ptr<Agent>> start_group(std::vector<std::string> names, Options base = {}) {
+  base.store = c10::make_intrusive<c10d::HashStore>();
+  base.init_timeout = std::chrono::seconds(20);
+  base.shutdown_timeout = std::chrono::seconds(20);
+  std::vector<std::unique_ptr<Agent>> agents(names.size());
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    threads.emplace_back([&, i] { agents[i] = std::make_unique<Agent>(names[i], int(i), int(names.size()), base); });
+  for (auto& t : threads) t.join();
+  return agents;
+}
+
+// Graceful shutdown of a whole group, all at once as separate processes would.
+inline void shutdown_group(std::vector<std::unique_ptr<Agent>>& agents) {
+  std::vector<std::thread> threads;
+  for (auto& a : agents) threads.emplace_back([&a] { a->shutdown(); });
+  for (auto& t : threads) t.join();
+}
+
+}  // namespace remora::test

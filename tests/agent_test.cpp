@@ -1,0 +1,227 @@
+// The agent, in-process: typed calls, self calls, async callees, errors, timeouts, garbage on the
+// wire, concurrency and shutdown. Process-level behaviour is in process_test.cpp.
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include <asio.hpp>
+#include <catch2/catch.hpp>
+
+#include "agent_support.hpp"
+
+using namespace std::chrono_literals;
+using remora::test::shutdown_group;
+using remora::test::start_group;
+
+namespace fns {
+int add(int a, int b) { return a + b; }
+torch::Tensor scale(const torch::Tensor& t, double f) { return t * f; }
+std::string whoami() { return remora::current_agent().self().name; }
+void nothing() {}
+int fails(int x) { throw std::out_of_range("index " + std::to_string(x) + " out of range"); }
+int sleepy(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+std::vector<torch::Tensor> split(const std::map<std::string, torch::Tensor>& m) {
+  std::vector<torch::Tensor> out;
+  for (auto& [k, v] : m) out.push_back(v + 1);
+  return out;
+}
+torch::Tensor data_ptr_probe(torch::Tensor t) {
+  t.add_(1);  // mutates the callee's copy only
+  return t;
+}
+
+std::promise<void>* release_c = nullptr;
+int slow_on_c(int x) {
+  release_c->get_future().wait_for(20s);
+  return x * 10;
+}
+// B awaits C without holding B's only pool thread.
+remora::Task<int> chain_via_c(int x) {
+  int from_c = co_await remora::current_agent().rpc_async<&slow_on_c>("c", x);
+  co_return from_c + 1;
+}
+}  // namespace fns
+
+TEST_CASE("rpc_sync and rpc_async call typed functions on another worker", "[agent]") {
+  auto g = start_group({"trainer", "ps"});
+  auto& trainer = *g[0];
+  CHECK(trainer.rpc_sync<&fns::add>("ps", 1, 2) == 3);
+  auto t = torch::arange(4, torch::kFloat32);
+  remora::Future<torch::Tensor> f = trainer.rpc_async<&fns::scale>("ps", t, 2.0);
+  CHECK(torch::equal(f.get(), t * 2));
+  CHECK(trainer.rpc_sync<&fns::whoami>("ps") == "ps");
+  trainer.rpc_sync<&fns::nothing>("ps");
+  std::map<std::string, torch::Tensor> m{{"a", torch::zeros({2})}, {"b", torch::ones({3})}};
+  auto parts = trainer.rpc_sync<&fns::split>("ps", m);
+  REQUIRE(parts.size() == 2);
+  CHECK(torch::equal(parts[1], torch::full({3}, 2.0f)));
+  CHECK(trainer.get_worker_info("ps").id == 1);
+  CHECK(trainer.get_worker_info(1u).name == "ps");
+  CHECK(trainer.get_worker_infos().size() == 2);
+  CHECK_THROWS_WITH(trainer.rpc_sync<&fns::add>("nobody", 1, 2), Catch::Contains("'nobody' is not part"));
+  shutdown_group(g);
+}
+
+TEST_CASE("A call to self keeps the serialization boundary", "[agent]") {
+  auto g = start_group({"solo"});
+  CHECK(g[0]->rpc_sync<&fns::add>("solo", 20, 22) == 42);
+  CHECK(g[0]->rpc_sync<&fns::whoami>("solo") == "solo");
+  auto t = torch::zeros({3});
+  auto back = g[0]->rpc_sync<&fns::data_ptr_probe>("solo", t);
+  CHECK(torch::equal(t, torch::zeros({3})));  // the caller's tensor is untouched
+  CHECK(torch::equal(back, torch::ones({3})));
+  g[0]->shutdown();
+}
+
+TEST_CASE("A remote exception arrives as RemoteError and the callee keeps serving", "[agent][errors]") {
+  auto g = start_group({"a", "b"});
+  try {
+    g[0]->rpc_sync<&fns::fails>("b", 7);
+    FAIL("no exception");
+  } catch (const remora::RemoteError& e) {
+    CHECK(e.worker() == "b");
+    CHECK(e.function() == "fns::fails");
+    CHECK(e.remote_type() == "std::out_of_range");
+    CHECK(e.remote_message() == "index 7 out of range");
+    CHECK_THAT(e.what(), Catch::Contains("fns::fails on worker 'b' threw std::out_of_range: index 7 out of range"));
+  }
+  CHECK(g[0]->rpc_sync<&fns::add>("b", 2, 3) == 5);
+  shutdown_group(g);
+}
+
+TEST_CASE("A call that outlives its timeout fails with Timeout; the late reply is dropped", "[agent][errors]") {
+  auto g = start_group({"a", "b"});
+  auto f = g[0]->rpc_async<&fns::sleepy>("b", remora::CallOptions{50ms}, 400);
+  CHECK_THROWS_AS(f.get(), remora::Timeout);
+  CHECK_THROWS_WITH(f.get(), Catch::Contains("fns::sleepy on worker 'b' timed out: no reply within 50 ms"));
+  std::this_thread::sleep_for(500ms);  // the late reply arrives and is dropped
+  CHECK(g[0]->rpc_sync<&fns::add>("b", 1, 1) == 2);
+  CHECK(g[0]->pending_calls() == 0);
+  shutdown_group(g);
+}
+
+TEST_CASE("A function id the callee does not know is UnknownFunction", "[agent][errors]") {
+  auto g = start_group({"a", "b"});
+  auto rid = g[0]->next_request_id();
+  auto frame = remora::wire::encode_frame(remora::wire::FrameKind::call, rid, std::uint64_t{0xdeadbeef}, 1, 2);
+  auto f = g[0]->start_call<int>(1, "ns::missing", rid, std::move(frame), 5s);
+  CHECK_THROWS_AS(f.get(), remora::UnknownFunction);
+  CHECK_THROWS_WITH(f.get(), Catch::Contains("worker 'b' does not expose ns::missing"));
+  shutdown_group(g);
+}
+
+TEST_CASE("A callee returning Task awaits another worker without holding a pool thread", "[agent][async]") {
+  remora::Options one_thread;
+  one_thread.num_worker_threads = 1;
+  auto g = start_group({"a", "b", "c"}, one_thread);
+  std::promise<void> release;
+  fns::release_c = &release;
+  auto chained = g[0]->rpc_async<&fns::chain_via_c>("b", 4);
+  // B's only pool thread is free while chain_via_c waits for C: another call to B completes.
+  CHECK(g[0]->rpc_sync<&fns::add>("b", 1, 2) == 3);
+  CHECK_FALSE(chained.is_ready());
+  release.set_value();
+  CHECK(chained.get() == 41);
+  shutdown_group(g);
+}
+
+TEST_CASE("Many concurrent callers; replies arrive out of order", "[agent][concurrency]") {
+  auto g = start_group({"a", "b"});
+  auto& a = *g[0];
+  std::vector<std::thread> callers;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t)
+    callers.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i)
+        if (a.rpc_sync<&fns::add>("b", t, i) != t + i) ++wrong;
+    });
+  // Slow calls issued first finish last.
+  std::vector<remora::Future<int>> slow;
+  for (int ms : {60, 40, 20, 0}) slow.push_back(a.rpc_async<&fns::sleepy>("b", ms));
+  auto first_done = [&]() -> remora::Task<int> {
+    int sum = 0;
+    for (auto& f : slow) sum += co_await f;
+    co_return sum;
+  }();
+  for (auto& c : callers) c.join();
+  CHECK(wrong == 0);
+  CHECK(first_done.get() == 120);
+  shutdown_group(g);
+}
+
+TEST_CASE("Garbage on the listening port closes that connection only", "[agent][errors]") {
+  auto g = start_group({"a", "b"});
+  const auto port = g[1]->listen_port();
+  auto send_raw = [&](std::vector<std::uint8_t> bytes) {
+    asio::io_context io;
+    asio::ip::tcp::socket s(io);
+    s.connect({asio::ip::make_address("127.0.0.1"), port});
+    asio::write(s, asio::buffer(bytes));
+    std::array<char, 16> buf;
+    std::error_code ec;
+    s.read_some(asio::buffer(buf), ec);  // the agent answers garbage by closing
+    return ec;
+  };
+  CHECK(send_raw(std::vector<std::uint8_t>(64, 0xAB)) == asio::error::eof);  // bad magic
+  remora::wire::FrameHeader h;
+  h.kind = 1;
+  h.body_bytes = 0xFFFFFFFF;  // larger than allowed
+  std::vector<std::uint8_t> oversized(sizeof h);
+  std::memcpy(oversized.data(), &h, sizeof h);
+  remora::wire::Limits small;
+  small.max_frame_bytes = 1 << 20;
+  (void)small;
+  CHECK(send_raw(oversized) != std::error_code{});
+  h.body_bytes = 8;
+  std::vector<std::uint8_t> call_before_hello(sizeof h + 8, 0);
+  std::memcpy(call_before_hello.data(), &h, sizeof h);
+  CHECK(send_raw(call_before_hello) == asio::error::eof);
+  CHECK(g[0]->rpc_sync<&fns::add>("b", 3, 4) == 7);  // everyone else is still served
+  shutdown_group(g);
+}
+
+TEST_CASE("Graceful shutdown waits for outstanding work; calls afterwards fail clearly", "[agent][shutdown]") {
+  auto g = start_group({"a", "b", "c"});
+  std::vector<remora::Future<int>> inflight;
+  for (int i = 0; i < 3; ++i) {
+    inflight.push_back(g[0]->rpc_async<&fns::sleepy>("b", 100));
+    inflight.push_back(g[1]->rpc_async<&fns::sleepy>("c", 150));
+    inflight.push_back(g[2]->rpc_async<&fns::sleepy>("a", 50));
+  }
+  shutdown_group(g);
+  for (auto& f : inflight) CHECK_NOTHROW(f.get());
+  CHECK_THROWS_WITH(g[0]->rpc_sync<&fns::add>("b", 1, 2), Catch::Contains("has shut down"));
+}
+
+TEST_CASE("Non-graceful shutdown fails pending calls at once", "[agent][shutdown]") {
+  auto g = start_group({"a", "b"});
+  auto f = g[0]->rpc_async<&fns::sleepy>("b", 300);
+  auto start = std::chrono::steady_clock::now();
+  g[0]->shutdown(false);
+  CHECK_THROWS_AS(f.get(), remora::WorkerLost);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+  g[1]->shutdown(false);
+}
+
+TEST_CASE("Rendezvous rejects a duplicate name and a bad rank", "[agent][rendezvous]") {
+  remora::Options o;
+  o.store = c10::make_intrusive<c10d::HashStore>();
+  o.init_timeout = 2s;
+  std::string e0, e1;
+  std::thread t0([&] {
+    try { remora::Agent a("same", 0, 2, o); } catch (const remora::Error& e) { e0 = e.what(); }
+  });
+  std::thread t1([&] {
+    try { remora::Agent a("same", 1, 2, o); } catch (const remora::Error& e) { e1 = e.what(); }
+  });
+  t0.join();
+  t1.join();
+  CHECK_THAT(e0 + e1, Catch::Contains("already taken") || Catch::Contains("already has"));
+  CHECK_FALSE(e0.empty());
+  CHECK_FALSE(e1.empty());
+  CHECK_THROWS_WITH(remora::Agent("x", 5, 2, o), Catch::Contains("outside world size"));
+}
