@@ -93,7 +93,7 @@ TEST_CASE("A remote exception arrives as RemoteError and the callee keeps servin
   shutdown_group(g);
 }
 
-TEST_CASE("A call that outlives its timeout fails with Timeout; the late reply is dropped", "[agent][errors]") {
+TEST_CASE("A call that outlives its timeout fails with Timeout and the late reply is dropped", "[agent][errors]") {
   auto g = start_group({"a", "b"});
   auto f = g[0]->rpc_async<&fns::sleepy>("b", remora::CallOptions{50ms}, 400);
   CHECK_THROWS_AS(f.get(), remora::Timeout);
@@ -129,7 +129,7 @@ TEST_CASE("A callee returning Task awaits another worker without holding a pool 
   shutdown_group(g);
 }
 
-TEST_CASE("Many concurrent callers; replies arrive out of order", "[agent][concurrency]") {
+TEST_CASE("Many concurrent callers and replies arrive out of order", "[agent][concurrency]") {
   auto g = start_group({"a", "b"});
   auto& a = *g[0];
   std::vector<std::thread> callers;
@@ -184,7 +184,7 @@ TEST_CASE("Garbage on the listening port closes that connection only", "[agent][
   shutdown_group(g);
 }
 
-TEST_CASE("Graceful shutdown waits for outstanding work; calls afterwards fail clearly", "[agent][shutdown]") {
+TEST_CASE("Graceful shutdown waits for outstanding work and calls afterwards fail clearly", "[agent][shutdown]") {
   auto g = start_group({"a", "b", "c"});
   std::vector<remora::Future<int>> inflight;
   for (int i = 0; i < 3; ++i) {

@@ -160,7 +160,7 @@ TEST_CASE("Bodies that lie are rejected while decoding values", "[wire][fuzz]") 
   expect_rejected<int, int, int>(extra.bytes(), "body ends inside a value");
 }
 
-TEST_CASE("Malformed IValues are rejected; including nesting bombs", "[wire][fuzz][ivalue]") {
+TEST_CASE("Malformed IValues are rejected and including nesting bombs", "[wire][fuzz][ivalue]") {
   RawFrame tag;
   tag.header.kind = 2;
   put(tag.body, std::uint8_t{99});

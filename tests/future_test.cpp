@@ -67,7 +67,7 @@ TEST_CASE("get() on the only handle moves the value out", "[future]") {
   CHECK(b.data() == data);
 }
 
-TEST_CASE("A Promise completes once; an abandoned one fails its future", "[future]") {
+TEST_CASE("A Promise completes once and an abandoned one fails its future", "[future]") {
   Promise<int> p;
   auto f = p.get_future();
   CHECK(p.try_set_value(1));
@@ -83,7 +83,7 @@ TEST_CASE("A Promise completes once; an abandoned one fails its future", "[futur
   CHECK_THROWS_WITH(orphan.get(), Catch::Contains("abandoned"));
 }
 
-TEST_CASE("then() chains values; skips on error and flattens futures", "[future]") {
+TEST_CASE("then() chains values and skips on error and flattens futures", "[future]") {
   Promise<int> p;
   auto f = p.get_future();
   auto doubled = f.then([](int v) { return v * 2; });

@@ -22,7 +22,7 @@ static_assert(remora::function_identity<&geo::add>.id != remora::function_identi
 static_assert(remora::function_identity<&geo::add>.id == remora::function_identity<geo::add>.id);
 static_assert(remora::function_identity<&geo::add>.name == "geo::add");
 
-TEST_CASE("Functions; members and types have readable qualified names", "[type_id]") {
+TEST_CASE("Functions and members and types have readable qualified names", "[type_id]") {
   CHECK(remora::function_identity<&geo::add>.name == "geo::add");
   CHECK(remora::function_identity<&geo::Shape::area>.name == "geo::Shape::area");
   CHECK(remora::function_identity<&geo::Shape::scale>.name == "geo::Shape::scale");
@@ -31,7 +31,7 @@ TEST_CASE("Functions; members and types have readable qualified names", "[type_i
   CHECK(remora::type_identity_of<std::string>.name == "std::basic_string<char>");
 }
 
-TEST_CASE("Ids are the FNV-1a hash of the name; so every process computes the same", "[type_id]") {
+TEST_CASE("Ids are the FNV-1a hash of the name and so every process computes the same", "[type_id]") {
   // Fixed expected values: a change to the hash or the normalization breaks wire compatibility
   // and must be a deliberate protocol version bump.
   CHECK(remora::detail::fnv1a("") == 0xcbf29ce484222325ull);

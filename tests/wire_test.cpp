@@ -44,7 +44,7 @@ TEST_CASE("Tensors of every dtype round-trip bit-exactly", "[wire][tensor]") {
   CHECK(bit_equal(nan, std::get<0>(roundtrip(nan))));
 }
 
-TEST_CASE("0-d; empty; non-contiguous and view tensors keep their values", "[wire][tensor]") {
+TEST_CASE("0-d and empty and non-contiguous and view tensors keep their values", "[wire][tensor]") {
   auto scalar = torch::tensor(3.5);
   auto [s] = roundtrip(scalar);
   CHECK(s.dim() == 0);
@@ -65,7 +65,7 @@ TEST_CASE("0-d; empty; non-contiguous and view tensors keep their values", "[wir
   CHECK(torch::equal(std::get<0>(roundtrip(strided)), strided));
 }
 
-TEST_CASE("Only the viewed bytes travel; straight from the tensor's memory", "[wire][tensor]") {
+TEST_CASE("Only the viewed bytes travel and straight from the tensor's memory", "[wire][tensor]") {
   auto base = torch::arange(1000, torch::kFloat32);
   auto view = base.narrow(0, 100, 10);  // contiguous view into a larger storage
   auto frame = wire::encode_frame(wire::FrameKind::call, 1, view);
@@ -79,7 +79,7 @@ TEST_CASE("Only the viewed bytes travel; straight from the tensor's memory", "[w
   CHECK(v.storage().nbytes() == 10 * sizeof(float));
 }
 
-TEST_CASE("requires_grad; undefined tensors; conjugate views", "[wire][tensor]") {
+TEST_CASE("requires_grad and undefined tensors and conjugate views", "[wire][tensor]") {
   auto w = torch::randn({3}, torch::requires_grad());
   auto plain = torch::randn({3});
   auto [a, b, undef] = roundtrip(w, plain, torch::Tensor());
@@ -131,7 +131,7 @@ static_assert(!remora::Serializable<std::vector<Opaque>>);
 static_assert(!remora::Serializable<std::tuple<int, Opaque>>);
 static_assert(!remora::Serializable<int*>);
 
-TEST_CASE("Scalars; strings; containers; enums and variants round-trip", "[wire][values]") {
+TEST_CASE("Scalars and strings and containers and enums and variants round-trip", "[wire][values]") {
   auto [i, d, b, s, e, arr] = roundtrip(int64_t{-5}, 2.25, true, std::string("héllo\0x", 8), Phase::eval,
                                         std::array<int, 3>{1, 2, 3});
   CHECK(i == -5);

@@ -463,11 +463,12 @@ inline void Agent::stop_now(const std::string& why) {
       if (l) l->close("shutdown");
     for (auto& l : accepted_) l->close("shutdown");
   });
-  pool_.join();
+  // I/O threads first: once they are gone no reply can arrive, so nothing posts a completion to
+  // the pool after it drains. Then the pool runs every queued completion and handler.
   work_.reset();
-  // Connections finish closing, then the I/O threads run out of work.
   for (auto& t : io_threads_) t.join();
   io_threads_.clear();
+  pool_.join();
   std::lock_guard lock(links_mu_);
   links_.assign(links_.size(), nullptr);
   accepted_.clear();

@@ -1,0 +1,58 @@
+// RPC figures for a 4-byte tensor and a 64 MiB tensor between two agents in one process over
+// loopback TCP, with PyTorch's RemoteModule and the raw-socket probes run beside it by
+// scripts/bench. Prints one line per figure (parsed by scripts/bench).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+
+#include "remora/agent/rpc.hpp"
+
+namespace bench {
+torch::Tensor echo(torch::Tensor x) { return x; }
+}  // namespace bench
+
+int main() {
+  using clock = std::chrono::steady_clock;
+  remora::Options o;
+  o.store = c10::make_intrusive<c10d::HashStore>();
+  std::unique_ptr<remora::Agent> a, b;
+  std::thread tb([&] { b = std::make_unique<remora::Agent>("w1", 1, 2, o); });
+  a = std::make_unique<remora::Agent>("w0", 0, 2, o);
+  tb.join();
+
+  auto x = torch::ones({1});
+  for (int i = 0; i < 500; ++i) a->rpc_sync<&bench::echo>("w1", x);
+  std::vector<double> us;
+  for (int i = 0; i < 5000; ++i) {
+    auto t = clock::now();
+    a->rpc_sync<&bench::echo>("w1", x);
+    us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t).count());
+  }
+  std::sort(us.begin(), us.end());
+  std::printf("sync_4B_p50_us %.1f\nsync_4B_p99_us %.1f\n", us[us.size() / 2], us[us.size() * 99 / 100]);
+
+  const int n = 20000;
+  std::vector<remora::Future<torch::Tensor>> fs;
+  fs.reserve(n);
+  auto t0 = clock::now();
+  for (int i = 0; i < n; ++i) fs.push_back(a->rpc_async<&bench::echo>("w1", x));
+  for (auto& f : fs) f.wait();
+  double secs = std::chrono::duration<double>(clock::now() - t0).count();
+  std::printf("async_4B_calls_per_s %.0f\n", n / secs);
+
+  auto big = torch::ones({(64 << 20) / 4});
+  for (int i = 0; i < 2; ++i) a->rpc_sync<&bench::echo>("w1", big);
+  const int reps = 10;
+  auto t1 = clock::now();
+  for (int i = 0; i < reps; ++i) a->rpc_sync<&bench::echo>("w1", big);
+  double per = std::chrono::duration<double>(clock::now() - t1).count() / reps;
+  std::printf("echo_64MiB_ms %.1f\necho_64MiB_GBps %.3f\n", per * 1e3, 2.0 * (64 << 20) / per / 1e9);
+
+  std::thread sb([&] { b->shutdown(); });
+  a->shutdown();
+  sb.join();
+}
