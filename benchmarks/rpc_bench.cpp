@@ -10,6 +10,7 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "remora/agent/rpc.hpp"
+#include "remora/rref/remote.hpp"
 
 namespace bench {
 torch::Tensor echo(torch::Tensor x) { return x; }
@@ -34,6 +35,18 @@ int main() {
   }
   std::sort(us.begin(), us.end());
   std::printf("sync_4B_p50_us %.1f\nsync_4B_p99_us %.1f\n", us[us.size() / 2], us[us.size() * 99 / 100]);
+
+  // remote() + to_here() of a small value: creation, fetch and deletion, one at a time.
+  for (int i = 0; i < 200; ++i) remora::remote<&bench::echo>(*a, "w1", x).to_here();
+  us.clear();
+  for (int i = 0; i < 3000; ++i) {
+    auto t = clock::now();
+    remora::remote<&bench::echo>(*a, "w1", x).to_here();
+    us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t).count());
+  }
+  std::sort(us.begin(), us.end());
+  std::printf("remote_to_here_4B_p50_us %.1f\nremote_to_here_4B_p99_us %.1f\n", us[us.size() / 2],
+              us[us.size() * 99 / 100]);
 
   const int n = 20000;
   std::vector<remora::Future<torch::Tensor>> fs;

@@ -15,3 +15,6 @@
 
 #include "remora/agent/agent.hpp"
 #include "remora/agent/rpc.hpp"
+
+#include "remora/rref/remote.hpp"
+#include "remora/rref/rref.hpp"

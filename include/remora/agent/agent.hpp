@@ -21,6 +21,7 @@
 #include <asio/thread_pool.hpp>
 
 #include "remora/agent/detail/registry.hpp"
+#include "remora/agent/detail/wire_context.hpp"
 #include "remora/agent/options.hpp"
 #include "remora/agent/rendezvous.hpp"
 #include "remora/transport/tcp_connection.hpp"
@@ -32,6 +33,20 @@ namespace detail {
 // The agent whose worker pool runs the current thread's function, if any: lets a remote
 // function make nested calls on the agent that serves it.
 inline thread_local Agent* serving_agent = nullptr;
+
+// State a layer above keeps per agent (RRef tables), told about the agent's life events.
+class AgentService {
+ public:
+  virtual ~AgentService() = default;
+  // A peer's connection was lost: it will never answer again.
+  virtual void on_peer_lost(std::uint32_t) {}
+  // Graceful shutdown, once no worker has work in flight: release what is held for others.
+  virtual void on_group_quiet() {}
+  // The agent stopped: its threads are gone; drop everything.
+  virtual void on_stop() {}
+};
+template <class S>
+inline constexpr char service_key = 0;
 }  // namespace detail
 
 class Agent {
@@ -84,6 +99,16 @@ class Agent {
   template <class T>
   Future<T> start_call(std::uint32_t to, std::string_view function, std::uint64_t request_id, wire::OutFrame frame,
                        std::chrono::milliseconds timeout);
+  // Calls the handler registered as `fn` on worker `to`, with F's parameter and result types.
+  template <auto F, class... As>
+  auto call_as(std::uint32_t to, const Identity& fn, CallOptions opts, As&&... args);
+  bool is_lost(std::uint32_t peer) const {
+    std::lock_guard lock(links_mu_);
+    return peer < lost_.size() && !lost_[peer].empty();
+  }
+  // This agent's instance of service S (made on first use as S(Agent&)); it lives as long as the agent.
+  template <class S>
+  std::shared_ptr<S> service();
 
  private:
   enum class State { running, stopping, stopped };
@@ -100,7 +125,8 @@ class Agent {
   Link link_to(std::uint32_t peer);
   void on_frame(const Link& conn, wire::InFrame&& frame);
   void on_close(const Link& conn, const std::string& reason);
-  void dispatch_call(wire::InFrame&& frame, detail::UniqueFunction<void(wire::OutFrame)> respond);
+  void dispatch_call(std::uint32_t from, wire::InFrame&& frame, detail::UniqueFunction<void(wire::OutFrame)> respond);
+  std::vector<std::shared_ptr<detail::AgentService>> services_snapshot() const;
   void on_reply(std::uint32_t from, wire::InFrame&& frame);
   std::optional<Pending> take_pending(std::uint64_t request_id);
   void finish(Pending&& p, wire::InFrame* frame, std::exception_ptr error);
@@ -131,6 +157,14 @@ class Agent {
   mutable std::mutex pending_mu_;
   std::condition_variable pending_cv_;
   std::unordered_map<std::uint64_t, Pending> pending_;
+  // Calls whose completion has not finished running, and calls ever started: graceful shutdown
+  // waits until both stand still across the group.
+  std::int64_t outstanding_ = 0;
+  std::int64_t started_ = 0;
+
+  // Last member: services go first, while everything they refer to still exists.
+  mutable std::mutex services_mu_;
+  std::vector<std::pair<const void*, std::shared_ptr<detail::AgentService>>> services_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -208,7 +242,8 @@ inline void Agent::on_frame(const Link& conn, wire::InFrame&& frame) {
       }
       case wire::FrameKind::call:
         if (conn->peer_id == UINT32_MAX) throw ProtocolError("call before hello");
-        return dispatch_call(std::move(frame), [conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+        return dispatch_call(conn->peer_id, std::move(frame),
+                             [conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
       case wire::FrameKind::reply:
       case wire::FrameKind::error:
         return on_reply(conn->peer_id, std::move(frame));
@@ -221,7 +256,8 @@ inline void Agent::on_frame(const Link& conn, wire::InFrame&& frame) {
   }
 }
 
-inline void Agent::dispatch_call(wire::InFrame&& frame, detail::UniqueFunction<void(wire::OutFrame)> respond) {
+inline void Agent::dispatch_call(std::uint32_t from, wire::InFrame&& frame,
+                                 detail::UniqueFunction<void(wire::OutFrame)> respond) {
   std::uint64_t fid;
   if (frame.body().size() < sizeof fid) throw ProtocolError("call without a function id");
   std::memcpy(&fid, frame.body().data(), sizeof fid);
@@ -233,11 +269,14 @@ inline void Agent::dispatch_call(wire::InFrame&& frame, detail::UniqueFunction<v
                                        std::string("no function with id ") + hex +
                                            " is registered (call it from this binary or REMORA_EXPOSE it)"));
   }
-  asio::post(pool_, [this, handler = fn->handler, call = detail::IncomingCall{std::move(frame), &options_.limits,
-                                                                               std::move(respond)}]() mutable {
+  asio::post(pool_, [this, handler = fn->handler,
+                     call = detail::IncomingCall{std::move(frame), &options_.limits, std::move(respond), this,
+                                                 from}]() mutable {
     detail::serving_agent = this;
+    detail::serving_peer = call.from;
     handler(std::move(call));
     detail::serving_agent = nullptr;
+    detail::serving_peer = UINT32_MAX;
   });
 }
 
@@ -256,8 +295,14 @@ inline void Agent::finish(Pending&& p, wire::InFrame* frame, std::exception_ptr 
   std::optional<wire::InFrame> owned;
   if (frame) owned.emplace(std::move(*frame));
   // Futures complete on the worker pool: user continuations never run on an I/O thread.
-  asio::post(pool_, [c = std::move(p.complete), owned = std::move(owned), error]() mutable {
-    c(owned ? &*owned : nullptr, error);
+  asio::post(pool_, [this, peer = p.peer, c = std::move(p.complete), owned = std::move(owned), error]() mutable {
+    {
+      detail::WireScope scope(this, peer);
+      c(owned ? &*owned : nullptr, error);
+    }
+    c = Completion();  // what the completion captured is released before the call counts as finished
+    std::lock_guard lock(pending_mu_);
+    if (--outstanding_ == 0) pending_cv_.notify_all();
   });
 }
 
@@ -308,6 +353,26 @@ inline void Agent::on_close(const Link& conn, const std::string& reason) {
   fail_pending_to(peer, [&](const Pending& p) {
     return std::make_exception_ptr(WorkerLost(worker, std::string(p.function), reason));
   });
+  asio::post(pool_, [this, peer] {
+    for (auto& s : services_snapshot()) s->on_peer_lost(peer);
+  });
+}
+
+inline std::vector<std::shared_ptr<detail::AgentService>> Agent::services_snapshot() const {
+  std::lock_guard lock(services_mu_);
+  std::vector<std::shared_ptr<detail::AgentService>> out;
+  for (auto& [key, s] : services_) out.push_back(s);
+  return out;
+}
+
+template <class S>
+std::shared_ptr<S> Agent::service() {
+  std::lock_guard lock(services_mu_);
+  for (auto& [key, s] : services_)
+    if (key == &detail::service_key<S>) return std::static_pointer_cast<S>(s);
+  auto s = std::make_shared<S>(*this);
+  services_.emplace_back(&detail::service_key<S>, s);
+  return s;
 }
 
 inline wire::InFrame Agent::loop_copy(const wire::OutFrame& f, const wire::Limits& limits) {
@@ -340,8 +405,12 @@ Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::ui
       if (reply->kind() == wire::FrameKind::error) {
         std::uint8_t code;
         std::string type, message;
-        wire::decode_into(*reply, *limits, code, type, message);
+        std::vector<std::string> origin;
+        wire::decode_into(*reply, *limits, code, type, message, origin);
         switch (static_cast<detail::ErrorCode>(code)) {
+          case detail::ErrorCode::forwarded:
+            if (origin.size() == 2) return promise.set_error(RemoteError(origin[0], origin[1], type, message));
+            [[fallthrough]];
           case detail::ErrorCode::unknown_function:
             return promise.set_error(UnknownFunction(worker, std::string(function), message));
           case detail::ErrorCode::bad_request:
@@ -378,13 +447,15 @@ Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::ui
   {
     std::lock_guard lock(pending_mu_);
     pending_.emplace(request_id, Pending{to, function, std::move(timer), std::move(complete)});
+    ++outstanding_;
+    ++started_;
   }
   if (to == self_id_) {
     // A call to self skips the network but not the serialization boundary: the callee gets
     // copies, exactly as a remote callee would.
     asio::post(pool_, [this, f = std::move(frame)]() mutable {
       try {
-        dispatch_call(loop_copy(f, options_.limits), [this](wire::OutFrame reply) {
+        dispatch_call(self_id_, loop_copy(f, options_.limits), [this](wire::OutFrame reply) {
           on_reply(self_id_, loop_copy(reply, options_.limits));
         });
       } catch (const ProtocolError&) {
@@ -404,20 +475,29 @@ struct first_is_call_options<A, As...> : std::is_same<std::remove_cvref_t<A>, Ca
 }  // namespace detail
 
 template <auto F, class... As>
+auto Agent::call_as(std::uint32_t to, const Identity& fn, CallOptions opts, As&&... args) {
+  using Tr = detail::fn_traits<decltype(F)>;
+  const auto rid = next_request_id();
+  // Values that fork references for the peer (RRefs) record undo actions: they run if the frame
+  // is never sent, or the peer is already known to be lost.
+  detail::WireScope scope(this, to);
+  auto frame = std::apply(
+      [&](const auto&... typed) {
+        return wire::encode_frame(wire::FrameKind::call, rid, options_.limits, fn.id, typed...);
+      },
+      typename Tr::args(std::forward<As>(args)...));
+  auto future = start_call<typename Tr::result>(to, fn.name, rid, std::move(frame), opts.timeout);
+  if (to == self_id_ || !future.is_ready()) scope.commit();
+  return future;
+}
+
+template <auto F, class... As>
 auto Agent::rpc_async(std::string_view to, As&&... args) {
   if constexpr (detail::first_is_call_options<As...>::value) {
     return [&]<class O, class... Rest>(O&& opts, Rest&&... rest) {
       detail::check_callable<F, Rest...>();
-      using Tr = detail::fn_traits<decltype(F)>;
       (void)detail::AutoRegister<F>::registered;
-      const auto peer = id_of(to);
-      const auto rid = next_request_id();
-      auto frame = std::apply(
-          [&](const auto&... typed) {
-            return wire::encode_frame(wire::FrameKind::call, rid, options_.limits, function_identity<F>.id, typed...);
-          },
-          typename Tr::args(std::forward<Rest>(rest)...));
-      return start_call<typename Tr::result>(peer, function_identity<F>.name, rid, std::move(frame), opts.timeout);
+      return call_as<F>(id_of(to), function_identity<F>, opts, std::forward<Rest>(rest)...);
     }(std::forward<As>(args)...);
   } else {
     return rpc_async<F>(to, CallOptions{}, std::forward<As>(args)...);
@@ -430,18 +510,32 @@ inline void Agent::shutdown(bool graceful) {
   if (graceful) {
     try {
       const int world = static_cast<int>(workers_.size());
+      // Rounds until the group stands still: nothing in flight anywhere and no call started
+      // since the previous round. Then services release what they hold for others (RRef
+      // deletions, which start calls of their own), and rounds go on until still again.
+      std::int64_t previous_started = -1;
+      bool released = false;
       for (int round = 0;; ++round) {
+        std::int64_t outstanding, started;
         {
           std::unique_lock lock(pending_mu_);
-          if (!pending_cv_.wait_for(lock, options_.shutdown_timeout, [&] { return pending_.empty(); }))
+          if (!pending_cv_.wait_for(lock, options_.shutdown_timeout, [&] { return outstanding_ == 0; }))
             throw Error("calls still pending after " + std::to_string(options_.shutdown_timeout.count()) + " ms");
+          outstanding = outstanding_;
+          started = started_;
         }
-        // Outstanding calls across the group; zero everywhere at once means nobody is working.
-        auto total = detail::sum_over_workers(*store_, "join/" + std::to_string(round), world,
-                                              static_cast<std::int64_t>(pending_calls()), options_.shutdown_timeout);
-        if (total == 0) break;
+        auto totals = detail::sum_over_workers(*store_, "join/" + std::to_string(round), world,
+                                               {outstanding, started}, options_.shutdown_timeout);
+        if (totals[0] == 0 && totals[1] == previous_started) {
+          if (released) break;
+          released = true;
+          for (auto& s : services_snapshot()) s->on_group_quiet();
+          previous_started = -1;
+          continue;
+        }
+        previous_started = totals[1];
       }
-      detail::sum_over_workers(*store_, "stop", world, 0, options_.shutdown_timeout);
+      detail::sum_over_workers(*store_, "stop", world, {0}, options_.shutdown_timeout);
     } catch (const std::exception& e) {
       detail::log_warning("worker '" + self().name + "': graceful shutdown failed (" + e.what() + "); stopping now");
     }
@@ -469,9 +563,12 @@ inline void Agent::stop_now(const std::string& why) {
   for (auto& t : io_threads_) t.join();
   io_threads_.clear();
   pool_.join();
-  std::lock_guard lock(links_mu_);
-  links_.assign(links_.size(), nullptr);
-  accepted_.clear();
+  {
+    std::lock_guard lock(links_mu_);
+    links_.assign(links_.size(), nullptr);
+    accepted_.clear();
+  }
+  for (auto& s : services_snapshot()) s->on_stop();
 }
 
 }  // namespace remora

@@ -93,13 +93,16 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const std::string
   return peers;
 }
 
-// A barrier that also sums one number over all workers: used by graceful shutdown.
-inline std::int64_t sum_over_workers(c10d::Store& store, const std::string& key, int world_size, std::int64_t value,
-                                     std::chrono::milliseconds timeout) {
-  store.add(key + "/sum", value);
+// A barrier that also sums numbers over all workers: used by graceful shutdown.
+inline std::vector<std::int64_t> sum_over_workers(c10d::Store& store, const std::string& key, int world_size,
+                                                  const std::vector<std::int64_t>& values,
+                                                  std::chrono::milliseconds timeout) {
+  for (std::size_t i = 0; i < values.size(); ++i) store.add(key + "/sum" + std::to_string(i), values[i]);
   if (store.add(key + "/arrived", 1) == world_size) store.set(key + "/done", bytes_of("1"));
   store.wait({key + "/done"}, timeout);
-  return store.add(key + "/sum", 0);
+  std::vector<std::int64_t> totals;
+  for (std::size_t i = 0; i < values.size(); ++i) totals.push_back(store.add(key + "/sum" + std::to_string(i), 0));
+  return totals;
 }
 
 }  // namespace remora::detail

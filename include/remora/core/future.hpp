@@ -81,15 +81,18 @@ class Future {
     }
   }
   // On a temporary or moved-from handle: moves the value out when nothing else (no other handle,
-  // no live Promise) shares it; copies otherwise.
+  // no live Promise) shares it; copies otherwise. A move-only value is always moved out: the
+  // first rvalue get() takes it.
   // The handle is left empty.
   T get() && {
     wait();
     auto state = std::move(state_);
     if (state->error()) std::rethrow_exception(state->error());
     if constexpr (!std::is_void_v<T>) {
-      if (state.use_count() == 1) return std::move(state->value());
-      return state->value();
+      if constexpr (std::is_copy_constructible_v<T>) {
+        if (state.use_count() != 1) return state->value();
+      }
+      return std::move(state->value());
     }
   }
 

@@ -33,9 +33,10 @@ struct fn_traits<R (*)(Ps...) noexcept> : fn_traits<R (*)(Ps...)> {};
 template <class T>
 inline constexpr bool result_serializable = std::is_void_v<T> || Serializable<T>;
 
-// The checks every typed call makes, as readable compile errors.
-template <auto F, class... As>
-constexpr void check_callable() {
+// The checks every typed call makes, as readable compile errors. remote() leaves the result on
+// the callee, so it need not be Serializable there (ResultTravels = false).
+template <auto F, bool ResultTravels, class... As>
+constexpr void check_call() {
   using Tr = fn_traits<decltype(F)>;
   static_assert(Tr::is_function,
                 "remora: a remote function must be a free function or a static member function, given as "
@@ -44,12 +45,18 @@ constexpr void check_callable() {
     static_assert(Tr::all_serializable,
                   "remora: a parameter type of this function is not Serializable (see remora::Serializable: give "
                   "user types a cereal serialize(Archive&) member)");
-    static_assert(result_serializable<typename Tr::result>,
-                  "remora: the result type of this function is not Serializable");
+    static_assert(!ResultTravels || result_serializable<typename Tr::result>,
+                  "remora: the result type of this function is not Serializable (remote() can keep it on the "
+                  "callee and return an RRef to it)");
     static_assert(Tr::arity == sizeof...(As), "remora: wrong number of arguments for this remote function");
     static_assert(Tr::template callable_with<As...>,
                   "remora: an argument cannot be converted to the function's parameter type");
   }
+}
+
+template <auto F, class... As>
+constexpr void check_callable() {
+  check_call<F, true, As...>();
 }
 
 }  // namespace remora::detail

@@ -2,7 +2,7 @@
 // The agent's messages on top of frames:
 //   call:    body = function id (u64), then the arguments
 //   reply:   body = the result (nothing for void)
-//   error:   body = ErrorCode (u8), exception type, message
+//   error:   body = ErrorCode (u8), exception type, message, origin (forwarded: worker, function)
 //   control: body = ControlType (u8), then its fields (hello: rank, name)
 #include <cstdint>
 #include <string>
@@ -13,6 +13,7 @@ enum class ErrorCode : std::uint8_t {
   remote_exception = 1,  // the function threw
   unknown_function = 2,  // the callee has no function with that id
   bad_request = 3,       // the arguments could not be decoded as the function's parameters
+  forwarded = 4,         // a RemoteError that began elsewhere (origin names its worker and function)
 };
 
 enum class ControlType : std::uint8_t {

@@ -11,9 +11,11 @@
 #include <string_view>
 #include <typeinfo>
 #include <unordered_map>
+#include <vector>
 
 #include "remora/agent/detail/function_traits.hpp"
 #include "remora/agent/detail/protocol.hpp"
+#include "remora/agent/detail/wire_context.hpp"
 #include "remora/core/detail/unique_function.hpp"
 #include "remora/core/type_id.hpp"
 #include "remora/transport/log.hpp"
@@ -21,12 +23,17 @@
 
 namespace remora::detail {
 
-// A call as the callee sees it: the frame, and how to answer it (exactly once).
+// A call as the callee sees it: the frame, who sent it, and how to answer it (exactly once).
 struct IncomingCall {
   wire::InFrame frame;
   const wire::Limits* limits = nullptr;
   UniqueFunction<void(wire::OutFrame)> respond;
+  Agent* agent = nullptr;
+  std::uint32_t from = UINT32_MAX;
 };
+
+// The worker whose call the current thread is running (set beside serving_agent).
+inline thread_local std::uint32_t serving_peer = UINT32_MAX;
 
 using Handler = void (*)(IncomingCall&&);
 
@@ -66,16 +73,21 @@ inline std::string demangle(const char* name) {
 }
 
 inline wire::OutFrame error_frame(std::uint64_t request_id, ErrorCode code, const std::string& type,
-                                  const std::string& message) {
-  return wire::encode_frame(wire::FrameKind::error, request_id, static_cast<std::uint8_t>(code), type, message);
+                                  const std::string& message, const std::vector<std::string>& origin = {}) {
+  return wire::encode_frame(wire::FrameKind::error, request_id, static_cast<std::uint8_t>(code), type, message,
+                            origin);
 }
 
-// The error reply for the exception in flight.
+// The error reply for the exception in flight. A RemoteError raised here (a value this worker
+// holds failed to be created, say) keeps naming the worker and function where it began.
 inline wire::OutFrame current_exception_frame(std::uint64_t request_id) {
   try {
     throw;
   } catch (const ProtocolError& e) {
     return error_frame(request_id, ErrorCode::bad_request, "remora::ProtocolError", e.reason());
+  } catch (const RemoteError& e) {
+    return error_frame(request_id, ErrorCode::forwarded, e.remote_type(), e.remote_message(),
+                       {e.worker(), e.function()});
   } catch (const std::exception& e) {
     return error_frame(request_id, ErrorCode::remote_exception, demangle(typeid(e).name()), e.what());
   } catch (...) {
@@ -83,15 +95,20 @@ inline wire::OutFrame current_exception_frame(std::uint64_t request_id) {
   }
 }
 
-// Encodes a function's outcome as the reply to `request_id`.
+// Encodes a function's outcome as the reply to `request_id` for worker `to`.
 template <class T>
-wire::OutFrame reply_frame(std::uint64_t request_id, const wire::Limits& limits, const Future<T>& outcome) {
+wire::OutFrame reply_frame(std::uint64_t request_id, const wire::Limits& limits, const Future<T>& outcome,
+                           Agent* agent = nullptr, std::uint32_t to = UINT32_MAX) {
   try {
     if constexpr (std::is_void_v<T>) {
       outcome.get();
       return wire::encode_frame(wire::FrameKind::reply, request_id, limits);
     } else {
-      return wire::encode_frame(wire::FrameKind::reply, request_id, limits, outcome.get());
+      const T& value = outcome.get();
+      WireScope scope(agent, to);
+      auto frame = wire::encode_frame(wire::FrameKind::reply, request_id, limits, value);
+      scope.commit();
+      return frame;
     }
   } catch (...) {
     return current_exception_frame(request_id);
@@ -106,6 +123,7 @@ void handle_call(IncomingCall&& call) {
   const std::uint64_t rid = call.frame.request_id();
   typename Tr::args args;
   try {
+    WireScope scope(call.agent, call.from);
     std::uint64_t fid;
     std::apply([&](auto&... a) { wire::decode_into(call.frame, *call.limits, fid, a...); }, args);
   } catch (...) {
@@ -126,15 +144,21 @@ void handle_call(IncomingCall&& call) {
   } catch (...) {
     outcome = make_exceptional_future<T>(std::current_exception());
   }
-  outcome.on_ready([outcome, rid, limits = call.limits, respond = std::move(call.respond)]() mutable {
-    respond(reply_frame(rid, *limits, outcome));
-  });
+  outcome.on_ready([outcome, rid, limits = call.limits, respond = std::move(call.respond), agent = call.agent,
+                    from = call.from]() mutable { respond(reply_frame(rid, *limits, outcome, agent, from)); });
 }
 
 template <auto F>
 struct AutoRegister {
   static inline const bool registered =
       Registry::global().add(function_identity<F>.id, function_identity<F>.name, &handle_call<F>);
+};
+
+// Registers F under an explicit identity (the library's own messages, whose template names
+// would not be spelled alike by every compiler).
+template <auto F, const Identity& Id>
+struct AutoRegisterAs {
+  static inline const bool registered = Registry::global().add(Id.id, Id.name, &handle_call<F>);
 };
 
 template <auto... Fs>

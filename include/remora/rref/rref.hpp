@@ -1,0 +1,349 @@
+#pragma once
+// RRef<T>: a reference to a value of type T that lives on one worker (its owner). Copies of an
+// RRef in one process share one reference; sending an RRef in a call or a result gives the
+// receiver its own reference (a fork). The owner keeps the value exactly as long as some RRef
+// to it exists anywhere, following PyTorch's RRef protocol (see detail/context.hpp).
+//
+//   remora::RRef<torch::Tensor> r = remora::remote<&make_table>("ps", 1000, 64);
+//   torch::Tensor t = r.to_here();                      // a copy, on this worker
+//   int k = counter.rpc_sync().call<&Counter::add>(5);  // runs on the owner
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "remora/rref/detail/shims.hpp"
+
+namespace remora {
+
+template <class T>
+class RRef;
+
+namespace detail {
+enum class ProxyKind { sync, async, remote };
+template <class T, ProxyKind K>
+class RRefProxy;
+template <class T>
+RRef<T> make_rref(std::shared_ptr<RRefCore> core);
+}  // namespace detail
+
+template <class T>
+class RRef {
+ public:
+  using value_type = T;
+
+  RRef() = default;  // refers to nothing: valid() is false
+
+  bool valid() const noexcept { return core_ != nullptr; }
+  bool is_owner() const { return checked().owned != nullptr; }
+  WorkerInfo owner() const { return context()->agent().get_worker_info(checked().owner); }
+  std::string owner_name() const { return owner().name; }
+  // The owner knows of this reference (always true on the owner).
+  bool confirmed_by_owner() const { return checked().confirmed.load(); }
+
+  // A copy of the value on this worker. Waits for the value to be created if need be; raises the
+  // RemoteError of a failed creation, WorkerLost if the owner died, Timeout after `timeout`
+  // (0: the agent's rpc_timeout).
+  Future<T> to_here_async(std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const
+    requires Serializable<T>;
+  T to_here(std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const
+    requires Serializable<T>;
+
+  // The value itself; only on the owner (elsewhere: an Error that says to use to_here()).
+  T& local_value() const;
+
+  // Proxies that run a method of T on the owner: r.rpc_sync().call<&T::method>(args...).
+  // rpc_sync gives the result, rpc_async a Future of it, remote an RRef to it (on the owner).
+  detail::RRefProxy<T, detail::ProxyKind::sync> rpc_sync(std::chrono::milliseconds timeout = {}) const;
+  detail::RRefProxy<T, detail::ProxyKind::async> rpc_async(std::chrono::milliseconds timeout = {}) const;
+  detail::RRefProxy<T, detail::ProxyKind::remote> remote(std::chrono::milliseconds timeout = {}) const;
+
+  // Sending and receiving inside remora messages (forks, as PyTorch's pickling of RRefs).
+  template <class Archive>
+  void save(Archive& ar) const;
+  template <class Archive>
+  void load(Archive& ar);
+
+  friend bool operator==(const RRef& a, const RRef& b) {
+    return a.core_ == b.core_ || (a.core_ && b.core_ && a.core_->id == b.core_->id);
+  }
+
+ private:
+  template <class U>
+  friend RRef<U> detail::make_rref(std::shared_ptr<detail::RRefCore> core);
+  template <class U, detail::ProxyKind K>
+  friend class detail::RRefProxy;
+
+  detail::RRefCore& checked() const {
+    if (!core_) throw Error("remora: use of an empty RRef");
+    return *core_;
+  }
+  std::shared_ptr<detail::RRefContext> context() const {
+    auto ctx = checked().ctx.lock();
+    if (!ctx) throw Error("remora: the agent this RRef belongs to no longer exists");
+    return ctx;
+  }
+  // Throws if this reference can no longer be used (creation failed, released at shutdown).
+  void check_usable(std::string_view what) const {
+    auto& c = checked();
+    if (auto e = c.failed()) std::rethrow_exception(e);
+    if (!c.owned && c.released.load())
+      throw Error("remora: " + std::string(what) + " on an RRef released by shutdown or whose owner was lost");
+  }
+
+  std::shared_ptr<detail::RRefCore> core_;
+};
+
+namespace detail {
+
+template <class T>
+RRef<T> make_rref(std::shared_ptr<RRefCore> core) {
+  RRef<T> r;
+  r.core_ = std::move(core);
+  return r;
+}
+
+template <class T, ProxyKind K>
+class RRefProxy {
+ public:
+  RRefProxy(RRef<T> rref, std::chrono::milliseconds timeout) : rref_(std::move(rref)), timeout_(timeout) {}
+
+  template <auto M, class... As>
+  auto call(As&&... args) const;
+
+ private:
+  RRef<T> rref_;
+  std::chrono::milliseconds timeout_;
+};
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+
+template <class T>
+Future<T> RRef<T>::to_here_async(std::chrono::milliseconds timeout) const
+  requires Serializable<T>
+{
+  check_usable("to_here");
+  auto& c = checked();
+  if (c.owned) {
+    return detail::typed_value<T>(c.owned).then([](const std::shared_ptr<T>& v) { return T(*v); });
+  }
+  using Shim = detail::FetchShim<T>;
+  (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+  auto ctx = context();
+  auto f = ctx->agent().template call_as<&Shim::call>(c.owner, Shim::identity, CallOptions{timeout}, c.id);
+  f.on_ready([keep = core_] {});  // this reference lives until the owner answered
+  return f;
+}
+
+template <class T>
+T RRef<T>::to_here(std::chrono::milliseconds timeout) const
+  requires Serializable<T>
+{
+  auto f = to_here_async(timeout);
+  if (is_owner()) {
+    auto limit = timeout.count() > 0 ? timeout : context()->agent().options().rpc_timeout;
+    if (!f.wait_for(limit))
+      throw Timeout(owner_name(), "RRef::to_here", "the value was not created within " +
+                                                       std::to_string(limit.count()) + " ms");
+  }
+  return std::move(f).get();
+}
+
+template <class T>
+T& RRef<T>::local_value() const {
+  auto& c = checked();
+  if (!c.owned) {
+    auto ctx = context();
+    throw Error("remora: local_value() on worker '" + ctx->agent().self().name + "' for an RRef owned by '" +
+                ctx->agent().get_worker_info(c.owner).name + "': only the owner has the value; use to_here()");
+  }
+  auto f = detail::typed_value<T>(c.owned);
+  auto limit = context()->agent().options().rpc_timeout;
+  if (!f.wait_for(limit))
+    throw Timeout(owner_name(), "RRef::local_value",
+                  "the value was not created within " + std::to_string(limit.count()) + " ms");
+  return *f.get();  // the owner state keeps the value alive as long as this RRef
+}
+
+template <class T>
+detail::RRefProxy<T, detail::ProxyKind::sync> RRef<T>::rpc_sync(std::chrono::milliseconds timeout) const {
+  return {*this, timeout};
+}
+template <class T>
+detail::RRefProxy<T, detail::ProxyKind::async> RRef<T>::rpc_async(std::chrono::milliseconds timeout) const {
+  return {*this, timeout};
+}
+template <class T>
+detail::RRefProxy<T, detail::ProxyKind::remote> RRef<T>::remote(std::chrono::milliseconds timeout) const {
+  return {*this, timeout};
+}
+
+namespace detail {
+
+// Makes the caller's side of a new RRef created on `owner` by the message `send(id, fork, has_fork)`.
+template <class V, class Send>
+RRef<V> start_remote(Agent& agent, std::uint32_t owner, Send&& send) {
+  auto ctx = rref_context(agent);
+  const RRefId id = ctx->new_id();
+  if (owner == agent.self().id) {
+    auto core = ctx->make_owned(ctx->owner_state(id), type_identity_of<V>.id);
+    auto f = send(id, ForkId{}, false);
+    f.on_ready([f, core] {
+      if (auto e = f.exception()) {
+        core->owned->set_error(e);
+        if (auto c = core->ctx.lock()) c->mark_created(core->id);
+      }
+    });
+    return make_rref<V>(std::move(core));
+  }
+  const ForkId fork = ctx->new_id();
+  auto core = ctx->make_user(id, fork, owner, type_identity_of<V>.id);
+  auto f = send(id, fork, true);
+  // The core stays alive until the owner answered, so its deletion never overtakes its creation.
+  f.on_ready([f, core] {
+    auto e = f.exception();
+    if (!e) {
+      core->confirmed = true;
+      return;
+    }
+    try {
+      std::rethrow_exception(e);
+    } catch (const UnknownFunction&) {
+      // The owner cannot create it: fail uses here and anything waiting there.
+      core->fail(e);
+      if (!core->released.exchange(true))
+        if (auto c = core->ctx.lock()) send_rref_message<&rref_msg::user_delete>(c->agent(), core->owner, core->id,
+                                                                                 core->fork, true);
+    } catch (const RemoteError&) {  // arguments that did not decode, same outcome
+      core->fail(e);
+      if (!core->released.exchange(true))
+        if (auto c = core->ctx.lock()) send_rref_message<&rref_msg::user_delete>(c->agent(), core->owner, core->id,
+                                                                                 core->fork, true);
+    } catch (const WorkerLost&) {
+      core->fail(e);
+      core->released = true;
+    } catch (...) {
+      // A timeout: the owner may still create it; uses go to the owner and see the outcome.
+    }
+  });
+  return make_rref<V>(std::move(core));
+}
+
+template <class T, ProxyKind K>
+template <auto M, class... As>
+auto RRefProxy<T, K>::call(As&&... args) const {
+  check_method<T, M, As...>();
+  using Tr = method_traits<decltype(M)>;
+  rref_.check_usable("an RRef proxy call");
+  auto& c = rref_.checked();
+  auto ctx = rref_.context();
+  auto& agent = ctx->agent();
+  if constexpr (K == ProxyKind::remote) {
+    using Shim = RemoteMethodShim<T, M>;
+    using V = rref_value_t<typename Tr::result>;
+    static_assert(!std::is_void_v<V>, "remora: remote() of a method that returns void: use rpc_async()");
+    (void)AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+    return start_remote<V>(agent, c.owner, [&](RRefId id, ForkId fork, bool has_fork) {
+      auto f = agent.template call_as<&Shim::call>(c.owner, Shim::identity, CallOptions{timeout_}, c.id, id, fork,
+                                                   has_fork, std::forward<As>(args)...);
+      f.on_ready([keep = rref_.core_] {});
+      return f;
+    });
+  } else {
+    using Shim = MethodShim<T, M>;
+    (void)AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+    auto f = agent.template call_as<&Shim::call>(c.owner, Shim::identity, CallOptions{timeout_}, c.id,
+                                                 std::forward<As>(args)...);
+    f.on_ready([keep = rref_.core_] {});
+    if constexpr (K == ProxyKind::sync)
+      return std::move(f).get();
+    else
+      return f;
+  }
+}
+
+// The receiving side's RRefContext, from the message being encoded or decoded.
+inline std::shared_ptr<RRefContext> wire_rref_context(const char* what) {
+  if (!wire_context.agent)
+    throw SerializationError(std::string("an RRef can only be ") + what + " inside a remora call or result");
+  return rref_context(*wire_context.agent);
+}
+
+}  // namespace detail
+
+template <class T>
+template <class Archive>
+void RRef<T>::save(Archive& ar) const {
+  auto ctx = detail::wire_rref_context("sent");
+  auto& c = checked();
+  if (c.ctx.lock() != ctx) throw SerializationError("an RRef can only be sent by the agent it belongs to");
+  check_usable("sending");
+  const std::uint32_t to = detail::wire_context.peer;
+  detail::WireRRef w{c.owner, c.id, ctx->new_id(), ctx->self(), c.type};
+  if (c.owned) {
+    // The owner forks: it records the fork now, and the receiver's reference is confirmed on arrival.
+    ctx->add_fork(c.id, w.fork, to);
+    if (auto* undo = detail::wire_context.undo)
+      undo->push_back([ctx, id = c.id, fork = w.fork] { ctx->remove_fork(id, fork); });
+  } else {
+    // A user forks: its own reference stays alive (a pending child) until the owner confirmed
+    // the receiver's.
+    ctx->add_child(w.fork, core_, to);
+    if (auto* undo = detail::wire_context.undo) undo->push_back([ctx, fork = w.fork] { ctx->drop_child(fork); });
+  }
+  ar(w);
+}
+
+template <class T>
+template <class Archive>
+void RRef<T>::load(Archive& ar) {
+  detail::WireRRef w;
+  ar(w);
+  auto ctx = detail::wire_rref_context("received");
+  auto& agent = ctx->agent();
+  if (w.type != type_identity_of<T>.id)
+    throw ProtocolError("an RRef arrived as RRef<" + std::string(type_identity_of<T>.name) +
+                        "> but refers to a value of another type");
+  if (w.owner >= agent.get_worker_infos().size() || w.parent >= agent.get_worker_infos().size())
+    throw ProtocolError("an RRef names an unknown worker");
+  const auto self = ctx->self();
+  if (w.owner == self) {
+    core_ = ctx->make_owned(ctx->owner_state(w.id, detail::wire_context.peer), w.type);
+    if (w.parent == self)
+      ctx->remove_fork(w.id, w.fork);  // sent to itself: the fork was only for the way
+    else
+      detail::send_rref_message<&detail::rref_msg::child_accept>(agent, w.parent, w.fork);
+    return;
+  }
+  core_ = ctx->make_user(w.id, w.fork, w.owner, w.type);
+  if (w.parent == w.owner) {
+    core_->confirmed = true;  // the owner recorded this fork when it sent it
+    return;
+  }
+  (void)detail::AutoRegister<&detail::rref_msg::fork_request>::registered;
+  auto f = agent.template call_as<&detail::rref_msg::fork_request>(
+      w.owner, function_identity<&detail::rref_msg::fork_request>, CallOptions{}, w.id, w.fork);
+  f.on_ready([f, core = core_, parent = w.parent] {
+    if (auto e = f.exception()) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const WorkerLost&) {
+        core->fail(e);
+        core->released = true;
+      } catch (...) {
+        core->fail(e);  // the owner may not know this fork: it must not be used, nor let the parent go
+      }
+      return;
+    }
+    core->confirmed = true;
+    auto ctx = core->ctx.lock();
+    if (!ctx) return;
+    if (parent == ctx->self())
+      ctx->drop_child(core->fork);
+    else
+      detail::send_rref_message<&detail::rref_msg::child_accept>(ctx->agent(), parent, core->fork);
+  });
+}
+
+}  // namespace remora
