@@ -18,3 +18,7 @@
 
 #include "remora/rref/remote.hpp"
 #include "remora/rref/rref.hpp"
+
+#include "remora/module/remote_device.hpp"
+#include "remora/module/remote_module.hpp"
+#include "remora/module/to_device.hpp"

@@ -51,6 +51,18 @@ bool expose_remote() {
   return (detail::expose_remote_one<Fs>() && ...);
 }
 
+// An RRef owned by this worker that holds `value`: return it from a remote function to hand out
+// a reference to something that stays here (as PyTorch's RRef(value)).
+template <class T>
+RRef<std::remove_cvref_t<T>> local_rref(Agent& agent, T&& value) {
+  using V = std::remove_cvref_t<T>;
+  return detail::make_local_rref<V>(*detail::rref_context(agent), std::make_shared<V>(std::forward<T>(value)));
+}
+template <class T>
+RRef<std::remove_cvref_t<T>> local_rref(T&& value) {
+  return local_rref(current_agent(), std::forward<T>(value));
+}
+
 // Counts of this agent's RRef tables: values it owns, forks of them, references it holds.
 inline detail::RRefStats rref_stats(Agent& agent) { return detail::rref_context(agent)->stats(); }
 using RRefStats = detail::RRefStats;

@@ -17,6 +17,8 @@ namespace remora {
 
 template <class T>
 class RRef;
+template <class I>
+class RemoteModule;
 
 namespace detail {
 enum class ProxyKind { sync, async, remote };
@@ -72,6 +74,8 @@ class RRef {
   friend RRef<U> detail::make_rref(std::shared_ptr<detail::RRefCore> core);
   template <class U, detail::ProxyKind K>
   friend class detail::RRefProxy;
+  template <class U>
+  friend class RemoteModule;
 
   detail::RRefCore& checked() const {
     if (!core_) throw Error("remora: use of an empty RRef");
@@ -261,6 +265,16 @@ auto RRefProxy<T, K>::call(As&&... args) const {
     else
       return f;
   }
+}
+
+// An RRef owned by this worker, holding `value` (already created).
+template <class T>
+RRef<T> make_local_rref(RRefContext& ctx, std::shared_ptr<T> value) {
+  const RRefId id = ctx.new_id();
+  auto state = ctx.owner_state(id);
+  state->set_value(type_identity_of<T>.id, type_identity_of<T>.name, std::move(value));
+  ctx.mark_created(id);
+  return make_rref<T>(ctx.make_owned(std::move(state), type_identity_of<T>.id));
 }
 
 // The receiving side's RRefContext, from the message being encoded or decoded.

@@ -1,0 +1,119 @@
+#pragma once
+// What runs on a RemoteModule's owner, as PyTorch's _remote_forward template does: arguments move
+// to the module's device, forward runs, and results come back on the CPU when the module is on
+// CUDA (no device maps yet). Like the RRef shims, each is registered under an id derived from
+// the interface and the method.
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "remora/module/detail/module_of.hpp"
+#include "remora/module/to_device.hpp"
+#include "remora/rref/rref.hpp"
+
+namespace remora::detail {
+
+template <class I, class M, class... Ds>
+struct ModuleFactory {
+  static std::shared_ptr<I> make(std::string device, Ds... args) {
+    c10::Device dev(device);
+    check_device_exists(dev, serving_agent ? serving_agent->self().name : std::string("?"));
+    return make_module<I, M>(dev, std::move(args)...);
+  }
+};
+
+// Completes once the value of an RRef exists (or raises why it never will).
+template <class T>
+struct ReadyShim {
+  static Future<void> call(RRefId id) {
+    return typed_value<T>(rref_msg::requested_state(id)).then([](const std::shared_ptr<T>&) {});
+  }
+  static constexpr Identity identity{mix_id("remora/rref/ready", type_identity_of<T>.id), "RRef readiness"};
+};
+
+// Runs `invoke(obj, args...)` with PyTorch's device rules.
+template <class I, class Args, class Invoke>
+auto run_on_module(const std::shared_ptr<OwnerState>& state, std::string device, Args args, Invoke invoke) {
+  return typed_value<I>(state).then(
+      [device = std::move(device), args = std::move(args), invoke](const std::shared_ptr<I>& obj) mutable {
+        const c10::Device dev(device);
+        const bool on_cuda = dev.is_cuda();
+        if (on_cuda) args = to_device(std::move(args), dev);
+        using R = decltype(std::apply([&](auto&... a) -> decltype(auto) { return invoke(*obj, a...); }, args));
+        if constexpr (std::is_void_v<R>) {
+          std::apply([&](auto&... a) { invoke(*obj, a...); }, args);
+        } else {
+          R result = std::apply([&](auto&... a) -> decltype(auto) { return invoke(*obj, a...); }, args);
+          if constexpr (!is_future_v<R>) {
+            if (on_cuda) result = to_device(std::move(result), c10::Device(c10::kCPU));
+          }
+          return result;
+        }
+      });
+}
+
+// forward with the first N of I::forward's parameters: the rest take I's default arguments,
+// because the call below is a normal call through I.
+template <class I, class Params>
+struct ForwardShim;
+template <class I, class... Qs>
+struct ForwardShim<I, std::tuple<Qs...>> {
+  static auto call(RRefId id, std::string device, Qs... args) {
+    return run_on_module<I>(rref_msg::requested_state(id), std::move(device), std::make_tuple(std::move(args)...),
+                            [](I& obj, auto&... a) -> decltype(auto) { return obj.forward(std::move(a)...); });
+  }
+  static constexpr Identity identity{mix_id("remora/module/forward", type_identity_of<I>.id, sizeof...(Qs)),
+                                     function_identity<&I::forward>.name};
+};
+
+// Any other method of the interface, with all its arguments.
+template <class I, auto M, class Params = typename method_traits<decltype(M)>::args>
+struct ModuleMethodShim;
+template <class I, auto M, class... Qs>
+struct ModuleMethodShim<I, M, std::tuple<Qs...>> {
+  static auto call(RRefId id, std::string device, Qs... args) {
+    return run_on_module<I>(rref_msg::requested_state(id), std::move(device), std::make_tuple(std::move(args)...),
+                            [](I& obj, auto&... a) -> decltype(auto) { return std::invoke(M, obj, std::move(a)...); });
+  }
+  static constexpr Identity identity{mix_id("remora/module/call", type_identity_of<I>.id, function_identity<M>.id),
+                                     function_identity<M>.name};
+};
+
+template <class I>
+std::shared_ptr<torch::nn::Module> required_nn_module(const std::shared_ptr<I>& obj) {
+  auto m = nn_module_of(obj);
+  if (!m)
+    throw Error("remora: the module behind RemoteModule<" + std::string(type_identity_of<I>.name) +
+                "> is not a torch::nn::Module");
+  return m;
+}
+
+// train(mode) / eval() of the torch::nn::Module behind the interface.
+template <class I>
+struct TrainShim {
+  static Future<void> call(RRefId id, bool mode) {
+    return typed_value<I>(rref_msg::requested_state(id)).then([mode](const std::shared_ptr<I>& obj) {
+      required_nn_module(obj)->train(mode);
+    });
+  }
+  static constexpr Identity identity{mix_id("remora/module/train", type_identity_of<I>.id), "Module::train"};
+};
+
+// The module's parameters, each as an RRef owned by the module's worker (the same tensors the
+// module uses, not copies), as PyTorch's remote_parameters.
+template <class I>
+struct ParametersShim {
+  static Future<std::vector<RRef<torch::Tensor>>> call(RRefId id, bool recurse) {
+    auto ctx = serving_rref_context();
+    return typed_value<I>(rref_msg::requested_state(id)).then([ctx, recurse](const std::shared_ptr<I>& obj) {
+      std::vector<RRef<torch::Tensor>> out;
+      for (auto& p : required_nn_module(obj)->parameters(recurse))
+        out.push_back(make_local_rref<torch::Tensor>(*ctx, std::make_shared<torch::Tensor>(p)));
+      return out;
+    });
+  }
+  static constexpr Identity identity{mix_id("remora/module/parameters", type_identity_of<I>.id),
+                                     "Module::parameters"};
+};
+
+}  // namespace remora::detail

@@ -1,0 +1,217 @@
+#pragma once
+// RemoteModule<I>: a module on another worker (or GPU), called through its interface I as if it
+// were local. Everything is derived from &I::forward at compile time, as PyTorch derives its
+// RemoteModule from a TorchScript interface:
+//
+//   auto m = remora::RemoteModule<Classifier>::create<Mlp>("ps/cuda:0", 128, 10);
+//   torch::Tensor y = m.forward(x, 0.5);                // I::forward's parameters and defaults
+//   remora::Future<torch::Tensor> f = m.forward_async(x, 0.5);
+//   m.call<&Classifier::reset>();
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "remora/module/detail/module_shims.hpp"
+#include "remora/module/remote_device.hpp"
+#include "remora/rref/remote.hpp"
+
+namespace remora {
+
+namespace detail {
+// The first N types of a tuple.
+template <std::size_t N, class Tuple, class Seq = std::make_index_sequence<N>>
+struct take_front;
+template <std::size_t N, class... Ts, std::size_t... Is>
+struct take_front<N, std::tuple<Ts...>, std::index_sequence<Is...>> {
+  using type = std::tuple<std::tuple_element_t<Is, std::tuple<Ts...>>...>;
+};
+
+template <class I, class... As>
+concept forward_accepts = requires(I& i, As&&... a) { i.forward(std::forward<As>(a)...); };
+
+template <class I, bool = ModuleInterface<I>>
+struct forward_of {
+  using result = void;
+  using args = std::tuple<>;
+};
+template <class I>
+struct forward_of<I, true> {
+  using result = typename method_traits<decltype(&I::forward)>::result;
+  using args = typename method_traits<decltype(&I::forward)>::args;
+};
+}  // namespace detail
+
+template <class I>
+class RemoteModule {
+  static_assert(ModuleInterface<I>,
+                "remora: RemoteModule<I> needs an interface I: a polymorphic class (an abstract class with virtual "
+                "methods) that declares exactly one forward, not overloaded and not a template");
+
+ public:
+  using interface_type = I;
+  using result_type = typename detail::forward_of<I>::result;
+
+  RemoteModule() = default;  // refers to nothing; assign one made by create()
+
+  // Builds M(args...) on the worker and device named by `remote_device` ("ps/cuda:0", "ps",
+  // "rank:1/cpu") and waits until it exists. M derives from I, or is an existing module whose
+  // forward takes I::forward's parameters (it is adapted). Throws remora::Error for an unknown
+  // worker or device, RemoteError if M's constructor throws there.
+  template <class M, class... As>
+  static RemoteModule create(Agent& agent, std::string_view remote_device, As&&... args);
+  template <class M, class... As>
+  static RemoteModule create(std::string_view remote_device, As&&... args) {
+    return create<M>(current_agent(), remote_device, std::forward<As>(args)...);
+  }
+
+  // A RemoteModule over a module an RRef already refers to (its owner must be the worker named).
+  static RemoteModule from_module_rref(std::string_view remote_device, RRef<I> module_rref);
+
+  // forward with the arguments a direct call of I::forward accepts (defaults included).
+  template <class... As>
+  result_type forward(As&&... args) const {
+    return forward_async(std::forward<As>(args)...).get();
+  }
+  template <class... As>
+  Future<result_type> forward_async(As&&... args) const;
+
+  // Any method of I, on the owner, with the same device rules: call<&I::reset>().
+  template <auto M, class... As>
+  auto call_async(As&&... args) const;
+  template <auto M, class... As>
+  auto call(As&&... args) const {
+    return call_async<M>(std::forward<As>(args)...).get();
+  }
+
+  // The module itself, for custom code on the owner: module_rref().rpc_sync().call<&I::m>(...),
+  // or pass it to a function that runs there and calls local_value().
+  const RRef<I>& module_rref() const { return module_; }
+  // The module's parameters as RRefs owned by its worker (for a distributed optimizer).
+  std::vector<RRef<torch::Tensor>> remote_parameters(bool recurse = true) const;
+  // train() / eval() of the module on its worker (it must be a torch::nn::Module).
+  void train(bool on = true) const;
+  void eval() const { train(false); }
+
+  c10::Device device() const { return device_; }
+  WorkerInfo owner() const { return module_.owner(); }
+  std::string owner_name() const { return module_.owner_name(); }
+  bool valid() const { return module_.valid(); }
+
+  // A RemoteModule is a value: it travels in calls and results (its RRef is forked).
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(module_, device_.str());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::string device;
+    ar(module_, device);
+    try {
+      device_ = c10::Device(device);
+    } catch (const std::exception&) {
+      throw ProtocolError("a RemoteModule names the device '" + device + "'");
+    }
+  }
+
+ private:
+  RemoteModule(RRef<I> module, c10::Device device) : module_(std::move(module)), device_(device) {}
+  Agent& agent() const { return module_.context()->agent(); }
+
+  RRef<I> module_;
+  c10::Device device_{c10::kCPU};
+};
+
+// ---------------------------------------------------------------------------------------------
+
+template <class I>
+template <class M, class... As>
+RemoteModule<I> RemoteModule<I>::create(Agent& agent, std::string_view remote_device, As&&... args) {
+  static_assert(detail::derives_or_adapts<I, M>(),
+                "remora: create<M>: M neither derives from the interface I nor has a forward that takes I::forward's "
+                "parameters and returns something convertible to its result");
+  static_assert(detail::adapter_complete<I, M>(),
+                "remora: create<M>: M does not derive from I, and I has pure virtual methods besides forward that "
+                "an adapter cannot implement; derive M from I");
+  static_assert(std::is_constructible_v<M, std::decay_t<As>&&...>,
+                "remora: create<M>: M has no constructor that takes these arguments");
+  static_assert((Serializable<As> && ...), "remora: create<M>: a constructor argument is not Serializable");
+  auto where = RemoteDevice::parse(remote_device);
+  const auto owner = where.worker_id(agent);
+  using Factory = detail::ModuleFactory<I, M, std::decay_t<As>...>;
+  RRef<I> rref = remote<&Factory::make>(agent, agent.get_worker_info(owner).name, where.device.str(),
+                                        std::forward<As>(args)...);
+  // Wait for the module, so a bad device or a throwing constructor is an error here.
+  using Ready = detail::ReadyShim<I>;
+  (void)detail::AutoRegisterAs<&Ready::call, Ready::identity>::registered;
+  agent.call_as<&Ready::call>(owner, Ready::identity, CallOptions{}, rref.checked().id).get();
+  return RemoteModule(std::move(rref), where.device);
+}
+
+template <class I>
+RemoteModule<I> RemoteModule<I>::from_module_rref(std::string_view remote_device, RRef<I> module_rref) {
+  auto where = RemoteDevice::parse(remote_device);
+  auto& agent = module_rref.context()->agent();
+  if (where.worker_id(agent) != module_rref.owner().id)
+    throw Error("remora: from_module_rref: '" + std::string(remote_device) + "' does not name the owner of the "
+                "module RRef ('" + module_rref.owner_name() + "')");
+  return RemoteModule(std::move(module_rref), where.device);
+}
+
+template <class I>
+template <class... As>
+Future<typename RemoteModule<I>::result_type> RemoteModule<I>::forward_async(As&&... args) const {
+  static_assert(detail::forward_accepts<I, As...>,
+                "remora: RemoteModule<I>::forward: these arguments do not match I::forward's parameters (they must be "
+                "what a direct call of I::forward accepts)");
+  using Params = typename detail::take_front<sizeof...(As), typename detail::forward_of<I>::args>::type;
+  using Shim = detail::ForwardShim<I, Params>;
+  (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+  module_.check_usable("forward");
+  auto& core = module_.checked();
+  Params params(std::forward<As>(args)...);
+  auto f = std::apply(
+      [&](auto&&... p) {
+        return agent().template call_as<&Shim::call>(core.owner, Shim::identity, CallOptions{}, core.id,
+                                                     device_.str(), std::move(p)...);
+      },
+      std::move(params));
+  f.on_ready([keep = module_] {});  // the module lives at least until it answered
+  return f;
+}
+
+template <class I>
+template <auto M, class... As>
+auto RemoteModule<I>::call_async(As&&... args) const {
+  detail::check_method<I, M, As...>();
+  using Shim = detail::ModuleMethodShim<I, M>;
+  (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+  module_.check_usable("call");
+  auto& core = module_.checked();
+  auto f = agent().template call_as<&Shim::call>(core.owner, Shim::identity, CallOptions{}, core.id, device_.str(),
+                                                 std::forward<As>(args)...);
+  f.on_ready([keep = module_] {});
+  return f;
+}
+
+template <class I>
+std::vector<RRef<torch::Tensor>> RemoteModule<I>::remote_parameters(bool recurse) const {
+  using Shim = detail::ParametersShim<I>;
+  (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+  module_.check_usable("remote_parameters");
+  return agent().template call_as<&Shim::call>(module_.checked().owner, Shim::identity, CallOptions{},
+                                               module_.checked().id, recurse).get();
+}
+
+template <class I>
+void RemoteModule<I>::train(bool on) const {
+  using Shim = detail::TrainShim<I>;
+  (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+  module_.check_usable("train");
+  agent().template call_as<&Shim::call>(module_.checked().owner, Shim::identity, CallOptions{},
+                                        module_.checked().id, on).get();
+}
+
+}  // namespace remora

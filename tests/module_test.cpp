@@ -1,0 +1,293 @@
+// RemoteModule<I>, in-process groups: create with constructor arguments, forward / forward_async
+// with the interface's parameters and defaults, other methods, void methods, exceptions in
+// forward, module_rref, remote_parameters, train/eval, passing a RemoteModule to another worker,
+// adapted existing modules, bad devices, and the nested device walk. (Behaviours ported from
+// PyTorch's remote_module_test.py where they apply to C++.)
+#include <chrono>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "agent_support.hpp"
+#include <torch/nn.h>
+
+#include "remora/module/remote_module.hpp"
+
+using namespace std::chrono_literals;
+using remora::RemoteModule;
+using remora::RRef;
+using remora::test::shutdown_group;
+using remora::test::start_group;
+
+namespace mt {
+
+struct Classifier {
+  virtual ~Classifier() = default;
+  virtual torch::Tensor forward(torch::Tensor x, double temperature = 1.0) = 0;
+  virtual void reset() = 0;
+  virtual std::int64_t calls() const = 0;
+};
+
+struct Mlp : torch::nn::Module, Classifier {
+  Mlp(std::int64_t in, std::int64_t out) : fc(register_module("fc", torch::nn::Linear(in, out))) {}
+  torch::Tensor forward(torch::Tensor x, double temperature) override {
+    ++n;
+    return fc->forward(x) / temperature;
+  }
+  void reset() override { n = 0; }
+  std::int64_t calls() const override { return n; }
+  torch::nn::Linear fc;
+  std::int64_t n = 0;
+};
+
+struct Failing : torch::nn::Module, Classifier {
+  explicit Failing(std::string why) : why(std::move(why)) {}
+  torch::Tensor forward(torch::Tensor, double) override { throw std::domain_error(why); }
+  void reset() override {}
+  std::int64_t calls() const override { return 0; }
+  std::string why;
+};
+struct ThrowsInConstructor : torch::nn::Module, Classifier {
+  ThrowsInConstructor() { throw std::runtime_error("no memory for the table"); }
+  torch::Tensor forward(torch::Tensor x, double) override { return x; }
+  void reset() override {}
+  std::int64_t calls() const override { return 0; }
+};
+
+// Nested values in and out.
+struct Batch {
+  torch::Tensor features;
+  std::vector<torch::Tensor> extras;
+  std::optional<torch::Tensor> mask;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(features, extras, mask);
+  }
+};
+struct Summarizer {
+  virtual ~Summarizer() = default;
+  virtual std::tuple<torch::Tensor, std::map<std::string, torch::Tensor>> forward(Batch b) = 0;
+};
+struct SumAll : torch::nn::Module, Summarizer {
+  std::tuple<torch::Tensor, std::map<std::string, torch::Tensor>> forward(Batch b) override {
+    auto total = b.features.sum();
+    for (auto& e : b.extras) total = total + e.sum();
+    if (b.mask) total = total * b.mask->sum();
+    return {total, {{"features", b.features * 2}}};
+  }
+};
+
+// An interface with only forward: existing modules can be adapted to it.
+struct Linear10 {
+  virtual ~Linear10() = default;
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+struct Echo : torch::nn::Module {  // no interface at all
+  torch::Tensor forward(torch::Tensor x) { return x; }
+};
+
+// void forward.
+struct Sink {
+  virtual ~Sink() = default;
+  virtual void forward(torch::Tensor x) = 0;
+  virtual double total() = 0;
+};
+struct Accumulator : Sink {
+  void forward(torch::Tensor x) override { sum += x.sum().item<double>(); }
+  double total() override { return sum; }
+  double sum = 0;
+};
+
+torch::Tensor call_on_other_worker(RemoteModule<Classifier> m, torch::Tensor x) { return m.forward(x, 2.0); }
+std::int64_t calls_via_local_value(RRef<Classifier> r) { return r.local_value().calls(); }
+RemoteModule<Classifier> hand_back(RemoteModule<Classifier> m) { return m; }
+void zero_param(RRef<torch::Tensor> p) {
+  torch::NoGradGuard no_grad;
+  p.local_value().zero_();
+}
+bool is_training(RRef<Classifier> r) { return dynamic_cast<torch::nn::Module&>(r.local_value()).is_training(); }
+
+}  // namespace mt
+
+namespace {
+std::int64_t owned(remora::Agent& a) { return remora::rref_stats(a).owned_values; }
+bool eventually(const std::function<bool()>& pred) {
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return pred();
+}
+void check_no_leaks(std::vector<std::unique_ptr<remora::Agent>>& g) {
+  for (auto& a : g) {
+    INFO("worker " << a->self().name);
+    CHECK(remora::rref_stats(*a).owned_values == 0);
+    CHECK(remora::rref_stats(*a).forks == 0);
+  }
+}
+}  // namespace
+
+TEST_CASE("RemoteModule: create, forward, forward_async, other methods", "[module]") {
+  auto g = start_group({"trainer", "ps"});
+  auto& trainer = *g[0];
+  {
+    auto m = RemoteModule<mt::Classifier>::create<mt::Mlp>(trainer, "ps/cpu", 4, 3);
+    CHECK(m.owner_name() == "ps");
+    CHECK(m.device() == c10::Device(c10::kCPU));
+    auto x = torch::ones({2, 4});
+    torch::Tensor y = m.forward(x, 0.5);
+    CHECK(y.sizes() == torch::IntArrayRef({2, 3}));
+    torch::Tensor y1 = m.forward(x);  // the interface's default temperature (1.0)
+    CHECK(torch::allclose(y, y1 * 2));
+    remora::Future<torch::Tensor> f = m.forward_async(x, 2);  // int converts to double, as in a direct call
+    CHECK(torch::allclose(f.get(), y1 / 2));
+    CHECK(m.call<&mt::Classifier::calls>() == 3);
+    m.call<&mt::Classifier::reset>();
+    m.call_async<&mt::Classifier::reset>().get();
+    CHECK(m.call<&mt::Classifier::calls>() == 0);
+    // The same module seen through its RRef, on the owner.
+    m.forward(x);
+    CHECK(trainer.rpc_sync<&mt::calls_via_local_value>("ps", m.module_rref()) == 1);
+    CHECK(m.module_rref().rpc_sync().call<&mt::Classifier::calls>() == 1);
+    // Copies are the same module.
+    auto copy = m;
+    copy.forward(x);
+    CHECK(m.call<&mt::Classifier::calls>() == 2);
+  }
+  CHECK(eventually([&] { return owned(*g[1]) == 0; }));
+  shutdown_group(g);
+  check_no_leaks(g);
+}
+
+TEST_CASE("RemoteModule: a value that travels to other workers", "[module]") {
+  auto g = start_group({"trainer", "ps", "other"});
+  {
+    auto m = RemoteModule<mt::Classifier>::create<mt::Mlp>(*g[0], "ps", 4, 2);
+    auto x = torch::ones({1, 4});
+    auto here = m.forward(x, 2.0);
+    CHECK(torch::allclose(g[0]->rpc_sync<&mt::call_on_other_worker>("other", m, x), here));
+    auto back = g[0]->rpc_sync<&mt::hand_back>("other", m);
+    CHECK(back.owner_name() == "ps");
+    CHECK(torch::allclose(back.forward(x, 2.0), here));
+    CHECK(m.call<&mt::Classifier::calls>() == 3);
+    auto again = RemoteModule<mt::Classifier>::from_module_rref("ps/cpu", m.module_rref());
+    CHECK(torch::allclose(again.forward(x, 2.0), here));
+    CHECK_THROWS_WITH(RemoteModule<mt::Classifier>::from_module_rref("other/cpu", m.module_rref()),
+                      Catch::Contains("does not name the owner"));
+  }
+  CHECK(eventually([&] { return owned(*g[1]) == 0; }));
+  shutdown_group(g);
+  check_no_leaks(g);
+}
+
+TEST_CASE("RemoteModule: parameters, train and eval on the owner", "[module]") {
+  auto g = start_group({"trainer", "ps"});
+  {
+    auto m = RemoteModule<mt::Classifier>::create<mt::Mlp>(*g[0], "rank:1/cpu", 4, 3);
+    auto params = m.remote_parameters();
+    REQUIRE(params.size() == 2);  // weight and bias
+    CHECK(params[0].owner_name() == "ps");
+    CHECK(params[0].to_here().sizes() == torch::IntArrayRef({3, 4}));
+    CHECK(params[1].to_here().sizes() == torch::IntArrayRef({3}));
+    // They are the module's own tensors: zeroing them there changes forward's result.
+    for (auto& p : params) g[0]->rpc_sync<&mt::zero_param>("ps", p);
+    CHECK(torch::equal(m.forward(torch::ones({2, 4})), torch::zeros({2, 3})));
+    CHECK(g[0]->rpc_sync<&mt::is_training>("ps", m.module_rref()));
+    m.eval();
+    CHECK_FALSE(g[0]->rpc_sync<&mt::is_training>("ps", m.module_rref()));
+    m.train();
+    CHECK(g[0]->rpc_sync<&mt::is_training>("ps", m.module_rref()));
+  }
+  CHECK(eventually([&] { return owned(*g[1]) == 0; }));
+  shutdown_group(g);
+  check_no_leaks(g);
+}
+
+TEST_CASE("RemoteModule: exceptions in forward and in the constructor", "[module]") {
+  auto g = start_group({"trainer", "ps"});
+  {
+    auto m = RemoteModule<mt::Classifier>::create<mt::Failing>(*g[0], "ps", std::string("bad input"));
+    try {
+      m.forward(torch::ones({1}));
+      FAIL("forward did not throw");
+    } catch (const remora::RemoteError& e) {
+      CHECK(e.worker() == "ps");
+      CHECK(e.function() == "mt::Classifier::forward");
+      CHECK(e.remote_type() == "std::domain_error");
+      CHECK(e.remote_message() == "bad input");
+    }
+    CHECK_THROWS_AS(m.forward_async(torch::ones({1}), 1.0).get(), remora::RemoteError);
+    CHECK_THROWS_WITH(RemoteModule<mt::Classifier>::create<mt::ThrowsInConstructor>(*g[0], "ps"),
+                      Catch::Contains("no memory for the table"));
+  }
+  CHECK(eventually([&] { return owned(*g[1]) == 0; }));
+  shutdown_group(g);
+  check_no_leaks(g);
+}
+
+TEST_CASE("RemoteModule: unknown workers and devices fail at create", "[module]") {
+  auto g = start_group({"trainer", "ps"});
+  CHECK_THROWS_WITH(RemoteModule<mt::Classifier>::create<mt::Mlp>(*g[0], "nobody/cpu", 4, 3),
+                    Catch::Contains("'nobody' is not part of this group"));
+  CHECK_THROWS_WITH(RemoteModule<mt::Classifier>::create<mt::Mlp>(*g[0], "rank:7/cpu", 4, 3),
+                    Catch::Contains("not a rank"));
+  CHECK_THROWS_WITH(RemoteModule<mt::Classifier>::create<mt::Mlp>(*g[0], "ps/gpu:0", 4, 3),
+                    Catch::Contains("is not a device"));
+  if (!torch::cuda::is_available())
+    CHECK_THROWS_WITH(RemoteModule<mt::Classifier>::create<mt::Mlp>(*g[0], "ps/cuda:0", 4, 3),
+                      Catch::Contains("cuda:0 does not exist on worker 'ps'"));
+  CHECK(eventually([&] { return owned(*g[1]) == 0; }));
+  shutdown_group(g);
+  check_no_leaks(g);
+}
+
+TEST_CASE("RemoteModule: nested arguments and results, void forward, adapted modules", "[module]") {
+  auto g = start_group({"trainer", "ps"});
+  {
+    auto s = RemoteModule<mt::Summarizer>::create<mt::SumAll>(*g[0], "ps");
+    mt::Batch b{torch::ones({2}), {torch::ones({3})}, torch::ones({2})};
+    auto [total, parts] = s.forward(b);
+    CHECK(total.item<double>() == 10.0);  // (2 + 3) * 2
+    CHECK(torch::equal(parts.at("features"), 2 * torch::ones({2})));
+
+    auto sink = RemoteModule<mt::Sink>::create<mt::Accumulator>(*g[0], "ps");
+    sink.forward(torch::ones({4}));
+    sink.forward_async(torch::ones({2})).get();
+    CHECK(sink.call<&mt::Sink::total>() == 6.0);
+
+    // Existing modules that do not derive from the interface are adapted.
+    auto echo = RemoteModule<mt::Linear10>::create<mt::Echo>(*g[0], "ps");
+    CHECK(torch::equal(echo.forward(torch::arange(3)), torch::arange(3)));
+    auto linear = RemoteModule<mt::Linear10>::create<torch::nn::Linear>(*g[0], "ps", 10, 2);  // a TORCH_MODULE holder
+    CHECK(linear.forward(torch::ones({1, 10})).sizes() == torch::IntArrayRef({1, 2}));
+    CHECK(linear.remote_parameters().size() == 2);
+  }
+  CHECK(eventually([&] { return owned(*g[1]) == 0; }));
+  shutdown_group(g);
+  check_no_leaks(g);
+}
+
+TEST_CASE("to_device walks nested values and user structs", "[module]") {
+  const c10::Device meta("meta");  // a device every build has: tensors without storage
+  mt::Batch b{torch::ones({2}), {torch::ones({1}), torch::zeros({3})}, torch::ones({2})};
+  auto moved = remora::to_device(b, meta);
+  CHECK(moved.features.device() == meta);
+  CHECK(moved.extras[1].device() == meta);
+  CHECK(moved.mask->device() == meta);
+  CHECK(b.features.device().is_cpu());  // the original is untouched
+
+  std::tuple<std::vector<torch::Tensor>, std::map<std::string, torch::Tensor>, std::optional<torch::Tensor>, int>
+      nested{{torch::ones({1})}, {{"k", torch::ones({1})}}, std::nullopt, 7};
+  auto n2 = remora::to_device(nested, meta);
+  CHECK(std::get<0>(n2)[0].device() == meta);
+  CHECK(std::get<1>(n2).at("k").device() == meta);
+  CHECK(std::get<3>(n2) == 7);
+
+  c10::IValue iv(c10::ivalue::Tuple::create({torch::ones({1}), c10::IValue(3)}));
+  auto iv2 = remora::to_device(iv, meta);
+  CHECK(iv2.toTupleRef().elements()[0].toTensor().device() == meta);
+
+  std::variant<int, torch::Tensor> v = torch::ones({1});
+  CHECK(std::get<torch::Tensor>(remora::to_device(v, meta)).device() == meta);
+}
