@@ -166,20 +166,24 @@ Future<typename RemoteModule<I>::result_type> RemoteModule<I>::forward_async(As&
   static_assert(detail::forward_accepts<I, As...>,
                 "remora: RemoteModule<I>::forward: these arguments do not match I::forward's parameters (they must be "
                 "what a direct call of I::forward accepts)");
-  using Params = typename detail::take_front<sizeof...(As), typename detail::forward_of<I>::args>::type;
-  using Shim = detail::ForwardShim<I, Params>;
-  (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
-  module_.check_usable("forward");
-  auto& core = module_.checked();
-  Params params(std::forward<As>(args)...);
-  auto f = std::apply(
-      [&](auto&&... p) {
-        return agent().template call_as<&Shim::call>(core.owner, Shim::identity, CallOptions{}, core.id,
-                                                     device_.str(), std::move(p)...);
-      },
-      std::move(params));
-  f.on_ready([keep = module_] {});  // the module lives at least until it answered
-  return f;
+  if constexpr (!detail::forward_accepts<I, As...>) {
+    return Future<result_type>();  // the static_assert above is the one error shown
+  } else {
+    using Params = typename detail::take_front<sizeof...(As), typename detail::forward_of<I>::args>::type;
+    using Shim = detail::ForwardShim<I, Params>;
+    (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+    module_.check_usable("forward");
+    auto& core = module_.checked();
+    Params params(std::forward<As>(args)...);
+    auto f = std::apply(
+        [&](auto&&... p) {
+          return agent().template call_as<&Shim::call>(core.owner, Shim::identity, CallOptions{}, core.id,
+                                                       device_.str(), std::move(p)...);
+        },
+        std::move(params));
+    f.on_ready([keep = module_] {});  // the module lives at least until it answered
+    return f;
+  }
 }
 
 template <class I>
