@@ -10,10 +10,19 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "remora/agent/rpc.hpp"
+#include "remora/module/remote_module.hpp"
 #include "remora/rref/remote.hpp"
 
 namespace bench {
 torch::Tensor echo(torch::Tensor x) { return x; }
+
+struct EchoInterface {
+  virtual ~EchoInterface() = default;
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+struct Echo : torch::nn::Module, EchoInterface {
+  torch::Tensor forward(torch::Tensor x) override { return x; }
+};
 }  // namespace bench
 
 int main() {
@@ -64,6 +73,34 @@ int main() {
   for (int i = 0; i < reps; ++i) a->rpc_sync<&bench::echo>("w1", big);
   double per = std::chrono::duration<double>(clock::now() - t1).count() / reps;
   std::printf("echo_64MiB_ms %.1f\necho_64MiB_GBps %.3f\n", per * 1e3, 2.0 * (64 << 20) / per / 1e9);
+
+  // RemoteModule::forward of an echo module, as PyTorch's anchor measures it.
+  auto m = remora::RemoteModule<bench::EchoInterface>::create<bench::Echo>(*a, "w1/cpu");
+  for (std::int64_t bytes : {4LL, 4096LL, 1LL << 20, 64LL << 20}) {
+    auto t = torch::ones({bytes / 4});
+    const int iters = bytes <= 4096 ? 3000 : (bytes <= (1 << 20) ? 300 : 10);
+    for (int i = 0; i < std::min(iters / 10 + 1, 20); ++i) m.forward(t);
+    us.clear();
+    auto start = clock::now();
+    for (int i = 0; i < iters; ++i) {
+      auto t0 = clock::now();
+      m.forward(t);
+      us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t0).count());
+    }
+    double mean_s = std::chrono::duration<double>(clock::now() - start).count() / iters;
+    std::sort(us.begin(), us.end());
+    const auto b = static_cast<long long>(bytes);
+    std::printf("module_%lldB_p50_us %.1f\nmodule_%lldB_p99_us %.1f\nmodule_%lldB_mean_us %.1f\nmodule_%lldB_GBps %.3f\n",
+                b, us[us.size() / 2], b, us[us.size() * 99 / 100], b, mean_s * 1e6, b, 2.0 * bytes / mean_s / 1e9);
+  }
+  std::vector<remora::Future<torch::Tensor>> mf;
+  mf.reserve(n);
+  auto t2 = clock::now();
+  for (int i = 0; i < n; ++i) mf.push_back(m.forward_async(x));
+  for (auto& f : mf) f.wait();
+  std::printf("module_async_4B_calls_per_s %.0f\n", n / std::chrono::duration<double>(clock::now() - t2).count());
+  mf.clear();
+  m = {};
 
   std::thread sb([&] { b->shutdown(); });
   a->shutdown();
