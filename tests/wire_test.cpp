@@ -250,3 +250,22 @@ TEST_CASE("Back-to-back frames in one buffer are split correctly", "[wire][reade
   auto [s, t] = wire::decode<std::string, torch::Tensor>(reader.take());
   CHECK(s == "second");
 }
+
+TEST_CASE("large received tensors reuse pooled memory", "[wire]") {
+  auto& pool = remora::wire::BufferPool::global();
+  const std::size_t bytes = 4 << 20;
+  void* first = nullptr;
+  {
+    auto t = pool.empty({static_cast<std::int64_t>(bytes / 4)}, torch::kFloat32, bytes);
+    first = t.data_ptr();
+    t.fill_(1);
+  }
+  const auto idle = pool.cached_bytes();
+  CHECK(idle >= bytes);
+  auto again = pool.empty({static_cast<std::int64_t>(bytes / 4)}, torch::kFloat32, bytes);
+  CHECK(again.data_ptr() == first);  // the same memory, already mapped
+  CHECK(pool.cached_bytes() == idle - bytes);
+  // Small tensors are ordinary allocations.
+  auto small = pool.empty({4}, torch::kFloat32, 16);
+  CHECK(small.numel() == 4);
+}

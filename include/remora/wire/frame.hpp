@@ -19,6 +19,7 @@
 #include <torch/types.h>
 
 #include "remora/core/errors.hpp"
+#include "remora/wire/buffer_pool.hpp"
 #include "remora/wire/dtype.hpp"
 #include "remora/wire/limits.hpp"
 
@@ -238,6 +239,7 @@ class FrameReader {
       c10::Device device;
     };
     std::vector<Planned> planned;
+    std::vector<std::uint64_t> nbytes;
     planned.reserve(h.tensor_count);
     for (std::uint32_t i = 0; i < h.tensor_count; ++i) {
       TensorDescriptor d;
@@ -269,13 +271,16 @@ class FrameReader {
       auto device = device_from_wire(d.device_type, d.device_index);
       if (!device) fail("tensor " + std::to_string(i) + " names an unknown device");
       planned.push_back({*dtype, std::move(sizes), *device});
+      nbytes.push_back(d.nbytes);
       requires_grad_.push_back(d.flags & kRequiresGrad);
     }
     if (p != end) fail("descriptor table has trailing bytes");
     // Every field checked: now allocate.
     frame_.tensors.reserve(planned.size());
-    for (auto& t : planned)
-      frame_.tensors.push_back({torch::empty(t.sizes, torch::TensorOptions().dtype(t.dtype)), t.device});
+    for (std::size_t i = 0; i < planned.size(); ++i) {
+      auto& t = planned[i];
+      frame_.tensors.push_back({BufferPool::global().empty(t.sizes, t.dtype, nbytes[i]), t.device});
+    }
     filled_ = 0;
     tensor_index_ = 0;
     stage_ = Stage::tensors;
