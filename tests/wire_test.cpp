@@ -253,7 +253,7 @@ TEST_CASE("Back-to-back frames in one buffer are split correctly", "[wire][reade
 
 TEST_CASE("large received tensors reuse pooled memory", "[wire]") {
   auto& pool = remora::wire::BufferPool::global();
-  const std::size_t bytes = 4 << 20;
+  const std::size_t bytes = (std::size_t{4} << 20) + 3 * 4096;  // a size no other test uses
   void* first = nullptr;
   {
     auto t = pool.empty({static_cast<std::int64_t>(bytes / 4)}, torch::kFloat32, bytes);
