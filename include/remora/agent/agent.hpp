@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -97,11 +98,18 @@ class Agent {
   std::uint64_t next_request_id() { return next_request_id_.fetch_add(1, std::memory_order_relaxed); }
   // Sends `frame` (a call with `request_id`) to `to`; the reply decodes as T.
   template <class T>
+  // `keep` is held until the call completed (the RRef a call refers to, say).
   Future<T> start_call(std::uint32_t to, std::string_view function, std::uint64_t request_id, wire::OutFrame frame,
-                       std::chrono::milliseconds timeout);
+                       std::chrono::milliseconds timeout, std::shared_ptr<const void> keep = nullptr);
   // Calls the handler registered as `fn` on worker `to`, with F's parameter and result types.
   template <auto F, class... As>
-  auto call_as(std::uint32_t to, const Identity& fn, CallOptions opts, As&&... args);
+  auto call_as(std::uint32_t to, const Identity& fn, CallOptions opts, As&&... args) {
+    return call_keeping<F>(nullptr, to, fn, opts, std::forward<As>(args)...);
+  }
+  // As call_as, holding `keep` until the call completed.
+  template <auto F, class... As>
+  auto call_keeping(std::shared_ptr<const void> keep, std::uint32_t to, const Identity& fn, CallOptions opts,
+                    As&&... args);
   bool is_lost(std::uint32_t peer) const {
     std::lock_guard lock(links_mu_);
     return peer < lost_.size() && !lost_[peer].empty();
@@ -114,11 +122,14 @@ class Agent {
   enum class State { running, stopping, stopped };
   using Link = std::shared_ptr<transport::TcpConnection>;
   using Completion = detail::UniqueFunction<void(wire::InFrame*, std::exception_ptr)>;
+  using Clock = std::chrono::steady_clock;
   struct Pending {
     std::uint32_t peer;
     std::string_view function;
-    std::unique_ptr<asio::steady_timer> timer;
+    std::multimap<Clock::time_point, std::uint64_t>::iterator deadline;
+    std::chrono::milliseconds timeout;
     Completion complete;
+    std::shared_ptr<const void> keep;
   };
 
   void accept_next();
@@ -132,6 +143,10 @@ class Agent {
   void finish(Pending&& p, wire::InFrame* frame, std::exception_ptr error);
   void fail_pending_to(std::uint32_t peer, const std::function<std::exception_ptr(const Pending&)>& make_error);
   void stop_now(const std::string& why);
+  void expire_overdue();
+  void arm_sweep();
+  // Runs a continuation of a call's future on the pool, counted as work in flight.
+  static void dispatch_to_pool(void* agent, detail::UniqueFunction<void()> callback);
   static wire::InFrame loop_copy(const wire::OutFrame& f, const wire::Limits& limits);
 
   Options options_;
@@ -157,6 +172,9 @@ class Agent {
   mutable std::mutex pending_mu_;
   std::condition_variable pending_cv_;
   std::unordered_map<std::uint64_t, Pending> pending_;
+  // Deadlines of pending calls, earliest first; one timer sweeps them (no timer per call).
+  std::multimap<Clock::time_point, std::uint64_t> deadlines_;
+  asio::steady_timer sweep_timer_;
   // Calls whose completion has not finished running, and calls ever started: graceful shutdown
   // waits until both stand still across the group.
   std::int64_t outstanding_ = 0;
@@ -171,7 +189,8 @@ class Agent {
 
 inline Agent::Agent(std::string name, int rank, int world_size, Options options)
     : options_(std::move(options)), self_id_(static_cast<std::uint32_t>(rank)), work_(io_.get_executor()),
-      timer_strand_(asio::make_strand(io_)), acceptor_(io_), pool_(std::max(1, options_.num_worker_threads)) {
+      timer_strand_(asio::make_strand(io_)), acceptor_(io_), pool_(std::max(1, options_.num_worker_threads)),
+      sweep_timer_(timer_strand_) {
   if (options_.rpc_timeout.count() <= 0) throw Error("remora: Options::rpc_timeout must be positive");
   auto listen = asio::ip::tcp::endpoint(asio::ip::make_address(options_.listen_host), options_.listen_port);
   acceptor_.open(listen.protocol());
@@ -190,6 +209,7 @@ inline Agent::Agent(std::string name, int rank, int world_size, Options options)
   links_.resize(workers_.size());
   lost_.resize(workers_.size());
   accept_next();
+  arm_sweep();
   for (int i = 0; i < std::max(1, options_.num_io_threads); ++i) io_threads_.emplace_back([this] { io_.run(); });
 }
 
@@ -286,24 +306,68 @@ inline std::optional<Agent::Pending> Agent::take_pending(std::uint64_t request_i
   if (it == pending_.end()) return std::nullopt;
   Pending p = std::move(it->second);
   pending_.erase(it);
+  deadlines_.erase(p.deadline);
   if (pending_.empty()) pending_cv_.notify_all();
   return p;
 }
 
-inline void Agent::finish(Pending&& p, wire::InFrame* frame, std::exception_ptr error) {
-  if (p.timer) asio::post(timer_strand_, [t = std::move(p.timer)] { t->cancel(); });
-  std::optional<wire::InFrame> owned;
-  if (frame) owned.emplace(std::move(*frame));
-  // Futures complete on the worker pool: user continuations never run on an I/O thread.
-  asio::post(pool_, [this, peer = p.peer, c = std::move(p.complete), owned = std::move(owned), error]() mutable {
-    {
-      detail::WireScope scope(this, peer);
-      c(owned ? &*owned : nullptr, error);
-    }
-    c = Completion();  // what the completion captured is released before the call counts as finished
-    std::lock_guard lock(pending_mu_);
-    if (--outstanding_ == 0) pending_cv_.notify_all();
+// Timeouts have the sweep's resolution (5 ms): a call times out 0-5 ms after its deadline.
+inline void Agent::arm_sweep() {
+  sweep_timer_.expires_after(std::chrono::milliseconds(5));
+  sweep_timer_.async_wait([this](std::error_code ec) {
+    if (ec || state_.load() == State::stopped) return;  // a stopped agent lets its I/O threads end
+    expire_overdue();
+    arm_sweep();
   });
+}
+
+inline void Agent::expire_overdue() {
+  std::vector<Pending> overdue;
+  {
+    std::lock_guard lock(pending_mu_);
+    const auto now = Clock::now();
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+      auto it = pending_.find(deadlines_.begin()->second);
+      deadlines_.erase(deadlines_.begin());
+      if (it == pending_.end()) continue;
+      overdue.push_back(std::move(it->second));
+      pending_.erase(it);
+    }
+    if (pending_.empty()) pending_cv_.notify_all();
+  }
+  for (auto& p : overdue) {
+    auto error = std::make_exception_ptr(
+        Timeout(workers_[p.peer].name, std::string(p.function), "no reply within " +
+                                                                   std::to_string(p.timeout.count()) + " ms"));
+    finish(std::move(p), nullptr, error);
+  }
+}
+
+inline void Agent::dispatch_to_pool(void* agent, detail::UniqueFunction<void()> callback) {
+  auto* self = static_cast<Agent*>(agent);
+  {
+    std::lock_guard lock(self->pending_mu_);
+    ++self->outstanding_;
+  }
+  asio::post(self->pool_, [self, cb = std::move(callback)]() mutable {
+    cb();
+    cb = detail::UniqueFunction<void()>();
+    std::lock_guard lock(self->pending_mu_);
+    if (--self->outstanding_ == 0) self->pending_cv_.notify_all();
+  });
+}
+
+// Completes the call's future here (an I/O thread, usually): waiters wake at once, and the
+// future's continuations go to the worker pool (its Promise dispatches them there), so user code
+// never runs on an I/O thread.
+inline void Agent::finish(Pending&& p, wire::InFrame* frame, std::exception_ptr error) {
+  {
+    detail::WireScope scope(this, p.peer);
+    p.complete(frame, error);
+  }
+  p.complete = Completion();  // what the completion captured is released before the call counts as finished
+  std::lock_guard lock(pending_mu_);
+  if (--outstanding_ == 0) pending_cv_.notify_all();
 }
 
 inline void Agent::on_reply(std::uint32_t from, wire::InFrame&& frame) {
@@ -383,13 +447,15 @@ inline wire::InFrame Agent::loop_copy(const wire::OutFrame& f, const wire::Limit
 
 template <class T>
 Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::uint64_t request_id,
-                            wire::OutFrame frame, std::chrono::milliseconds timeout) {
+                            wire::OutFrame frame, std::chrono::milliseconds timeout,
+                            std::shared_ptr<const void> keep) {
   const std::string worker = workers_.at(to).name;
   if (state_.load() == State::stopped)
     throw Error("remora: worker '" + self().name + "' has shut down; cannot call " + std::string(function) +
                 " on '" + worker + "'");
   if (timeout.count() <= 0) timeout = options_.rpc_timeout;
   Promise<T> promise;
+  promise.set_dispatch(&Agent::dispatch_to_pool, this);
   Future<T> future = promise.get_future();
   {
     std::lock_guard lock(links_mu_);
@@ -432,21 +498,10 @@ Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::ui
       promise.set_exception(std::current_exception());
     }
   };
-  auto timer = std::make_unique<asio::steady_timer>(timer_strand_, timeout);
-  timer->async_wait([this, request_id, timeout](std::error_code ec) {
-    if (ec) return;
-    if (auto p = take_pending(request_id)) {
-      auto worker_name = workers_[p->peer].name;
-      auto fn = std::string(p->function);
-      p->timer.reset();  // this handler runs inside it
-      finish(std::move(*p), nullptr,
-             std::make_exception_ptr(Timeout(worker_name, fn,
-                                             "no reply within " + std::to_string(timeout.count()) + " ms")));
-    }
-  });
   {
     std::lock_guard lock(pending_mu_);
-    pending_.emplace(request_id, Pending{to, function, std::move(timer), std::move(complete)});
+    auto deadline = deadlines_.emplace(Clock::now() + timeout, request_id);
+    pending_.emplace(request_id, Pending{to, function, deadline, timeout, std::move(complete), std::move(keep)});
     ++outstanding_;
     ++started_;
   }
@@ -475,7 +530,8 @@ struct first_is_call_options<A, As...> : std::is_same<std::remove_cvref_t<A>, Ca
 }  // namespace detail
 
 template <auto F, class... As>
-auto Agent::call_as(std::uint32_t to, const Identity& fn, CallOptions opts, As&&... args) {
+auto Agent::call_keeping(std::shared_ptr<const void> keep, std::uint32_t to, const Identity& fn, CallOptions opts,
+                         As&&... args) {
   using Tr = detail::fn_traits<decltype(F)>;
   const auto rid = next_request_id();
   // Values that fork references for the peer (RRefs) record undo actions: they run if the frame
@@ -486,7 +542,7 @@ auto Agent::call_as(std::uint32_t to, const Identity& fn, CallOptions opts, As&&
         return wire::encode_frame(wire::FrameKind::call, rid, options_.limits, fn.id, typed...);
       },
       typename Tr::args(std::forward<As>(args)...));
-  auto future = start_call<typename Tr::result>(to, fn.name, rid, std::move(frame), opts.timeout);
+  auto future = start_call<typename Tr::result>(to, fn.name, rid, std::move(frame), opts.timeout, std::move(keep));
   if (to == self_id_ || !future.is_ready()) scope.commit();
   return future;
 }
@@ -549,6 +605,7 @@ inline void Agent::stop_now(const std::string& why) {
     return std::make_exception_ptr(
         WorkerLost(workers_[p.peer].name, std::string(p.function), "local agent stopped: " + why));
   });
+  asio::post(timer_strand_, [this] { sweep_timer_.cancel(); });
   asio::post(io_, [this] {
     std::error_code ignored;
     acceptor_.close(ignored);

@@ -168,6 +168,11 @@ class Promise {
 
   Future<T> get_future() const { return Future<T>(state_); }
 
+  // Where the future's continuations run (see FutureState::set_dispatch); default: inline.
+  void set_dispatch(typename detail::FutureState<T>::Dispatch dispatch, void* context) {
+    state_->set_dispatch(dispatch, context);
+  }
+
   template <class... Args>
   void set_value(Args&&... args) {
     if (!try_set_value(std::forward<Args>(args)...)) already_set();

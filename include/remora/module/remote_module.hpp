@@ -177,11 +177,11 @@ Future<typename RemoteModule<I>::result_type> RemoteModule<I>::forward_async(As&
     Params params(std::forward<As>(args)...);
     auto f = std::apply(
         [&](auto&&... p) {
-          return agent().template call_as<&Shim::call>(core.owner, Shim::identity, CallOptions{}, core.id,
-                                                       device_.str(), std::move(p)...);
+          // The module lives at least until it answered.
+          return agent().template call_keeping<&Shim::call>(module_.core_, core.owner, Shim::identity,
+                                                            CallOptions{}, core.id, device_.str(), std::move(p)...);
         },
         std::move(params));
-    f.on_ready([keep = module_] {});  // the module lives at least until it answered
     return f;
   }
 }
@@ -194,10 +194,8 @@ auto RemoteModule<I>::call_async(As&&... args) const {
   (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
   module_.check_usable("call");
   auto& core = module_.checked();
-  auto f = agent().template call_as<&Shim::call>(core.owner, Shim::identity, CallOptions{}, core.id, device_.str(),
-                                                 std::forward<As>(args)...);
-  f.on_ready([keep = module_] {});
-  return f;
+  return agent().template call_keeping<&Shim::call>(module_.core_, core.owner, Shim::identity, CallOptions{},
+                                                    core.id, device_.str(), std::forward<As>(args)...);
 }
 
 template <class I>

@@ -135,9 +135,8 @@ Future<T> RRef<T>::to_here_async(std::chrono::milliseconds timeout) const
   using Shim = detail::FetchShim<T>;
   (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
   auto ctx = context();
-  auto f = ctx->agent().template call_as<&Shim::call>(c.owner, Shim::identity, CallOptions{timeout}, c.id);
-  f.on_ready([keep = core_] {});  // this reference lives until the owner answered
-  return f;
+  // This reference lives until the owner answered.
+  return ctx->agent().template call_keeping<&Shim::call>(core_, c.owner, Shim::identity, CallOptions{timeout}, c.id);
 }
 
 template <class T>
@@ -249,17 +248,14 @@ auto RRefProxy<T, K>::call(As&&... args) const {
     static_assert(!std::is_void_v<V>, "remora: remote() of a method that returns void: use rpc_async()");
     (void)AutoRegisterAs<&Shim::call, Shim::identity>::registered;
     return start_remote<V>(agent, c.owner, [&](RRefId id, ForkId fork, bool has_fork) {
-      auto f = agent.template call_as<&Shim::call>(c.owner, Shim::identity, CallOptions{timeout_}, c.id, id, fork,
-                                                   has_fork, std::forward<As>(args)...);
-      f.on_ready([keep = rref_.core_] {});
-      return f;
+      return agent.template call_keeping<&Shim::call>(rref_.core_, c.owner, Shim::identity, CallOptions{timeout_},
+                                                       c.id, id, fork, has_fork, std::forward<As>(args)...);
     });
   } else {
     using Shim = MethodShim<T, M>;
     (void)AutoRegisterAs<&Shim::call, Shim::identity>::registered;
-    auto f = agent.template call_as<&Shim::call>(c.owner, Shim::identity, CallOptions{timeout_}, c.id,
-                                                 std::forward<As>(args)...);
-    f.on_ready([keep = rref_.core_] {});
+    auto f = agent.template call_keeping<&Shim::call>(rref_.core_, c.owner, Shim::identity, CallOptions{timeout_},
+                                                      c.id, std::forward<As>(args)...);
     if constexpr (K == ProxyKind::sync)
       return std::move(f).get();
     else

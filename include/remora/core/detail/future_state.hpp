@@ -65,6 +65,16 @@ class FutureState {
     return true;
   }
 
+  // Continuations registered before completion run through `dispatch(context, callback)`
+  // instead of on the completing thread (an agent completes calls on its I/O thread and hands
+  // continuations to its worker pool; waiters are woken directly).
+  using Dispatch = void (*)(void* context, UniqueFunction<void()> callback);
+  void set_dispatch(Dispatch dispatch, void* context) {
+    std::lock_guard lock(mu_);
+    dispatch_ = dispatch;
+    dispatch_context_ = context;
+  }
+
   // Only valid once ready (the ready flag was read under the mutex, which orders these reads).
   const std::exception_ptr& error() const { return error_; }
   value_type& value() { return *value_; }
@@ -81,7 +91,12 @@ class FutureState {
       callbacks.swap(callbacks_);
     }
     cv_.notify_all();
-    for (auto& cb : callbacks) cb();
+    for (auto& cb : callbacks) {
+      if (dispatch_)
+        dispatch_(dispatch_context_, std::move(cb));
+      else
+        cb();
+    }
     return true;
   }
 
@@ -91,6 +106,8 @@ class FutureState {
   std::optional<value_type> value_;
   std::exception_ptr error_;
   std::vector<UniqueFunction<void()>> callbacks_;
+  Dispatch dispatch_ = nullptr;
+  void* dispatch_context_ = nullptr;
 };
 
 }  // namespace remora::detail
