@@ -212,22 +212,18 @@ RRef<V> start_remote(Agent& agent, std::uint32_t owner, Send&& send) {
     }
     try {
       std::rethrow_exception(e);
-    } catch (const UnknownFunction&) {
-      // The owner cannot create it: fail uses here and anything waiting there.
-      core->fail(e);
-      if (!core->released.exchange(true))
-        if (auto c = core->ctx.lock()) send_rref_message<&rref_msg::user_delete>(c->agent(), core->owner, core->id,
-                                                                                 core->fork, true);
-    } catch (const RemoteError&) {  // arguments that did not decode, same outcome
-      core->fail(e);
-      if (!core->released.exchange(true))
-        if (auto c = core->ctx.lock()) send_rref_message<&rref_msg::user_delete>(c->agent(), core->owner, core->id,
-                                                                                 core->fork, true);
     } catch (const WorkerLost&) {
       core->fail(e);
       core->released = true;
+    } catch (const Timeout&) {
+      // The owner may still create it; uses go to the owner and see the outcome.
     } catch (...) {
-      // A timeout: the owner may still create it; uses go to the owner and see the outcome.
+      // The owner cannot create it (unknown function, arguments that did not decode): fail uses
+      // here and anything waiting there.
+      core->fail(e);
+      if (!core->released.exchange(true))
+        if (auto c = core->ctx.lock())
+          send_rref_message<&rref_msg::user_delete>(c->agent(), core->owner, core->id, core->fork, true);
     }
   });
   return make_rref<V>(std::move(core));
