@@ -2,6 +2,9 @@
 // loopback TCP, with PyTorch's RemoteModule and the raw-socket probes run beside it by
 // scripts/bench. Prints one line per figure (parsed by scripts/bench).
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <new>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -12,6 +15,20 @@
 #include "remora/agent/rpc.hpp"
 #include "remora/module/remote_module.hpp"
 #include "remora/rref/remote.hpp"
+
+// Counts heap allocations made through operator new (remora's own containers, frames, closures;
+// libtorch's tensor storage uses its own allocator and is not counted).
+namespace {
+std::atomic<std::uint64_t> g_news{0}, g_new_bytes{0};
+}
+void* operator new(std::size_t n) {
+  g_news.fetch_add(1, std::memory_order_relaxed);
+  g_new_bytes.fetch_add(n, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace bench {
 torch::Tensor echo(torch::Tensor x) { return x; }
@@ -44,6 +61,15 @@ int main() {
   }
   std::sort(us.begin(), us.end());
   std::printf("sync_4B_p50_us %.1f\nsync_4B_p99_us %.1f\n", us[us.size() / 2], us[us.size() * 99 / 100]);
+
+  // Allocations per small call, both agents (one process) together.
+  {
+    const int calls = 2000;
+    const auto news0 = g_news.load(), bytes0 = g_new_bytes.load();
+    for (int i = 0; i < calls; ++i) a->rpc_sync<&bench::echo>("w1", x);
+    std::printf("sync_4B_allocs_per_call %.1f\nsync_4B_alloc_bytes_per_call %.0f\n",
+                double(g_news.load() - news0) / calls, double(g_new_bytes.load() - bytes0) / calls);
+  }
 
   // remote() + to_here() of a small value: creation, fetch and deletion, one at a time.
   for (int i = 0; i < 200; ++i) remora::remote<&bench::echo>(*a, "w1", x).to_here();
