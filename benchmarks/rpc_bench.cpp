@@ -1,6 +1,7 @@
-// RPC figures for a 4-byte tensor and a 64 MiB tensor between two agents in one process over
-// loopback TCP, with PyTorch's RemoteModule and the raw-socket probes run beside it by
-// scripts/bench. Prints one line per figure (parsed by scripts/bench).
+// RPC figures for a 4-byte tensor and a 64 MiB tensor between two agents in one process (over
+// loopback TCP or the local transport, as REMORA_TRANSPORT says), with PyTorch's RemoteModule and
+// the raw-socket probes run beside it by scripts/bench. Prints one line per figure (parsed by
+// scripts/bench).
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -92,9 +93,23 @@ int main() {
   double secs = std::chrono::duration<double>(clock::now() - t0).count();
   std::printf("async_4B_calls_per_s %.0f\n", n / secs);
 
+  // Many callers on one callee: 8 threads of w0 calling w1 synchronously at once.
+  {
+    const int threads = 8, each = 2000;
+    std::vector<std::thread> callers;
+    auto t = clock::now();
+    for (int c = 0; c < threads; ++c)
+      callers.emplace_back([&] {
+        for (int i = 0; i < each; ++i) a->rpc_sync<&bench::echo>("w1", x);
+      });
+    for (auto& c : callers) c.join();
+    std::printf("callers_8_calls_per_s %.0f\n",
+                threads * each / std::chrono::duration<double>(clock::now() - t).count());
+  }
+
   auto big = torch::ones({(64 << 20) / 4});
-  for (int i = 0; i < 2; ++i) a->rpc_sync<&bench::echo>("w1", big);
-  const int reps = 10;
+  for (int i = 0; i < 5; ++i) a->rpc_sync<&bench::echo>("w1", big);
+  const int reps = 20;
   auto t1 = clock::now();
   for (int i = 0; i < reps; ++i) a->rpc_sync<&bench::echo>("w1", big);
   double per = std::chrono::duration<double>(clock::now() - t1).count() / reps;

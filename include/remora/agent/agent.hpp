@@ -1,6 +1,8 @@
 #pragma once
 // The Agent: one per worker. It joins the group (rendezvous), listens for peers, sends typed
 // calls and serves them, and shuts down gracefully with the whole group.
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -18,6 +20,7 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/thread_pool.hpp>
 
@@ -25,7 +28,8 @@
 #include "remora/agent/detail/wire_context.hpp"
 #include "remora/agent/options.hpp"
 #include "remora/agent/rendezvous.hpp"
-#include "remora/transport/tcp_connection.hpp"
+#include "remora/transport/host_identity.hpp"
+#include "remora/transport/stream_connection.hpp"
 
 namespace remora {
 
@@ -68,6 +72,21 @@ class Agent {
   }
   const std::vector<WorkerInfo>& get_worker_infos() const { return workers_; }
   std::uint16_t listen_port() const { return acceptor_.local_endpoint().port(); }
+  // What carries calls to `worker` now: "tcp", "local", or "" while no connection is open.
+  std::string transport_to(std::string_view worker) const {
+    const auto id = id_of(worker);
+    std::lock_guard lock(links_mu_);
+    return links_[id] ? links_[id]->kind() : "";
+  }
+  // Bytes of this worker's shared memory that peers still hold (tensors they received and keep).
+  std::size_t shared_bytes_in_use() const {
+    std::lock_guard lock(links_mu_);
+    std::size_t n = 0;
+    for (const auto& l : links_)
+      if (l) n += l->shared_bytes_in_use();
+    for (const auto& l : accepted_) n += l->shared_bytes_in_use();
+    return n;
+  }
 
   // Calls F on worker `to` with `args`; the result arrives in the Future. An optional
   // CallOptions first argument sets this call's timeout.
@@ -120,7 +139,7 @@ class Agent {
 
  private:
   enum class State { running, stopping, stopped };
-  using Link = std::shared_ptr<transport::TcpConnection>;
+  using Link = std::shared_ptr<transport::Connection>;
   using Completion = detail::UniqueFunction<void(wire::InFrame*, std::exception_ptr)>;
   using Clock = std::chrono::steady_clock;
   struct Pending {
@@ -132,7 +151,13 @@ class Agent {
     std::shared_ptr<const void> keep;
   };
 
-  void accept_next();
+  template <class Acceptor>
+  void accept_next(Acceptor& acceptor);
+  void open_local_acceptor();
+  void choose_transports(const std::vector<detail::PeerAddress>& peers);
+  transport::SharedMemoryOptions shared_memory_options() const {
+    return {options_.shared_memory_bytes, options_.shared_memory_min_bytes};
+  }
   Link link_to(std::uint32_t peer);
   void on_frame(const Link& conn, wire::InFrame&& frame);
   void on_close(const Link& conn, const std::string& reason);
@@ -153,12 +178,14 @@ class Agent {
   std::uint32_t self_id_ = 0;
   std::vector<WorkerInfo> workers_;
   std::vector<asio::ip::tcp::endpoint> endpoints_;
+  std::vector<std::string> local_sockets_;  // per peer: its local socket when it shares this host, else empty
   c10::intrusive_ptr<c10d::Store> store_;
 
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   asio::strand<asio::io_context::executor_type> timer_strand_;
   asio::ip::tcp::acceptor acceptor_;
+  asio::local::stream_protocol::acceptor local_acceptor_;
   std::vector<std::thread> io_threads_;
   asio::thread_pool pool_;
 
@@ -189,7 +216,7 @@ class Agent {
 
 inline Agent::Agent(std::string name, int rank, int world_size, Options options)
     : options_(std::move(options)), self_id_(static_cast<std::uint32_t>(rank)), work_(io_.get_executor()),
-      timer_strand_(asio::make_strand(io_)), acceptor_(io_), pool_(std::max(1, options_.num_worker_threads)),
+      timer_strand_(asio::make_strand(io_)), acceptor_(io_), local_acceptor_(io_), pool_(std::max(1, options_.num_worker_threads)),
       sweep_timer_(timer_strand_) {
   if (options_.rpc_timeout.count() <= 0) throw Error("remora: Options::rpc_timeout must be positive");
   auto listen = asio::ip::tcp::endpoint(asio::ip::make_address(options_.listen_host), options_.listen_port);
@@ -197,45 +224,90 @@ inline Agent::Agent(std::string name, int rank, int world_size, Options options)
   acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
   acceptor_.bind(listen);
   acceptor_.listen();
-  const std::string host = options_.advertise_host.empty() ? options_.listen_host : options_.advertise_host;
+  if (const char* t = std::getenv("REMORA_TRANSPORT"); t && *t) {
+    const std::string v = t;
+    if (v == "auto") options_.transport = Transport::automatic;
+    else if (v == "tcp") options_.transport = Transport::tcp;
+    else if (v == "local") options_.transport = Transport::local;
+    else throw Error("remora: REMORA_TRANSPORT must be auto, tcp or local, not '" + v + "'");
+  }
+  detail::PeerAddress me{name, options_.advertise_host.empty() ? options_.listen_host : options_.advertise_host,
+                         acceptor_.local_endpoint().port(), transport::host_identity(), ""};
+  if (options_.transport != Transport::tcp && !me.host_identity.empty()) {
+    open_local_acceptor();
+    me.local_socket = "@" + local_acceptor_.local_endpoint().path().substr(1);
+  }
   store_ = detail::open_store(options_, rank, world_size);
-  auto peers = detail::rendezvous(*store_, name, rank, world_size, host, acceptor_.local_endpoint().port(),
-                                  options_.init_timeout);
+  auto peers = detail::rendezvous(*store_, me, rank, world_size, options_.init_timeout);
   asio::ip::tcp::resolver resolver(io_);
   for (std::uint32_t r = 0; r < peers.size(); ++r) {
     workers_.push_back({peers[r].name, r});
     endpoints_.push_back(*resolver.resolve(peers[r].host, std::to_string(peers[r].port)).begin());
   }
+  choose_transports(peers);
   links_.resize(workers_.size());
   lost_.resize(workers_.size());
-  accept_next();
+  accept_next(acceptor_);
+  if (local_acceptor_.is_open()) accept_next(local_acceptor_);
   arm_sweep();
   for (int i = 0; i < std::max(1, options_.num_io_threads); ++i) io_threads_.emplace_back([this] { io_.run(); });
 }
 
-inline void Agent::accept_next() {
-  acceptor_.async_accept(asio::make_strand(io_), [this](std::error_code ec, asio::ip::tcp::socket socket) {
+// An abstract unix socket (no file to clean up), unique per process and agent.
+inline void Agent::open_local_acceptor() {
+  static std::atomic<unsigned> counter{0};
+  const std::string name = std::string(1, '\0') + "remora-" + std::to_string(::getpid()) + "-" +
+                           std::to_string(counter.fetch_add(1)) + "-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+  asio::local::stream_protocol::endpoint ep(name);
+  local_acceptor_.open(ep.protocol());
+  local_acceptor_.bind(ep);
+  local_acceptor_.listen();
+}
+
+// Local to peers of this host (when allowed), TCP to the rest.
+inline void Agent::choose_transports(const std::vector<detail::PeerAddress>& peers) {
+  const auto& me = peers[self_id_];
+  for (const auto& p : peers) {
+    const bool same_host = !me.local_socket.empty() && !p.local_socket.empty() && p.host_identity == me.host_identity;
+    local_sockets_.push_back(same_host ? p.local_socket : std::string());
+    if (options_.transport == Transport::local && !same_host)
+      throw Error("remora: Options::transport is local, but worker '" + p.name +
+                  "' is on another host or cannot use local sockets (use Transport::automatic)");
+  }
+}
+
+template <class Acceptor>
+void Agent::accept_next(Acceptor& acceptor) {
+  acceptor.async_accept(asio::make_strand(io_), [this, &acceptor](std::error_code ec, auto socket) {
     if (ec) return;  // acceptor closed
-    auto conn = std::make_shared<transport::TcpConnection>(
+    using Protocol = typename Acceptor::protocol_type;
+    auto conn = std::make_shared<transport::StreamConnection<Protocol>>(
         std::move(socket), options_.limits,
         [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); },
-        [this](const Link& c, const std::string& why) { on_close(c, why); });
+        [this](const Link& c, const std::string& why) { on_close(c, why); }, shared_memory_options());
     {
       std::lock_guard lock(links_mu_);
       accepted_.push_back(conn);
     }
     conn->start();
-    accept_next();
+    accept_next(acceptor);
   });
 }
 
 inline Agent::Link Agent::link_to(std::uint32_t peer) {
   std::lock_guard lock(links_mu_);
   if (!links_[peer]) {
-    auto conn = transport::TcpConnection::connect(
-        io_.get_executor(), endpoints_[peer], options_.limits,
-        [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); },
-        [this](const Link& c, const std::string& why) { on_close(c, why); });
+    auto on_frame_cb = [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); };
+    auto on_close_cb = [this](const Link& c, const std::string& why) { on_close(c, why); };
+    Link conn;
+    if (const auto& local = local_sockets_[peer]; !local.empty()) {
+      conn = transport::LocalConnection::connect(io_.get_executor(),
+                                                 asio::local::stream_protocol::endpoint('\0' + local.substr(1)),
+                                                 options_.limits, on_frame_cb, on_close_cb, shared_memory_options());
+    } else {
+      conn = transport::TcpConnection::connect(io_.get_executor(), endpoints_[peer], options_.limits, on_frame_cb,
+                                               on_close_cb);
+    }
     conn->peer_id = peer;
     conn->send(wire::encode_frame(wire::FrameKind::control, 0, static_cast<std::uint8_t>(detail::ControlType::hello),
                                   self_id_, workers_[self_id_].name));
@@ -609,6 +681,7 @@ inline void Agent::stop_now(const std::string& why) {
   asio::post(io_, [this] {
     std::error_code ignored;
     acceptor_.close(ignored);
+    local_acceptor_.close(ignored);
     std::lock_guard lock(links_mu_);
     for (auto& l : links_)
       if (l) l->close("shutdown");

@@ -11,6 +11,13 @@
 
 namespace remora {
 
+// What carries calls between two workers.
+enum class Transport {
+  automatic,  // local to workers on this host, TCP to the others
+  tcp,        // TCP always
+  local,      // unix sockets + shared memory; init_rpc fails if a worker is on another host
+};
+
 struct Options {
   // How workers find each other: "env://" (MASTER_ADDR, MASTER_PORT, as torchrun sets them) or
   // "tcp://host:port". Ignored when `store` is set.
@@ -29,6 +36,13 @@ struct Options {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 0;
   std::string advertise_host;  // empty: listen_host
+  // The environment variable REMORA_TRANSPORT (auto, tcp, local) overrides this.
+  Transport transport = Transport::automatic;
+  // Local transport: each side of a connection shares up to `shared_memory_bytes` (virtual; pages
+  // are used as tensors need them, and stay while the connection lives) for tensors of at least
+  // `shared_memory_min_bytes`; 0 bytes: everything goes through the socket.
+  std::size_t shared_memory_bytes = std::size_t{1} << 30;
+  std::size_t shared_memory_min_bytes = std::size_t{256} << 10;
   // Bounds on received frames; larger frames are refused.
   wire::Limits limits;
 };

@@ -19,6 +19,8 @@ struct PeerAddress {
   std::string name;
   std::string host;
   std::uint16_t port = 0;
+  std::string host_identity;  // same value: same host (transport/host_identity.hpp)
+  std::string local_socket;   // abstract unix socket name, '@' for the leading NUL; empty: none
 };
 
 inline std::string env_or(const char* name, const std::string& fallback) {
@@ -61,17 +63,26 @@ inline c10::intrusive_ptr<c10d::Store> open_store(const Options& o, int rank, in
   return c10::make_intrusive<c10d::PrefixStore>("remora/" + env_or("TORCHELASTIC_RESTART_COUNT", "0"), base);
 }
 
-// Publishes this worker and returns every worker's address, indexed by rank.
-inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const std::string& name, int rank, int world_size,
-                                           const std::string& host, std::uint16_t port,
+inline std::vector<std::string> split_lines(const std::string& v) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (std::size_t nl; (nl = v.find('\n', start)) != std::string::npos; start = nl + 1) out.push_back(v.substr(start, nl - start));
+  out.push_back(v.substr(start));
+  return out;
+}
+
+// Publishes this worker (`self.name` and its addresses) and returns every worker's, indexed by rank.
+inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress& self, int rank, int world_size,
                                            std::chrono::milliseconds timeout) {
+  const std::string& name = self.name;
   if (name.empty() || name.find_first_of("/\n") != std::string::npos)
     throw Error("remora: invalid worker name '" + name + "' (non-empty, no '/' or newline)");
   if (world_size < 1 || rank < 0 || rank >= world_size)
     throw Error("remora: rank " + std::to_string(rank) + " is outside world size " + std::to_string(world_size));
   const bool duplicate = store.add("name/" + name, 1) > 1;
   store.set("worker/" + std::to_string(rank),
-            bytes_of((duplicate ? "!" : "") + name + "\n" + host + "\n" + std::to_string(port)));
+            bytes_of((duplicate ? "!" : "") + name + "\n" + self.host + "\n" + std::to_string(self.port) + "\n" +
+                     self.host_identity + "\n" + self.local_socket));
   if (duplicate) throw Error("remora: worker name '" + name + "' is already taken by another rank");
   std::vector<std::string> keys;
   for (int r = 0; r < world_size; ++r) keys.push_back("worker/" + std::to_string(r));
@@ -83,12 +94,12 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const std::string
   }
   std::vector<PeerAddress> peers(world_size);
   for (int r = 0; r < world_size; ++r) {
-    auto v = string_of(store.get(keys[r]));
-    auto a = v.find('\n'), b = v.rfind('\n');
-    if (!v.empty() && v[0] == '!')
-      throw Error("remora: rank " + std::to_string(r) + " tried to join as '" + v.substr(1, a - 1) +
+    auto fields = split_lines(string_of(store.get(keys[r])));
+    if (fields.size() != 5) throw Error("remora: rank " + std::to_string(r) + " published an address this build cannot read");
+    if (!fields[0].empty() && fields[0][0] == '!')
+      throw Error("remora: rank " + std::to_string(r) + " tried to join as '" + fields[0].substr(1) +
                   "', a name another rank already has");
-    peers[r] = {v.substr(0, a), v.substr(a + 1, b - a - 1), static_cast<std::uint16_t>(std::stoi(v.substr(b + 1)))};
+    peers[r] = {fields[0], fields[1], static_cast<std::uint16_t>(std::stoi(fields[2])), fields[3], fields[4]};
   }
   return peers;
 }

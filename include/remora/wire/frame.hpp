@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -38,8 +39,9 @@ enum class FrameKind : std::uint8_t {
   error = 3,      // its failure
   control = 4,    // agent-to-agent housekeeping (shutdown, heartbeats)
   rref = 5,       // RRef protocol messages
+  transport = 6,  // the transport's own housekeeping (shared-memory releases); never reaches the agent
 };
-inline constexpr std::uint8_t kMaxFrameKind = 5;
+inline constexpr std::uint8_t kMaxFrameKind = 6;
 
 struct FrameHeader {
   std::uint32_t magic = kMagic;
@@ -66,6 +68,9 @@ struct TensorDescriptor {
 };
 static_assert(sizeof(TensorDescriptor) == 16 && std::is_trivially_copyable_v<TensorDescriptor>);
 inline constexpr std::uint8_t kRequiresGrad = 1;
+// The tensor's bytes are not in the stream: 8 bytes there give their offset in memory the sender
+// shares with the receiver (the same-host transport); the reader asks its SharedResolver for them.
+inline constexpr std::uint8_t kShared = 2;
 
 // The device a (type, index) pair from the wire names, or nullopt if it is not one remora knows
 // (c10::Device would assert on many such pairs rather than throw).
@@ -114,7 +119,24 @@ struct OutFrame {
     for (const auto& t : tensors) n += t.nbytes();
     return n;
   }
+  // Calls f(index, descriptor) for each tensor; what f changes in the descriptor is written back.
+  template <class F>
+  void for_each_descriptor(F&& f) {
+    std::byte* p = head.data() + sizeof(FrameHeader) + header().body_bytes;
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      TensorDescriptor d;
+      std::memcpy(&d, p, sizeof d);
+      f(i, d);
+      std::memcpy(p, &d, sizeof d);
+      p += sizeof d + d.ndim * sizeof(std::int64_t);
+    }
+  }
 };
+
+// Makes the tensor a kShared descriptor stands for: its bytes live at `offset` in memory the
+// sender shares with this process. Throws ProtocolError when the offset is not a valid region.
+using SharedResolver = std::function<torch::Tensor(std::uint64_t offset, c10::IntArrayRef sizes,
+                                                   c10::ScalarType dtype, std::uint64_t nbytes)>;
 
 // Reads one frame at a time from a byte stream, validating before it allocates.
 //
@@ -125,6 +147,9 @@ struct OutFrame {
 class FrameReader {
  public:
   explicit FrameReader(Limits limits = {}) : limits_(limits) { reset(); }
+
+  // Accepts kShared tensors from now on (without a resolver they are a protocol error).
+  void set_shared_resolver(SharedResolver resolve) { resolve_ = std::move(resolve); }
 
   bool done() const { return stage_ == Stage::done; }
 
@@ -160,6 +185,7 @@ class FrameReader {
         break;
       case Stage::tensors:
         if (filled_ == frame_.tensors[tensor_index_].tensor.nbytes()) {
+          if (shared_[tensor_index_]) resolve_shared(tensor_index_);
           filled_ = 0;
           ++tensor_index_;
           skip_empty_tensors();
@@ -201,6 +227,8 @@ class FrameReader {
   void reset() {
     frame_ = InFrame{};
     requires_grad_.clear();
+    shared_.clear();
+    planned_.clear();
     stage_ = Stage::header;
     filled_ = 0;
     tensor_index_ = 0;
@@ -233,13 +261,7 @@ class FrameReader {
     const std::byte* p = frame_.meta.data() + h.body_bytes;
     const std::byte* end = frame_.meta.data() + meta_total_;
     std::uint64_t total = sizeof(FrameHeader) + meta_total_;
-    struct Planned {
-      c10::ScalarType dtype;
-      std::vector<int64_t> sizes;
-      c10::Device device;
-    };
-    std::vector<Planned> planned;
-    std::vector<std::uint64_t> nbytes;
+    auto& planned = planned_;
     planned.reserve(h.tensor_count);
     for (std::uint32_t i = 0; i < h.tensor_count; ++i) {
       TensorDescriptor d;
@@ -251,7 +273,9 @@ class FrameReader {
       if (d.ndim > limits_.max_dims)
         fail("tensor " + std::to_string(i) + " has " + std::to_string(d.ndim) + " dimensions, limit is " +
              std::to_string(limits_.max_dims));
-      if (d.flags & ~kRequiresGrad) fail("tensor " + std::to_string(i) + " has unknown flags");
+      if (d.flags & ~(kRequiresGrad | kShared)) fail("tensor " + std::to_string(i) + " has unknown flags");
+      if ((d.flags & kShared) && !resolve_)
+        fail("tensor " + std::to_string(i) + " is in shared memory, which this connection does not have");
       if (end - p < static_cast<std::ptrdiff_t>(d.ndim * sizeof(int64_t))) fail("truncated tensor shape");
       std::vector<int64_t> sizes(d.ndim);
       if (d.ndim) std::memcpy(sizes.data(), p, d.ndim * sizeof(int64_t));
@@ -270,16 +294,18 @@ class FrameReader {
       if (total > limits_.max_frame_bytes) fail(over_limit(total));
       auto device = device_from_wire(d.device_type, d.device_index);
       if (!device) fail("tensor " + std::to_string(i) + " names an unknown device");
-      planned.push_back({*dtype, std::move(sizes), *device});
-      nbytes.push_back(d.nbytes);
+      planned.push_back({*dtype, std::move(sizes), *device, d.nbytes});
       requires_grad_.push_back(d.flags & kRequiresGrad);
+      shared_.push_back(d.flags & kShared);
     }
     if (p != end) fail("descriptor table has trailing bytes");
     // Every field checked: now allocate.
     frame_.tensors.reserve(planned.size());
     for (std::size_t i = 0; i < planned.size(); ++i) {
       auto& t = planned[i];
-      frame_.tensors.push_back({BufferPool::global().empty(t.sizes, t.dtype, nbytes[i]), t.device});
+      // A shared tensor's stream bytes are its 8-byte offset, read into a placeholder first.
+      auto tensor = shared_[i] ? torch::empty({1}, torch::kLong) : BufferPool::global().empty(t.sizes, t.dtype, t.nbytes);
+      frame_.tensors.push_back({std::move(tensor), t.device});
     }
     filled_ = 0;
     tensor_index_ = 0;
@@ -293,14 +319,30 @@ class FrameReader {
     if (tensor_index_ == frame_.tensors.size()) stage_ = Stage::done;
   }
 
+  void resolve_shared(std::size_t i) {
+    const auto& t = planned_[i];
+    const auto offset = static_cast<std::uint64_t>(frame_.tensors[i].tensor.data_ptr<int64_t>()[0]);
+    frame_.tensors[i].tensor = resolve_(offset, t.sizes, t.dtype, t.nbytes);
+  }
+
   std::string over_limit(std::uint64_t n) const {
     return "frame size " + (n == static_cast<std::uint64_t>(-1) ? std::string("overflows") : std::to_string(n)) +
            " exceeds the limit of " + std::to_string(limits_.max_frame_bytes) + " bytes";
   }
 
+  struct Planned {
+    c10::ScalarType dtype;
+    std::vector<int64_t> sizes;
+    c10::Device device;
+    std::uint64_t nbytes;
+  };
+
   Limits limits_;
+  SharedResolver resolve_;
   InFrame frame_;
+  std::vector<Planned> planned_;
   std::vector<bool> requires_grad_;
+  std::vector<bool> shared_;
   Stage stage_ = Stage::header;
   std::size_t filled_ = 0;
   std::size_t meta_total_ = 0;

@@ -1,0 +1,308 @@
+#pragma once
+// One stream connection carrying frames both ways: TCP, or a unix socket to a process of the same
+// host ("local"), where large tensors cross through shared memory instead of the socket.
+//
+// Writes: frames queue up and go out with gather I/O, several queued frames in one write, each
+// tensor straight from its memory. Reads: small reads go through a receive buffer and the frame
+// reader; a large tensor is read straight into the tensor allocated for it. Every handler runs
+// on the connection's strand. A protocol error or an I/O error closes the connection once, and
+// the close handler learns why; the connection never throws into Asio.
+//
+// Local connections begin with a preface each way that passes the sender's shared-memory arena
+// (detail/shared_memory.hpp). A tensor of at least `shared_min_bytes` is copied into the arena and
+// only its offset crosses the socket; the receiver's tensor views the arena, and its deleter sends
+// a `transport` frame that frees the range. When the arena is full, tensors go inline.
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <asio/buffer.hpp>
+#include <asio/connect.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/post.hpp>
+#include <asio/strand.hpp>
+#include <asio/write.hpp>
+
+#include "remora/transport/connection.hpp"
+#include "remora/transport/detail/shared_memory.hpp"
+#include "remora/transport/log.hpp"
+#include "remora/wire/frame.hpp"
+
+namespace remora::transport {
+
+// How a local connection shares memory; ignored by TCP connections.
+struct SharedMemoryOptions {
+  std::size_t arena_bytes = std::size_t{1} << 30;  // 0: no shared memory, everything inline
+  std::size_t min_bytes = std::size_t{256} << 10;  // smaller tensors go inline
+};
+
+template <class Protocol>
+class StreamConnection final : public Connection {
+ public:
+  static constexpr bool is_local = std::is_same_v<Protocol, asio::local::stream_protocol>;
+  using Socket = typename Protocol::socket;
+
+  StreamConnection(Socket socket, const wire::Limits& limits, FrameHandler on_frame, CloseHandler on_close,
+                   SharedMemoryOptions shared = {})
+      : socket_(std::move(socket)), reader_(limits), on_frame_(std::move(on_frame)), on_close_(std::move(on_close)),
+        shared_(shared), recv_(kRecvBuffer) {
+    if constexpr (is_local) {
+      if (shared_.arena_bytes) arena_ = detail::SendArena::create(shared_.arena_bytes);
+    }
+  }
+
+  // A connection to `endpoint`; frames sent before it is up wait in the queue.
+  static std::shared_ptr<StreamConnection> connect(asio::any_io_executor ex, typename Protocol::endpoint endpoint,
+                                                   const wire::Limits& limits, FrameHandler on_frame,
+                                                   CloseHandler on_close, SharedMemoryOptions shared = {}) {
+    auto c = std::make_shared<StreamConnection>(Socket(asio::make_strand(ex)), limits, std::move(on_frame),
+                                                std::move(on_close), shared);
+    c->socket_.async_connect(endpoint, [c](std::error_code ec) {
+      if (ec) return c->close_now("cannot connect: " + ec.message());
+      c->begin();
+    });
+    return c;
+  }
+
+  void start() override { asio::post(socket_.get_executor(), [self = self_ptr()] { self->begin(); }); }
+
+  void send(wire::OutFrame frame) override {
+    if constexpr (is_local) share_large_tensors(frame);
+    asio::post(socket_.get_executor(), [self = self_ptr(), f = std::move(frame)]() mutable {
+      if (self->closed_) return;
+      self->queue_.push_back(std::move(f));
+      if (!self->writing_ && self->connected_) self->write_more();
+    });
+  }
+
+  void close(const std::string& reason) override {
+    asio::post(socket_.get_executor(), [self = self_ptr(), reason] { self->close_now(reason); });
+  }
+
+  std::string remote() const override {
+    std::error_code ec;
+    auto ep = socket_.remote_endpoint(ec);
+    if (ec) return "(unconnected)";
+    if constexpr (is_local) {
+      return "local socket";
+    } else {
+      return ep.address().to_string() + ":" + std::to_string(ep.port());
+    }
+  }
+
+  const char* kind() const override { return is_local ? "local" : "tcp"; }
+
+  std::size_t shared_bytes_in_use() const override { return arena_ ? arena_->in_use() : 0; }
+
+ private:
+  static constexpr std::size_t kRecvBuffer = 64 * 1024;
+  static constexpr std::size_t kMaxIov = 256;
+
+  std::shared_ptr<StreamConnection> self_ptr() { return std::static_pointer_cast<StreamConnection>(shared_from_this()); }
+
+  // The connection is up: set the socket up, then read and write.
+  void begin() {
+    if (closed_) return;
+    connected_ = true;
+    if constexpr (is_local) {
+      detail::LocalPreface preface;
+      preface.arena_bytes = arena_ ? arena_->size() : 0;
+      if (!detail::send_preface(socket_.native_handle(), preface, arena_ ? arena_->fd() : -1))
+        return close_now("cannot send the local preface");
+      read_preface();
+    } else {
+      std::error_code ignored;
+      socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+      read_more();
+    }
+    write_more();
+  }
+
+  // Reads the peer's preface (with its arena's descriptor) before any frame.
+  void read_preface() {
+    auto* into = reinterpret_cast<std::byte*>(&peer_preface_) + preface_filled_;
+    const ssize_t n =
+        detail::receive_preface(socket_.native_handle(), into, sizeof peer_preface_ - preface_filled_, peer_fd_);
+    if (n == 0) return close_now("connection closed by peer");
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+      return close_now(std::string("read failed: ") + std::strerror(errno));
+    if (n > 0) preface_filled_ += static_cast<std::size_t>(n);
+    if (preface_filled_ < sizeof peer_preface_) {
+      socket_.async_wait(Socket::wait_read, [self = self_ptr()](std::error_code ec) {
+        if (ec) return self->close_now(describe(ec));
+        self->read_preface();
+      });
+      return;
+    }
+    try {
+      if (peer_preface_.magic != detail::LocalPreface{}.magic || peer_preface_.version != 1)
+        throw ProtocolError("bad local preface (not a remora peer)");
+      if (peer_preface_.arena_bytes) {
+        if (!peer_fd_) throw ProtocolError("the peer announced shared memory but passed none");
+        auto mapping = detail::map_peer_arena(std::move(peer_fd_), peer_preface_.arena_bytes);
+        reader_.set_shared_resolver(make_resolver(std::move(mapping)));
+      }
+      peer_fd_.reset();
+    } catch (const ProtocolError& e) {
+      return reject(e);
+    }
+    read_more();
+  }
+
+  // Received shared tensors view the peer's arena; the last reference gone, the range goes back.
+  wire::SharedResolver make_resolver(std::shared_ptr<detail::Mapping> mapping) {
+    std::weak_ptr<StreamConnection> weak = self_ptr();
+    return [mapping = std::move(mapping), weak](std::uint64_t offset, c10::IntArrayRef sizes, c10::ScalarType dtype,
+                                                std::uint64_t nbytes) {
+      if (offset % detail::kSharedAlignment != 0 || offset > mapping->size() || nbytes > mapping->size() - offset)
+        throw ProtocolError("shared tensor at offset " + std::to_string(offset) + " lies outside the peer's arena");
+      return torch::from_blob(
+          mapping->base() + offset, sizes,
+          [mapping, weak, offset](void*) {
+            if (auto self = weak.lock()) {
+              wire::OutFrame release;
+              release.head.resize(sizeof(wire::FrameHeader));
+              wire::FrameHeader h;
+              h.kind = static_cast<std::uint8_t>(wire::FrameKind::transport);
+              h.request_id = offset;
+              std::memcpy(release.head.data(), &h, sizeof h);
+              self->send(std::move(release));
+            }
+          },
+          torch::TensorOptions().dtype(dtype));
+    };
+  }
+
+  // Moves each large CPU tensor of `frame` into the arena, leaving its offset in the stream.
+  void share_large_tensors(wire::OutFrame& frame) {
+    if (!arena_) return;
+    frame.for_each_descriptor([&](std::size_t i, wire::TensorDescriptor& d) {
+      auto& t = frame.tensors[i];
+      if (d.nbytes < shared_.min_bytes || !t.device().is_cpu()) return;
+      auto offset = arena_->allocate(d.nbytes);
+      if (!offset) return;  // full: this one goes inline
+      std::memcpy(arena_->at(*offset), t.data_ptr(), d.nbytes);
+      d.flags |= wire::kShared;
+      t = torch::tensor({static_cast<int64_t>(*offset)}, torch::kLong);
+    });
+  }
+
+  void close_now(const std::string& reason) {
+    if (closed_) return;
+    closed_ = true;
+    std::error_code ignored;
+    socket_.shutdown(Socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    queue_.clear();
+    if (on_close_) on_close_(shared_from_this(), reason);
+  }
+
+  void write_more() {
+    if (queue_.empty() || closed_) {
+      writing_ = false;
+      return;
+    }
+    writing_ = true;
+    iov_.clear();
+    std::size_t frames = 0;
+    for (auto& f : queue_) {
+      auto segments = f.segments();
+      if (frames > 0 && iov_.size() + segments.size() > kMaxIov) break;
+      for (auto s : segments) iov_.emplace_back(s.data(), s.size());
+      ++frames;
+    }
+    asio::async_write(socket_, iov_, [self = self_ptr(), frames](std::error_code ec, std::size_t) {
+      if (ec) return self->close_now("write failed: " + ec.message());
+      for (std::size_t i = 0; i < frames && !self->queue_.empty(); ++i) self->queue_.pop_front();
+      self->write_more();
+    });
+  }
+
+  void read_more() {
+    if (closed_) return;
+    // Bytes already buffered belong to the frame in progress: hand them over first.
+    if (recv_begin_ < recv_end_) return consume();
+    auto direct = reader_.next_buffer();
+    if (direct.size() >= kRecvBuffer) {  // a large segment: read straight into its final memory
+      socket_.async_read_some(asio::buffer(direct.data(), direct.size()),
+                              [self = self_ptr()](std::error_code ec, std::size_t n) {
+                                if (ec) return self->close_now(describe(ec));
+                                try {
+                                  self->reader_.commit(n);
+                                  self->deliver_if_done();
+                                } catch (const ProtocolError& e) {
+                                  return self->reject(e);
+                                }
+                                self->read_more();
+                              });
+      return;
+    }
+    socket_.async_read_some(asio::buffer(recv_), [self = self_ptr()](std::error_code ec, std::size_t n) {
+      if (ec) return self->close_now(describe(ec));
+      self->recv_begin_ = 0;
+      self->recv_end_ = n;
+      self->consume();
+    });
+  }
+
+  void consume() {
+    try {
+      while (recv_begin_ < recv_end_ && !closed_) {
+        recv_begin_ += reader_.feed(std::span<const std::byte>(recv_.data() + recv_begin_, recv_end_ - recv_begin_));
+        deliver_if_done();
+      }
+    } catch (const ProtocolError& e) {
+      return reject(e);
+    }
+    read_more();
+  }
+
+  void reject(const ProtocolError& e) {
+    remora::detail::log_warning("closing connection from " + remote() + ": " + e.reason());
+    close_now(std::string("protocol error: ") + e.reason());
+  }
+
+  void deliver_if_done() {
+    if (!reader_.done()) return;
+    wire::InFrame frame = reader_.take();
+    if (frame.kind() == wire::FrameKind::transport) return on_transport_frame(frame);
+    on_frame_(shared_from_this(), std::move(frame));
+  }
+
+  // The peer let go of a shared tensor: its range is free again.
+  void on_transport_frame(const wire::InFrame& frame) {
+    if (!arena_ || !arena_->release(frame.request_id()))
+      throw ProtocolError("release of shared memory at offset " + std::to_string(frame.request_id()) +
+                          " that is not in use");
+  }
+
+  static std::string describe(const std::error_code& ec) {
+    return ec == asio::error::eof ? std::string("connection closed by peer") : "read failed: " + ec.message();
+  }
+
+  Socket socket_;
+  wire::FrameReader reader_;
+  FrameHandler on_frame_;
+  CloseHandler on_close_;
+  SharedMemoryOptions shared_;
+  std::unique_ptr<detail::SendArena> arena_;
+  detail::LocalPreface peer_preface_{0, 0, 0};
+  std::size_t preface_filled_ = 0;
+  detail::Fd peer_fd_;
+  std::vector<std::byte> recv_;
+  std::size_t recv_begin_ = 0, recv_end_ = 0;
+  std::deque<wire::OutFrame> queue_;
+  std::vector<asio::const_buffer> iov_;
+  bool writing_ = false;
+  bool connected_ = false;  // frames queue until begin()
+  bool closed_ = false;
+};
+
+using TcpConnection = StreamConnection<asio::ip::tcp>;
+using LocalConnection = StreamConnection<asio::local::stream_protocol>;
+
+}  // namespace remora::transport

@@ -1,0 +1,236 @@
+// Transports: the choice between TCP and the local transport, large tensors through shared memory
+// (released when the receiver lets go, inline when the arena is full), and bad bytes on a local
+// connection closing it with a reason.
+#include <cstdlib>
+#include <future>
+#include <mutex>
+
+#include <asio.hpp>
+#include <catch2/catch.hpp>
+
+#include "agent_support.hpp"
+#include "remora/transport/stream_connection.hpp"
+
+using namespace std::chrono_literals;
+using remora::test::shutdown_group;
+using remora::test::start_group;
+
+namespace transport_fns {
+torch::Tensor twice(torch::Tensor t) { return t * 2; }
+torch::Tensor echo(torch::Tensor t) { return t; }
+
+std::mutex kept_mu;
+std::vector<torch::Tensor> kept;
+double keep(torch::Tensor t) {
+  std::lock_guard lock(kept_mu);
+  kept.push_back(t);
+  return t.sum().item<double>();
+}
+void drop_kept() {
+  std::lock_guard lock(kept_mu);
+  kept.clear();
+}
+}  // namespace transport_fns
+
+namespace {
+// Waits (bounded) until the agent's shared memory is all given back.
+bool all_released(remora::Agent& a) {
+  for (int i = 0; i < 500 && a.shared_bytes_in_use() != 0; ++i) std::this_thread::sleep_for(10ms);
+  return a.shared_bytes_in_use() == 0;
+}
+}  // namespace
+
+TEST_CASE("Workers on one host use the local transport and large tensors cross through shared memory",
+          "[transport][local]") {
+  ::unsetenv("REMORA_TRANSPORT");  // the sanitizer pass runs the other tests over TCP
+  auto g = start_group({"a", "b"});
+  auto big = torch::randn({1 << 20});  // 4 MiB
+  auto small = torch::arange(10, torch::kFloat);
+  CHECK(torch::equal(g[0]->rpc_sync<&transport_fns::twice>("b", big), big * 2));
+  CHECK(torch::equal(g[0]->rpc_sync<&transport_fns::twice>("b", small), small * 2));
+  CHECK(g[0]->transport_to("b") == "local");
+  CHECK(all_released(*g[0]));
+  CHECK(all_released(*g[1]));
+
+  SECTION("a tensor the callee keeps holds its range until the callee lets go") {
+    CHECK(g[0]->rpc_sync<&transport_fns::keep>("b", big) == Approx(big.sum().item<double>()));
+    CHECK(g[0]->shared_bytes_in_use() >= big.nbytes());
+    big.zero_();  // the callee's tensor is its own copy
+    {
+      std::lock_guard lock(transport_fns::kept_mu);
+      CHECK(transport_fns::kept.at(0).abs().sum().item<double>() > 0);
+    }
+    g[0]->rpc_sync<&transport_fns::drop_kept>("b");
+    CHECK(all_released(*g[0]));
+  }
+  SECTION("results the caller keeps hold the callee's range until the caller lets go") {
+    std::vector<torch::Tensor> results;
+    for (int i = 0; i < 4; ++i) results.push_back(g[0]->rpc_sync<&transport_fns::twice>("b", big));
+    CHECK(g[1]->shared_bytes_in_use() >= 4 * big.nbytes());
+    for (auto& r : results) CHECK(torch::equal(r, big * 2));
+    results.clear();
+    CHECK(all_released(*g[1]));
+  }
+  shutdown_group(g);
+}
+
+TEST_CASE("A full arena sends tensors through the socket instead", "[transport][local]") {
+  ::unsetenv("REMORA_TRANSPORT");
+  remora::Options o;
+  o.shared_memory_bytes = 1 << 20;
+  o.shared_memory_min_bytes = 64 << 10;
+  auto g = start_group({"a", "b"}, o);
+  std::vector<torch::Tensor> sent;
+  for (int i = 0; i < 3; ++i) {
+    sent.push_back(torch::full({128 << 10}, float(i + 1)));  // 512 KiB each: the third does not fit
+    CHECK(g[0]->rpc_sync<&transport_fns::keep>("b", sent.back()) == Approx(float(i + 1) * (128 << 10)));
+  }
+  CHECK(g[0]->shared_bytes_in_use() == std::size_t{1} << 20);
+  {
+    std::lock_guard lock(transport_fns::kept_mu);
+    REQUIRE(transport_fns::kept.size() == 3);
+    for (int i = 0; i < 3; ++i) CHECK(torch::equal(transport_fns::kept[i], sent[i]));
+  }
+  g[0]->rpc_sync<&transport_fns::drop_kept>("b");
+  CHECK(all_released(*g[0]));
+  CHECK(torch::equal(g[0]->rpc_sync<&transport_fns::echo>("b", sent[0]), sent[0]));  // space again
+  shutdown_group(g);
+}
+
+TEST_CASE("Options::transport and REMORA_TRANSPORT choose TCP", "[transport]") {
+  remora::Options o;
+  o.transport = remora::Transport::tcp;
+  {
+    auto g = start_group({"a", "b"}, o);
+    auto big = torch::randn({1 << 20});
+    CHECK(torch::equal(g[0]->rpc_sync<&transport_fns::twice>("b", big), big * 2));
+    CHECK(g[0]->transport_to("b") == "tcp");
+    CHECK(g[0]->shared_bytes_in_use() == 0);
+    shutdown_group(g);
+  }
+  ::setenv("REMORA_TRANSPORT", "tcp", 1);
+  o.transport = remora::Transport::local;
+  {
+    auto g = start_group({"a", "b"}, o);
+    CHECK(torch::equal(g[0]->rpc_sync<&transport_fns::twice>("b", torch::ones({3})), torch::full({3}, 2.f)));
+    CHECK(g[0]->transport_to("b") == "tcp");
+    shutdown_group(g);
+  }
+  ::setenv("REMORA_TRANSPORT", "carrier-pigeon", 1);
+  o.store = c10::make_intrusive<c10d::HashStore>();
+  CHECK_THROWS_WITH(remora::Agent("a", 0, 1, o), Catch::Contains("REMORA_TRANSPORT must be auto, tcp or local"));
+  ::unsetenv("REMORA_TRANSPORT");
+}
+
+namespace {
+using remora::transport::LocalConnection;
+using remora::transport::detail::LocalPreface;
+using remora::transport::detail::SendArena;
+
+// One LocalConnection on one end of a socket pair; the test writes raw bytes on the other end and
+// learns why the connection closed.
+struct RawPeer {
+  asio::io_context io;
+  asio::local::stream_protocol::socket raw{io};
+  std::shared_ptr<LocalConnection> conn;
+  std::promise<std::string> closed;
+
+  RawPeer() {
+    asio::local::stream_protocol::socket mine(io);
+    asio::local::connect_pair(mine, raw);
+    conn = std::make_shared<LocalConnection>(
+        std::move(mine), remora::wire::Limits{}, [](const auto&, remora::wire::InFrame&&) {},
+        [this](const auto&, const std::string& why) { closed.set_value(why); });
+    conn->start();
+  }
+  void write(const void* p, std::size_t n) { asio::write(raw, asio::buffer(p, n)); }
+  void preface(std::uint64_t arena_bytes = 0, int fd = -1) {
+    LocalPreface p;
+    p.arena_bytes = arena_bytes;
+    REQUIRE(remora::transport::detail::send_preface(raw.native_handle(), p, fd));
+  }
+  std::string reason() {
+    auto f = closed.get_future();
+    for (int i = 0; i < 500 && f.wait_for(0s) != std::future_status::ready; ++i) io.run_for(10ms);
+    REQUIRE(f.wait_for(0s) == std::future_status::ready);
+    return f.get();
+  }
+};
+
+// A frame holding one small tensor marked as shared at `offset`.
+std::vector<std::byte> shared_tensor_frame(std::uint64_t offset) {
+  auto frame = remora::wire::encode_frame(remora::wire::FrameKind::reply, 1, torch::ones({1024}));
+  frame.for_each_descriptor([](std::size_t, remora::wire::TensorDescriptor& d) { d.flags |= remora::wire::kShared; });
+  auto bytes = frame.head;
+  const auto* p = reinterpret_cast<const std::byte*>(&offset);
+  bytes.insert(bytes.end(), p, p + sizeof offset);
+  return bytes;
+}
+}  // namespace
+
+TEST_CASE("Bad bytes on a local connection close it with the reason", "[transport][local][errors]") {
+  SECTION("not a remora preface") {
+    RawPeer peer;
+    std::vector<std::uint8_t> junk(16, 0xAB);
+    peer.write(junk.data(), junk.size());
+    CHECK_THAT(peer.reason(), Catch::Contains("bad local preface"));
+  }
+  SECTION("an arena announced but not passed") {
+    RawPeer peer;
+    peer.preface(1 << 20);
+    CHECK_THAT(peer.reason(), Catch::Contains("announced shared memory but passed none"));
+  }
+  SECTION("an arena that could shrink under the mapping") {
+    RawPeer peer;
+    remora::transport::detail::Fd fd(::memfd_create("unsealed", MFD_CLOEXEC));
+    REQUIRE(::ftruncate(fd.get(), 1 << 20) == 0);
+    peer.preface(1 << 20, fd.get());
+    CHECK_THAT(peer.reason(), Catch::Contains("not sealed"));
+  }
+  SECTION("an arena smaller than announced") {
+    RawPeer peer;
+    auto arena = SendArena::create(1 << 20);
+    peer.preface(2 << 20, arena->fd());
+    CHECK_THAT(peer.reason(), Catch::Contains("announced size"));
+  }
+  SECTION("a shared tensor without an arena") {
+    RawPeer peer;
+    peer.preface();
+    auto bytes = shared_tensor_frame(0);
+    peer.write(bytes.data(), bytes.size());
+    CHECK_THAT(peer.reason(), Catch::Contains("does not have"));
+  }
+  SECTION("a shared tensor outside the arena") {
+    RawPeer peer;
+    auto arena = SendArena::create(1 << 20);
+    peer.preface(arena->size(), arena->fd());
+    auto bytes = shared_tensor_frame(1 << 20);
+    peer.write(bytes.data(), bytes.size());
+    CHECK_THAT(peer.reason(), Catch::Contains("outside the peer's arena"));
+  }
+  SECTION("a release of memory that was never lent") {
+    RawPeer peer;
+    peer.preface();
+    remora::wire::FrameHeader h;
+    h.kind = static_cast<std::uint8_t>(remora::wire::FrameKind::transport);
+    h.request_id = 4096;
+    peer.write(&h, sizeof h);
+    CHECK_THAT(peer.reason(), Catch::Contains("not in use"));
+  }
+}
+
+TEST_CASE("The arena gives ranges lowest first and merges freed neighbours", "[transport][local]") {
+  auto arena = SendArena::create(64 << 10);
+  REQUIRE(arena);
+  auto a = arena->allocate(4096), b = arena->allocate(5000), c = arena->allocate(4096);
+  REQUIRE((a && b && c));
+  CHECK(*a == 0);
+  CHECK(*b == 4096);
+  CHECK(*c == 3 * 4096);  // 5000 bytes take two pages
+  CHECK_FALSE(arena->allocate(64 << 10));
+  CHECK(arena->release(*b));
+  CHECK_FALSE(arena->release(*b));
+  CHECK(arena->release(*a));
+  CHECK(arena->allocate(3 * 4096) == std::uint64_t{0});  // a and b merged
+  CHECK(arena->in_use() == 4 * 4096);
+}
