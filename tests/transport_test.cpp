@@ -1,6 +1,7 @@
 // Transports: the choice between TCP and the local transport, large tensors through shared memory
-// (released when the receiver lets go, inline when the arena is full), and bad bytes on a local
-// connection closing it with a reason.
+// (released when the receiver lets go, inline when the arena is full), bad bytes on a local
+// connection closing it with a reason; and on a CPU-only host, the checks of device maps (the
+// CUDA paths themselves are in cuda_test.cpp, run on a GPU machine by scripts/gpu-test).
 #include <cstdlib>
 #include <future>
 #include <mutex>
@@ -233,4 +234,71 @@ TEST_CASE("The arena gives ranges lowest first and merges freed neighbours", "[t
   CHECK(arena->release(*a));
   CHECK(arena->allocate(3 * 4096) == std::uint64_t{0});  // a and b merged
   CHECK(arena->in_use() == 4 * 4096);
+}
+
+namespace {
+// Starts a group whose construction may fail: each rank's error message, empty if it joined.
+std::vector<std::string> try_start_group(std::vector<std::string> names, remora::Options o) {
+  o.store = c10::make_intrusive<c10d::HashStore>();
+  o.init_timeout = std::chrono::seconds(20);
+  std::vector<std::unique_ptr<remora::Agent>> agents(names.size());
+  std::vector<std::string> errors(names.size());
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    threads.emplace_back([&, i] {
+      try {
+        agents[i] = std::make_unique<remora::Agent>(names[i], int(i), int(names.size()), o);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& a : agents)
+    if (a) a->shutdown(false);
+  return errors;
+}
+}  // namespace
+
+TEST_CASE("Device maps are checked when the group starts, on every worker", "[transport][devices]") {
+  remora::Options o;
+  SECTION("devices this host does not have") {
+    o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+    for (const auto& e : try_start_group({"a", "b"}, o))
+      CHECK_THAT(e, Catch::Contains("device map of worker 'a' to 'b' maps from cuda:0, but 'a' has 0 CUDA devices"));
+  }
+  SECTION("a worker that is not in the group") {
+    o.set_device_map("nobody", {{"cuda:0", "cuda:0"}});
+    CHECK_THAT(try_start_group({"a", "b"}, o)[0], Catch::Contains("names a worker that is not in the group"));
+  }
+  SECTION("devices that are not CUDA devices") {
+    o.set_device_map("b", {{torch::Device("cpu"), torch::Device("cpu")}});
+    CHECK_THAT(try_start_group({"a", "b"}, o)[1], Catch::Contains("map indexed CUDA devices"));
+  }
+  SECTION("two devices onto one") {
+    o.set_device_map("b", {{"cuda:0", "cuda:1"}, {"cuda:1", "cuda:1"}});
+    CHECK_THAT(try_start_group({"a", "b"}, o)[0], Catch::Contains("one-to-one"));
+  }
+}
+
+TEST_CASE("A tensor on a device the map does not name is refused, naming the device and the worker",
+          "[transport][devices]") {
+  auto g = start_group({"a", "b"});
+  auto elsewhere = torch::empty({4}, torch::TensorOptions().device(torch::kMeta));
+  CHECK_THROWS_WITH(g[0]->rpc_sync<&transport_fns::echo>("b", elsewhere),
+                    Catch::Contains("a tensor on meta cannot be sent to worker 'b'") &&
+                        Catch::Contains("Options::set_device_map"));
+  CHECK(torch::equal(g[0]->rpc_sync<&transport_fns::echo>("b", torch::ones({2})), torch::ones({2})));
+  shutdown_group(g);
+}
+
+TEST_CASE("A frame that puts a tensor on a CUDA device this process lacks is refused", "[transport][devices]") {
+  if (torch::cuda::device_count() > 0) return;  // this host has CUDA devices: cuda_test.cpp covers it
+  auto frame = remora::wire::encode_frame(remora::wire::FrameKind::reply, 1, torch::ones({4}));
+  frame.for_each_descriptor([](std::size_t, remora::wire::TensorDescriptor& d) {
+    d.device_type = static_cast<std::int8_t>(c10::DeviceType::CUDA);
+    d.device_index = 0;
+  });
+  std::vector<std::byte> bytes;
+  for (auto s : frame.segments()) bytes.insert(bytes.end(), s.begin(), s.end());
+  CHECK_THROWS_WITH(remora::wire::read_frame(bytes), Catch::Contains("is for cuda:0, which this process does not have"));
 }

@@ -3,6 +3,7 @@
 // calls and serves them, and shuts down gracefully with the whole group.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -16,6 +17,8 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include <torch/cuda.h>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
@@ -78,6 +81,9 @@ class Agent {
     std::lock_guard lock(links_mu_);
     return links_[id] ? links_[id]->kind() : "";
   }
+  // The device map replies to `peer` are encoded with (the inverse of its map to this worker;
+  // empty when it set none): RemoteModule keeps CUDA results on the device only when there is one.
+  const wire::DeviceMap& reply_device_map(std::uint32_t peer) const { return reply_maps_.at(peer); }
   // Bytes of this worker's shared memory that peers still hold (tensors they received and keep).
   std::size_t shared_bytes_in_use() const {
     std::lock_guard lock(links_mu_);
@@ -155,6 +161,9 @@ class Agent {
   void accept_next(Acceptor& acceptor);
   void open_local_acceptor();
   void choose_transports(const std::vector<detail::PeerAddress>& peers);
+  void publish_devices();
+  void exchange_device_maps();
+  friend wire::EncodeDevices detail::encode_devices_for(Agent*, std::uint32_t, detail::Direction);
   transport::SharedMemoryOptions shared_memory_options() const {
     return {options_.shared_memory_bytes, options_.shared_memory_min_bytes};
   }
@@ -178,7 +187,10 @@ class Agent {
   std::uint32_t self_id_ = 0;
   std::vector<WorkerInfo> workers_;
   std::vector<asio::ip::tcp::endpoint> endpoints_;
-  std::vector<std::string> local_sockets_;  // per peer: its local socket when it shares this host, else empty
+  std::vector<std::string> local_sockets_;
+  // Per peer: the device map of calls to it (ours) and of replies to it (the inverse of its map to us).
+  std::vector<wire::DeviceMap> call_maps_, reply_maps_;
+  wire::DeviceMap self_map_{{}, true};  // per peer: its local socket when it shares this host, else empty
   c10::intrusive_ptr<c10d::Store> store_;
 
   asio::io_context io_;
@@ -238,6 +250,7 @@ inline Agent::Agent(std::string name, int rank, int world_size, Options options)
     me.local_socket = "@" + local_acceptor_.local_endpoint().path().substr(1);
   }
   store_ = detail::open_store(options_, rank, world_size);
+  publish_devices();  // before the rendezvous key, so every rendezvoused worker's devices are there
   auto peers = detail::rendezvous(*store_, me, rank, world_size, options_.init_timeout);
   asio::ip::tcp::resolver resolver(io_);
   for (std::uint32_t r = 0; r < peers.size(); ++r) {
@@ -245,6 +258,7 @@ inline Agent::Agent(std::string name, int rank, int world_size, Options options)
     endpoints_.push_back(*resolver.resolve(peers[r].host, std::to_string(peers[r].port)).begin());
   }
   choose_transports(peers);
+  exchange_device_maps();
   links_.resize(workers_.size());
   lost_.resize(workers_.size());
   accept_next(acceptor_);
@@ -274,6 +288,65 @@ inline void Agent::choose_transports(const std::vector<detail::PeerAddress>& pee
       throw Error("remora: Options::transport is local, but worker '" + p.name +
                   "' is on another host or cannot use local sockets (use Transport::automatic)");
   }
+}
+
+// This worker's CUDA device count and device maps, for the others to check theirs against.
+inline void Agent::publish_devices() {
+  std::string v = std::to_string(torch::cuda::device_count());
+  for (const auto& [worker, map] : options_.device_maps)
+    for (const auto& [from, to] : map.entries) v += "\n" + worker + "\n" + from.str() + "\n" + to.str();
+  store_->set("devices/" + std::to_string(self_id_), detail::bytes_of(v));
+}
+
+// Checks every map that involves this worker (ours to each peer, each peer's to us) and keeps
+// the maps frames are encoded with. Errors name the worker and the device.
+inline void Agent::exchange_device_maps() {
+  const auto n = workers_.size();
+  std::vector<int> counts(n);
+  std::vector<std::vector<std::pair<std::string, wire::DeviceMap>>> maps(n);  // per rank: worker -> map
+  for (std::size_t r = 0; r < n; ++r) {
+    auto lines = detail::split_lines(detail::string_of(store_->get("devices/" + std::to_string(r))));
+    counts[r] = std::stoi(lines[0]);
+    for (std::size_t i = 1; i + 2 < lines.size(); i += 3) {
+      auto it = std::find_if(maps[r].begin(), maps[r].end(), [&](const auto& m) { return m.first == lines[i]; });
+      if (it == maps[r].end()) it = maps[r].insert(maps[r].end(), {lines[i], {}});
+      it->second.entries.emplace_back(c10::Device(lines[i + 1]), c10::Device(lines[i + 2]));
+    }
+  }
+  auto check = [&](const std::string& owner, std::uint32_t from_rank, const std::string& to_worker,
+                   const wire::DeviceMap& map) {
+    std::uint32_t to_rank = UINT32_MAX;
+    for (const auto& w : workers_)
+      if (w.name == to_worker) to_rank = w.id;
+    const std::string where = "the device map of worker '" + owner + "' to '" + to_worker + "'";
+    if (to_rank == UINT32_MAX) throw Error("remora: " + where + " names a worker that is not in the group");
+    for (std::size_t i = 0; i < map.entries.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (map.entries[j].second == map.entries[i].second)
+          throw Error("remora: " + where + " maps both " + map.entries[j].first.str() + " and " +
+                      map.entries[i].first.str() + " to " + map.entries[i].second.str() +
+                      "; a map must be one-to-one so replies can come back");
+    for (const auto& [from, to] : map.entries) {
+      if (!from.is_cuda() || !to.is_cuda() || !from.has_index() || !to.has_index())
+        throw Error("remora: " + where + " maps " + from.str() + " to " + to.str() +
+                    "; device maps map indexed CUDA devices (cuda:N)");
+      if (from.index() >= counts[from_rank])
+        throw Error("remora: " + where + " maps from " + from.str() + ", but '" + owner + "' has " +
+                    std::to_string(counts[from_rank]) + " CUDA devices");
+      if (to.index() >= counts[to_rank])
+        throw Error("remora: " + where + " maps to " + to.str() + ", but '" + to_worker + "' has " +
+                    std::to_string(counts[to_rank]) + " CUDA devices");
+    }
+    return to_rank;
+  };
+  call_maps_.assign(n, {});
+  reply_maps_.assign(n, {});
+  for (std::uint32_t r = 0; r < n; ++r)
+    for (const auto& [worker, map] : maps[r]) {
+      const auto to_rank = check(workers_[r].name, r, worker, map);
+      if (r == self_id_) call_maps_[to_rank] = map;
+      if (to_rank == self_id_ && r != self_id_) reply_maps_[r] = map.inverse();
+    }
 }
 
 template <class Acceptor>
@@ -700,5 +773,15 @@ inline void Agent::stop_now(const std::string& why) {
   }
   for (auto& s : services_snapshot()) s->on_stop();
 }
+
+namespace detail {
+inline wire::EncodeDevices encode_devices_for(Agent* agent, std::uint32_t peer, Direction direction) {
+  if (peer >= agent->workers_.size()) return {};
+  const wire::DeviceMap* map = peer == agent->self_id_ ? &agent->self_map_
+                               : direction == Direction::call ? &agent->call_maps_[peer]
+                                                              : &agent->reply_maps_[peer];
+  return {map, agent->workers_[peer].name};
+}
+}  // namespace detail
 
 }  // namespace remora

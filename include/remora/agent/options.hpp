@@ -2,11 +2,15 @@
 // Settings of an agent, identities of workers, and per-call options.
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
+#include "remora/wire/device_map.hpp"
 #include "remora/wire/limits.hpp"
 
 namespace remora {
@@ -45,6 +49,25 @@ struct Options {
   std::size_t shared_memory_min_bytes = std::size_t{256} << 10;
   // Bounds on received frames; larger frames are refused.
   wire::Limits limits;
+
+  // Device maps, per destination worker: CUDA tensors sent to `worker` arrive on the mapped device
+  // (replies come back through the inverse map). Without an entry a CUDA tensor cannot be sent;
+  // RemoteModule results then come back on the CPU. init_rpc checks every map.
+  //   options.set_device_map("ps", {{"cuda:0", "cuda:1"}});
+  std::map<std::string, wire::DeviceMap> device_maps;
+  Options& set_device_map(const std::string& worker, const std::vector<std::pair<c10::Device, c10::Device>>& map) {
+    auto& m = device_maps[worker];
+    for (const auto& [from, to] : map) {
+      std::erase_if(m.entries, [&](const auto& e) { return e.first == from; });
+      m.entries.emplace_back(from, to);
+    }
+    return *this;
+  }
+  Options& set_device_map(const std::string& worker, const std::map<std::string, std::string>& map) {
+    std::vector<std::pair<c10::Device, c10::Device>> devices;
+    for (const auto& [from, to] : map) devices.emplace_back(c10::Device(from), c10::Device(to));
+    return set_device_map(worker, devices);
+  }
 };
 
 struct WorkerInfo {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include <torch/cuda.h>
 #include <torch/types.h>
 
 #include "remora/core/errors.hpp"
@@ -61,7 +62,7 @@ struct TensorDescriptor {
   std::uint8_t dtype = 0;  // wire dtype (dtype.hpp)
   std::uint8_t ndim = 0;
   std::uint8_t flags = 0;  // kRequiresGrad
-  std::int8_t device_type = 0;  // where it lived on the sender (c10::DeviceType)
+  std::int8_t device_type = 0;  // where it arrives on the receiver (c10::DeviceType): CPU, or a mapped CUDA device
   std::int8_t device_index = -1;
   std::uint8_t reserved[3] = {};
   std::uint64_t nbytes = 0;
@@ -81,10 +82,10 @@ inline std::optional<c10::Device> device_from_wire(std::int8_t type, std::int8_t
   return std::nullopt;
 }
 
-// A tensor as read from a frame: its descriptor, decoded, and where it lived on the sender.
+// A tensor as read from a frame (on the device its descriptor names, once the frame is taken).
 struct ReceivedTensor {
   torch::Tensor tensor;
-  c10::Device source_device = c10::kCPU;
+  c10::Device device = c10::kCPU;
 };
 
 // A complete received frame.
@@ -210,11 +211,15 @@ class FrameReader {
     return used;
   }
 
-  // The complete frame; the reader starts over for the next one.
+  // The complete frame; the reader starts over for the next one. Tensors for a CUDA device are
+  // copied there from their host staging (a blocking copy: complete for every stream on return).
   InFrame take() {
     InFrame out = std::move(frame_);
-    for (std::size_t i = 0; i < out.tensors.size(); ++i)
-      if (requires_grad_[i]) out.tensors[i].tensor.requires_grad_(true);
+    for (std::size_t i = 0; i < out.tensors.size(); ++i) {
+      auto& r = out.tensors[i];
+      if (!r.device.is_cpu()) r.tensor = r.tensor.to(r.device);
+      if (requires_grad_[i]) r.tensor.requires_grad_(true);
+    }
     reset();
     return out;
   }
@@ -223,6 +228,10 @@ class FrameReader {
   enum class Stage { header, meta, tensors, done };
 
   [[noreturn]] static void fail(const std::string& why) { throw ProtocolError(why); }
+  static int cuda_devices() {
+    static const int n = static_cast<int>(torch::cuda::device_count());
+    return n;
+  }
 
   void reset() {
     frame_ = InFrame{};
@@ -294,6 +303,9 @@ class FrameReader {
       if (total > limits_.max_frame_bytes) fail(over_limit(total));
       auto device = device_from_wire(d.device_type, d.device_index);
       if (!device) fail("tensor " + std::to_string(i) + " names an unknown device");
+      if (device->is_cuda() && (!device->has_index() || device->index() >= cuda_devices()))
+        fail("tensor " + std::to_string(i) + " is for " + device->str() + ", which this process does not have (" +
+             std::to_string(cuda_devices()) + " CUDA devices)");
       planned.push_back({*dtype, std::move(sizes), *device, d.nbytes});
       requires_grad_.push_back(d.flags & kRequiresGrad);
       shared_.push_back(d.flags & kShared);

@@ -13,6 +13,7 @@
 #include <torch/types.h>
 
 #include "remora/wire/archive.hpp"
+#include "remora/wire/device_map.hpp"
 
 namespace remora::wire {
 
@@ -26,17 +27,30 @@ inline std::uint32_t BodyWriter::add_tensor(const torch::Tensor& t) {
   if (!wire_dtype) throw SerializationError(std::string("dtype ") + c10::toString(t.scalar_type()) + " cannot travel");
   if (t.dim() > 255) throw SerializationError("tensor has more than 255 dimensions");
   if (tensors_.size() >= kUndefinedTensor - 1) throw SerializationError("too many tensors in one message");
-  const c10::Device source = t.device();
+  // Where it arrives: the CPU, or for a CUDA tensor the device the peer's map names.
+  c10::Device arrives(c10::kCPU);
+  if (!t.device().is_cpu()) {
+    const auto& target = encode_devices;
+    auto mapped = target.map ? target.map->find(t.device()) : std::nullopt;
+    if (!mapped)
+      throw SerializationError("a tensor on " + t.device().str() + " cannot be sent to worker '" +
+                               std::string(target.peer.empty() ? "(unknown)" : target.peer) +
+                               "': no device map entry for " + t.device().str() +
+                               " (set one with Options::set_device_map, or move the tensor to the CPU)");
+    arrives = *mapped;
+  }
   torch::Tensor v = t.resolve_conj().resolve_neg();
-  if (!v.device().is_cpu()) v = v.cpu();  // device-to-device paths bypass the codec
+  // Staged through host memory: a blocking copy, complete once it returns, ordered after the
+  // work queued on this thread's current stream (the stream that produced the tensor).
+  if (!v.device().is_cpu()) v = v.cpu();
   v = v.contiguous();
 
   TensorDescriptor d;
   d.dtype = *wire_dtype;
   d.ndim = static_cast<std::uint8_t>(v.dim());
   d.flags = t.requires_grad() ? kRequiresGrad : 0;
-  d.device_type = static_cast<std::int8_t>(source.type());
-  d.device_index = source.index();
+  d.device_type = static_cast<std::int8_t>(arrives.type());
+  d.device_index = arrives.index();
   d.nbytes = v.nbytes();
   auto put = [&](const void* p, std::size_t n) {
     auto b = static_cast<const std::byte*>(p);

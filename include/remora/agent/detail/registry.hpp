@@ -105,7 +105,7 @@ wire::OutFrame reply_frame(std::uint64_t request_id, const wire::Limits& limits,
       return wire::encode_frame(wire::FrameKind::reply, request_id, limits);
     } else {
       const T& value = outcome.get();
-      WireScope scope(agent, to);
+      WireScope scope(agent, to, Direction::reply);
       auto frame = wire::encode_frame(wire::FrameKind::reply, request_id, limits, value);
       scope.commit();
       return frame;

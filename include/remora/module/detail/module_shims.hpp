@@ -31,11 +31,15 @@ struct ReadyShim {
   static constexpr Identity identity{mix_id("remora/rref/ready", type_identity_of<T>.id), "RRef readiness"};
 };
 
-// Runs `invoke(obj, args...)` with PyTorch's device rules.
+// Runs `invoke(obj, args...)` with PyTorch's device rules: on a CUDA module, tensors in the
+// arguments go to its device, and results come back on the CPU unless the caller set a device
+// map to this worker (then they travel device to device).
 template <class I, class Args, class Invoke>
 auto run_on_module(const std::shared_ptr<OwnerState>& state, std::string device, Args args, Invoke invoke) {
+  const bool caller_has_map = serving_agent && serving_peer != UINT32_MAX && serving_peer != serving_agent->self().id &&
+                              !serving_agent->reply_device_map(serving_peer).empty();
   return typed_value<I>(state).then(
-      [device = std::move(device), args = std::move(args), invoke](const std::shared_ptr<I>& obj) mutable {
+      [device = std::move(device), args = std::move(args), invoke, caller_has_map](const std::shared_ptr<I>& obj) mutable {
         const c10::Device dev(device);
         const bool on_cuda = dev.is_cuda();
         if (on_cuda) args = to_device(std::move(args), dev);
@@ -45,7 +49,7 @@ auto run_on_module(const std::shared_ptr<OwnerState>& state, std::string device,
         } else {
           R result = std::apply([&](auto&... a) -> decltype(auto) { return invoke(*obj, a...); }, args);
           if constexpr (!is_future_v<R>) {
-            if (on_cuda) result = to_device(std::move(result), c10::Device(c10::kCPU));
+            if (on_cuda && !caller_has_map) result = to_device(std::move(result), c10::Device(c10::kCPU));
           }
           return result;
         }

@@ -1,0 +1,109 @@
+// CUDA paths, built only with a CUDA libtorch (REMORA_CUDA=ON) and run on a GPU machine by
+// scripts/gpu-test: RemoteModule on cuda:0 (CPU arguments moved there, results back on the CPU),
+// device maps (CUDA tensors arrive on the mapped device, replies through the inverse map), and
+// stream order (tensors sent while work that produces them is still queued on the caller's stream).
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <catch2/catch.hpp>
+
+#include "agent_support.hpp"
+#include "remora/module/remote_module.hpp"
+
+using remora::test::shutdown_group;
+using remora::test::start_group;
+
+namespace cuda_fns {
+torch::Tensor scale(torch::Tensor t, double f) { return t * f; }
+std::string device_of(torch::Tensor t) { return t.device().str(); }
+double sum_of(torch::Tensor t) { return t.sum().item<double>(); }
+
+struct Inspector {
+  virtual ~Inspector() = default;
+  // The devices forward saw its tensors on, and the tensors doubled.
+  virtual std::tuple<std::string, torch::Tensor, std::vector<torch::Tensor>> forward(
+      torch::Tensor x, std::vector<torch::Tensor> xs) = 0;
+};
+struct Doubler : torch::nn::Module, Inspector {
+  Doubler() { w = register_parameter("w", torch::full({1}, 2.0)); }
+  std::tuple<std::string, torch::Tensor, std::vector<torch::Tensor>> forward(torch::Tensor x,
+                                                                             std::vector<torch::Tensor> xs) override {
+    std::string seen = x.device().str();
+    for (auto& t : xs) {
+      seen += "," + t.device().str();
+      t = t * w;
+    }
+    return {seen, x * w, xs};
+  }
+  torch::Tensor w;
+};
+}  // namespace cuda_fns
+
+TEST_CASE("A RemoteModule on cuda:0 gets CPU arguments on its GPU and answers on the CPU", "[cuda]") {
+  REQUIRE(torch::cuda::device_count() >= 1);
+  auto g = start_group({"a", "b"});
+  auto m = remora::RemoteModule<cuda_fns::Inspector>::create<cuda_fns::Doubler>(*g[0], "b/cuda:0");
+  CHECK(m.device() == torch::Device("cuda:0"));
+  auto x = torch::arange(4, torch::kFloat);
+  auto [seen, y, ys] = m.forward(x, {x + 1, x + 2});
+  CHECK(seen == "cuda:0,cuda:0,cuda:0");
+  CHECK(y.device().is_cpu());
+  CHECK(torch::equal(y, x * 2));
+  REQUIRE(ys.size() == 2);
+  CHECK(ys[1].device().is_cpu());
+  CHECK(torch::equal(ys[1], (x + 2) * 2));
+  SECTION("a CUDA argument without a device map is refused, naming the device and the worker") {
+    CHECK_THROWS_WITH(m.forward(x.cuda(), {}), Catch::Contains("a tensor on cuda:0 cannot be sent to worker 'b'"));
+  }
+  m = {};
+  shutdown_group(g);
+}
+
+TEST_CASE("With a device map CUDA tensors arrive on the mapped device, and replies come back", "[cuda]") {
+  remora::Options o;
+  o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+  auto g = start_group({"a", "b"}, o);
+  auto x = torch::randn({1 << 20}, torch::kCUDA);  // 4 MiB: the local transport's shared memory too
+  CHECK(g[0]->rpc_sync<&cuda_fns::device_of>("b", x) == "cuda:0");
+  auto y = g[0]->rpc_sync<&cuda_fns::scale>("b", x, 3.0);
+  CHECK(y.device() == torch::Device("cuda:0"));
+  CHECK(torch::allclose(y, x * 3));
+  CHECK(g[0]->rpc_sync<&cuda_fns::device_of>("b", x.cpu()) == "cpu");  // CPU tensors stay CPU tensors
+
+  auto m = remora::RemoteModule<cuda_fns::Inspector>::create<cuda_fns::Doubler>(*g[0], "b/cuda:0");
+  auto [seen, z, zs] = m.forward(x.cpu(), {x});
+  CHECK(seen == "cuda:0,cuda:0");
+  CHECK(z.device() == torch::Device("cuda:0"));  // a map to b: results stay on the GPU
+  CHECK(torch::allclose(z, x * 2));
+  CHECK(torch::allclose(zs.at(0), x * 2));
+  m = {};
+  shutdown_group(g);
+}
+
+TEST_CASE("Tensors sent while the caller's stream is still producing them arrive complete", "[cuda]") {
+  remora::Options o;
+  o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+  auto g = start_group({"a", "b"}, o);
+  auto stream = c10::cuda::getStreamFromPool();
+  c10::cuda::CUDAStreamGuard guard(stream);
+  for (int round = 0; round < 5; ++round) {
+    auto a = torch::randn({2048, 2048}, torch::kCUDA);
+    // Queued work (tens of matrix products) whose result is sent before it is done.
+    auto x = a;
+    for (int i = 0; i < 20; ++i) x = torch::tanh(x.matmul(a) / 2048.0);
+    auto remote_sum = g[0]->rpc_sync<&cuda_fns::sum_of>("b", x);
+    auto back = g[0]->rpc_sync<&cuda_fns::scale>("b", x, 1.0);
+    CHECK(remote_sum == Approx(x.sum().item<double>()).epsilon(1e-3));
+    // Used at once on this stream: the copy back is complete before the future completed.
+    CHECK(torch::equal(back, x));
+  }
+  shutdown_group(g);
+}
+
+TEST_CASE("A device map to a device the peer lacks fails when the group starts", "[cuda]") {
+  const auto n = static_cast<c10::DeviceIndex>(torch::cuda::device_count());
+  remora::Options o;
+  o.store = c10::make_intrusive<c10d::HashStore>();
+  o.set_device_map("a", {{torch::Device("cuda:0"), torch::Device(torch::kCUDA, n)}});  // a one-worker group
+  CHECK_THROWS_WITH(remora::Agent("a", 0, 1, o),
+                    Catch::Contains("maps to cuda:" + std::to_string(n) + ", but 'a' has " + std::to_string(n)));
+}
