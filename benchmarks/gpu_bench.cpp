@@ -1,9 +1,14 @@
 // GPU figures, run on the device machine by scripts/gpu-test beside PyTorch's RemoteModule anchor:
-// RemoteModule forward of 4 B on cpu and on cuda:0 (no device map: CPU tensors in and out), and
-// with a device map cuda:0 -> cuda:0 the forward and the echo of CUDA tensors, against two
-// device-to-device copies of the same size. Two agents in one process; REMORA_TRANSPORT picks
-// the transport. Prints one "name value" line per figure.
+// RemoteModule forward of 4 B on cpu and on cuda:0 (no device map: CPU tensors in and out; two
+// agents in one process), and between two processes with a device map cuda:0 -> cuda:0 the
+// forward and the echo of CUDA tensors, against two device-to-device copies of the same size.
+// REMORA_TRANSPORT picks the transport. Prints one "name value" line per figure.
+#include <spawn.h>
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <string>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -26,6 +31,8 @@ struct Echo : torch::nn::Module, EchoInterface {
 };
 }  // namespace gpu_bench
 
+extern char** environ;
+
 namespace {
 using clock_type = std::chrono::steady_clock;
 
@@ -44,14 +51,12 @@ void time_calls(const char* name, int iters, std::size_t bytes, F&& call) {
   std::printf("%s_p50_us %.1f\n%s_mean_us %.1f\n", name, us[us.size() / 2], name, mean);
   if (bytes >= (1 << 20)) std::printf("%s_GBps %.2f\n", name, 2.0 * bytes / mean / 1e3);
 }
-}  // namespace
 
 struct Pair {
   std::unique_ptr<remora::Agent> a, b;
-  explicit Pair(bool device_map) {
+  Pair() {
     remora::Options o;
     o.store = c10::make_intrusive<c10d::HashStore>();
-    if (device_map) o.set_device_map("w1", {{"cuda:0", "cuda:0"}});
     std::thread tb([&] { b = std::make_unique<remora::Agent>("w1", 1, 2, o); });
     a = std::make_unique<remora::Agent>("w0", 0, 2, o);
     tb.join();
@@ -64,7 +69,19 @@ struct Pair {
 };
 using Module = remora::RemoteModule<gpu_bench::EchoInterface>;
 
-int main() {
+remora::Options pair_options(const std::string& port) {
+  remora::Options o;
+  o.init_method = "tcp://127.0.0.1:" + port;
+  return o;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--serve") {  // the second process: serves until shutdown
+    remora::Agent server("w1", 1, 2, pair_options(argv[2]));
+    server.shutdown();
+    return 0;
+  }
   if (!torch::cuda::is_available()) {
     std::fprintf(stderr, "gpu_bench: no CUDA device\n");
     return 1;
@@ -72,27 +89,44 @@ int main() {
   const auto big = std::size_t{64} << 20;
   auto small_cpu = torch::ones({1});
   {
-    Pair p(false);  // no device map: CPU tensors in and out, as PyTorch's anchor without --device-map
-    std::printf("transport %s\n", p.a->transport_to("w1").c_str());
+    Pair p;  // one process, no device map: CPU tensors in and out, as PyTorch's anchor without --device-map
     auto cpu_module = Module::create<gpu_bench::Echo>(*p.a, "w1/cpu");
     auto gpu_module = Module::create<gpu_bench::Echo>(*p.a, "w1/cuda:0");
     time_calls("forward_cpu_module_4B", 3000, 4, [&] { cpu_module.forward(small_cpu); });
     time_calls("forward_cuda_module_4B", 3000, 4, [&] { gpu_module.forward(small_cpu); });
   }
-  Pair p(true);  // cuda:0 -> cuda:0: CUDA tensors both ways, as the anchor with --device-map
-  auto gpu_module = Module::create<gpu_bench::Echo>(*p.a, "w1/cuda:0");
-  auto small_gpu = torch::ones({1}, torch::kCUDA);
-  time_calls("forward_cuda_mapped_4B", 3000, 4, [&] { gpu_module.forward(small_gpu); });
-  auto big_gpu = torch::ones({static_cast<int64_t>(big / 4)}, torch::kCUDA);
-  time_calls("forward_cuda_mapped_64MiB", 30, big, [&] { gpu_module.forward(big_gpu); });
-  time_calls("echo_cuda_mapped_64MiB", 30, big, [&] { p.a->rpc_sync<&gpu_bench::echo>("w1", big_gpu); });
+  // Two processes with a device map cuda:0 -> cuda:0, as the anchor with --device-map.
+  const std::string port = argc > 1 ? argv[1] : "29841";
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe");
+  std::vector<std::string> child_args = {self, "--serve", port};
+  std::vector<char*> cargv;
+  for (auto& a : child_args) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  pid_t child;
+  if (posix_spawn(&child, self.c_str(), nullptr, nullptr, cargv.data(), environ) != 0) return 1;
+  {
+    auto o = pair_options(port);
+    o.set_device_map("w1", {{"cuda:0", "cuda:0"}});
+    remora::Agent client("w0", 0, 2, o);
+    auto gpu_module = Module::create<gpu_bench::Echo>(client, "w1/cuda:0");
+    auto small_gpu = torch::ones({1}, torch::kCUDA);
+    time_calls("forward_cuda_mapped_4B", 3000, 4, [&] { gpu_module.forward(small_gpu); });
+    std::printf("transport %s\n", client.transport_to("w1").c_str());
+    auto big_gpu = torch::ones({static_cast<int64_t>(big / 4)}, torch::kCUDA);
+    time_calls("forward_cuda_mapped_64MiB", 50, big, [&] { gpu_module.forward(big_gpu); });
+    time_calls("echo_cuda_mapped_64MiB", 50, big, [&] { client.rpc_sync<&gpu_bench::echo>("w1", big_gpu); });
 
-  // The physical reference: two device-to-device copies of 64 MiB (out and back).
-  auto d1 = torch::empty_like(big_gpu), d2 = torch::empty_like(big_gpu);
-  time_calls("two_d2d_copies_64MiB", 50, big, [&] {
-    d1.copy_(big_gpu);
-    d2.copy_(d1);
-    torch::cuda::synchronize();
-  });
-  gpu_module = {};
+    // The physical reference: two device-to-device copies of 64 MiB (out and back).
+    auto d1 = torch::empty_like(big_gpu), d2 = torch::empty_like(big_gpu);
+    time_calls("two_d2d_copies_64MiB", 50, big, [&] {
+      d1.copy_(big_gpu);
+      d2.copy_(d1);
+      torch::cuda::synchronize();
+    });
+    gpu_module = {};
+    client.shutdown();
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }

@@ -1,12 +1,15 @@
 // CUDA paths, built only with a CUDA libtorch (REMORA_CUDA=ON) and run on a GPU machine by
 // scripts/gpu-test: RemoteModule on cuda:0 (CPU arguments moved there, results back on the CPU),
-// device maps (CUDA tensors arrive on the mapped device, replies through the inverse map), and
-// stream order (tensors sent while work that produces them is still queued on the caller's stream).
+// device maps (CUDA tensors arrive on the mapped device, replies through the inverse map), stream
+// order (tensors sent while work that produces them is still queued on the caller's stream), and
+// GPU tensors between two processes by CUDA IPC handle, released once copied.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <catch2/catch.hpp>
 
 #include "agent_support.hpp"
+#include "process_support.hpp"
+#include "roles.hpp"
 #include "remora/module/remote_module.hpp"
 
 using remora::test::shutdown_group;
@@ -36,6 +39,13 @@ struct Doubler : torch::nn::Module, Inspector {
   }
   torch::Tensor w;
 };
+// Rank 1 of the two-process test: serves until the group shuts down.
+int cuda_server(const std::vector<std::string>& args) {
+  remora::Agent agent("server", 1, 2, remora::test::tcp_options(static_cast<std::uint16_t>(std::stoi(args.at(0)))));
+  agent.shutdown();
+  return 0;
+}
+remora::test::RegisterRole role("cuda_server", &cuda_server);
 }  // namespace cuda_fns
 
 TEST_CASE("A RemoteModule on cuda:0 gets CPU arguments on its GPU and answers on the CPU", "[cuda]") {
@@ -44,7 +54,7 @@ TEST_CASE("A RemoteModule on cuda:0 gets CPU arguments on its GPU and answers on
   auto m = remora::RemoteModule<cuda_fns::Inspector>::create<cuda_fns::Doubler>(*g[0], "b/cuda:0");
   CHECK(m.device() == torch::Device("cuda:0"));
   auto x = torch::arange(4, torch::kFloat);
-  auto [seen, y, ys] = m.forward(x, {x + 1, x + 2});
+  auto [seen, y, ys] = m.forward(x, std::vector<torch::Tensor>{x + 1, x + 2});
   CHECK(seen == "cuda:0,cuda:0,cuda:0");
   CHECK(y.device().is_cpu());
   CHECK(torch::equal(y, x * 2));
@@ -52,7 +62,7 @@ TEST_CASE("A RemoteModule on cuda:0 gets CPU arguments on its GPU and answers on
   CHECK(ys[1].device().is_cpu());
   CHECK(torch::equal(ys[1], (x + 2) * 2));
   SECTION("a CUDA argument without a device map is refused, naming the device and the worker") {
-    CHECK_THROWS_WITH(m.forward(x.cuda(), {}), Catch::Contains("a tensor on cuda:0 cannot be sent to worker 'b'"));
+    CHECK_THROWS_WITH(m.forward(x.cuda(), std::vector<torch::Tensor>{}), Catch::Contains("a tensor on cuda:0 cannot be sent to worker 'b'"));
   }
   m = {};
   shutdown_group(g);
@@ -70,7 +80,7 @@ TEST_CASE("With a device map CUDA tensors arrive on the mapped device, and repli
   CHECK(g[0]->rpc_sync<&cuda_fns::device_of>("b", x.cpu()) == "cpu");  // CPU tensors stay CPU tensors
 
   auto m = remora::RemoteModule<cuda_fns::Inspector>::create<cuda_fns::Doubler>(*g[0], "b/cuda:0");
-  auto [seen, z, zs] = m.forward(x.cpu(), {x});
+  auto [seen, z, zs] = m.forward(x.cpu(), std::vector<torch::Tensor>{x});
   CHECK(seen == "cuda:0,cuda:0");
   CHECK(z.device() == torch::Device("cuda:0"));  // a map to b: results stay on the GPU
   CHECK(torch::allclose(z, x * 2));
@@ -103,7 +113,30 @@ TEST_CASE("A device map to a device the peer lacks fails when the group starts",
   const auto n = static_cast<c10::DeviceIndex>(torch::cuda::device_count());
   remora::Options o;
   o.store = c10::make_intrusive<c10d::HashStore>();
-  o.set_device_map("a", {{torch::Device("cuda:0"), torch::Device(torch::kCUDA, n)}});  // a one-worker group
+  o.add_device_mapping("a", torch::Device("cuda:0"), torch::Device(torch::kCUDA, n));  // a one-worker group
   CHECK_THROWS_WITH(remora::Agent("a", 0, 1, o),
                     Catch::Contains("maps to cuda:" + std::to_string(n) + ", but 'a' has " + std::to_string(n)));
+}
+
+TEST_CASE("GPU tensors cross between two processes by CUDA IPC handle, both ways", "[cuda][process]") {
+  const auto port = remora::test::free_port();
+  pid_t child = remora::test::spawn_self({"--role", "cuda_server", std::to_string(port)});
+  {
+    auto o = remora::test::tcp_options(port);
+    o.set_device_map("server", {{"cuda:0", "cuda:0"}});
+    remora::Agent client("client", 0, 2, o);
+    auto stream = c10::cuda::getStreamFromPool();
+    c10::cuda::CUDAStreamGuard guard(stream);
+    for (int round = 0; round < 3; ++round) {
+      auto a = torch::randn({1024, 1024}, torch::kCUDA);
+      auto x = a;
+      for (int i = 0; i < 10; ++i) x = torch::tanh(x.matmul(a) / 1024.0);  // still queued when sent
+      auto y = client.rpc_sync<&cuda_fns::scale>("server", x, 2.0);
+      CHECK(client.transport_to("server") == (std::getenv("REMORA_TRANSPORT") ? std::string(std::getenv("REMORA_TRANSPORT")) : "local"));
+      CHECK(y.device() == torch::Device("cuda:0"));
+      CHECK(torch::allclose(y, x * 2));
+    }
+    client.shutdown();
+  }
+  CHECK(remora::test::wait_exit(child) == 0);
 }

@@ -13,9 +13,9 @@
 #include <catch2/catch.hpp>
 
 #include "remora/agent/rpc.hpp"
+#include "process_support.hpp"
 #include "roles.hpp"
 
-extern char** environ;
 using namespace std::chrono_literals;
 
 namespace procfns {
@@ -27,38 +27,10 @@ int sleepy(int ms) {
 }  // namespace procfns
 
 namespace {
-std::uint16_t free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
-}
-
-// Starts this test binary with `args`; returns its pid.
-pid_t spawn_self(std::vector<std::string> args, const std::string& program = "/proc/self/exe") {
-  std::string self = std::filesystem::read_symlink("/proc/self/exe");
-  std::vector<std::string> all = {program == "/proc/self/exe" ? self : program};
-  for (auto& a : args) all.push_back(a == "@self" ? self : a);
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid;
-  REQUIRE(posix_spawn(&pid, all[0].c_str(), nullptr, nullptr, argv.data(), environ) == 0);
-  return pid;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-remora::Options tcp_options(std::uint16_t port) {
-  remora::Options o;
-  o.init_method = "tcp://127.0.0.1:" + std::to_string(port);
-  o.init_timeout = 30s;
-  o.shutdown_timeout = 30s;
-  return o;
-}
+using remora::test::free_port;
+using remora::test::spawn_self;
+using remora::test::tcp_options;
+using remora::test::wait_exit;
 
 // Rank 1: joins, serves until the group shuts down gracefully.
 int serve_until_shutdown(const std::vector<std::string>& args) {

@@ -271,7 +271,7 @@ TEST_CASE("Device maps are checked when the group starts, on every worker", "[tr
     CHECK_THAT(try_start_group({"a", "b"}, o)[0], Catch::Contains("names a worker that is not in the group"));
   }
   SECTION("devices that are not CUDA devices") {
-    o.set_device_map("b", {{torch::Device("cpu"), torch::Device("cpu")}});
+    o.set_device_map("b", {{"cpu", "cpu"}});
     CHECK_THAT(try_start_group({"a", "b"}, o)[1], Catch::Contains("map indexed CUDA devices"));
   }
   SECTION("two devices onto one") {

@@ -181,7 +181,7 @@ class Agent {
   void arm_sweep();
   // Runs a continuation of a call's future on the pool, counted as work in flight.
   static void dispatch_to_pool(void* agent, detail::UniqueFunction<void()> callback);
-  static wire::InFrame loop_copy(const wire::OutFrame& f, const wire::Limits& limits);
+  static wire::InFrame loop_copy(wire::OutFrame& f, const wire::Limits& limits);
 
   Options options_;
   std::uint32_t self_id_ = 0;
@@ -584,7 +584,10 @@ std::shared_ptr<S> Agent::service() {
   return s;
 }
 
-inline wire::InFrame Agent::loop_copy(const wire::OutFrame& f, const wire::Limits& limits) {
+// A frame to self read back as if it had crossed the network. GPU tensors are staged on the
+// calling thread, after what its current stream still has queued.
+inline wire::InFrame Agent::loop_copy(wire::OutFrame& f, const wire::Limits& limits) {
+  f.stage_to_host();
   wire::FrameReader reader(limits);
   for (auto s : f.segments()) reader.feed(s);
   return reader.take();
@@ -653,6 +656,7 @@ Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::ui
   if (to == self_id_) {
     // A call to self skips the network but not the serialization boundary: the callee gets
     // copies, exactly as a remote callee would.
+    frame.stage_to_host();  // here, on the caller's thread and stream
     asio::post(pool_, [this, f = std::move(frame)]() mutable {
       try {
         dispatch_call(self_id_, loop_copy(f, options_.limits), [this](wire::OutFrame reply) {

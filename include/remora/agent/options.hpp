@@ -55,18 +55,15 @@ struct Options {
   // RemoteModule results then come back on the CPU. init_rpc checks every map.
   //   options.set_device_map("ps", {{"cuda:0", "cuda:1"}});
   std::map<std::string, wire::DeviceMap> device_maps;
-  Options& set_device_map(const std::string& worker, const std::vector<std::pair<c10::Device, c10::Device>>& map) {
-    auto& m = device_maps[worker];
-    for (const auto& [from, to] : map) {
-      std::erase_if(m.entries, [&](const auto& e) { return e.first == from; });
-      m.entries.emplace_back(from, to);
-    }
+  Options& set_device_map(const std::string& worker, const std::map<std::string, std::string>& map) {
+    for (const auto& [from, to] : map) add_device_mapping(worker, c10::Device(from), c10::Device(to));
     return *this;
   }
-  Options& set_device_map(const std::string& worker, const std::map<std::string, std::string>& map) {
-    std::vector<std::pair<c10::Device, c10::Device>> devices;
-    for (const auto& [from, to] : map) devices.emplace_back(c10::Device(from), c10::Device(to));
-    return set_device_map(worker, devices);
+  Options& add_device_mapping(const std::string& worker, c10::Device from, c10::Device to) {
+    auto& m = device_maps[worker];
+    std::erase_if(m.entries, [&](const auto& e) { return e.first == from; });
+    m.entries.emplace_back(from, to);
+    return *this;
   }
 };
 

@@ -11,7 +11,9 @@
 // Local connections begin with a preface each way that passes the sender's shared-memory arena
 // (detail/shared_memory.hpp). A tensor of at least `shared_min_bytes` is copied into the arena and
 // only its offset crosses the socket; the receiver's tensor views the arena, and its deleter sends
-// a `transport` frame that frees the range. When the arena is full, tensors go inline.
+// a `transport` frame that frees the range. When the arena is full, tensors go inline. GPU tensors
+// (sent under a device map) cross by CUDA IPC handle (detail/cuda_ipc.hpp) when libtorch has CUDA;
+// over TCP they are staged through host memory.
 #include <cstddef>
 #include <deque>
 #include <memory>
@@ -28,6 +30,7 @@
 #include <asio/write.hpp>
 
 #include "remora/transport/connection.hpp"
+#include "remora/transport/detail/cuda_ipc.hpp"
 #include "remora/transport/detail/shared_memory.hpp"
 #include "remora/transport/log.hpp"
 #include "remora/wire/frame.hpp"
@@ -71,7 +74,11 @@ class StreamConnection final : public Connection {
   void start() override { asio::post(socket_.get_executor(), [self = self_ptr()] { self->begin(); }); }
 
   void send(wire::OutFrame frame) override {
-    if constexpr (is_local) share_large_tensors(frame);
+    if constexpr (is_local) {
+      share_large_tensors(frame);
+      export_device_tensors(frame);
+    }
+    frame.stage_to_host();  // GPU tensors not handed over by handle go through host memory
     asio::post(socket_.get_executor(), [self = self_ptr(), f = std::move(frame)]() mutable {
       if (self->closed_) return;
       self->queue_.push_back(std::move(f));
@@ -146,12 +153,58 @@ class StreamConnection final : public Connection {
         auto mapping = detail::map_peer_arena(std::move(peer_fd_), peer_preface_.arena_bytes);
         reader_.set_shared_resolver(make_resolver(std::move(mapping)));
       }
+#ifdef REMORA_CUDA_IPC
+      reader_.set_cuda_ipc_resolver(make_cuda_ipc_resolver());
+#endif
       peer_fd_.reset();
     } catch (const ProtocolError& e) {
       return reject(e);
     }
     read_more();
   }
+
+  // A transport frame that gives something back to its sender: a range of its arena, or (flag
+  // kReleaseCuda) one of its exported GPU tensors.
+  static constexpr std::uint8_t kReleaseCuda = 1;
+  void send_release(std::uint64_t what, std::uint8_t flags) {
+    wire::OutFrame release;
+    release.head.resize(sizeof(wire::FrameHeader));
+    wire::FrameHeader h;
+    h.kind = static_cast<std::uint8_t>(wire::FrameKind::transport);
+    h.flags = flags;
+    h.request_id = what;
+    std::memcpy(release.head.data(), &h, sizeof h);
+    send(std::move(release));
+  }
+
+#ifdef REMORA_CUDA_IPC
+  // Hands each CUDA tensor of `frame` over by IPC handle; the peer copies it and releases it.
+  void export_device_tensors(wire::OutFrame& frame) {
+    if (!frame.has_device_tensors()) return;
+    frame.for_each_descriptor([&](std::size_t i, wire::TensorDescriptor& d) {
+      auto& t = frame.tensors[i];
+      // Small tensors go through host memory: cheaper than exporting them.
+      if (!t.device().is_cuda() || d.nbytes < shared_.min_bytes) return;
+      auto record = cuda_exports_.add(t);
+      d.flags |= wire::kCudaIpc;
+      t = torch::empty({static_cast<int64_t>(sizeof record)}, torch::kUInt8);
+      std::memcpy(t.data_ptr(), &record, sizeof record);
+    });
+  }
+  wire::CudaIpcResolver make_cuda_ipc_resolver() {
+    std::weak_ptr<StreamConnection> weak = self_ptr();
+    return [weak](std::span<const std::byte> bytes, c10::IntArrayRef sizes, c10::ScalarType dtype,
+                  std::uint64_t nbytes, c10::Device device) {
+      detail::CudaIpcRecord r;
+      std::memcpy(&r, bytes.data(), sizeof r);
+      auto out = detail::import_cuda_tensor(r, sizes, dtype, nbytes, device);
+      if (auto self = weak.lock()) self->send_release(r.id, kReleaseCuda);
+      return out;
+    };
+  }
+#else
+  void export_device_tensors(wire::OutFrame&) {}
+#endif
 
   // Received shared tensors view the peer's arena; the last reference gone, the range goes back.
   wire::SharedResolver make_resolver(std::shared_ptr<detail::Mapping> mapping) {
@@ -163,15 +216,7 @@ class StreamConnection final : public Connection {
       return torch::from_blob(
           mapping->base() + offset, sizes,
           [mapping, weak, offset](void*) {
-            if (auto self = weak.lock()) {
-              wire::OutFrame release;
-              release.head.resize(sizeof(wire::FrameHeader));
-              wire::FrameHeader h;
-              h.kind = static_cast<std::uint8_t>(wire::FrameKind::transport);
-              h.request_id = offset;
-              std::memcpy(release.head.data(), &h, sizeof h);
-              self->send(std::move(release));
-            }
+            if (auto self = weak.lock()) self->send_release(offset, 0);
           },
           torch::TensorOptions().dtype(dtype));
     };
@@ -273,9 +318,16 @@ class StreamConnection final : public Connection {
     on_frame_(shared_from_this(), std::move(frame));
   }
 
-  // The peer let go of a shared tensor: its range is free again.
+  // The peer let go of a shared tensor: its range (or GPU tensor) is free again.
   void on_transport_frame(const wire::InFrame& frame) {
-    if (!arena_ || !arena_->release(frame.request_id()))
+#ifdef REMORA_CUDA_IPC
+    if (frame.header.flags == kReleaseCuda) {
+      if (!cuda_exports_.release(frame.request_id()))
+        throw ProtocolError("release of GPU tensor " + std::to_string(frame.request_id()) + " that was not lent");
+      return;
+    }
+#endif
+    if (frame.header.flags != 0 || !arena_ || !arena_->release(frame.request_id()))
       throw ProtocolError("release of shared memory at offset " + std::to_string(frame.request_id()) +
                           " that is not in use");
   }
@@ -290,6 +342,9 @@ class StreamConnection final : public Connection {
   CloseHandler on_close_;
   SharedMemoryOptions shared_;
   std::unique_ptr<detail::SendArena> arena_;
+#ifdef REMORA_CUDA_IPC
+  detail::CudaExports cuda_exports_;
+#endif
   detail::LocalPreface peer_preface_{0, 0, 0};
   std::size_t preface_filled_ = 0;
   detail::Fd peer_fd_;

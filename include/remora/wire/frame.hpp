@@ -72,6 +72,10 @@ inline constexpr std::uint8_t kRequiresGrad = 1;
 // The tensor's bytes are not in the stream: 8 bytes there give their offset in memory the sender
 // shares with the receiver (the same-host transport); the reader asks its SharedResolver for them.
 inline constexpr std::uint8_t kShared = 2;
+// The tensor stays in the sender's GPU memory: the stream holds a kCudaIpcRecordBytes record
+// (memory and event handles) that the receiver's CudaIpcResolver copies it from (local transport).
+inline constexpr std::uint8_t kCudaIpc = 4;
+inline constexpr std::size_t kCudaIpcRecordBytes = 168;
 
 // The device a (type, index) pair from the wire names, or nullopt if it is not one remora knows
 // (c10::Device would assert on many such pairs rather than throw).
@@ -120,6 +124,22 @@ struct OutFrame {
     for (const auto& t : tensors) n += t.nbytes();
     return n;
   }
+  // Replaces tensors still on a GPU by host copies (their descriptors already say where they
+  // arrive). The copy is ordered after the work queued on this thread's current stream, and
+  // complete when this returns.
+  void stage_to_host() {
+    for (auto& t : tensors)
+      if (!t.device().is_cpu()) {
+        auto host = BufferPool::global().empty(t.sizes(), t.scalar_type(), t.nbytes());
+        host.copy_(t);
+        t = std::move(host);
+      }
+  }
+  bool has_device_tensors() const {
+    for (const auto& t : tensors)
+      if (!t.device().is_cpu()) return true;
+    return false;
+  }
   // Calls f(index, descriptor) for each tensor; what f changes in the descriptor is written back.
   template <class F>
   void for_each_descriptor(F&& f) {
@@ -133,6 +153,10 @@ struct OutFrame {
     }
   }
 };
+
+// Makes the tensor a kCudaIpc descriptor stands for, on `device`, from the record the stream held.
+using CudaIpcResolver = std::function<torch::Tensor(std::span<const std::byte> record, c10::IntArrayRef sizes,
+                                                    c10::ScalarType dtype, std::uint64_t nbytes, c10::Device device)>;
 
 // Makes the tensor a kShared descriptor stands for: its bytes live at `offset` in memory the
 // sender shares with this process. Throws ProtocolError when the offset is not a valid region.
@@ -151,6 +175,8 @@ class FrameReader {
 
   // Accepts kShared tensors from now on (without a resolver they are a protocol error).
   void set_shared_resolver(SharedResolver resolve) { resolve_ = std::move(resolve); }
+  // Accepts kCudaIpc tensors from now on.
+  void set_cuda_ipc_resolver(CudaIpcResolver resolve) { resolve_ipc_ = std::move(resolve); }
 
   bool done() const { return stage_ == Stage::done; }
 
@@ -186,7 +212,7 @@ class FrameReader {
         break;
       case Stage::tensors:
         if (filled_ == frame_.tensors[tensor_index_].tensor.nbytes()) {
-          if (shared_[tensor_index_]) resolve_shared(tensor_index_);
+          if (external_[tensor_index_]) resolve_external(tensor_index_);
           filled_ = 0;
           ++tensor_index_;
           skip_empty_tensors();
@@ -236,7 +262,7 @@ class FrameReader {
   void reset() {
     frame_ = InFrame{};
     requires_grad_.clear();
-    shared_.clear();
+    external_.clear();
     planned_.clear();
     stage_ = Stage::header;
     filled_ = 0;
@@ -282,9 +308,12 @@ class FrameReader {
       if (d.ndim > limits_.max_dims)
         fail("tensor " + std::to_string(i) + " has " + std::to_string(d.ndim) + " dimensions, limit is " +
              std::to_string(limits_.max_dims));
-      if (d.flags & ~(kRequiresGrad | kShared)) fail("tensor " + std::to_string(i) + " has unknown flags");
+      if (d.flags & ~(kRequiresGrad | kShared | kCudaIpc)) fail("tensor " + std::to_string(i) + " has unknown flags");
+      if ((d.flags & kShared) && (d.flags & kCudaIpc)) fail("tensor " + std::to_string(i) + " has conflicting flags");
       if ((d.flags & kShared) && !resolve_)
         fail("tensor " + std::to_string(i) + " is in shared memory, which this connection does not have");
+      if ((d.flags & kCudaIpc) && !resolve_ipc_)
+        fail("tensor " + std::to_string(i) + " is in GPU memory shared by handle, which this connection does not take");
       if (end - p < static_cast<std::ptrdiff_t>(d.ndim * sizeof(int64_t))) fail("truncated tensor shape");
       std::vector<int64_t> sizes(d.ndim);
       if (d.ndim) std::memcpy(sizes.data(), p, d.ndim * sizeof(int64_t));
@@ -303,20 +332,24 @@ class FrameReader {
       if (total > limits_.max_frame_bytes) fail(over_limit(total));
       auto device = device_from_wire(d.device_type, d.device_index);
       if (!device) fail("tensor " + std::to_string(i) + " names an unknown device");
+      if ((d.flags & kCudaIpc) && !device->is_cuda()) fail("tensor " + std::to_string(i) + " is a GPU handle for the CPU");
       if (device->is_cuda() && (!device->has_index() || device->index() >= cuda_devices()))
         fail("tensor " + std::to_string(i) + " is for " + device->str() + ", which this process does not have (" +
              std::to_string(cuda_devices()) + " CUDA devices)");
       planned.push_back({*dtype, std::move(sizes), *device, d.nbytes});
       requires_grad_.push_back(d.flags & kRequiresGrad);
-      shared_.push_back(d.flags & kShared);
+      external_.push_back(d.flags & (kShared | kCudaIpc));
     }
     if (p != end) fail("descriptor table has trailing bytes");
     // Every field checked: now allocate.
     frame_.tensors.reserve(planned.size());
     for (std::size_t i = 0; i < planned.size(); ++i) {
       auto& t = planned[i];
-      // A shared tensor's stream bytes are its 8-byte offset, read into a placeholder first.
-      auto tensor = shared_[i] ? torch::empty({1}, torch::kLong) : BufferPool::global().empty(t.sizes, t.dtype, t.nbytes);
+      // An external tensor's stream bytes say where it is (an offset, an IPC record): they are
+      // read into a placeholder first.
+      auto tensor = external_[i] == kShared  ? torch::empty({1}, torch::kLong)
+                    : external_[i] == kCudaIpc ? torch::empty({static_cast<int64_t>(kCudaIpcRecordBytes)}, torch::kUInt8)
+                                               : BufferPool::global().empty(t.sizes, t.dtype, t.nbytes);
       frame_.tensors.push_back({std::move(tensor), t.device});
     }
     filled_ = 0;
@@ -331,10 +364,15 @@ class FrameReader {
     if (tensor_index_ == frame_.tensors.size()) stage_ = Stage::done;
   }
 
-  void resolve_shared(std::size_t i) {
+  void resolve_external(std::size_t i) {
     const auto& t = planned_[i];
-    const auto offset = static_cast<std::uint64_t>(frame_.tensors[i].tensor.data_ptr<int64_t>()[0]);
-    frame_.tensors[i].tensor = resolve_(offset, t.sizes, t.dtype, t.nbytes);
+    auto& slot = frame_.tensors[i].tensor;
+    if (external_[i] == kShared) {
+      slot = resolve_(static_cast<std::uint64_t>(slot.data_ptr<int64_t>()[0]), t.sizes, t.dtype, t.nbytes);
+    } else {
+      std::span<const std::byte> record(static_cast<const std::byte*>(slot.data_ptr()), kCudaIpcRecordBytes);
+      slot = resolve_ipc_(record, t.sizes, t.dtype, t.nbytes, t.device);
+    }
   }
 
   std::string over_limit(std::uint64_t n) const {
@@ -351,10 +389,11 @@ class FrameReader {
 
   Limits limits_;
   SharedResolver resolve_;
+  CudaIpcResolver resolve_ipc_;
   InFrame frame_;
   std::vector<Planned> planned_;
   std::vector<bool> requires_grad_;
-  std::vector<bool> shared_;
+  std::vector<std::uint8_t> external_;  // 0, kShared or kCudaIpc per tensor
   Stage stage_ = Stage::header;
   std::size_t filled_ = 0;
   std::size_t meta_total_ = 0;

@@ -39,11 +39,9 @@ inline std::uint32_t BodyWriter::add_tensor(const torch::Tensor& t) {
                                " (set one with Options::set_device_map, or move the tensor to the CPU)");
     arrives = *mapped;
   }
-  torch::Tensor v = t.resolve_conj().resolve_neg();
-  // Staged through host memory: a blocking copy, complete once it returns, ordered after the
-  // work queued on this thread's current stream (the stream that produced the tensor).
-  if (!v.device().is_cpu()) v = v.cpu();
-  v = v.contiguous();
+  // A CUDA tensor stays on its device here: the transport hands it over by IPC handle, or stages
+  // it through host memory when it sends the frame (OutFrame::stage_to_host).
+  torch::Tensor v = t.resolve_conj().resolve_neg().contiguous();
 
   TensorDescriptor d;
   d.dtype = *wire_dtype;

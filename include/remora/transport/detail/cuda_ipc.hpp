@@ -1,0 +1,190 @@
+#pragma once
+// GPU tensors between processes of one host without host staging: the sender exports the
+// tensor's memory (a CUDA IPC handle of the caching allocator's segment, plus the offset) and an
+// interprocess event recorded on its current stream after the work that produced the tensor; the
+// receiver opens the memory, makes a stream wait for the event, copies into its own tensor on the
+// mapped device, and synchronizes that stream (not the device) before the tensor is handed on.
+// Then it tells the sender, which lets go of its tensor and event. A peer in the same process
+// (two agents in one program) gets the pointer and the event itself: CUDA refuses to open an IPC
+// handle in the process that made it.
+//
+// Compiled only when libtorch has CUDA (the CUDA runtime header is on the include path).
+#if __has_include(<cuda_runtime_api.h>) && __has_include(<c10/cuda/CUDAStream.h>)
+#define REMORA_CUDA_IPC 1
+#include <cuda_runtime_api.h>
+
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <map>
+#include <mutex>
+#include <span>
+#include <string>
+
+#include <torch/types.h>
+
+#include "remora/core/errors.hpp"
+#include "remora/wire/frame.hpp"
+
+namespace remora::transport::detail {
+
+struct CudaIpcRecord {
+  std::byte memory[64];     // cudaIpcMemHandle_t of the tensor's segment
+  std::byte event[64];      // cudaIpcEventHandle_t
+  std::uint64_t offset;     // of the tensor in its segment
+  std::uint64_t id;         // the sender's export, named in the release
+  std::uint64_t pointer;    // for a receiver in the sender's process: the tensor's address
+  std::uint64_t event_ptr;  // and its cudaEvent_t
+  std::uint64_t pid;        // the sender's process
+};
+static_assert(sizeof(CudaIpcRecord) == wire::kCudaIpcRecordBytes);
+static_assert(sizeof(cudaIpcMemHandle_t) <= 64 && sizeof(cudaIpcEventHandle_t) <= 64);
+
+inline void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("remora: ") + what + ": " + cudaGetErrorString(e));
+}
+
+// What the sender keeps until the receiver has copied: the tensor and its event.
+struct CudaExport {
+  torch::Tensor tensor;
+  cudaEvent_t event = nullptr;
+  c10::DeviceIndex device = 0;
+};
+
+// The sender's side: exports by id, released by the receiver. Events are reused (the receiver
+// keeps the ones it opened), since creating, exporting and opening one costs more than the copy
+// of a small tensor.
+class CudaExports {
+ public:
+  CudaExports() = default;
+  CudaExports(const CudaExports&) = delete;
+  CudaExports& operator=(const CudaExports&) = delete;
+  ~CudaExports() {
+    for (auto& [id, e] : live_) cudaEventDestroy(e.event);
+    for (auto& [device, e] : idle_events_) cudaEventDestroy(e);
+  }
+
+  // Exports `t` (contiguous, on a CUDA device) after the work queued on this thread's current stream.
+  CudaIpcRecord add(const torch::Tensor& t) {
+    c10::cuda::CUDAGuard guard(t.device());
+    CudaExport e;
+    e.tensor = t;
+    e.device = t.device().index();
+    e.event = take_event(e.device);
+    cuda_check(cudaEventRecord(e.event, c10::cuda::getCurrentCUDAStream(t.device().index()).stream()),
+               "cannot record a CUDA event");
+    CudaIpcRecord r{};
+    std::size_t segment_bytes = 0;
+    void* base = c10::cuda::CUDACachingAllocator::getBaseAllocation(t.data_ptr(), &segment_bytes);
+    cudaIpcMemHandle_t mh;
+    cuda_check(cudaIpcGetMemHandle(&mh, base), "cannot export GPU memory (cudaIpcGetMemHandle)");
+    cudaIpcEventHandle_t eh;
+    cuda_check(cudaIpcGetEventHandle(&eh, e.event), "cannot export a CUDA event");
+    std::memcpy(r.memory, &mh, sizeof mh);
+    std::memcpy(r.event, &eh, sizeof eh);
+    r.offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(t.data_ptr()) - static_cast<std::byte*>(base));
+    r.pointer = reinterpret_cast<std::uintptr_t>(t.data_ptr());
+    r.event_ptr = reinterpret_cast<std::uintptr_t>(e.event);
+    r.pid = static_cast<std::uint64_t>(::getpid());
+    std::lock_guard lock(mu_);
+    r.id = next_id_++;
+    live_.emplace(r.id, std::move(e));
+    return r;
+  }
+  bool release(std::uint64_t id) {
+    std::lock_guard lock(mu_);
+    auto it = live_.find(id);
+    if (it == live_.end()) return false;
+    idle_events_.emplace(it->second.device, it->second.event);
+    live_.erase(it);
+    return true;
+  }
+  std::size_t live() const {
+    std::lock_guard lock(mu_);
+    return live_.size();
+  }
+
+ private:
+  cudaEvent_t take_event(c10::DeviceIndex device) {
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = idle_events_.find(device); it != idle_events_.end()) {
+        auto e = it->second;
+        idle_events_.erase(it);
+        return e;
+      }
+    }
+    cudaEvent_t e;
+    cuda_check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventInterprocess),
+               "cannot create a CUDA event");
+    return e;
+  }
+
+  mutable std::mutex mu_;
+  std::uint64_t next_id_ = 1;
+  std::map<std::uint64_t, CudaExport> live_;
+  std::multimap<c10::DeviceIndex, cudaEvent_t> idle_events_;
+};
+
+// The receiver's side: a copy of the exported tensor on `device`, complete for every stream.
+inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef sizes, c10::ScalarType dtype,
+                                        std::uint64_t nbytes, c10::Device device) {
+  c10::cuda::CUDAGuard guard(device);
+  const bool same_process = r.pid == static_cast<std::uint64_t>(::getpid());
+  const std::byte* src = nullptr;
+  cudaEvent_t event = nullptr;
+  if (same_process) {
+    src = reinterpret_cast<const std::byte*>(static_cast<std::uintptr_t>(r.pointer));
+    event = reinterpret_cast<cudaEvent_t>(static_cast<std::uintptr_t>(r.event_ptr));
+  } else {
+    // Segments stay open once opened (CUDA refuses a second open of the same handle); the
+    // sender's caching allocator keeps few, long-lived segments.
+    static std::mutex mu;  // guards both caches
+    static std::map<std::string, void*> opened;
+    const std::string key(reinterpret_cast<const char*>(r.memory), sizeof(cudaIpcMemHandle_t));
+    void* base = nullptr;
+    {
+      std::lock_guard lock(mu);
+      auto it = opened.find(key + std::to_string(device.index()));
+      if (it == opened.end()) {
+        cudaIpcMemHandle_t mh;
+        std::memcpy(&mh, r.memory, sizeof mh);
+        if (cudaIpcOpenMemHandle(&base, mh, cudaIpcMemLazyEnablePeerAccess) != cudaSuccess)
+          throw ProtocolError("cannot open the peer's GPU memory handle");
+        it = opened.emplace(key + std::to_string(device.index()), base).first;
+      }
+      base = it->second;
+    }
+    {
+      // Opened events are kept: the sender reuses its events, so the same handles come back.
+      static std::map<std::string, cudaEvent_t> events;
+      std::lock_guard lock(mu);
+      const std::string ekey(reinterpret_cast<const char*>(r.event), sizeof(cudaIpcEventHandle_t));
+      auto it = events.find(ekey);
+      if (it == events.end()) {
+        cudaIpcEventHandle_t eh;
+        std::memcpy(&eh, r.event, sizeof eh);
+        if (cudaIpcOpenEventHandle(&event, eh) != cudaSuccess) throw ProtocolError("cannot open the peer's CUDA event");
+        it = events.emplace(ekey, event).first;
+      }
+      event = it->second;
+    }
+    src = static_cast<const std::byte*>(base) + r.offset;
+  }
+  auto stream = c10::cuda::getStreamFromPool(false, device.index());
+  auto out = torch::empty(sizes, torch::TensorOptions().dtype(dtype).device(device));
+  cudaError_t e = cudaStreamWaitEvent(stream.stream(), event, 0);
+  if (e == cudaSuccess) e = cudaMemcpyAsync(out.data_ptr(), src, nbytes, cudaMemcpyDeviceToDevice, stream.stream());
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream.stream());
+  if (e != cudaSuccess) throw ProtocolError(std::string("copy from the peer's GPU memory failed: ") + cudaGetErrorString(e));
+  return out;
+}
+
+}  // namespace remora::transport::detail
+#endif

@@ -1,0 +1,55 @@
+#pragma once
+// Helpers for tests that start real processes: the test binary re-executed in a role
+// (roles.hpp), rendezvous over a TCPStore on a free loopback port.
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <asio.hpp>
+#include <catch2/catch.hpp>
+
+#include "remora/agent/options.hpp"
+
+extern char** environ;
+
+namespace remora::test {
+
+inline std::uint16_t free_port() {
+  asio::io_context io;
+  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+  return a.local_endpoint().port();
+}
+
+// Starts this test binary with `args`; returns its pid.
+inline pid_t spawn_self(std::vector<std::string> args, const std::string& program = "/proc/self/exe") {
+  std::string self = std::filesystem::read_symlink("/proc/self/exe");
+  std::vector<std::string> all = {program == "/proc/self/exe" ? self : program};
+  for (auto& a : args) all.push_back(a == "@self" ? self : a);
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  REQUIRE(posix_spawn(&pid, all[0].c_str(), nullptr, nullptr, argv.data(), environ) == 0);
+  return pid;
+}
+
+inline int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+inline remora::Options tcp_options(std::uint16_t port) {
+  remora::Options o;
+  o.init_method = "tcp://127.0.0.1:" + std::to_string(port);
+  o.init_timeout = std::chrono::seconds(30);
+  o.shutdown_timeout = std::chrono::seconds(30);
+  return o;
+}
+
+}  // namespace remora::test
