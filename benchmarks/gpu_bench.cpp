@@ -110,6 +110,9 @@ int main(int argc, char** argv) {
     remora::Agent client("w0", 0, 2, o);
     auto gpu_module = Module::create<gpu_bench::Echo>(client, "w1/cuda:0");
     auto small_gpu = torch::ones({1}, torch::kCUDA);
+    time_calls("two_processes_rpc_cpu_4B", 3000, 4, [&] { client.rpc_sync<&gpu_bench::echo>("w1", small_cpu); });
+    time_calls("two_processes_rpc_cuda_mapped_4B", 3000, 4, [&] { client.rpc_sync<&gpu_bench::echo>("w1", small_gpu); });
+    time_calls("d2h_then_h2d_4B", 3000, 4, [&] { small_gpu.cpu().to(torch::kCUDA); });
     time_calls("forward_cuda_mapped_4B", 3000, 4, [&] { gpu_module.forward(small_gpu); });
     std::printf("transport %s\n", client.transport_to("w1").c_str());
     auto big_gpu = torch::ones({static_cast<int64_t>(big / 4)}, torch::kCUDA);
