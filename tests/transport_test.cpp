@@ -262,9 +262,11 @@ std::vector<std::string> try_start_group(std::vector<std::string> names, remora:
 TEST_CASE("Device maps are checked when the group starts, on every worker", "[transport][devices]") {
   remora::Options o;
   SECTION("devices this host does not have") {
-    o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+    const auto n = std::to_string(torch::cuda::device_count());
+    o.set_device_map("b", {{"cuda:" + n, "cuda:0"}});
     for (const auto& e : try_start_group({"a", "b"}, o))
-      CHECK_THAT(e, Catch::Contains("device map of worker 'a' to 'b' maps from cuda:0, but 'a' has 0 CUDA devices"));
+      CHECK_THAT(e, Catch::Contains("device map of worker 'a' to 'b' maps from cuda:" + n + ", but 'a' has " + n +
+                                    " CUDA devices"));
   }
   SECTION("a worker that is not in the group") {
     o.set_device_map("nobody", {{"cuda:0", "cuda:0"}});
@@ -292,13 +294,14 @@ TEST_CASE("A tensor on a device the map does not name is refused, naming the dev
 }
 
 TEST_CASE("A frame that puts a tensor on a CUDA device this process lacks is refused", "[transport][devices]") {
-  if (torch::cuda::device_count() > 0) return;  // this host has CUDA devices: cuda_test.cpp covers it
+  const auto n = static_cast<std::int8_t>(torch::cuda::device_count());  // one past the last device
   auto frame = remora::wire::encode_frame(remora::wire::FrameKind::reply, 1, torch::ones({4}));
-  frame.for_each_descriptor([](std::size_t, remora::wire::TensorDescriptor& d) {
+  frame.for_each_descriptor([&](std::size_t, remora::wire::TensorDescriptor& d) {
     d.device_type = static_cast<std::int8_t>(c10::DeviceType::CUDA);
-    d.device_index = 0;
+    d.device_index = n;
   });
   std::vector<std::byte> bytes;
   for (auto s : frame.segments()) bytes.insert(bytes.end(), s.begin(), s.end());
-  CHECK_THROWS_WITH(remora::wire::read_frame(bytes), Catch::Contains("is for cuda:0, which this process does not have"));
+  CHECK_THROWS_WITH(remora::wire::read_frame(bytes),
+                    Catch::Contains("is for cuda:" + std::to_string(n) + ", which this process does not have"));
 }
