@@ -2,8 +2,9 @@
 // One stream connection carrying frames both ways: TCP, or a unix socket to a process of the same
 // host ("local"), where large tensors cross through shared memory instead of the socket.
 //
-// Writes: frames queue up and go out with gather I/O, several queued frames in one write, each
-// tensor straight from its memory. Reads: small reads go through a receive buffer and the frame
+// Writes: a frame sent on an idle connection is written at once by the sending thread (one
+// non-blocking gather write); otherwise frames queue up and the strand writes them, several per
+// write, each tensor straight from its memory. Reads: small reads go through a receive buffer and the frame
 // reader; a large tensor is read straight into the tensor allocated for it. Every handler runs
 // on the connection's strand. A protocol error or an I/O error closes the connection once, and
 // the close handler learns why; the connection never throws into Asio.
@@ -15,7 +16,11 @@
 // (sent under a device map) cross by CUDA IPC handle (detail/cuda_ipc.hpp) when libtorch has CUDA;
 // over TCP they are staged through host memory.
 #include <cstddef>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <deque>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -79,11 +84,16 @@ class StreamConnection final : public Connection {
       export_device_tensors(frame);
     }
     frame.stage_to_host();  // GPU tensors not handed over by handle go through host memory
-    asio::post(socket_.get_executor(), [self = self_ptr(), f = std::move(frame)]() mutable {
-      if (self->closed_) return;
-      self->queue_.push_back(std::move(f));
-      if (!self->writing_ && self->connected_) self->write_more();
-    });
+    std::lock_guard lock(write_mu_);
+    if (closed_) return;
+    // An idle connection writes on the sending thread: no hop to the I/O thread, which only
+    // takes over what the socket does not accept at once (and batches frames queued meanwhile).
+    if (connected_ && !writing_ && queue_.empty() && write_now(frame)) return;
+    queue_.push_back(std::move(frame));
+    if (connected_ && !writing_) {
+      writing_ = true;
+      asio::post(socket_.get_executor(), [self = self_ptr()] { self->write_more(); });
+    }
   }
 
   void close(const std::string& reason) override {
@@ -113,20 +123,58 @@ class StreamConnection final : public Connection {
 
   // The connection is up: set the socket up, then read and write.
   void begin() {
-    if (closed_) return;
-    connected_ = true;
+    {
+      std::unique_lock lock(write_mu_);
+      if (closed_) return;
+      if constexpr (is_local) {
+        detail::LocalPreface preface;
+        preface.arena_bytes = arena_ ? arena_->size() : 0;
+        if (!detail::send_preface(socket_.native_handle(), preface, arena_ ? arena_->fd() : -1)) {
+          lock.unlock();
+          return close_now("cannot send the local preface");
+        }
+      } else {
+        std::error_code ignored;
+        socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+      }
+      connected_ = true;
+      writing_ = !queue_.empty();
+    }
     if constexpr (is_local) {
-      detail::LocalPreface preface;
-      preface.arena_bytes = arena_ ? arena_->size() : 0;
-      if (!detail::send_preface(socket_.native_handle(), preface, arena_ ? arena_->fd() : -1))
-        return close_now("cannot send the local preface");
       read_preface();
     } else {
-      std::error_code ignored;
-      socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
       read_more();
     }
     write_more();
+  }
+
+  // Writes `frame` with one non-blocking call; true if it went out whole (or the connection
+  // failed, which the I/O thread then reports). Otherwise the unwritten rest is for write_more.
+  // Called with write_mu_ held, so the socket cannot be closed meanwhile.
+  bool write_now(const wire::OutFrame& frame) {
+    auto segments = frame.segments();
+    if (segments.size() > kMaxIov) return false;
+    iovec iov[kMaxIov];
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+      iov[i] = {const_cast<std::byte*>(segments[i].data()), segments[i].size()};
+      total += segments[i].size();
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = segments.size();
+    ssize_t n;
+    do n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(total)) return true;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      asio::post(socket_.get_executor(), [self = self_ptr(), why = std::string(std::strerror(errno))] {
+        self->close_now("write failed: " + why);
+      });
+      return true;
+    }
+    front_written_ = n < 0 ? 0 : static_cast<std::size_t>(n);
+    return false;
   }
 
   // Reads the peer's preface (with its arena's descriptor) before any frame.
@@ -236,33 +284,59 @@ class StreamConnection final : public Connection {
     });
   }
 
+  // Frames are destroyed outside write_mu_: a tensor's deleter may send (a release) itself.
   void close_now(const std::string& reason) {
-    if (closed_) return;
-    closed_ = true;
-    std::error_code ignored;
-    socket_.shutdown(Socket::shutdown_both, ignored);
-    socket_.close(ignored);
-    queue_.clear();
+    std::deque<wire::OutFrame> dropped;
+    {
+      std::lock_guard lock(write_mu_);
+      if (closed_) return;
+      closed_ = true;
+      std::error_code ignored;
+      socket_.shutdown(Socket::shutdown_both, ignored);
+      socket_.close(ignored);
+      dropped.swap(queue_);
+    }
+    dropped.clear();
     if (on_close_) on_close_(shared_from_this(), reason);
   }
 
+  // On the strand, while writing_: writes what is queued, several frames per call.
   void write_more() {
-    if (queue_.empty() || closed_) {
-      writing_ = false;
-      return;
-    }
-    writing_ = true;
-    iov_.clear();
     std::size_t frames = 0;
-    for (auto& f : queue_) {
-      auto segments = f.segments();
-      if (frames > 0 && iov_.size() + segments.size() > kMaxIov) break;
-      for (auto s : segments) iov_.emplace_back(s.data(), s.size());
-      ++frames;
+    {
+      std::lock_guard lock(write_mu_);
+      if (queue_.empty() || closed_) {
+        writing_ = false;
+        return;
+      }
+      iov_.clear();
+      for (auto& f : queue_) {
+        auto segments = f.segments();
+        if (frames > 0 && iov_.size() + segments.size() > kMaxIov) break;
+        std::size_t skip = frames == 0 ? front_written_ : 0;  // what a direct write already sent
+        for (auto s : segments) {
+          if (skip >= s.size()) {
+            skip -= s.size();
+            continue;
+          }
+          iov_.emplace_back(s.data() + skip, s.size() - skip);
+          skip = 0;
+        }
+        ++frames;
+      }
     }
     asio::async_write(socket_, iov_, [self = self_ptr(), frames](std::error_code ec, std::size_t) {
       if (ec) return self->close_now("write failed: " + ec.message());
-      for (std::size_t i = 0; i < frames && !self->queue_.empty(); ++i) self->queue_.pop_front();
+      std::vector<wire::OutFrame> sent;
+      {
+        std::lock_guard lock(self->write_mu_);
+        for (std::size_t i = 0; i < frames && !self->queue_.empty(); ++i) {
+          sent.push_back(std::move(self->queue_.front()));
+          self->queue_.pop_front();
+        }
+        self->front_written_ = 0;
+      }
+      sent.clear();
       self->write_more();
     });
   }
@@ -350,11 +424,14 @@ class StreamConnection final : public Connection {
   detail::Fd peer_fd_;
   std::vector<std::byte> recv_;
   std::size_t recv_begin_ = 0, recv_end_ = 0;
+  // The write side, shared by sending threads and the strand.
+  std::mutex write_mu_;
   std::deque<wire::OutFrame> queue_;
+  std::size_t front_written_ = 0;  // bytes of queue_.front() a direct write already sent
   std::vector<asio::const_buffer> iov_;
-  bool writing_ = false;
+  bool writing_ = false;    // a write is in flight on the strand
   bool connected_ = false;  // frames queue until begin()
-  bool closed_ = false;
+  std::atomic<bool> closed_{false};
 };
 
 using TcpConnection = StreamConnection<asio::ip::tcp>;
