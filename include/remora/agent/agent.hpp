@@ -18,8 +18,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include <torch/cuda.h>
-
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
@@ -27,6 +25,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/thread_pool.hpp>
 
+#include "remora/agent/detail/device_maps.hpp"
 #include "remora/agent/detail/registry.hpp"
 #include "remora/agent/detail/wire_context.hpp"
 #include "remora/agent/options.hpp"
@@ -292,61 +291,17 @@ inline void Agent::choose_transports(const std::vector<detail::PeerAddress>& pee
 
 // This worker's CUDA device count and device maps, for the others to check theirs against.
 inline void Agent::publish_devices() {
-  std::string v = std::to_string(torch::cuda::device_count());
-  for (const auto& [worker, map] : options_.device_maps)
-    for (const auto& [from, to] : map.entries) v += "\n" + worker + "\n" + from.str() + "\n" + to.str();
-  store_->set("devices/" + std::to_string(self_id_), detail::bytes_of(v));
+  store_->set("devices/" + std::to_string(self_id_), detail::bytes_of(detail::device_record(options_)));
 }
 
-// Checks every map that involves this worker (ours to each peer, each peer's to us) and keeps
-// the maps frames are encoded with. Errors name the worker and the device.
+// Checks every map that involves this worker and keeps the maps frames are encoded with.
 inline void Agent::exchange_device_maps() {
-  const auto n = workers_.size();
-  std::vector<int> counts(n);
-  std::vector<std::vector<std::pair<std::string, wire::DeviceMap>>> maps(n);  // per rank: worker -> map
-  for (std::size_t r = 0; r < n; ++r) {
-    auto lines = detail::split_lines(detail::string_of(store_->get("devices/" + std::to_string(r))));
-    counts[r] = std::stoi(lines[0]);
-    for (std::size_t i = 1; i + 2 < lines.size(); i += 3) {
-      auto it = std::find_if(maps[r].begin(), maps[r].end(), [&](const auto& m) { return m.first == lines[i]; });
-      if (it == maps[r].end()) it = maps[r].insert(maps[r].end(), {lines[i], {}});
-      it->second.entries.emplace_back(c10::Device(lines[i + 1]), c10::Device(lines[i + 2]));
-    }
-  }
-  auto check = [&](const std::string& owner, std::uint32_t from_rank, const std::string& to_worker,
-                   const wire::DeviceMap& map) {
-    std::uint32_t to_rank = UINT32_MAX;
-    for (const auto& w : workers_)
-      if (w.name == to_worker) to_rank = w.id;
-    const std::string where = "the device map of worker '" + owner + "' to '" + to_worker + "'";
-    if (to_rank == UINT32_MAX) throw Error("remora: " + where + " names a worker that is not in the group");
-    for (std::size_t i = 0; i < map.entries.size(); ++i)
-      for (std::size_t j = 0; j < i; ++j)
-        if (map.entries[j].second == map.entries[i].second)
-          throw Error("remora: " + where + " maps both " + map.entries[j].first.str() + " and " +
-                      map.entries[i].first.str() + " to " + map.entries[i].second.str() +
-                      "; a map must be one-to-one so replies can come back");
-    for (const auto& [from, to] : map.entries) {
-      if (!from.is_cuda() || !to.is_cuda() || !from.has_index() || !to.has_index())
-        throw Error("remora: " + where + " maps " + from.str() + " to " + to.str() +
-                    "; device maps map indexed CUDA devices (cuda:N)");
-      if (from.index() >= counts[from_rank])
-        throw Error("remora: " + where + " maps from " + from.str() + ", but '" + owner + "' has " +
-                    std::to_string(counts[from_rank]) + " CUDA devices");
-      if (to.index() >= counts[to_rank])
-        throw Error("remora: " + where + " maps to " + to.str() + ", but '" + to_worker + "' has " +
-                    std::to_string(counts[to_rank]) + " CUDA devices");
-    }
-    return to_rank;
-  };
-  call_maps_.assign(n, {});
-  reply_maps_.assign(n, {});
-  for (std::uint32_t r = 0; r < n; ++r)
-    for (const auto& [worker, map] : maps[r]) {
-      const auto to_rank = check(workers_[r].name, r, worker, map);
-      if (r == self_id_) call_maps_[to_rank] = map;
-      if (to_rank == self_id_ && r != self_id_) reply_maps_[r] = map.inverse();
-    }
+  std::vector<std::string> records;
+  for (std::size_t r = 0; r < workers_.size(); ++r)
+    records.push_back(detail::string_of(store_->get("devices/" + std::to_string(r))));
+  auto maps = detail::check_device_maps(workers_, self_id_, records);
+  call_maps_ = std::move(maps.call);
+  reply_maps_ = std::move(maps.reply);
 }
 
 template <class Acceptor>
