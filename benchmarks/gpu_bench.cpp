@@ -118,6 +118,9 @@ int main(int argc, char** argv) {
     auto big_gpu = torch::ones({static_cast<int64_t>(big / 4)}, torch::kCUDA);
     time_calls("forward_cuda_mapped_64MiB", 50, big, [&] { gpu_module.forward(big_gpu); });
     time_calls("echo_cuda_mapped_64MiB", 50, big, [&] { client.rpc_sync<&gpu_bench::echo>("w1", big_gpu); });
+    // The same bytes as CPU tensors over the same transport: what the GPU echo adds is staging.
+    auto big_cpu = torch::ones({static_cast<int64_t>(big / 4)});
+    time_calls("echo_cpu_64MiB", 50, big, [&] { client.rpc_sync<&gpu_bench::echo>("w1", big_cpu); });
 
     // The physical reference: two device-to-device copies of 64 MiB (out and back).
     auto d1 = torch::empty_like(big_gpu), d2 = torch::empty_like(big_gpu);

@@ -109,6 +109,33 @@ TEST_CASE("Tensors sent while the caller's stream is still producing them arrive
   shutdown_group(g);
 }
 
+TEST_CASE("Large GPU tensors over TCP go through pinned memory in chunks, and arrive whole", "[cuda]") {
+  remora::Options o;
+  o.transport = remora::Transport::tcp;  // no CUDA IPC: host staging, chunked both ways
+  o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+  auto g = start_group({"a", "b"}, o);
+  auto stream = c10::cuda::getStreamFromPool();
+  c10::cuda::CUDAStreamGuard guard(stream);
+  // Sizes around the 1 MiB threshold and the 4 MiB chunk, one not a multiple of anything.
+  for (std::int64_t bytes : {(1 << 20) - 1, 1 << 20, (4 << 20) + 1, (9 << 20) + 12345}) {
+    auto x = torch::randint(0, 255, {bytes}, torch::TensorOptions().dtype(torch::kUInt8).device(torch::kCUDA));
+    auto y = x.to(torch::kFloat).add_(1).to(torch::kUInt8);  // still queued on this stream when sent
+    auto back = g[0]->rpc_sync<&cuda_fns::scale>("b", y.to(torch::kFloat), 1.0);
+    CHECK(back.device() == torch::Device("cuda:0"));
+    CHECK(torch::equal(back.to(torch::kUInt8), y));
+  }
+  CHECK(g[0]->transport_to("b") == "tcp");
+  auto m = remora::RemoteModule<cuda_fns::Inspector>::create<cuda_fns::Doubler>(*g[0], "b/cuda:0");
+  auto big = torch::randn({3 << 20}, torch::kCUDA);  // 12 MiB
+  auto [seen, z, zs] = m.forward(big.cpu(), std::vector<torch::Tensor>{big, big.narrow(0, 1, 1 << 20)});
+  CHECK(seen == "cuda:0,cuda:0,cuda:0");
+  CHECK(torch::allclose(z, big * 2));
+  CHECK(torch::allclose(zs.at(0), big * 2));
+  CHECK(torch::allclose(zs.at(1), big.narrow(0, 1, 1 << 20) * 2));
+  m = {};
+  shutdown_group(g);
+}
+
 TEST_CASE("A device map to a device the peer lacks fails when the group starts", "[cuda]") {
   const auto n = static_cast<c10::DeviceIndex>(torch::cuda::device_count());
   remora::Options o;

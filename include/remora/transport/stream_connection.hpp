@@ -31,11 +31,13 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 #include <asio/write.hpp>
 
 #include "remora/transport/connection.hpp"
 #include "remora/transport/detail/cuda_ipc.hpp"
+#include "remora/transport/detail/cuda_staging.hpp"
 #include "remora/transport/detail/shared_memory.hpp"
 #include "remora/transport/log.hpp"
 #include "remora/wire/frame.hpp"
@@ -57,10 +59,13 @@ class StreamConnection final : public Connection {
   StreamConnection(Socket socket, const wire::Limits& limits, FrameHandler on_frame, CloseHandler on_close,
                    SharedMemoryOptions shared = {})
       : socket_(std::move(socket)), reader_(limits), on_frame_(std::move(on_frame)), on_close_(std::move(on_close)),
-        shared_(shared), recv_(kRecvBuffer) {
+        shared_(shared), recv_(kRecvBuffer), gate_timer_(socket_.get_executor()) {
     if constexpr (is_local) {
       if (shared_.arena_bytes) arena_ = detail::SendArena::create(shared_.arena_bytes);
     }
+#ifdef REMORA_CUDA_IPC
+    reader_.set_device_uploader(detail::make_device_uploader());
+#endif
   }
 
   // A connection to `endpoint`; frames sent before it is up wait in the queue.
@@ -83,12 +88,17 @@ class StreamConnection final : public Connection {
       share_large_tensors(frame);
       export_device_tensors(frame);
     }
-    frame.stage_to_host();  // GPU tensors not handed over by handle go through host memory
+    // GPU tensors not handed over by handle go through host memory: large ones in chunks that
+    // are sent as they arrive, the rest whole, here.
+#ifdef REMORA_CUDA_IPC
+    detail::stage_in_chunks(frame);
+#endif
+    frame.stage_to_host();
     std::lock_guard lock(write_mu_);
     if (closed_) return;
     // An idle connection writes on the sending thread: no hop to the I/O thread, which only
     // takes over what the socket does not accept at once (and batches frames queued meanwhile).
-    if (connected_ && !writing_ && queue_.empty() && write_now(frame)) return;
+    if (connected_ && !writing_ && queue_.empty() && frame.gates.empty() && write_now(frame)) return;
     queue_.push_back(std::move(frame));
     if (connected_ && !writing_) {
       writing_ = true;
@@ -300,9 +310,11 @@ class StreamConnection final : public Connection {
     if (on_close_) on_close_(shared_from_this(), reason);
   }
 
-  // On the strand, while writing_: writes what is queued, several frames per call.
+  // On the strand, while writing_: writes what is queued, several frames per call, up to the
+  // first gate that is still closed (a GPU chunk not yet in host memory: checked again shortly).
   void write_more() {
-    std::size_t frames = 0;
+    std::size_t frames = 0;       // frames written whole by this write
+    std::uint64_t partial = 0;    // bytes of the frame after them written by it
     {
       std::lock_guard lock(write_mu_);
       if (queue_.empty() || closed_) {
@@ -313,19 +325,27 @@ class StreamConnection final : public Connection {
       for (auto& f : queue_) {
         auto segments = f.segments();
         if (frames > 0 && iov_.size() + segments.size() > kMaxIov) break;
-        std::size_t skip = frames == 0 ? front_written_ : 0;  // what a direct write already sent
+        const std::uint64_t first = frames == 0 ? front_written_ : 0;  // what earlier writes sent
+        const std::uint64_t limit = f.writable_bytes();
+        std::uint64_t at = 0;  // of segment s, from the frame's start
         for (auto s : segments) {
-          if (skip >= s.size()) {
-            skip -= s.size();
-            continue;
-          }
-          iov_.emplace_back(s.data() + skip, s.size() - skip);
-          skip = 0;
+          const std::uint64_t lo = std::max(at, first), hi = std::min<std::uint64_t>(at + s.size(), limit);
+          if (lo < hi) iov_.emplace_back(s.data() + (lo - at), hi - lo);
+          at += s.size();
+        }
+        if (limit < f.total_bytes()) {
+          partial = limit > first ? limit - first : 0;
+          break;
         }
         ++frames;
       }
+      if (iov_.empty()) {  // the front frame waits for a GPU copy
+        gate_timer_.expires_after(std::chrono::microseconds(50));
+        gate_timer_.async_wait([self = self_ptr()](std::error_code) { self->write_more(); });
+        return;
+      }
     }
-    asio::async_write(socket_, iov_, [self = self_ptr(), frames](std::error_code ec, std::size_t) {
+    asio::async_write(socket_, iov_, [self = self_ptr(), frames, partial](std::error_code ec, std::size_t) {
       if (ec) return self->close_now("write failed: " + ec.message());
       std::vector<wire::OutFrame> sent;
       {
@@ -334,7 +354,7 @@ class StreamConnection final : public Connection {
           sent.push_back(std::move(self->queue_.front()));
           self->queue_.pop_front();
         }
-        self->front_written_ = 0;
+        self->front_written_ = (frames > 0 ? 0 : self->front_written_) + partial;
       }
       sent.clear();
       self->write_more();
@@ -429,6 +449,7 @@ class StreamConnection final : public Connection {
   std::deque<wire::OutFrame> queue_;
   std::size_t front_written_ = 0;  // bytes of queue_.front() a direct write already sent
   std::vector<asio::const_buffer> iov_;
+  asio::steady_timer gate_timer_;  // retries a write held up by a gate
   bool writing_ = false;    // a write is in flight on the strand
   bool connected_ = false;  // frames queue until begin()
   std::atomic<bool> closed_{false};

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -108,6 +109,14 @@ struct InFrame {
 struct OutFrame {
   std::vector<std::byte> head;
   std::vector<torch::Tensor> tensors;
+  // Bytes from `begin` on (counted from the frame's first byte) may not be written before
+  // `ready()` is true: a tensor staged from a GPU in chunks goes out chunk by chunk, each once its
+  // copy to host memory is complete, so the copies overlap with the network. Ascending `begin`.
+  struct Gate {
+    std::uint64_t begin;
+    std::function<bool()> ready;
+  };
+  std::vector<Gate> gates;
 
   const FrameHeader& header() const { return *reinterpret_cast<const FrameHeader*>(head.data()); }
   // The frame as a gather list: head first, then each non-empty tensor's bytes.
@@ -123,6 +132,13 @@ struct OutFrame {
     std::uint64_t n = head.size();
     for (const auto& t : tensors) n += t.nbytes();
     return n;
+  }
+  // How many bytes from the frame's start may be written now (gates found open are dropped).
+  std::uint64_t writable_bytes() {
+    std::size_t open = 0;
+    while (open < gates.size() && gates[open].ready()) ++open;
+    gates.erase(gates.begin(), gates.begin() + static_cast<std::ptrdiff_t>(open));
+    return gates.empty() ? total_bytes() : gates.front().begin;
   }
   // Replaces tensors still on a GPU by host copies (their descriptors already say where they
   // arrive). The copy is ordered after the work queued on this thread's current stream, and
@@ -163,6 +179,20 @@ using CudaIpcResolver = std::function<torch::Tensor(std::span<const std::byte> r
 using SharedResolver = std::function<torch::Tensor(std::uint64_t offset, c10::IntArrayRef sizes,
                                                    c10::ScalarType dtype, std::uint64_t nbytes)>;
 
+// A tensor that arrives for a GPU, copied there while the rest of its bytes are still read: the
+// reader reads into staging() and reports progress(); finish() gives the tensor on its device,
+// complete for every stream. Made by the transport where CUDA is available.
+class DeviceUpload {
+ public:
+  virtual ~DeviceUpload() = default;
+  virtual torch::Tensor staging() = 0;
+  virtual void progress(std::uint64_t bytes_in) = 0;
+  virtual torch::Tensor finish() = 0;
+};
+// Returns an upload for such a tensor, or nullptr where a plain copy after the read is as good.
+using DeviceUploader = std::function<std::unique_ptr<DeviceUpload>(c10::IntArrayRef sizes, c10::ScalarType dtype,
+                                                                   std::uint64_t nbytes, c10::Device device)>;
+
 // Reads one frame at a time from a byte stream, validating before it allocates.
 //
 // Two ways to feed it: feed() copies from bytes the transport already holds; next_buffer() /
@@ -177,6 +207,8 @@ class FrameReader {
   void set_shared_resolver(SharedResolver resolve) { resolve_ = std::move(resolve); }
   // Accepts kCudaIpc tensors from now on.
   void set_cuda_ipc_resolver(CudaIpcResolver resolve) { resolve_ipc_ = std::move(resolve); }
+  // Copies large tensors that arrive for a GPU there while they are read.
+  void set_device_uploader(DeviceUploader upload) { upload_ = std::move(upload); }
 
   bool done() const { return stage_ == Stage::done; }
 
@@ -211,6 +243,7 @@ class FrameReader {
         if (filled_ == meta_total_) on_meta();
         break;
       case Stage::tensors:
+        if (uploads_[tensor_index_]) uploads_[tensor_index_]->progress(filled_);
         if (filled_ == frame_.tensors[tensor_index_].tensor.nbytes()) {
           if (external_[tensor_index_]) resolve_external(tensor_index_);
           filled_ = 0;
@@ -243,7 +276,8 @@ class FrameReader {
     InFrame out = std::move(frame_);
     for (std::size_t i = 0; i < out.tensors.size(); ++i) {
       auto& r = out.tensors[i];
-      if (!r.device.is_cpu()) r.tensor = r.tensor.to(r.device);
+      if (uploads_[i]) r.tensor = uploads_[i]->finish();
+      else if (!r.device.is_cpu()) r.tensor = r.tensor.to(r.device);
       if (requires_grad_[i]) r.tensor.requires_grad_(true);
     }
     reset();
@@ -263,6 +297,7 @@ class FrameReader {
     frame_ = InFrame{};
     requires_grad_.clear();
     external_.clear();
+    uploads_.clear();
     planned_.clear();
     stage_ = Stage::header;
     filled_ = 0;
@@ -347,8 +382,11 @@ class FrameReader {
       auto& t = planned[i];
       // An external tensor's stream bytes say where it is (an offset, an IPC record): they are
       // read into a placeholder first.
+      uploads_.push_back(!external_[i] && t.device.is_cuda() && upload_ ? upload_(t.sizes, t.dtype, t.nbytes, t.device)
+                                                                         : nullptr);
       auto tensor = external_[i] == kShared  ? torch::empty({1}, torch::kLong)
                     : external_[i] == kCudaIpc ? torch::empty({static_cast<int64_t>(kCudaIpcRecordBytes)}, torch::kUInt8)
+                    : uploads_[i]              ? uploads_[i]->staging()
                                                : BufferPool::global().empty(t.sizes, t.dtype, t.nbytes);
       frame_.tensors.push_back({std::move(tensor), t.device});
     }
@@ -390,10 +428,12 @@ class FrameReader {
   Limits limits_;
   SharedResolver resolve_;
   CudaIpcResolver resolve_ipc_;
+  DeviceUploader upload_;
   InFrame frame_;
   std::vector<Planned> planned_;
   std::vector<bool> requires_grad_;
   std::vector<std::uint8_t> external_;  // 0, kShared or kCudaIpc per tensor
+  std::vector<std::unique_ptr<DeviceUpload>> uploads_;  // per tensor; null: none
   Stage stage_ = Stage::header;
   std::size_t filled_ = 0;
   std::size_t meta_total_ = 0;
