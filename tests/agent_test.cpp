@@ -44,6 +44,7 @@ remora::Task<int> chain_via_c(int x) {
   int from_c = co_await remora::current_agent().rpc_async<&slow_on_c>("c", x);
   co_return from_c + 1;
 }
+remora::Task<int> doubled_later(int x) { co_return x * 2; }
 }  // namespace fns
 
 TEST_CASE("rpc_sync and rpc_async call typed functions on another worker", "[agent]") {
@@ -150,6 +151,30 @@ TEST_CASE("Many concurrent callers and replies arrive out of order", "[agent][co
   for (auto& c : callers) c.join();
   CHECK(wrong == 0);
   CHECK(first_done.get() == 120);
+  shutdown_group(g);
+}
+
+TEST_CASE("Calls that arrive together are run together, and each gets its own reply", "[agent][concurrency]") {
+  auto g = start_group({"a", "b"});
+  auto& a = *g[0];
+  // The first calls show b that these functions are cheap; bursts of them then run in batches
+  // (one pool job, one write of all replies). Failures and replies through a Task mix in.
+  CHECK(a.rpc_sync<&fns::add>("b", 1, 1) == 2);
+  CHECK(a.rpc_sync<&fns::doubled_later>("b", 1) == 2);
+  CHECK_THROWS_AS(a.rpc_sync<&fns::fails>("b", 1), remora::RemoteError);
+  for (int round = 0; round < 5; ++round) {
+    std::vector<remora::Future<int>> sums, doubles, failures;
+    for (int i = 0; i < 300; ++i) {
+      sums.push_back(a.rpc_async<&fns::add>("b", i, round));
+      doubles.push_back(a.rpc_async<&fns::doubled_later>("b", i));
+      if (i % 50 == 0) failures.push_back(a.rpc_async<&fns::fails>("b", i));
+    }
+    int wrong = 0;
+    for (int i = 0; i < 300; ++i) wrong += (sums[i].get() != i + round) + (doubles[i].get() != 2 * i);
+    CHECK(wrong == 0);
+    for (std::size_t k = 0; k < failures.size(); ++k)
+      CHECK_THROWS_WITH(failures[k].get(), Catch::Contains("index " + std::to_string(k * 50) + " out of range"));
+  }
   shutdown_group(g);
 }
 

@@ -18,10 +18,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include <asio/defer.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/thread_pool.hpp>
 
@@ -170,6 +172,11 @@ class Agent {
   void on_frame(const Link& conn, wire::InFrame&& frame);
   void on_close(const Link& conn, const std::string& reason);
   void dispatch_call(std::uint32_t from, wire::InFrame&& frame, detail::UniqueFunction<void(wire::OutFrame)> respond);
+  struct CallBatch;
+  static const detail::RegisteredFunction* function_of(const wire::InFrame& frame);
+  void receive_call(const Link& conn, wire::InFrame&& frame);
+  void run_batch(const std::shared_ptr<CallBatch>& batch);
+  void run_handler(const detail::RegisteredFunction& fn, detail::IncomingCall&& call);
   std::vector<std::shared_ptr<detail::AgentService>> services_snapshot() const;
   void on_reply(std::uint32_t from, wire::InFrame&& frame);
   std::optional<Pending> take_pending(std::uint64_t request_id);
@@ -362,8 +369,7 @@ inline void Agent::on_frame(const Link& conn, wire::InFrame&& frame) {
       }
       case wire::FrameKind::call:
         if (conn->peer_id == UINT32_MAX) throw ProtocolError("call before hello");
-        return dispatch_call(conn->peer_id, std::move(frame),
-                             [conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+        return receive_call(conn, std::move(frame));
       case wire::FrameKind::reply:
       case wire::FrameKind::error:
         return on_reply(conn->peer_id, std::move(frame));
@@ -376,28 +382,132 @@ inline void Agent::on_frame(const Link& conn, wire::InFrame&& frame) {
   }
 }
 
-inline void Agent::dispatch_call(std::uint32_t from, wire::InFrame&& frame,
-                                 detail::UniqueFunction<void(wire::OutFrame)> respond) {
+inline const detail::RegisteredFunction* Agent::function_of(const wire::InFrame& frame) {
   std::uint64_t fid;
   if (frame.body().size() < sizeof fid) throw ProtocolError("call without a function id");
   std::memcpy(&fid, frame.body().data(), sizeof fid);
-  const auto* fn = detail::Registry::global().find(fid);
+  return detail::Registry::global().find(fid);
+}
+
+// Calls to cheap functions (see RegisteredFunction::cheap) read from one connection in one go
+// are collected until the read handler returns, then run one after another on one pool thread,
+// and their replies leave in one write: one hand-off and one system call for the lot instead of
+// one each. Other calls go to the pool one by one.
+struct Agent::CallBatch {
+  Link conn;
+  std::mutex mu;        // with several I/O threads, the batch may start on another thread
+  bool closed = false;  // started: later calls go to a new batch
+  std::vector<std::pair<const detail::RegisteredFunction*, wire::InFrame>> calls;
+};
+
+inline void Agent::receive_call(const Link& conn, wire::InFrame&& frame) {
+  const auto* fn = function_of(frame);
+  if (!fn || !fn->cheap())
+    return dispatch_call(conn->peer_id, std::move(frame), [conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+  // This thread's open batch: read handlers run one at a time per thread, and the batch is
+  // closed by a job deferred to this thread, which runs once the current handler returns.
+  thread_local std::shared_ptr<CallBatch> open;
+  const bool more = conn->more_buffered();
+  if (open && open->conn == conn) {
+    std::unique_lock lock(open->mu);
+    if (!open->closed) {
+      open->calls.emplace_back(fn, std::move(frame));
+      if (more) return;
+      lock.unlock();  // the last call read: the batch starts now
+      auto batch = std::move(open);
+      return run_batch(batch);
+    }
+  }
+  open.reset();
+  if (!more)  // a lone call
+    return dispatch_call(conn->peer_id, std::move(frame), [conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+  // The rest of what was read may end in a partial frame: then the job deferred here (it runs
+  // once the read handler returns) starts the batch.
+  open = std::make_shared<CallBatch>();
+  open->conn = conn;
+  open->calls.emplace_back(fn, std::move(frame));
+  asio::defer(io_, [this, batch = open] {
+    if (open == batch) open.reset();
+    run_batch(batch);
+  });
+}
+
+inline void Agent::run_batch(const std::shared_ptr<CallBatch>& batch) {
+  {
+    std::lock_guard lock(batch->mu);
+    if (batch->closed) return;  // started already
+    batch->closed = true;
+  }
+  if (batch->calls.size() == 1) {
+    auto& conn = batch->conn;
+    return dispatch_call(conn->peer_id, std::move(batch->calls.front().second),
+                         [conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+  }
+  asio::post(pool_, [this, batch] {
+    // Replies given while the batch runs are collected; later ones (a function that answers
+    // through a Future) are sent on their own.
+    struct Sink {
+      std::mutex mu;
+      bool open = true;
+      std::vector<wire::OutFrame> replies;
+    };
+    auto sink = std::make_shared<Sink>();
+    const Link& conn = batch->conn;
+    auto flush = [&] {
+      std::vector<wire::OutFrame> out;
+      {
+        std::lock_guard lock(sink->mu);
+        out.swap(sink->replies);
+      }
+      if (!out.empty()) conn->send_batch(std::move(out));
+    };
+    const auto start = Clock::now();
+    for (auto& [fn, frame] : batch->calls) {
+      detail::IncomingCall call{std::move(frame), &options_.limits,
+                                [sink, conn](wire::OutFrame reply) {
+                                  {
+                                    std::lock_guard lock(sink->mu);
+                                    if (sink->open) return sink->replies.push_back(std::move(reply));
+                                  }
+                                  conn->send(std::move(reply));
+                                },
+                                this, conn->peer_id};
+      run_handler(*fn, std::move(call));
+      // A batch that turned out slow does not hold finished replies back.
+      if (Clock::now() - start > std::chrono::microseconds(100)) flush();
+    }
+    {
+      std::lock_guard lock(sink->mu);
+      sink->open = false;
+    }
+    flush();
+  });
+}
+
+inline void Agent::run_handler(const detail::RegisteredFunction& fn, detail::IncomingCall&& call) {
+  detail::serving_agent = this;
+  detail::serving_peer = call.from;
+  const auto start = Clock::now();
+  fn.handler(std::move(call));
+  fn.record_cost(Clock::now() - start);
+  detail::serving_agent = nullptr;
+  detail::serving_peer = UINT32_MAX;
+}
+
+inline void Agent::dispatch_call(std::uint32_t from, wire::InFrame&& frame,
+                                 detail::UniqueFunction<void(wire::OutFrame)> respond) {
+  const auto* fn = function_of(frame);
   if (!fn) {
+    std::uint64_t fid;
+    std::memcpy(&fid, frame.body().data(), sizeof fid);
     char hex[19];
     std::snprintf(hex, sizeof hex, "0x%016llx", static_cast<unsigned long long>(fid));
     return respond(detail::error_frame(frame.request_id(), detail::ErrorCode::unknown_function, "",
                                        std::string("no function with id ") + hex +
                                            " is registered (call it from this binary or REMORA_EXPOSE it)"));
   }
-  asio::post(pool_, [this, handler = fn->handler,
-                     call = detail::IncomingCall{std::move(frame), &options_.limits, std::move(respond), this,
-                                                 from}]() mutable {
-    detail::serving_agent = this;
-    detail::serving_peer = call.from;
-    handler(std::move(call));
-    detail::serving_agent = nullptr;
-    detail::serving_peer = UINT32_MAX;
-  });
+  asio::post(pool_, [this, fn, call = detail::IncomingCall{std::move(frame), &options_.limits, std::move(respond), this,
+                                                           from}]() mutable { run_handler(*fn, std::move(call)); });
 }
 
 inline std::optional<Agent::Pending> Agent::take_pending(std::uint64_t request_id) {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "remora/wire/frame.hpp"
 
@@ -22,6 +23,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Queues a frame; thread-safe. Frames sent after close are dropped (the close handler has
   // already failed whatever waited on them).
   virtual void send(wire::OutFrame frame) = 0;
+  // While the frame handler runs: whether bytes after this frame were read with it (more frames
+  // may follow at once). Lets the agent batch calls that arrive together.
+  virtual bool more_buffered() const { return false; }
+  // Queues several frames, in order; a transport may write them together.
+  virtual void send_batch(std::vector<wire::OutFrame> frames) {
+    for (auto& f : frames) send(std::move(f));
+  }
   // Closes the connection (idempotent); `reason` reaches the close handler.
   virtual void close(const std::string& reason) = 0;
   virtual std::string remote() const = 0;

@@ -84,22 +84,29 @@ class StreamConnection final : public Connection {
   void start() override { asio::post(socket_.get_executor(), [self = self_ptr()] { self->begin(); }); }
 
   void send(wire::OutFrame frame) override {
-    if constexpr (is_local) {
-      share_large_tensors(frame);
-      export_device_tensors(frame);
-    }
-    // GPU tensors not handed over by handle go through host memory: large ones in chunks that
-    // are sent as they arrive, the rest whole, here.
-#ifdef REMORA_CUDA_IPC
-    detail::stage_in_chunks(frame);
-#endif
-    frame.stage_to_host();
+    prepare(frame);
     std::lock_guard lock(write_mu_);
     if (closed_) return;
     // An idle connection writes on the sending thread: no hop to the I/O thread, which only
     // takes over what the socket does not accept at once (and batches frames queued meanwhile).
     if (connected_ && !writing_ && queue_.empty() && frame.gates.empty() && write_now(frame)) return;
     queue_.push_back(std::move(frame));
+    if (connected_ && !writing_) {
+      writing_ = true;
+      asio::post(socket_.get_executor(), [self = self_ptr()] { self->write_more(); });
+    }
+  }
+
+  // The frames go out with one gather write when the connection is idle.
+  void send_batch(std::vector<wire::OutFrame> frames) override {
+    if (frames.size() == 1) return send(std::move(frames.front()));
+    for (auto& f : frames) prepare(f);
+    std::vector<wire::OutFrame> written;  // destroyed after the lock: a deleter may send
+    std::lock_guard lock(write_mu_);
+    if (closed_) return;
+    const bool idle = connected_ && !writing_ && queue_.empty();
+    for (auto& f : frames) queue_.push_back(std::move(f));
+    if (idle && write_queue_now(written)) return;
     if (connected_ && !writing_) {
       writing_ = true;
       asio::post(socket_.get_executor(), [self = self_ptr()] { self->write_more(); });
@@ -124,6 +131,7 @@ class StreamConnection final : public Connection {
   const char* kind() const override { return is_local ? "local" : "tcp"; }
 
   std::size_t shared_bytes_in_use() const override { return arena_ ? arena_->in_use() : 0; }
+  bool more_buffered() const override { return recv_begin_ < recv_end_; }
 
  private:
   static constexpr std::size_t kRecvBuffer = 64 * 1024;
@@ -156,6 +164,54 @@ class StreamConnection final : public Connection {
       read_more();
     }
     write_more();
+  }
+
+  // What a frame needs before its bytes can be written: large tensors into shared memory or
+  // handed over by CUDA IPC handle (local), GPU tensors staged through host memory (large ones in
+  // chunks sent as they arrive, the rest whole, here).
+  void prepare(wire::OutFrame& frame) {
+    if constexpr (is_local) {
+      share_large_tensors(frame);
+      export_device_tensors(frame);
+    }
+#ifdef REMORA_CUDA_IPC
+    detail::stage_in_chunks(frame);
+#endif
+    frame.stage_to_host();
+  }
+
+  // Writes the whole queue with one non-blocking call (write_mu_ held, idle connection, no
+  // gates); true if it all went out. Otherwise the rest stays queued for write_more, with
+  // front_written_ saying how much of its first frame is gone.
+  bool write_queue_now(std::vector<wire::OutFrame>& written_frames) {
+    iovec iov[kMaxIov];
+    std::size_t n_iov = 0;
+    for (auto& f : queue_) {
+      if (!f.gates.empty()) return false;
+      auto segments = f.segments();
+      if (n_iov + segments.size() > kMaxIov) return false;
+      for (auto s : segments) iov[n_iov++] = {const_cast<std::byte*>(s.data()), s.size()};
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = n_iov;
+    ssize_t n;
+    do n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      asio::post(socket_.get_executor(), [self = self_ptr(), why = std::string(std::strerror(errno))] {
+        self->close_now("write failed: " + why);
+      });
+      return true;
+    }
+    std::uint64_t written = n < 0 ? 0 : static_cast<std::uint64_t>(n);
+    while (!queue_.empty() && written >= queue_.front().total_bytes()) {
+      written -= queue_.front().total_bytes();
+      written_frames.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    front_written_ = written;
+    return queue_.empty();
   }
 
   // Writes `frame` with one non-blocking call; true if it went out whole (or the connection

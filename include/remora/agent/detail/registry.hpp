@@ -2,6 +2,9 @@
 // The functions this process serves, by id. In an SPMD binary every function that is called
 // with rpc_sync/rpc_async/remote is registered by the call site's template instantiation; a
 // binary that only serves names its functions with REMORA_EXPOSE.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cxxabi.h>
 #include <exception>
@@ -38,8 +41,20 @@ inline thread_local std::uint32_t serving_peer = UINT32_MAX;
 using Handler = void (*)(IncomingCall&&);
 
 struct RegisteredFunction {
+  RegisteredFunction(std::string_view n, Handler h) : name(n), handler(h) {}
   std::string_view name;
   Handler handler;
+  // How long the handler has been running lately (a moving average, microseconds; unknown at
+  // first). Calls of cheap functions that arrive together run together and answer in one write.
+  mutable std::atomic<std::uint32_t> recent_us{kUnknownCost};
+  static constexpr std::uint32_t kUnknownCost = UINT32_MAX;
+  void record_cost(std::chrono::steady_clock::duration d) const {
+    const auto us = static_cast<std::uint32_t>(
+        std::min<std::int64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count(), 1'000'000));
+    const auto old = recent_us.load(std::memory_order_relaxed);
+    recent_us.store(old == kUnknownCost ? us : (old * 3 + us) / 4, std::memory_order_relaxed);
+  }
+  bool cheap() const { return recent_us.load(std::memory_order_relaxed) <= 20; }
 };
 
 class Registry {
@@ -50,7 +65,7 @@ class Registry {
   }
   bool add(std::uint64_t id, std::string_view name, Handler h) {
     std::lock_guard lock(mu_);
-    auto [it, inserted] = functions_.emplace(id, RegisteredFunction{name, h});
+    auto [it, inserted] = functions_.try_emplace(id, name, h);
     if (!inserted && it->second.name != name)
       log_warning("function id collision between " + std::string(name) + " and " + std::string(it->second.name));
     return true;
