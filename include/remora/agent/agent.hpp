@@ -177,6 +177,8 @@ class Agent {
   void receive_call(const Link& conn, wire::InFrame&& frame);
   void run_batch(const std::shared_ptr<CallBatch>& batch);
   void run_handler(const detail::RegisteredFunction& fn, detail::IncomingCall&& call);
+  void dispatch_known(const detail::RegisteredFunction& fn, std::uint32_t from, wire::InFrame&& frame,
+                      detail::UniqueFunction<void(wire::OutFrame)> respond);
   std::vector<std::shared_ptr<detail::AgentService>> services_snapshot() const;
   void on_reply(std::uint32_t from, wire::InFrame&& frame);
   std::optional<Pending> take_pending(std::uint64_t request_id);
@@ -402,8 +404,9 @@ struct Agent::CallBatch {
 
 inline void Agent::receive_call(const Link& conn, wire::InFrame&& frame) {
   const auto* fn = function_of(frame);
-  if (!fn || !fn->cheap())
-    return dispatch_call(conn->peer_id, std::move(frame), [conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+  auto respond = [conn](wire::OutFrame reply) { conn->send(std::move(reply)); };
+  if (!fn) return dispatch_call(conn->peer_id, std::move(frame), respond);  // answers "unknown function"
+  if (!fn->cheap()) return dispatch_known(*fn, conn->peer_id, std::move(frame), respond);
   // This thread's open batch: read handlers run one at a time per thread, and the batch is
   // closed by a job deferred to this thread, which runs once the current handler returns.
   thread_local std::shared_ptr<CallBatch> open;
@@ -419,8 +422,7 @@ inline void Agent::receive_call(const Link& conn, wire::InFrame&& frame) {
     }
   }
   open.reset();
-  if (!more)  // a lone call
-    return dispatch_call(conn->peer_id, std::move(frame), [conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+  if (!more) return dispatch_known(*fn, conn->peer_id, std::move(frame), respond);  // a lone call
   // The rest of what was read may end in a partial frame: then the job deferred here (it runs
   // once the read handler returns) starts the batch.
   open = std::make_shared<CallBatch>();
@@ -439,9 +441,9 @@ inline void Agent::run_batch(const std::shared_ptr<CallBatch>& batch) {
     batch->closed = true;
   }
   if (batch->calls.size() == 1) {
-    auto& conn = batch->conn;
-    return dispatch_call(conn->peer_id, std::move(batch->calls.front().second),
-                         [conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+    auto& [fn, frame] = batch->calls.front();
+    return dispatch_known(*fn, batch->conn->peer_id, std::move(frame),
+                          [conn = batch->conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
   }
   asio::post(pool_, [this, batch] {
     // Replies given while the batch runs are collected; later ones (a function that answers
@@ -506,8 +508,13 @@ inline void Agent::dispatch_call(std::uint32_t from, wire::InFrame&& frame,
                                        std::string("no function with id ") + hex +
                                            " is registered (call it from this binary or REMORA_EXPOSE it)"));
   }
-  asio::post(pool_, [this, fn, call = detail::IncomingCall{std::move(frame), &options_.limits, std::move(respond), this,
-                                                           from}]() mutable { run_handler(*fn, std::move(call)); });
+  dispatch_known(*fn, from, std::move(frame), std::move(respond));
+}
+
+inline void Agent::dispatch_known(const detail::RegisteredFunction& fn, std::uint32_t from, wire::InFrame&& frame,
+                                  detail::UniqueFunction<void(wire::OutFrame)> respond) {
+  asio::post(pool_, [this, &fn, call = detail::IncomingCall{std::move(frame), &options_.limits, std::move(respond), this,
+                                                            from}]() mutable { run_handler(fn, std::move(call)); });
 }
 
 inline std::optional<Agent::Pending> Agent::take_pending(std::uint64_t request_id) {
