@@ -4,10 +4,11 @@
 // scripts/bench).
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <new>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -18,13 +19,17 @@
 #include "remora/rref/remote.hpp"
 
 // Counts heap allocations made through operator new (remora's own containers, frames, closures;
-// libtorch's tensor storage uses its own allocator and is not counted).
+// libtorch's tensor storage uses its own allocator and is not counted). Only while g_counting:
+// shared counters bumped by every thread would slow the other figures down.
 namespace {
+std::atomic<bool> g_counting{false};
 std::atomic<std::uint64_t> g_news{0}, g_new_bytes{0};
-}
+}  // namespace
 void* operator new(std::size_t n) {
-  g_news.fetch_add(1, std::memory_order_relaxed);
-  g_new_bytes.fetch_add(n, std::memory_order_relaxed);
+  if (g_counting.load(std::memory_order_relaxed)) {
+    g_news.fetch_add(1, std::memory_order_relaxed);
+    g_new_bytes.fetch_add(n, std::memory_order_relaxed);
+  }
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
@@ -43,6 +48,14 @@ struct Echo : torch::nn::Module, EchoInterface {
 };
 }  // namespace bench
 
+// REMORA_BENCH=sync,async,... runs only those sections (to profile one); unset: all of them.
+static bool wanted(const char* section) {
+  const char* only = std::getenv("REMORA_BENCH");
+  if (!only || !*only) return true;
+  const std::string list = std::string(",") + only + ",";
+  return list.find(std::string(",") + section + ",") != std::string::npos;
+}
+
 int main() {
   using clock = std::chrono::steady_clock;
   remora::Options o;
@@ -55,46 +68,59 @@ int main() {
   auto x = torch::ones({1});
   for (int i = 0; i < 500; ++i) a->rpc_sync<&bench::echo>("w1", x);
   std::vector<double> us;
-  for (int i = 0; i < 5000; ++i) {
-    auto t = clock::now();
-    a->rpc_sync<&bench::echo>("w1", x);
-    us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t).count());
+  if (wanted("sync")) {
+    for (int i = 0; i < 5000; ++i) {
+      auto t = clock::now();
+      a->rpc_sync<&bench::echo>("w1", x);
+      us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t).count());
+    }
+    std::sort(us.begin(), us.end());
+    std::printf("sync_4B_p50_us %.1f\nsync_4B_p99_us %.1f\n", us[us.size() / 2], us[us.size() * 99 / 100]);
   }
-  std::sort(us.begin(), us.end());
-  std::printf("sync_4B_p50_us %.1f\nsync_4B_p99_us %.1f\n", us[us.size() / 2], us[us.size() * 99 / 100]);
 
   // Allocations per small call, both agents (one process) together.
-  {
+  if (wanted("allocs")) {
     const int calls = 2000;
+    g_counting = true;
     const auto news0 = g_news.load(), bytes0 = g_new_bytes.load();
     for (int i = 0; i < calls; ++i) a->rpc_sync<&bench::echo>("w1", x);
+    g_counting = false;
     std::printf("sync_4B_allocs_per_call %.1f\nsync_4B_alloc_bytes_per_call %.0f\n",
                 double(g_news.load() - news0) / calls, double(g_new_bytes.load() - bytes0) / calls);
   }
 
   // remote() + to_here() of a small value: creation, fetch and deletion, one at a time.
-  for (int i = 0; i < 200; ++i) remora::remote<&bench::echo>(*a, "w1", x).to_here();
-  us.clear();
-  for (int i = 0; i < 3000; ++i) {
-    auto t = clock::now();
-    remora::remote<&bench::echo>(*a, "w1", x).to_here();
-    us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t).count());
+  if (wanted("remote")) {
+    for (int i = 0; i < 200; ++i) remora::remote<&bench::echo>(*a, "w1", x).to_here();
+    us.clear();
+    for (int i = 0; i < 3000; ++i) {
+      auto t = clock::now();
+      remora::remote<&bench::echo>(*a, "w1", x).to_here();
+      us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t).count());
+    }
+    std::sort(us.begin(), us.end());
+    std::printf("remote_to_here_4B_p50_us %.1f\nremote_to_here_4B_p99_us %.1f\n", us[us.size() / 2],
+                us[us.size() * 99 / 100]);
   }
-  std::sort(us.begin(), us.end());
-  std::printf("remote_to_here_4B_p50_us %.1f\nremote_to_here_4B_p99_us %.1f\n", us[us.size() / 2],
-              us[us.size() * 99 / 100]);
 
   const int n = 20000;
-  std::vector<remora::Future<torch::Tensor>> fs;
-  fs.reserve(n);
-  auto t0 = clock::now();
-  for (int i = 0; i < n; ++i) fs.push_back(a->rpc_async<&bench::echo>("w1", x));
-  for (auto& f : fs) f.wait();
-  double secs = std::chrono::duration<double>(clock::now() - t0).count();
-  std::printf("async_4B_calls_per_s %.0f\n", n / secs);
+  if (wanted("async")) {
+    // REMORA_BENCH_ROUNDS > 1 repeats the whole round (for a profile); the figure is the last one.
+    const int rounds = std::getenv("REMORA_BENCH_ROUNDS") ? std::atoi(std::getenv("REMORA_BENCH_ROUNDS")) : 1;
+    double secs = 0;
+    for (int round = 0; round < std::max(rounds, 1); ++round) {
+      std::vector<remora::Future<torch::Tensor>> fs;
+      fs.reserve(n);
+      auto t0 = clock::now();
+      for (int i = 0; i < n; ++i) fs.push_back(a->rpc_async<&bench::echo>("w1", x));
+      for (auto& f : fs) f.wait();
+      secs = std::chrono::duration<double>(clock::now() - t0).count();
+    }
+    std::printf("async_4B_calls_per_s %.0f\n", n / secs);
+  }
 
   // Many callers on one callee: 8 threads of w0 calling w1 synchronously at once.
-  {
+  if (wanted("callers")) {
     const int threads = 8, each = 2000;
     std::vector<std::thread> callers;
     auto t = clock::now();
@@ -107,17 +133,20 @@ int main() {
                 threads * each / std::chrono::duration<double>(clock::now() - t).count());
   }
 
-  auto big = torch::ones({(64 << 20) / 4});
-  for (int i = 0; i < 5; ++i) a->rpc_sync<&bench::echo>("w1", big);
-  const int reps = 20;
-  auto t1 = clock::now();
-  for (int i = 0; i < reps; ++i) a->rpc_sync<&bench::echo>("w1", big);
-  double per = std::chrono::duration<double>(clock::now() - t1).count() / reps;
-  std::printf("echo_64MiB_ms %.1f\necho_64MiB_GBps %.3f\n", per * 1e3, 2.0 * (64 << 20) / per / 1e9);
+  if (wanted("echo")) {
+    auto big = torch::ones({(64 << 20) / 4});
+    for (int i = 0; i < 5; ++i) a->rpc_sync<&bench::echo>("w1", big);
+    const int reps = 20;
+    auto t1 = clock::now();
+    for (int i = 0; i < reps; ++i) a->rpc_sync<&bench::echo>("w1", big);
+    double per = std::chrono::duration<double>(clock::now() - t1).count() / reps;
+    std::printf("echo_64MiB_ms %.1f\necho_64MiB_GBps %.3f\n", per * 1e3, 2.0 * (64 << 20) / per / 1e9);
+  }
 
   // RemoteModule::forward of an echo module, as PyTorch's anchor measures it.
   auto m = remora::RemoteModule<bench::EchoInterface>::create<bench::Echo>(*a, "w1/cpu");
   for (std::int64_t bytes : {4LL, 4096LL, 1LL << 20, 64LL << 20}) {
+    if (!wanted("module")) break;
     auto t = torch::ones({bytes / 4});
     const int iters = bytes <= 4096 ? 3000 : (bytes <= (1 << 20) ? 300 : 10);
     for (int i = 0; i < std::min(iters / 10 + 1, 20); ++i) m.forward(t);
@@ -131,16 +160,19 @@ int main() {
     double mean_s = std::chrono::duration<double>(clock::now() - start).count() / iters;
     std::sort(us.begin(), us.end());
     const auto b = static_cast<long long>(bytes);
-    std::printf("module_%lldB_p50_us %.1f\nmodule_%lldB_p99_us %.1f\nmodule_%lldB_mean_us %.1f\nmodule_%lldB_GBps %.3f\n",
-                b, us[us.size() / 2], b, us[us.size() * 99 / 100], b, mean_s * 1e6, b, 2.0 * bytes / mean_s / 1e9);
+    std::printf(
+        "module_%lldB_p50_us %.1f\nmodule_%lldB_p99_us %.1f\nmodule_%lldB_mean_us %.1f\nmodule_%lldB_GBps %.3f\n", b,
+        us[us.size() / 2], b, us[us.size() * 99 / 100], b, mean_s * 1e6, b, 2.0 * bytes / mean_s / 1e9);
   }
-  std::vector<remora::Future<torch::Tensor>> mf;
-  mf.reserve(n);
-  auto t2 = clock::now();
-  for (int i = 0; i < n; ++i) mf.push_back(m.forward_async(x));
-  for (auto& f : mf) f.wait();
-  std::printf("module_async_4B_calls_per_s %.0f\n", n / std::chrono::duration<double>(clock::now() - t2).count());
-  mf.clear();
+  if (wanted("module_async")) {
+    std::vector<remora::Future<torch::Tensor>> mf;
+    mf.reserve(n);
+    auto t2 = clock::now();
+    for (int i = 0; i < n; ++i) mf.push_back(m.forward_async(x));
+    for (auto& f : mf) f.wait();
+    std::printf("module_async_4B_calls_per_s %.0f\n", n / std::chrono::duration<double>(clock::now() - t2).count());
+    mf.clear();
+  }
   m = {};
 
   std::thread sb([&] { b->shutdown(); });
