@@ -15,14 +15,16 @@
 // a `transport` frame that frees the range. When the arena is full, tensors go inline. GPU tensors
 // (sent under a device map) cross by CUDA IPC handle (detail/cuda_ipc.hpp) when libtorch has CUDA;
 // over TCP they are staged through host memory.
-#include <cstddef>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <mutex>
 #include <memory>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -89,7 +91,13 @@ class StreamConnection final : public Connection {
     if (closed_) return;
     // An idle connection writes on the sending thread: no hop to the I/O thread, which only
     // takes over what the socket does not accept at once (and batches frames queued meanwhile).
-    if (connected_ && !writing_ && queue_.empty() && frame.gates.empty() && write_now(frame)) return;
+    // A burst is the exception: see in_burst.
+    if (connected_ && !writing_ && queue_.empty() && frame.gates.empty() && !in_burst(frame) && write_now(frame)) {
+      last_direct_write_ = std::chrono::steady_clock::now();
+      reads_at_direct_write_ = reads_.load(std::memory_order_relaxed);
+      direct_writer_ = std::this_thread::get_id();
+      return;
+    }
     queue_.push_back(std::move(frame));
     if (connected_ && !writing_) {
       writing_ = true;
@@ -212,6 +220,22 @@ class StreamConnection final : public Connection {
     }
     front_written_ = written;
     return queue_.empty();
+  }
+
+  // Whether `frame` is part of a burst of calls: a call, from the thread that made the previous
+  // direct write, under kBurst ago, with nothing read from the peer since (so no ping-pong, where
+  // each call follows a reply; no set of threads each making its own calls; and no reply, which
+  // someone waits for). A burst's frames queue for the I/O thread, which writes all that queued
+  // meanwhile with one gather write: on loopback each write also runs the receiver's network
+  // stack on the sending thread, so one write per call is what limits pipelined calls. A lone
+  // call still leaves at once on its caller's thread.
+  static constexpr std::chrono::microseconds kBurst{50};
+  bool in_burst(const wire::OutFrame& frame) const {
+    return frame.head.size() >= sizeof(wire::FrameHeader) &&
+           frame.header().kind == static_cast<std::uint8_t>(wire::FrameKind::call) &&
+           direct_writer_ == std::this_thread::get_id() &&
+           reads_.load(std::memory_order_relaxed) == reads_at_direct_write_ &&
+           std::chrono::steady_clock::now() - last_direct_write_ < kBurst;
   }
 
   // Writes `frame` with one non-blocking call; true if it went out whole (or the connection
@@ -426,6 +450,7 @@ class StreamConnection final : public Connection {
       socket_.async_read_some(asio::buffer(direct.data(), direct.size()),
                               [self = self_ptr()](std::error_code ec, std::size_t n) {
                                 if (ec) return self->close_now(describe(ec));
+                                self->reads_.fetch_add(1, std::memory_order_relaxed);
                                 try {
                                   self->reader_.commit(n);
                                   self->deliver_if_done();
@@ -438,6 +463,7 @@ class StreamConnection final : public Connection {
     }
     socket_.async_read_some(asio::buffer(recv_), [self = self_ptr()](std::error_code ec, std::size_t n) {
       if (ec) return self->close_now(describe(ec));
+      self->reads_.fetch_add(1, std::memory_order_relaxed);
       self->recv_begin_ = 0;
       self->recv_end_ = n;
       self->consume();
@@ -507,6 +533,11 @@ class StreamConnection final : public Connection {
   std::vector<asio::const_buffer> iov_;
   asio::steady_timer gate_timer_;  // retries a write held up by a gate
   bool writing_ = false;    // a write is in flight on the strand
+  // For in_burst (under write_mu_, except reads_, counted by the strand's reads).
+  std::chrono::steady_clock::time_point last_direct_write_{};
+  std::uint64_t reads_at_direct_write_ = 0;
+  std::thread::id direct_writer_;
+  std::atomic<std::uint64_t> reads_{0};
   bool connected_ = false;  // frames queue until begin()
   std::atomic<bool> closed_{false};
 };
