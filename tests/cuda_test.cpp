@@ -19,6 +19,12 @@ namespace cuda_fns {
 torch::Tensor scale(torch::Tensor t, double f) { return t * f; }
 std::string device_of(torch::Tensor t) { return t.device().str(); }
 double sum_of(torch::Tensor t) { return t.sum().item<double>(); }
+// A tensor in a segment of its own: the cache is emptied first, so each call exports a new
+// segment (a new IPC handle) once the previous reply was released.
+torch::Tensor in_new_segment(double value) {
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  return torch::full({(4 << 20) / 4}, value, torch::kCUDA);
+}
 
 struct Inspector {
   virtual ~Inspector() = default;
@@ -163,6 +169,31 @@ TEST_CASE("GPU tensors cross between two processes by CUDA IPC handle, both ways
       CHECK(y.device() == torch::Device("cuda:0"));
       CHECK(torch::allclose(y, x * 2));
     }
+    client.shutdown();
+  }
+  CHECK(remora::test::wait_exit(child) == 0);
+}
+
+TEST_CASE("A process keeps a bounded number of a peer's GPU segments open", "[cuda][process]") {
+  if (std::getenv("REMORA_TRANSPORT") && std::string(std::getenv("REMORA_TRANSPORT")) == "tcp") return;  // no IPC
+  using remora::transport::detail::OpenedSegments;
+  const auto port = remora::test::free_port();
+  pid_t child = remora::test::spawn_self({"--role", "cuda_server", std::to_string(port)});
+  {
+    auto o = remora::test::tcp_options(port);
+    o.set_device_map("server", {{"cuda:0", "cuda:0"}});
+    remora::Agent client("client", 0, 2, o);
+    const auto closed_before = OpenedSegments::instance().closed_count();
+    const int rounds = static_cast<int>(OpenedSegments::kMaxOpen) + 16;
+    for (int round = 0; round < rounds; ++round) {
+      auto y = client.rpc_sync<&cuda_fns::in_new_segment>("server", double(round));
+      REQUIRE(y.device() == torch::Device("cuda:0"));
+      CHECK(y.min().item<double>() == round);
+      CHECK(y.max().item<double>() == round);
+      CHECK(OpenedSegments::instance().open_count() <= OpenedSegments::kMaxOpen);
+    }
+    // The peer's segments changed often enough that old ones were closed, not kept.
+    CHECK(OpenedSegments::instance().closed_count() > closed_before);
     client.shutdown();
   }
   CHECK(remora::test::wait_exit(child) == 0);

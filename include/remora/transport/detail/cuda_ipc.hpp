@@ -24,6 +24,7 @@
 #include <utility>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -132,6 +133,99 @@ class CudaExports {
   std::multimap<c10::DeviceIndex, cudaEvent_t> idle_events_;
 };
 
+// The peers' GPU segments this process has opened, by handle and device. CUDA refuses a second
+// open of a handle that is open, and opening costs far more than a small copy, so segments stay
+// open between copies; but at most kMaxOpen of them. An open segment keeps its memory from
+// going back to the peer's GPU even after the peer frees it, so past the bound the least
+// recently used segment that nobody is copying from is closed.
+class OpenedSegments {
+ public:
+  static constexpr std::size_t kMaxOpen = 32;
+
+  static OpenedSegments& instance() {
+    static OpenedSegments segments;
+    return segments;
+  }
+
+  // A segment's base address, open for as long as the lease lives (and then while it stays recent).
+  class Lease {
+   public:
+    Lease(const std::byte (&handle)[64], c10::DeviceIndex device)
+        : key_(key_of(handle, device)), base_(instance().acquire(key_, handle)) {}
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease() { instance().release(key_); }
+    void* base() const { return base_; }
+
+   private:
+    std::string key_;
+    void* base_;
+  };
+
+  std::size_t open_count() const {
+    std::lock_guard lock(mu_);
+    return open_.size();
+  }
+  std::uint64_t closed_count() const {
+    std::lock_guard lock(mu_);
+    return closed_;
+  }
+
+ private:
+  struct Segment {
+    void* base = nullptr;
+    int users = 0;
+    std::uint64_t last_use = 0;
+  };
+
+  static std::string key_of(const std::byte (&handle)[64], c10::DeviceIndex device) {
+    std::string key(reinterpret_cast<const char*>(handle), sizeof(cudaIpcMemHandle_t));
+    key += static_cast<char>(device);
+    return key;
+  }
+
+  void* acquire(const std::string& key, const std::byte (&handle)[64]) {
+    std::lock_guard lock(mu_);
+    auto it = open_.find(key);
+    if (it == open_.end()) {
+      close_unused_beyond(kMaxOpen - 1);
+      cudaIpcMemHandle_t mh;
+      std::memcpy(&mh, handle, sizeof mh);
+      void* base = nullptr;
+      if (cudaIpcOpenMemHandle(&base, mh, cudaIpcMemLazyEnablePeerAccess) != cudaSuccess)
+        throw ProtocolError("cannot open the peer's GPU memory handle");
+      it = open_.emplace(key, Segment{base}).first;
+    }
+    ++it->second.users;
+    it->second.last_use = ++clock_;
+    return it->second.base;
+  }
+
+  void release(const std::string& key) {
+    std::lock_guard lock(mu_);
+    if (auto it = open_.find(key); it != open_.end()) --it->second.users;
+  }
+
+  // Closes least recently used segments without users until at most `keep` are open.
+  void close_unused_beyond(std::size_t keep) {
+    while (open_.size() > keep) {
+      auto victim = open_.end();
+      for (auto it = open_.begin(); it != open_.end(); ++it)
+        if (it->second.users == 0 && (victim == open_.end() || it->second.last_use < victim->second.last_use))
+          victim = it;
+      if (victim == open_.end()) return;  // all in use: allowed past the bound for now
+      cudaIpcCloseMemHandle(victim->second.base);
+      open_.erase(victim);
+      ++closed_;
+    }
+  }
+
+  mutable std::mutex mu_;
+  std::map<std::string, Segment> open_;
+  std::uint64_t clock_ = 0;
+  std::uint64_t closed_ = 0;
+};
+
 // The receiver's side: a copy of the exported tensor on `device`, complete for every stream.
 inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef sizes, c10::ScalarType dtype,
                                         std::uint64_t nbytes, c10::Device device) {
@@ -139,30 +233,15 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
   const bool same_process = r.pid == static_cast<std::uint64_t>(::getpid());
   const std::byte* src = nullptr;
   cudaEvent_t event = nullptr;
+  std::optional<OpenedSegments::Lease> segment;  // open until the copy below is done
   if (same_process) {
     src = reinterpret_cast<const std::byte*>(static_cast<std::uintptr_t>(r.pointer));
     event = reinterpret_cast<cudaEvent_t>(static_cast<std::uintptr_t>(r.event_ptr));
   } else {
-    // Segments stay open once opened (CUDA refuses a second open of the same handle); the
-    // sender's caching allocator keeps few, long-lived segments.
-    static std::mutex mu;  // guards both caches
-    static std::map<std::string, void*> opened;
-    const std::string key(reinterpret_cast<const char*>(r.memory), sizeof(cudaIpcMemHandle_t));
-    void* base = nullptr;
-    {
-      std::lock_guard lock(mu);
-      auto it = opened.find(key + std::to_string(device.index()));
-      if (it == opened.end()) {
-        cudaIpcMemHandle_t mh;
-        std::memcpy(&mh, r.memory, sizeof mh);
-        if (cudaIpcOpenMemHandle(&base, mh, cudaIpcMemLazyEnablePeerAccess) != cudaSuccess)
-          throw ProtocolError("cannot open the peer's GPU memory handle");
-        it = opened.emplace(key + std::to_string(device.index()), base).first;
-      }
-      base = it->second;
-    }
+    segment.emplace(r.memory, device.index());
     {
       // Opened events are kept: the sender reuses its events, so the same handles come back.
+      static std::mutex mu;
       static std::map<std::string, cudaEvent_t> events;
       std::lock_guard lock(mu);
       const std::string ekey(reinterpret_cast<const char*>(r.event), sizeof(cudaIpcEventHandle_t));
@@ -175,7 +254,7 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
       }
       event = it->second;
     }
-    src = static_cast<const std::byte*>(base) + r.offset;
+    src = static_cast<const std::byte*>(segment->base()) + r.offset;
   }
   auto stream = c10::cuda::getStreamFromPool(false, device.index());
   auto out = torch::empty(sizes, torch::TensorOptions().dtype(dtype).device(device));
