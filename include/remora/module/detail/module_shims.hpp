@@ -42,7 +42,7 @@ auto run_on_module(const std::shared_ptr<OwnerState>& state, std::string device,
       [device = std::move(device), args = std::move(args), invoke, caller_has_map](const std::shared_ptr<I>& obj) mutable {
         const c10::Device dev(device);
         const bool on_cuda = dev.is_cuda();
-        if (on_cuda) args = to_device(std::move(args), dev);
+        if (on_cuda) args = to_device_queued(std::move(args), dev);
         using R = decltype(std::apply([&](auto&... a) -> decltype(auto) { return invoke(*obj, a...); }, args));
         if constexpr (std::is_void_v<R>) {
           std::apply([&](auto&... a) { invoke(*obj, a...); }, args);
