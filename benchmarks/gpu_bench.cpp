@@ -94,6 +94,9 @@ int main(int argc, char** argv) {
     auto gpu_module = Module::create<gpu_bench::Echo>(*p.a, "w1/cuda:0");
     time_calls("forward_cpu_module_4B", 3000, 4, [&] { cpu_module.forward(small_cpu); });
     time_calls("forward_cuda_module_4B", 3000, 4, [&] { gpu_module.forward(small_cpu); });
+    // The GPU work a cuda:0 module call cannot avoid: upload (queued), download (waited for).
+    time_calls("upload_then_download_4B", 3000, 4, [&] { small_cpu.to(torch::kCUDA, true).cpu(); });
+    time_calls("is_pinned_4B", 3000, 4, [&] { (void)small_cpu.is_pinned(); });
   }
   // Two processes with a device map cuda:0 -> cuda:0, as the anchor with --device-map.
   const std::string port = argc > 1 ? argv[1] : "29841";
