@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include <c10/util/SmallVector.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
 
@@ -120,8 +121,9 @@ struct OutFrame {
 
   const FrameHeader& header() const { return *reinterpret_cast<const FrameHeader*>(head.data()); }
   // The frame as a gather list: head first, then each non-empty tensor's bytes.
-  std::vector<std::span<const std::byte>> segments() const {
-    std::vector<std::span<const std::byte>> out;
+  // (Inline for up to 3 tensors: a small call's writes allocate nothing.)
+  c10::SmallVector<std::span<const std::byte>, 4> segments() const {
+    c10::SmallVector<std::span<const std::byte>, 4> out;
     out.reserve(1 + tensors.size());
     out.emplace_back(head.data(), head.size());
     for (const auto& t : tensors)

@@ -35,7 +35,11 @@ OutFrame encode_frame(FrameKind kind, std::uint64_t request_id, const Limits& li
   OutFrame f;
   f.head.reserve(128);
   f.head.resize(sizeof(FrameHeader));
-  std::vector<std::byte> descriptors;
+  // The descriptors' buffer is reused by this thread's next frame (taken, so that a value that
+  // encodes a frame of its own while it is saved gets a buffer of its own).
+  thread_local std::vector<std::byte> spare;
+  std::vector<std::byte> descriptors = std::move(spare);
+  descriptors.clear();
   {
     BodyWriter ar(f.head, descriptors, f.tensors);
     if constexpr (sizeof...(Ts) > 0) ar(values...);
@@ -54,6 +58,7 @@ OutFrame encode_frame(FrameKind kind, std::uint64_t request_id, const Limits& li
   h.descriptor_bytes = static_cast<std::uint32_t>(descriptors.size());
   h.tensor_count = static_cast<std::uint32_t>(f.tensors.size());
   std::memcpy(f.head.data(), &h, sizeof h);
+  spare = std::move(descriptors);
   if (f.total_bytes() > limits.max_frame_bytes)
     throw SerializationError("message of " + std::to_string(f.total_bytes()) + " bytes exceeds the frame limit of " +
                              std::to_string(limits.max_frame_bytes));

@@ -110,7 +110,21 @@ inline wire::OutFrame current_exception_frame(std::uint64_t request_id) {
   }
 }
 
-// Encodes a function's outcome as the reply to `request_id` for worker `to`.
+// Encodes a function's result as the reply to `request_id` for worker `to`.
+template <class T>
+wire::OutFrame value_reply_frame(std::uint64_t request_id, const wire::Limits& limits, const T& value,
+                                 Agent* agent = nullptr, std::uint32_t to = UINT32_MAX) {
+  try {
+    WireScope scope(agent, to, Direction::reply);
+    auto frame = wire::encode_frame(wire::FrameKind::reply, request_id, limits, value);
+    scope.commit();
+    return frame;
+  } catch (...) {
+    return current_exception_frame(request_id);
+  }
+}
+
+// Encodes a function's outcome (value or error) as the reply to `request_id` for worker `to`.
 template <class T>
 wire::OutFrame reply_frame(std::uint64_t request_id, const wire::Limits& limits, const Future<T>& outcome,
                            Agent* agent = nullptr, std::uint32_t to = UINT32_MAX) {
@@ -119,11 +133,7 @@ wire::OutFrame reply_frame(std::uint64_t request_id, const wire::Limits& limits,
       outcome.get();
       return wire::encode_frame(wire::FrameKind::reply, request_id, limits);
     } else {
-      const T& value = outcome.get();
-      WireScope scope(agent, to, Direction::reply);
-      auto frame = wire::encode_frame(wire::FrameKind::reply, request_id, limits, value);
-      scope.commit();
-      return frame;
+      return value_reply_frame(request_id, limits, outcome.get(), agent, to);
     }
   } catch (...) {
     return current_exception_frame(request_id);
@@ -146,21 +156,30 @@ void handle_call(IncomingCall&& call) {
   }
   using R = typename Tr::raw_result;
   using T = typename Tr::result;
-  Future<T> outcome;
-  try {
-    if constexpr (is_future_v<R>) {
+  if constexpr (is_future_v<R>) {
+    Future<T> outcome;
+    try {
       outcome = std::apply(F, std::move(args));
-    } else if constexpr (std::is_void_v<R>) {
-      std::apply(F, std::move(args));
-      outcome = make_ready_future();
-    } else {
-      outcome = make_ready_future<T>(std::apply(F, std::move(args)));
+    } catch (...) {
+      outcome = make_exceptional_future<T>(std::current_exception());
     }
-  } catch (...) {
-    outcome = make_exceptional_future<T>(std::current_exception());
+    outcome.on_ready([outcome, rid, limits = call.limits, respond = std::move(call.respond), agent = call.agent,
+                      from = call.from]() mutable { respond(reply_frame(rid, *limits, outcome, agent, from)); });
+  } else {
+    // A plain result is answered at once, without a future in between.
+    wire::OutFrame reply;
+    try {
+      if constexpr (std::is_void_v<R>) {
+        std::apply(F, std::move(args));
+        reply = wire::encode_frame(wire::FrameKind::reply, rid, *call.limits);
+      } else {
+        reply = value_reply_frame(rid, *call.limits, std::apply(F, std::move(args)), call.agent, call.from);
+      }
+    } catch (...) {
+      reply = current_exception_frame(rid);
+    }
+    call.respond(std::move(reply));
   }
-  outcome.on_ready([outcome, rid, limits = call.limits, respond = std::move(call.respond), agent = call.agent,
-                    from = call.from]() mutable { respond(reply_frame(rid, *limits, outcome, agent, from)); });
 }
 
 template <auto F>
