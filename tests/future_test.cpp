@@ -237,3 +237,17 @@ TEST_CASE("An Asio coroutine awaits a future without blocking its I/O thread", "
   io2.run();
   CHECK(error == "remora: add on worker 'ps' timed out: no reply within 5 ms");
 }
+
+TEST_CASE("Watching a future sees another thread complete it, and gives up after its budget", "[future]") {
+  using namespace std::chrono_literals;
+  remora::Promise<int> p;
+  auto f = p.get_future();
+  CHECK_FALSE(remora::detail::spin_until_ready(f, 1ms));  // nobody completes it
+  std::thread completer([&] {
+    std::this_thread::sleep_for(2ms);
+    p.set_value(7);
+  });
+  CHECK(remora::detail::spin_until_ready(f, 10s));
+  CHECK(f.get() == 7);
+  completer.join();
+}

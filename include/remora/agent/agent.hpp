@@ -29,6 +29,7 @@
 
 #include "remora/agent/detail/device_maps.hpp"
 #include "remora/agent/detail/registry.hpp"
+#include "remora/agent/detail/sync_wait.hpp"
 #include "remora/agent/detail/wire_context.hpp"
 #include "remora/agent/options.hpp"
 #include "remora/agent/rendezvous.hpp"
@@ -101,7 +102,24 @@ class Agent {
   auto rpc_async(std::string_view to, As&&... args);
   template <auto F, class... As>
   auto rpc_sync(std::string_view to, As&&... args) {
-    return rpc_async<F>(to, std::forward<As>(args)...).get();
+    auto f = rpc_async<F>(to, std::forward<As>(args)...);
+    await_sync(f);
+    return std::move(f).get();
+  }
+
+  // Waits for `f`, the answer to a sync call made through this agent. When it is the only call
+  // in flight and no other thread is waiting for one, the caller watches it for a while before
+  // it sleeps (detail/sync_wait.hpp).
+  template <class T>
+  void await_sync(const Future<T>& f) const {
+    if (f.is_ready()) return;
+    struct Waiting {
+      std::atomic<int>& n;
+      const bool alone = n.fetch_add(1, std::memory_order_relaxed) == 0;
+      ~Waiting() { n.fetch_sub(1, std::memory_order_relaxed); }
+    } waiting{sync_waiters_};
+    if (waiting.alone && lone_call_in_flight()) detail::SyncWaitPolicy::mine().watch(f);
+    f.wait();
   }
 
   // Graceful (default): waits until no worker has calls outstanding, then the whole group stops
@@ -225,6 +243,11 @@ class Agent {
   // Calls whose completion has not finished running, and calls ever started: graceful shutdown
   // waits until both stand still across the group.
   std::int64_t outstanding_ = 0;
+  mutable std::atomic<int> sync_waiters_{0};  // threads in await_sync
+  bool lone_call_in_flight() const {
+    std::lock_guard lock(pending_mu_);
+    return outstanding_ == 1;
+  }
   std::int64_t started_ = 0;
 
   // Last member: services go first, while everything they refer to still exists.

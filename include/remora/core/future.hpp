@@ -25,6 +25,9 @@ template <class T>
 class Task;
 
 namespace detail {
+// Watches `f` for up to `budget` instead of sleeping (for the agent's sync calls).
+template <class T>
+bool spin_until_ready(const Future<T>& f, std::chrono::microseconds budget);
 template <class T>
 struct is_future : std::false_type {};
 template <class T>
@@ -136,6 +139,8 @@ class Future {
   friend class Promise<T>;
   template <class U>
   friend class Future;
+  template <class U>
+  friend bool detail::spin_until_ready(const Future<U>& f, std::chrono::microseconds budget);
 
   detail::FutureState<T>& checked() const {
     if (!state_) throw Error("remora: use of an empty Future (default-constructed or moved from)");
@@ -215,6 +220,13 @@ Future<T> make_ready_future(Args&&... args) {
   return f;
 }
 inline Future<void> make_ready_future() { return make_ready_future<void>(); }
+
+namespace detail {
+template <class T>
+bool spin_until_ready(const Future<T>& f, std::chrono::microseconds budget) {
+  return f.checked().spin_until_ready(budget);
+}
+}  // namespace detail
 
 template <class T>
 Future<T> make_exceptional_future(std::exception_ptr e) {

@@ -73,7 +73,9 @@ class RemoteModule {
   // forward with the arguments a direct call of I::forward accepts (defaults included).
   template <class... As>
   result_type forward(As&&... args) const {
-    return forward_async(std::forward<As>(args)...).get();
+    auto f = forward_async(std::forward<As>(args)...);
+    agent().await_sync(f);
+    return std::move(f).get();
   }
   template <class... As>
   Future<result_type> forward_async(As&&... args) const;
@@ -83,7 +85,9 @@ class RemoteModule {
   auto call_async(As&&... args) const;
   template <auto M, class... As>
   auto call(As&&... args) const {
-    return call_async<M>(std::forward<As>(args)...).get();
+    auto f = call_async<M>(std::forward<As>(args)...);
+    agent().await_sync(f);
+    return std::move(f).get();
   }
 
   // The module itself, for custom code on the owner: module_rref().rpc_sync().call<&I::m>(...),

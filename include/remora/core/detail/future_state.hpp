@@ -1,10 +1,13 @@
 #pragma once
 // The shared state behind Future<T> and Promise<T>: one value or one exception, set once,
 // plus the continuations waiting for it.
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -25,20 +28,29 @@ class FutureState {
  public:
   using value_type = stored_t<T>;
 
-  bool is_ready() const {
-    std::lock_guard lock(mu_);
-    return ready_;
-  }
+  bool is_ready() const { return ready_.load(std::memory_order_acquire); }
 
   void wait() const {
+    if (is_ready()) return;
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return ready_; });
+    cv_.wait(lock, [&] { return ready_.load(std::memory_order_relaxed); });
+  }
+
+  // Watches the state for up to `budget` instead of sleeping; true if it became ready. Yields
+  // rather than pauses, so that a thread queued on this CPU (one that would complete it) runs.
+  bool spin_until_ready(std::chrono::microseconds budget) const {
+    const auto until = std::chrono::steady_clock::now() + budget;
+    do {
+      if (ready_.load(std::memory_order_acquire)) return true;
+      std::this_thread::yield();
+    } while (std::chrono::steady_clock::now() < until);
+    return ready_.load(std::memory_order_acquire);
   }
 
   template <class Duration>
   bool wait_for(const Duration& d) const {
     std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, d, [&] { return ready_; });
+    return cv_.wait_for(lock, d, [&] { return ready_.load(std::memory_order_relaxed); });
   }
 
   // Sets the value or the error exactly once; later attempts return false and change nothing.
@@ -60,7 +72,7 @@ class FutureState {
   // Registers `cb` and returns true if not ready yet; returns false (and keeps `cb`) if ready.
   bool add_if_pending(UniqueFunction<void()>& cb) {
     std::lock_guard lock(mu_);
-    if (ready_) return false;
+    if (ready_.load(std::memory_order_relaxed)) return false;
     callbacks_.push_back(std::move(cb));
     return true;
   }
@@ -75,7 +87,7 @@ class FutureState {
     dispatch_context_ = context;
   }
 
-  // Only valid once ready (the ready flag was read under the mutex, which orders these reads).
+  // Only valid once ready (is_ready() read the flag with acquire, which orders these reads).
   const std::exception_ptr& error() const { return error_; }
   value_type& value() { return *value_; }
 
@@ -85,9 +97,9 @@ class FutureState {
     std::vector<UniqueFunction<void()>> callbacks;
     {
       std::lock_guard lock(mu_);
-      if (ready_) return false;
+      if (ready_.load(std::memory_order_relaxed)) return false;
       set();
-      ready_ = true;
+      ready_.store(true, std::memory_order_release);
       callbacks.swap(callbacks_);
     }
     cv_.notify_all();
@@ -102,7 +114,7 @@ class FutureState {
 
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  bool ready_ = false;
+  std::atomic<bool> ready_{false};
   std::optional<value_type> value_;
   std::exception_ptr error_;
   std::vector<UniqueFunction<void()>> callbacks_;

@@ -1,0 +1,38 @@
+#pragma once
+// How a thread waits for the answer to its sync call. Sleeping on the future and being woken
+// costs a large part of a small call's round trip (on a 2-core host, about a fifth), so a caller
+// whose call is the only one its agent has in flight first watches the future for a while: its
+// answer comes back through one chain of threads, which the watching does not slow down. Calls
+// that overlap others sleep at once, leaving the CPU to the threads that answer them.
+#include <chrono>
+
+#include "remora/core/future.hpp"
+
+namespace remora::detail {
+
+// Per thread: how often its watches were answered in time (a moving average). A thread whose
+// answers mostly take longer than kWatch stops watching, except every 16th call, which checks
+// whether that has changed.
+class SyncWaitPolicy {
+ public:
+  static constexpr std::chrono::microseconds kWatch{50};
+
+  static SyncWaitPolicy& mine() {
+    thread_local SyncWaitPolicy policy;
+    return policy;
+  }
+
+  template <class T>
+  void watch(const Future<T>& f) {
+    if (answered_rate_ < 0.75 && ++since_watch_ < 16) return;
+    since_watch_ = 0;
+    const bool answered = spin_until_ready(f, kWatch);
+    answered_rate_ += ((answered ? 1.0 : 0.0) - answered_rate_) / 16;
+  }
+
+ private:
+  double answered_rate_ = 1.0;
+  int since_watch_ = 0;
+};
+
+}  // namespace remora::detail
