@@ -29,6 +29,11 @@ struct EchoInterface {
 struct Echo : torch::nn::Module, EchoInterface {
   torch::Tensor forward(torch::Tensor x) override { return x; }
 };
+// A CPU module that does the GPU work of a cuda:0 module call (upload, download) itself: what
+// the cuda:0 call costs beyond this one is remora's.
+struct GpuRoundTrip : torch::nn::Module, EchoInterface {
+  torch::Tensor forward(torch::Tensor x) override { return x.to(torch::kCUDA, true).cpu(); }
+};
 }  // namespace gpu_bench
 
 extern char** environ;
@@ -94,6 +99,8 @@ int main(int argc, char** argv) {
     auto gpu_module = Module::create<gpu_bench::Echo>(*p.a, "w1/cuda:0");
     time_calls("forward_cpu_module_4B", 3000, 4, [&] { cpu_module.forward(small_cpu); });
     time_calls("forward_cuda_module_4B", 3000, 4, [&] { gpu_module.forward(small_cpu); });
+    auto gpu_work_module = Module::create<gpu_bench::GpuRoundTrip>(*p.a, "w1/cpu");
+    time_calls("forward_cpu_module_doing_gpu_work_4B", 3000, 4, [&] { gpu_work_module.forward(small_cpu); });
     // The GPU work a cuda:0 module call cannot avoid: upload (queued), download (waited for).
     time_calls("upload_then_download_4B", 3000, 4, [&] { small_cpu.to(torch::kCUDA, true).cpu(); });
     time_calls("is_pinned_4B", 3000, 4, [&] { (void)small_cpu.is_pinned(); });
