@@ -15,7 +15,7 @@ namespace remora::detail {
 // whether that has changed.
 class SyncWaitPolicy {
  public:
-  static constexpr std::chrono::microseconds kWatch{50};
+  static constexpr std::chrono::microseconds kWatch{200};
 
   static SyncWaitPolicy& mine() {
     thread_local SyncWaitPolicy policy;
