@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <future>
 #include <string>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +17,9 @@
 
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/cuda.h>
+
+#include <asio/post.hpp>
+#include <asio/thread_pool.hpp>
 
 #include "remora/agent/rpc.hpp"
 #include "remora/module/remote_module.hpp"
@@ -103,6 +107,26 @@ int main(int argc, char** argv) {
     time_calls("forward_cpu_module_doing_gpu_work_4B", 3000, 4, [&] { gpu_work_module.forward(small_cpu); });
     // The GPU work a cuda:0 module call cannot avoid: upload (queued), download (waited for).
     time_calls("upload_then_download_4B", 3000, 4, [&] { small_cpu.to(torch::kCUDA, true).cpu(); });
+    // The same work handed to a pool thread and waited for: on 4 threads (any of them runs it,
+    // as remora's pool does) and on 1 (always the same thread).
+    for (int threads : {4, 1}) {
+      asio::thread_pool pool(threads);
+      const std::string name = "upload_then_download_on_pool_of_" + std::to_string(threads) + "_4B";
+      time_calls(name.c_str(), 3000, 4, [&] {
+        std::promise<void> done;
+        asio::post(pool, [&] {
+          small_cpu.to(torch::kCUDA, true).cpu();
+          done.set_value();
+        });
+        done.get_future().wait();
+      });
+      time_calls(("nothing_on_pool_of_" + std::to_string(threads)).c_str(), 3000, 4, [&] {
+        std::promise<void> done;
+        asio::post(pool, [&] { done.set_value(); });
+        done.get_future().wait();
+      });
+      pool.join();
+    }
     time_calls("is_pinned_4B", 3000, 4, [&] { (void)small_cpu.is_pinned(); });
   }
   // Two processes with a device map cuda:0 -> cuda:0, as the anchor with --device-map.
