@@ -247,3 +247,21 @@ TEST_CASE("Rendezvous rejects a duplicate name and a bad rank", "[agent][rendezv
   CHECK_FALSE(e1.empty());
   CHECK_THROWS_WITH(remora::Agent("x", 5, 2, o), Catch::Contains("outside world size"));
 }
+
+TEST_CASE("Sync calls answer alike whether the caller watches for the answer or sleeps at once", "[agent]") {
+  for (auto watch : {std::chrono::microseconds(0), std::chrono::microseconds(200)}) {
+    remora::Options o;
+    o.sync_watch = watch;
+    auto g = start_group({"trainer", "ps"}, o);
+    auto& trainer = *g[0];
+    for (int i = 0; i < 200; ++i) REQUIRE(trainer.rpc_sync<&fns::add>("ps", i, 1) == i + 1);
+    // Answers slower than the watch (the caller sleeps after it) and failures still arrive.
+    CHECK(trainer.rpc_sync<&fns::sleepy>("ps", 5) == 5);
+    CHECK_THROWS_AS(trainer.rpc_sync<&fns::fails>("ps", 3), remora::RemoteError);
+    shutdown_group(g);
+  }
+  remora::Options bad;
+  bad.store = c10::make_intrusive<c10d::HashStore>();
+  bad.sync_watch = std::chrono::microseconds(-1);
+  CHECK_THROWS_WITH(remora::Agent("a", 0, 1, bad), Catch::Contains("sync_watch must not be negative"));
+}

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -118,7 +119,8 @@ class Agent {
       const bool alone = n.fetch_add(1, std::memory_order_relaxed) == 0;
       ~Waiting() { n.fetch_sub(1, std::memory_order_relaxed); }
     } waiting{sync_waiters_};
-    if (waiting.alone && lone_call_in_flight()) detail::SyncWaitPolicy::mine().watch(f);
+    if (options_.sync_watch.count() > 0 && waiting.alone && lone_call_in_flight())
+      detail::SyncWaitPolicy::mine().watch(f, options_.sync_watch);
     f.wait();
   }
 
@@ -262,6 +264,7 @@ inline Agent::Agent(std::string name, int rank, int world_size, Options options)
       timer_strand_(asio::make_strand(io_)), acceptor_(io_), local_acceptor_(io_), pool_(std::max(1, options_.num_worker_threads)),
       sweep_timer_(timer_strand_) {
   if (options_.rpc_timeout.count() <= 0) throw Error("remora: Options::rpc_timeout must be positive");
+  if (options_.sync_watch.count() < 0) throw Error("remora: Options::sync_watch must not be negative");
   auto listen = asio::ip::tcp::endpoint(asio::ip::make_address(options_.listen_host), options_.listen_port);
   acceptor_.open(listen.protocol());
   acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
@@ -273,6 +276,14 @@ inline Agent::Agent(std::string name, int rank, int world_size, Options options)
     else if (v == "tcp") options_.transport = Transport::tcp;
     else if (v == "local") options_.transport = Transport::local;
     else throw Error("remora: REMORA_TRANSPORT must be auto, tcp or local, not '" + v + "'");
+  }
+  if (const char* w = std::getenv("REMORA_SYNC_WATCH_US"); w && *w) {
+    char* end = nullptr;
+    const long us = std::strtol(w, &end, 10);
+    if (*end != '\0' || us < 0 || us > 1'000'000)
+      throw Error("remora: REMORA_SYNC_WATCH_US must be a number of microseconds (0 to 1000000), not '" +
+                  std::string(w) + "'");
+    options_.sync_watch = std::chrono::microseconds(us);
   }
   detail::PeerAddress me{name, options_.advertise_host.empty() ? options_.listen_host : options_.advertise_host,
                          acceptor_.local_endpoint().port(), transport::host_identity(), ""};

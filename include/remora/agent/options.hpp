@@ -36,6 +36,9 @@ struct Options {
   // Threads that run user functions, and threads that do network I/O.
   int num_worker_threads = 4;
   int num_io_threads = 1;
+  // How long a sync call that is the only one in flight watches for its answer before the
+  // caller sleeps (README, Threads); 0: callers sleep at once. REMORA_SYNC_WATCH_US overrides it.
+  std::chrono::microseconds sync_watch{200};
   // Address this worker listens on (port 0: any free port) and the host it tells peers to use.
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 0;

@@ -11,22 +11,20 @@
 namespace remora::detail {
 
 // Per thread: how often its watches were answered in time (a moving average). A thread whose
-// answers mostly take longer than kWatch stops watching, except every 16th call, which checks
-// whether that has changed.
+// answers mostly take longer than the watch stops watching, except every 16th call, which
+// checks whether that has changed.
 class SyncWaitPolicy {
  public:
-  static constexpr std::chrono::microseconds kWatch{200};
-
   static SyncWaitPolicy& mine() {
     thread_local SyncWaitPolicy policy;
     return policy;
   }
 
   template <class T>
-  void watch(const Future<T>& f) {
+  void watch(const Future<T>& f, std::chrono::microseconds budget) {
     if (answered_rate_ < 0.75 && ++since_watch_ < 16) return;
     since_watch_ = 0;
-    const bool answered = spin_until_ready(f, kWatch);
+    const bool answered = spin_until_ready(f, budget);
     answered_rate_ += ((answered ? 1.0 : 0.0) - answered_rate_) / 16;
   }
 
