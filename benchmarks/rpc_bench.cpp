@@ -149,7 +149,7 @@ int main() {
   // RemoteModule::forward of an echo module, as PyTorch's anchor measures it.
   auto m = remora::RemoteModule<bench::EchoInterface>::create<bench::Echo>(*a, "w1/cpu");
   for (std::int64_t bytes : {4LL, 4096LL, 1LL << 20, 64LL << 20}) {
-    if (!wanted("module")) break;
+    if (!wanted("module") && !(bytes <= 4096 && wanted("module_small"))) continue;
     auto t = torch::ones({bytes / 4});
     const int iters = bytes <= 4096 ? 3000 : (bytes <= (1 << 20) ? 300 : 10);
     for (int i = 0; i < std::min(iters / 10 + 1, 20); ++i) m.forward(t);
