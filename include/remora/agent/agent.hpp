@@ -245,12 +245,12 @@ class Agent {
   // Calls whose completion has not finished running, and calls ever started: graceful shutdown
   // waits until both stand still across the group.
   std::int64_t outstanding_ = 0;
+  std::int64_t started_ = 0;
   mutable std::atomic<int> sync_waiters_{0};  // threads in await_sync
   bool lone_call_in_flight() const {
     std::lock_guard lock(pending_mu_);
     return outstanding_ == 1;
   }
-  std::int64_t started_ = 0;
 
   // Last member: services go first, while everything they refer to still exists.
   mutable std::mutex services_mu_;
