@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -105,6 +106,17 @@ void check_no_leaks(std::vector<std::unique_ptr<remora::Agent>>& g) {
 }
 
 std::int64_t owned(remora::Agent& a) { return remora::rref_stats(a).owned_values; }
+
+// Every agent's RRef tables, for the message of a failed leak check.
+std::string tables(std::vector<std::unique_ptr<remora::Agent>>& g) {
+  std::ostringstream out;
+  for (auto& a : g) {
+    auto s = remora::rref_stats(*a);
+    out << a->self().name << ": owned " << s.owned_values << ", forks " << s.forks << ", users " << s.user_rrefs
+        << ", pending children " << s.pending_children << "; ";
+  }
+  return out.str();
+}
 
 }  // namespace
 
@@ -279,7 +291,9 @@ TEST_CASE("many concurrent remote and to_here calls leave nothing behind", "[rre
     });
   for (auto& t : threads) t.join();
   CHECK(ok == 4 * 60);
-  CHECK(eventually([&] { return owned(*g[1]) == 0 && owned(*g[2]) == 0; }));
+  const bool released = eventually([&] { return owned(*g[1]) == 0 && owned(*g[2]) == 0; });
+  INFO(tables(g));
+  CHECK(released);
   shutdown_group(g);
   check_no_leaks(g);
 }

@@ -144,9 +144,12 @@ class Agent {
   std::uint64_t next_request_id() { return next_request_id_.fetch_add(1, std::memory_order_relaxed); }
   // Sends `frame` (a call with `request_id`) to `to`; the reply decodes as T.
   template <class T>
-  // `keep` is held until the call completed (the RRef a call refers to, say).
+  // `keep` is held until the call completed (the RRef a call refers to, say). `*sent` says whether
+  // the frame went to the peer: a ready future does not say it did not, since the reply may
+  // already be back.
   Future<T> start_call(std::uint32_t to, std::string_view function, std::uint64_t request_id, wire::OutFrame frame,
-                       std::chrono::milliseconds timeout, std::shared_ptr<const void> keep = nullptr);
+                       std::chrono::milliseconds timeout, std::shared_ptr<const void> keep = nullptr,
+                       bool* sent = nullptr);
   // Calls the handler registered as `fn` on worker `to`, with F's parameter and result types.
   template <auto F, class... As>
   auto call_as(std::uint32_t to, const Identity& fn, CallOptions opts, As&&... args) {
@@ -702,7 +705,7 @@ inline wire::InFrame Agent::loop_copy(wire::OutFrame& f, const wire::Limits& lim
 template <class T>
 Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::uint64_t request_id,
                             wire::OutFrame frame, std::chrono::milliseconds timeout,
-                            std::shared_ptr<const void> keep) {
+                            std::shared_ptr<const void> keep, bool* sent) {
   const std::string worker = workers_.at(to).name;
   if (state_.load() == State::stopped)
     throw Error("remora: worker '" + self().name + "' has shut down; cannot call " + std::string(function) +
@@ -774,6 +777,7 @@ Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::ui
   } else {
     link_to(to)->send(std::move(frame));
   }
+  if (sent) *sent = true;
   return future;
 }
 
@@ -797,8 +801,10 @@ auto Agent::call_keeping(std::shared_ptr<const void> keep, std::uint32_t to, con
         return wire::encode_frame(wire::FrameKind::call, rid, options_.limits, fn.id, typed...);
       },
       typename Tr::args(std::forward<As>(args)...));
-  auto future = start_call<typename Tr::result>(to, fn.name, rid, std::move(frame), opts.timeout, std::move(keep));
-  if (to == self_id_ || !future.is_ready()) scope.commit();
+  bool sent = false;
+  auto future =
+      start_call<typename Tr::result>(to, fn.name, rid, std::move(frame), opts.timeout, std::move(keep), &sent);
+  if (sent) scope.commit();
   return future;
 }
 
