@@ -72,8 +72,22 @@ std::pair<int, int> tcp_pair() {
 }
 
 // Waits in epoll_wait until `fd` is readable, then reads 8 bytes (what an I/O thread does).
+bool g_io_spin = false;
 void epoll_read8(int ep, int fd, char* buf) {
   epoll_event ev;
+  if (g_io_spin) {
+    const auto until = Clock::now() + std::chrono::microseconds(200);
+    while (::epoll_wait(ep, &ev, 1, 0) != 1) {
+      if (Clock::now() > until) {
+        while (::epoll_wait(ep, &ev, 1, -1) != 1) {
+        }
+        break;
+      }
+      std::this_thread::yield();
+    }
+    read_all(fd, buf, 8);
+    return;
+  }
   while (::epoll_wait(ep, &ev, 1, -1) != 1) {
   }
   read_all(fd, buf, 8);
@@ -99,9 +113,9 @@ struct Mailbox {
     }
     cv.notify_one();
   }
-  void take(bool watch = false) {
+  void take(bool watch = false, int watch_us = 50) {
     if (watch) {
-      const auto until = Clock::now() + std::chrono::microseconds(50);
+      const auto until = Clock::now() + std::chrono::microseconds(watch_us);
       while (!full.load(std::memory_order_acquire) && Clock::now() < until) std::this_thread::yield();
     }
     std::unique_lock lock(mu);
@@ -172,7 +186,7 @@ double event_loop() {
   return r;
 }
 
-double pool(bool watch) {
+double pool(bool watch, bool worker_watch = false) {
   auto [c, s] = tcp_pair();
   Mailbox to_worker, to_caller;
   std::thread callee_io([&, s = s] {
@@ -187,7 +201,7 @@ double pool(bool watch) {
   std::thread worker([&, s = s] {
     char b[8] = {};
     for (int i = 0; i < kTrips + 1000; ++i) {
-      to_worker.take();
+      to_worker.take(worker_watch, 200);
       write_all(s, b, 8);
     }
   });
@@ -216,14 +230,18 @@ double pool(bool watch) {
 
 int main() {
   // Interleaved, twice, so that a noisy moment does not favour one of them.
-  double b = 1e9, e = 1e9, p = 1e9, w = 1e9;
+  double b = 1e9, e = 1e9, p = 1e9, w = 1e9, ww = 1e9, io = 1e9;
   for (int round = 0; round < 2; ++round) {
     b = std::min(b, blocking());
     e = std::min(e, event_loop());
     p = std::min(p, pool(false));
     w = std::min(w, pool(true));
+    ww = std::min(ww, pool(true, true));
+    g_io_spin = true;
+    io = std::min(io, pool(true, true));
+    g_io_spin = false;
   }
   std::printf("floor_blocking_8B_p50_us %.1f\nfloor_event_loop_8B_p50_us %.1f\nfloor_pool_8B_p50_us %.1f\n"
-              "floor_pool_watch_8B_p50_us %.1f\n",
-              b, e, p, w);
+              "floor_pool_watch_8B_p50_us %.1f\nfloor_pool_watch_both_8B_p50_us %.1f\nfloor_io_spin_8B_p50_us %.1f\n",
+              b, e, p, w, ww, io);
 }

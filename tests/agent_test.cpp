@@ -248,20 +248,100 @@ TEST_CASE("Rendezvous rejects a duplicate name and a bad rank", "[agent][rendezv
   CHECK_THROWS_WITH(remora::Agent("x", 5, 2, o), Catch::Contains("outside world size"));
 }
 
-TEST_CASE("Sync calls answer alike whether the caller watches for the answer or sleeps at once", "[agent]") {
-  for (auto watch : {std::chrono::microseconds(0), std::chrono::microseconds(200)}) {
+TEST_CASE("Calls answer alike whether callers, workers and I/O threads watch or sleep at once", "[agent]") {
+  using us = std::chrono::microseconds;
+  struct Watches {
+    us sync, worker, io;
+  };
+  for (auto w : {Watches{us(0), us(0), us(0)}, Watches{us(200), us(200), us(200)}, Watches{us(200), us(0), us(0)},
+                 Watches{us(0), us(200), us(0)}, Watches{us(0), us(0), us(200)}}) {
+    INFO("sync " << w.sync.count() << " worker " << w.worker.count() << " io " << w.io.count());
     remora::Options o;
-    o.sync_watch = watch;
+    o.sync_watch = w.sync;
+    o.worker_watch = w.worker;
+    o.io_watch = w.io;
     auto g = start_group({"trainer", "ps"}, o);
     auto& trainer = *g[0];
     for (int i = 0; i < 200; ++i) REQUIRE(trainer.rpc_sync<&fns::add>("ps", i, 1) == i + 1);
     // Answers slower than the watch (the caller sleeps after it) and failures still arrive.
     CHECK(trainer.rpc_sync<&fns::sleepy>("ps", 5) == 5);
     CHECK_THROWS_AS(trainer.rpc_sync<&fns::fails>("ps", 3), remora::RemoteError);
+    // A pause longer than every watch: the next call finds sleeping threads and wakes them.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    CHECK(trainer.rpc_sync<&fns::add>("ps", 2, 3) == 5);
+    std::vector<remora::Future<int>> fs;
+    for (int i = 0; i < 300; ++i) fs.push_back(trainer.rpc_async<&fns::add>("ps", i, i));
+    for (int i = 0; i < 300; ++i) REQUIRE(fs[i].get() == 2 * i);
     shutdown_group(g);
   }
   remora::Options bad;
   bad.store = c10::make_intrusive<c10d::HashStore>();
-  bad.sync_watch = std::chrono::microseconds(-1);
+  bad.sync_watch = us(-1);
   CHECK_THROWS_WITH(remora::Agent("a", 0, 1, bad), Catch::Contains("sync_watch must not be negative"));
+  bad.sync_watch = us(0);
+  bad.worker_watch = us(-1);
+  CHECK_THROWS_WITH(remora::Agent("a", 0, 1, bad), Catch::Contains("worker_watch must not be negative"));
+  bad.worker_watch = us(0);
+  bad.io_watch = us(-1);
+  CHECK_THROWS_WITH(remora::Agent("a", 0, 1, bad), Catch::Contains("io_watch must not be negative"));
+}
+
+TEST_CASE("The worker pool runs every job, watching or not, and join runs what jobs post", "[agent][pool]") {
+  for (auto watch : {std::chrono::microseconds(0), std::chrono::microseconds(200)}) {
+    INFO("watch " << watch.count());
+    std::atomic<int> ran{0};
+    {
+      remora::detail::WorkerPool pool(3, watch);
+      // From several threads at once.
+      std::vector<std::thread> posters;
+      for (int t = 0; t < 4; ++t)
+        posters.emplace_back([&] {
+          for (int i = 0; i < 500; ++i) pool.post([&] { ++ran; });
+        });
+      for (auto& t : posters) t.join();
+      // One at a time, with pauses longer than the watch: each finds the workers asleep.
+      for (int i = 0; i < 3; ++i) {
+        std::promise<void> done;
+        pool.post([&] {
+          ++ran;
+          done.set_value();
+        });
+        CHECK(done.get_future().wait_for(5s) == std::future_status::ready);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      // Jobs that post jobs, still running when join starts.
+      pool.post([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        for (int i = 0; i < 10; ++i)
+          pool.post([&] {
+            ++ran;
+            pool.post([&] { ++ran; });
+          });
+      });
+      pool.join();
+    }
+    CHECK(ran == 2000 + 3 + 20);
+  }
+}
+
+TEST_CASE("An I/O loop that watches runs handlers and timers, and ends when its work does", "[agent][io]") {
+  for (auto watch : {std::chrono::microseconds(0), std::chrono::microseconds(200)}) {
+    INFO("watch " << watch.count());
+    asio::io_context io;
+    auto work = asio::make_work_guard(io);
+    remora::detail::IoLoop loop(io, watch);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) threads.emplace_back([&] { loop.run(); });
+    std::atomic<int> ran{0};
+    for (int i = 0; i < 1000; ++i) asio::post(io, [&] { ++ran; });
+    // A timer longer than the watch: the loop has gone to sleep in epoll when it fires.
+    std::promise<void> fired;
+    asio::steady_timer timer(io, std::chrono::milliseconds(5));
+    timer.async_wait([&](std::error_code) { fired.set_value(); });
+    CHECK(fired.get_future().wait_for(5s) == std::future_status::ready);
+    work.reset();
+    for (auto& t : threads) t.join();
+    CHECK(ran == 1000);
+    CHECK(io.stopped());
+  }
 }

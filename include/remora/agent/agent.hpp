@@ -26,11 +26,12 @@
 #include <asio/local/stream_protocol.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
-#include <asio/thread_pool.hpp>
 
 #include "remora/agent/detail/device_maps.hpp"
+#include "remora/agent/detail/io_loop.hpp"
 #include "remora/agent/detail/registry.hpp"
 #include "remora/agent/detail/sync_wait.hpp"
+#include "remora/agent/detail/worker_pool.hpp"
 #include "remora/agent/detail/wire_context.hpp"
 #include "remora/agent/options.hpp"
 #include "remora/agent/rendezvous.hpp"
@@ -225,12 +226,13 @@ class Agent {
   c10::intrusive_ptr<c10d::Store> store_;
 
   asio::io_context io_;
+  detail::IoLoop io_loop_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   asio::strand<asio::io_context::executor_type> timer_strand_;
   asio::ip::tcp::acceptor acceptor_;
   asio::local::stream_protocol::acceptor local_acceptor_;
   std::vector<std::thread> io_threads_;
-  asio::thread_pool pool_;
+  detail::WorkerPool pool_;
 
   std::atomic<State> state_{State::running};
   std::atomic<std::uint64_t> next_request_id_{1};
@@ -262,32 +264,47 @@ class Agent {
 
 // ---------------------------------------------------------------------------------------------
 
+namespace detail {
+// A microseconds setting from the environment variable `name`, if set.
+inline void microseconds_from_env(const char* name, std::chrono::microseconds& setting) {
+  const char* w = std::getenv(name);
+  if (!w || !*w) return;
+  char* end = nullptr;
+  const long us = std::strtol(w, &end, 10);
+  if (*end != '\0' || us < 0 || us > 1'000'000)
+    throw Error(std::string("remora: ") + name + " must be a number of microseconds (0 to 1000000), not '" + w + "'");
+  setting = std::chrono::microseconds(us);
+}
+
+// The options with the environment's overrides, checked.
+inline Options checked_options(Options o) {
+  if (o.rpc_timeout.count() <= 0) throw Error("remora: Options::rpc_timeout must be positive");
+  if (o.sync_watch.count() < 0) throw Error("remora: Options::sync_watch must not be negative");
+  if (o.worker_watch.count() < 0) throw Error("remora: Options::worker_watch must not be negative");
+  if (o.io_watch.count() < 0) throw Error("remora: Options::io_watch must not be negative");
+  if (const char* t = std::getenv("REMORA_TRANSPORT"); t && *t) {
+    const std::string v = t;
+    if (v == "auto") o.transport = Transport::automatic;
+    else if (v == "tcp") o.transport = Transport::tcp;
+    else if (v == "local") o.transport = Transport::local;
+    else throw Error("remora: REMORA_TRANSPORT must be auto, tcp or local, not '" + v + "'");
+  }
+  microseconds_from_env("REMORA_SYNC_WATCH_US", o.sync_watch);
+  microseconds_from_env("REMORA_WORKER_WATCH_US", o.worker_watch);
+  microseconds_from_env("REMORA_IO_WATCH_US", o.io_watch);
+  return o;
+}
+}  // namespace detail
+
 inline Agent::Agent(std::string name, int rank, int world_size, Options options)
-    : options_(std::move(options)), self_id_(static_cast<std::uint32_t>(rank)), work_(io_.get_executor()),
-      timer_strand_(asio::make_strand(io_)), acceptor_(io_), local_acceptor_(io_), pool_(std::max(1, options_.num_worker_threads)),
-      sweep_timer_(timer_strand_) {
-  if (options_.rpc_timeout.count() <= 0) throw Error("remora: Options::rpc_timeout must be positive");
-  if (options_.sync_watch.count() < 0) throw Error("remora: Options::sync_watch must not be negative");
+    : options_(detail::checked_options(std::move(options))), self_id_(static_cast<std::uint32_t>(rank)),
+      io_loop_(io_, options_.io_watch), work_(io_.get_executor()), timer_strand_(asio::make_strand(io_)), acceptor_(io_), local_acceptor_(io_),
+      pool_(options_.num_worker_threads, options_.worker_watch), sweep_timer_(timer_strand_) {
   auto listen = asio::ip::tcp::endpoint(asio::ip::make_address(options_.listen_host), options_.listen_port);
   acceptor_.open(listen.protocol());
   acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
   acceptor_.bind(listen);
   acceptor_.listen();
-  if (const char* t = std::getenv("REMORA_TRANSPORT"); t && *t) {
-    const std::string v = t;
-    if (v == "auto") options_.transport = Transport::automatic;
-    else if (v == "tcp") options_.transport = Transport::tcp;
-    else if (v == "local") options_.transport = Transport::local;
-    else throw Error("remora: REMORA_TRANSPORT must be auto, tcp or local, not '" + v + "'");
-  }
-  if (const char* w = std::getenv("REMORA_SYNC_WATCH_US"); w && *w) {
-    char* end = nullptr;
-    const long us = std::strtol(w, &end, 10);
-    if (*end != '\0' || us < 0 || us > 1'000'000)
-      throw Error("remora: REMORA_SYNC_WATCH_US must be a number of microseconds (0 to 1000000), not '" +
-                  std::string(w) + "'");
-    options_.sync_watch = std::chrono::microseconds(us);
-  }
   detail::PeerAddress me{name, options_.advertise_host.empty() ? options_.listen_host : options_.advertise_host,
                          acceptor_.local_endpoint().port(), transport::host_identity(), ""};
   if (options_.transport != Transport::tcp && !me.host_identity.empty()) {
@@ -309,7 +326,7 @@ inline Agent::Agent(std::string name, int rank, int world_size, Options options)
   accept_next(acceptor_);
   if (local_acceptor_.is_open()) accept_next(local_acceptor_);
   arm_sweep();
-  for (int i = 0; i < std::max(1, options_.num_io_threads); ++i) io_threads_.emplace_back([this] { io_.run(); });
+  for (int i = 0; i < std::max(1, options_.num_io_threads); ++i) io_threads_.emplace_back([this] { io_loop_.run(); });
 }
 
 // An abstract unix socket (no file to clean up), unique per process and agent.
@@ -482,7 +499,7 @@ inline void Agent::run_batch(const std::shared_ptr<CallBatch>& batch) {
     return dispatch_known(*fn, batch->conn->peer_id, std::move(frame),
                           [conn = batch->conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
   }
-  asio::post(pool_, [this, batch] {
+  pool_.post([this, batch] {
     // Replies given while the batch runs are collected; later ones (a function that answers
     // through a Future) are sent on their own.
     struct Sink {
@@ -550,7 +567,7 @@ inline void Agent::dispatch_call(std::uint32_t from, wire::InFrame&& frame,
 
 inline void Agent::dispatch_known(const detail::RegisteredFunction& fn, std::uint32_t from, wire::InFrame&& frame,
                                   detail::UniqueFunction<void(wire::OutFrame)> respond) {
-  asio::post(pool_, [this, &fn, call = detail::IncomingCall{std::move(frame), &options_.limits, std::move(respond), this,
+  pool_.post([this, &fn, call = detail::IncomingCall{std::move(frame), &options_.limits, std::move(respond), this,
                                                             from}]() mutable { run_handler(fn, std::move(call)); });
 }
 
@@ -603,7 +620,7 @@ inline void Agent::dispatch_to_pool(void* agent, detail::UniqueFunction<void()> 
     std::lock_guard lock(self->pending_mu_);
     ++self->outstanding_;
   }
-  asio::post(self->pool_, [self, cb = std::move(callback)]() mutable {
+  self->pool_.post([self, cb = std::move(callback)]() mutable {
     cb();
     cb = detail::UniqueFunction<void()>();
     std::lock_guard lock(self->pending_mu_);
@@ -671,7 +688,7 @@ inline void Agent::on_close(const Link& conn, const std::string& reason) {
   fail_pending_to(peer, [&](const Pending& p) {
     return std::make_exception_ptr(WorkerLost(worker, std::string(p.function), reason));
   });
-  asio::post(pool_, [this, peer] {
+  pool_.post([this, peer] {
     for (auto& s : services_snapshot()) s->on_peer_lost(peer);
   });
 }
@@ -766,7 +783,7 @@ Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::ui
     // A call to self skips the network but not the serialization boundary: the callee gets
     // copies, exactly as a remote callee would.
     frame.stage_to_host();  // here, on the caller's thread and stream
-    asio::post(pool_, [this, f = std::move(frame)]() mutable {
+    pool_.post([this, f = std::move(frame)]() mutable {
       try {
         dispatch_call(self_id_, loop_copy(f, options_.limits), [this](wire::OutFrame reply) {
           on_reply(self_id_, loop_copy(reply, options_.limits));
