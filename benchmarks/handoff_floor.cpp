@@ -9,8 +9,12 @@
 //               the caller, who waits on a condition variable
 //   pool_watch: the same, but the caller watches for the answer for up to 50 us (yielding)
 //               before it sleeps, as remora's sync calls do when one call is in flight
-// scripts/bench prints them beside remora's sync call, which pays the `pool` hand-offs plus its
-// own work (framing, dispatch, tensor codec).
+//   pool_watch_both: the worker also watches for the next request for up to 200 us before it
+//               sleeps, as remora's WorkerPool does
+//   io_spin:    and the I/O threads poll (epoll_wait with no timeout, yielding) for up to 200 us
+//               before they block, as remora's IoLoop does
+// scripts/bench prints them beside remora's sync call, which pays the `io_spin` hand-offs plus
+// its own work (framing, dispatch, tensor codec).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>

@@ -114,6 +114,34 @@ TEST_CASE("then() chains values and skips on error and flattens futures", "[futu
   CHECK_THROWS_AS(thrown.get(), std::logic_error);
 }
 
+TEST_CASE("then() on a complete future runs at once, on this thread, with the same outcomes", "[future]") {
+  auto ready = remora::make_ready_future<int>(21);
+  const auto caller = std::this_thread::get_id();
+  std::thread::id ran_on;
+  auto doubled = ready.then([&](int v) {
+    ran_on = std::this_thread::get_id();
+    return v * 2;
+  });
+  CHECK(doubled.is_ready());
+  CHECK(ran_on == caller);
+  CHECK(doubled.get() == 42);
+  CHECK(ready.then([](int) {}).is_ready());
+  // A continuation that returns a future: the result is that future, pending or complete.
+  Promise<int> inner;
+  auto flattened = ready.then([f = inner.get_future()](int) { return f; });
+  static_assert(std::is_same_v<decltype(flattened), Future<int>>);
+  CHECK_FALSE(flattened.is_ready());
+  inner.set_value(7);
+  CHECK(flattened.get() == 7);
+  // Errors: skipped continuations keep the error; a throwing continuation becomes the error.
+  auto failed = remora::make_exceptional_future<int>(std::make_exception_ptr(std::runtime_error("boom")));
+  bool ran = false;
+  CHECK_THROWS_WITH(failed.then([&](int v) { ran = true; return v; }).get(), "boom");
+  CHECK_FALSE(ran);
+  CHECK(failed.then([](Future<int> g) { return g.has_error() ? -1 : 0; }).get() == -1);
+  CHECK_THROWS_AS(ready.then([](int) -> int { throw std::logic_error("in continuation"); }).get(), std::logic_error);
+}
+
 TEST_CASE("A future completed on one thread is seen by waiters and continuations on others", "[future]") {
   for (int round = 0; round < 50; ++round) {
     Promise<int> p;

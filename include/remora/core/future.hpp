@@ -279,6 +279,23 @@ template <class T>
 template <class F>
 auto Future<T>::then(F&& f) const {
   using U = typename detail::continuation_result<T, std::decay_t<F>>::type;
+  if (is_ready()) {
+    // Runs now, as on_ready would, without a promise and a stored continuation in between
+    // (a served call's chain of ready futures costs no allocations for them).
+    using Raw = std::remove_cvref_t<decltype(detail::invoke_continuation<T>(f, *this))>;
+    try {
+      if constexpr (is_future_v<Raw>) {
+        return Future<U>(detail::invoke_continuation<T>(f, *this));
+      } else if constexpr (std::is_void_v<U>) {
+        detail::invoke_continuation<T>(f, *this);
+        return make_ready_future();
+      } else {
+        return make_ready_future<U>(detail::invoke_continuation<T>(f, *this));
+      }
+    } catch (...) {
+      return make_exceptional_future<U>(std::current_exception());
+    }
+  }
   Promise<U> p;
   Future<U> out = p.get_future();
   on_ready([src = *this, f = std::forward<F>(f), p = std::move(p)]() mutable {
