@@ -261,6 +261,26 @@ struct continuation_result {
   using type = unwrap_future_t<std::remove_cvref_t<raw>>;
 };
 
+// The outcome of `f()` as a future: its value (a future it returns is the result itself) or
+// the exception it threw.
+template <class F>
+auto invoke_into_future(F&& f) -> Future<unwrap_future_t<std::remove_cvref_t<std::invoke_result_t<F&>>>> {
+  using Raw = std::remove_cvref_t<std::invoke_result_t<F&>>;
+  using U = unwrap_future_t<Raw>;
+  try {
+    if constexpr (is_future_v<Raw>) {
+      return Future<U>(f());
+    } else if constexpr (std::is_void_v<U>) {
+      f();
+      return make_ready_future();
+    } else {
+      return make_ready_future<U>(f());
+    }
+  } catch (...) {
+    return make_exceptional_future<U>(std::current_exception());
+  }
+}
+
 // Completes `p` with the outcome of the (complete) future `src`.
 template <class U>
 void forward_outcome(Promise<U>& p, Future<U>& src) {
@@ -282,19 +302,7 @@ auto Future<T>::then(F&& f) const {
   if (is_ready()) {
     // Runs now, as on_ready would, without a promise and a stored continuation in between
     // (a served call's chain of ready futures costs no allocations for them).
-    using Raw = std::remove_cvref_t<decltype(detail::invoke_continuation<T>(f, *this))>;
-    try {
-      if constexpr (is_future_v<Raw>) {
-        return Future<U>(detail::invoke_continuation<T>(f, *this));
-      } else if constexpr (std::is_void_v<U>) {
-        detail::invoke_continuation<T>(f, *this);
-        return make_ready_future();
-      } else {
-        return make_ready_future<U>(detail::invoke_continuation<T>(f, *this));
-      }
-    } catch (...) {
-      return make_exceptional_future<U>(std::current_exception());
-    }
+    return detail::invoke_into_future([&]() -> decltype(auto) { return detail::invoke_continuation<T>(f, *this); });
   }
   Promise<U> p;
   Future<U> out = p.get_future();

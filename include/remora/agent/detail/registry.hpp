@@ -163,6 +163,8 @@ void handle_call(IncomingCall&& call) {
     } catch (...) {
       outcome = make_exceptional_future<T>(std::current_exception());
     }
+    if (outcome.is_ready())  // answered at once: no stored continuation
+      return call.respond(reply_frame(rid, *call.limits, outcome, call.agent, call.from));
     outcome.on_ready([outcome, rid, limits = call.limits, respond = std::move(call.respond), agent = call.agent,
                       from = call.from]() mutable { respond(reply_frame(rid, *limits, outcome, agent, from)); });
   } else {

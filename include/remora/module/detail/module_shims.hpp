@@ -38,7 +38,8 @@ template <class I, class Args, class Invoke>
 auto run_on_module(const std::shared_ptr<OwnerState>& state, std::string device, Args args, Invoke invoke) {
   const bool caller_has_map = serving_agent && serving_peer != UINT32_MAX && serving_peer != serving_agent->self().id &&
                               !serving_agent->reply_device_map(serving_peer).empty();
-  return typed_value<I>(state).then(
+  return with_typed_value<I>(
+      state,
       [device = std::move(device), args = std::move(args), invoke, caller_has_map](const std::shared_ptr<I>& obj) mutable {
         const c10::Device dev(device);
         const bool on_cuda = dev.is_cuda();

@@ -111,15 +111,29 @@ struct CreateShim<F, R (*)(Ps...)> {
 template <auto F, class R, class... Ps>
 struct CreateShim<F, R (*)(Ps...) noexcept> : CreateShim<F, R (*)(Ps...)> {};
 
+// The value of a created RRef (state->value is ready) as a T: throws its creation's error, or
+// if it holds something else.
+template <class T>
+std::shared_ptr<T> created_value(const std::shared_ptr<OwnerState>& state, const std::shared_ptr<void>& v) {
+  if (state->type.load() != type_identity_of<T>.id)
+    throw Error("remora: the RRef " + state->id.str() + " holds a " + std::string(state->name) + ", not a " +
+                std::string(type_identity_of<T>.name));
+  return std::static_pointer_cast<T>(v);
+}
+
 // Waits for the value of `id` on this owner and checks it holds a T.
 template <class T>
 Future<std::shared_ptr<T>> typed_value(const std::shared_ptr<OwnerState>& state) {
-  return state->value.then([state](const std::shared_ptr<void>& v) {
-    if (state->type.load() != type_identity_of<T>.id)
-      throw Error("remora: the RRef " + state->id.str() + " holds a " + std::string(state->name) + ", not a " +
-                  std::string(type_identity_of<T>.name));
-    return std::static_pointer_cast<T>(v);
-  });
+  return state->value.then([state](const std::shared_ptr<void>& v) { return created_value<T>(state, v); });
+}
+
+// `f(value)` once the value of `id` on this owner exists as a T; at once, without a future in
+// between, when it does already (a served call on a created RRef: the usual case).
+template <class T, class F>
+auto with_typed_value(const std::shared_ptr<OwnerState>& state, F&& f) {
+  if (state->value.is_ready())
+    return invoke_into_future([&]() -> decltype(auto) { return f(created_value<T>(state, state->value.get())); });
+  return typed_value<T>(state).then(std::forward<F>(f));
 }
 
 // to_here: a copy of the value.
@@ -175,7 +189,7 @@ constexpr void check_method() {
 // Invokes M on the owner's value with the decoded arguments, once the value exists.
 template <class T, auto M, class Args>
 auto invoke_on_value(const std::shared_ptr<OwnerState>& state, Args args) {
-  return typed_value<T>(state).then([args = std::move(args)](const std::shared_ptr<T>& obj) mutable {
+  return with_typed_value<T>(state, [args = std::move(args)](const std::shared_ptr<T>& obj) mutable {
     return std::apply([&](auto&... a) -> decltype(auto) { return std::invoke(M, *obj, std::move(a)...); }, args);
   });
 }
