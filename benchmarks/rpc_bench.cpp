@@ -158,9 +158,10 @@ int main() {
         "module_%lldB_p50_us %.1f\nmodule_%lldB_p99_us %.1f\nmodule_%lldB_mean_us %.1f\nmodule_%lldB_GBps %.3f\n", b,
         us[us.size() / 2], b, us[us.size() * 99 / 100], b, mean_s * 1e6, b, 2.0 * bytes / mean_s / 1e9);
   }
-  if (wanted("module_async")) {  // as async: the second of two rounds
+  if (wanted("module_async")) {  // as async: the second of two rounds (or the last of REMORA_BENCH_ROUNDS)
+    const int rounds = std::getenv("REMORA_BENCH_ROUNDS") ? std::atoi(std::getenv("REMORA_BENCH_ROUNDS")) : 2;
     double secs = 0;
-    for (int round = 0; round < 2; ++round) {
+    for (int round = 0; round < std::max(rounds, 2); ++round) {
       std::vector<remora::Future<torch::Tensor>> mf;
       mf.reserve(n);
       auto t2 = clock::now();

@@ -1,6 +1,8 @@
 // Future<T>, Promise<T>, then(), Task<T>, when_all and the Asio bridge.
+#include <array>
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -9,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include "remora/core/asio_await.hpp"
+#include "remora/core/detail/unique_function.hpp"
 #include "remora/core/future.hpp"
 #include "remora/core/task.hpp"
 #include "remora/core/when_all.hpp"
@@ -278,4 +281,39 @@ TEST_CASE("Watching a future sees another thread complete it, and gives up after
   CHECK(remora::detail::spin_until_ready(f, 10s));
   CHECK(f.get() == 7);
   completer.join();
+}
+
+TEST_CASE("UniqueFunction holds small and large move-only targets and destroys each once", "[future]") {
+  using remora::detail::UniqueFunction;
+  struct Counted {
+    int* live;
+    explicit Counted(int* l) : live(l) { ++*live; }
+    Counted(Counted&& o) noexcept : live(o.live) { ++*live; }
+    ~Counted() { --*live; }
+  };
+  int live = 0;
+  {
+    auto small_owner = std::make_unique<int>(5);
+    std::array<char, 200> big{};
+    big[199] = 7;
+    UniqueFunction<int(int)> small([c = Counted(&live), p = std::move(small_owner)](int x) { return x + *p; });
+    UniqueFunction<int(int)> large([c = Counted(&live), big](int x) { return x + big[199]; });
+    CHECK(live == 2);
+    CHECK(small(1) == 6);
+    CHECK(large(1) == 8);
+    // Moves keep one live target each; the moved-from functions are empty.
+    UniqueFunction<int(int)> a(std::move(small)), b;
+    b = std::move(large);
+    CHECK_FALSE(small);
+    CHECK_FALSE(large);
+    CHECK(live == 2);
+    std::vector<UniqueFunction<int(int)>> many;
+    for (int i = 0; i < 100; ++i) many.emplace_back([c = Counted(&live), i](int x) { return x + i; });
+    CHECK(many[99](1) == 100);  // after the vector moved them while growing
+    CHECK(live == 102);
+    a = UniqueFunction<int(int)>();
+    CHECK(live == 101);
+    CHECK(b(2) == 9);
+  }
+  CHECK(live == 0);
 }
