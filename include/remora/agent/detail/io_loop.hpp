@@ -13,6 +13,8 @@
 
 #include <asio/io_context.hpp>
 
+#include "remora/agent/detail/watch_rate.hpp"
+
 namespace remora::detail {
 
 class IoLoop {
@@ -32,9 +34,11 @@ class IoLoop {
   // Polls for up to the watch; true if a handler ran. False at once when another thread
   // watches, or when watches mostly found nothing (every 16th is tried regardless).
   bool watch() {
-    if (found_rate_ < 0.5 && ++since_watch_ < 16) return false;
     if (watching_.exchange(true, std::memory_order_acquire)) return false;
-    since_watch_ = 0;
+    if (!rate_.should_try()) {  // rate_ belongs to the watching thread
+      watching_.store(false, std::memory_order_release);
+      return false;
+    }
     const auto until = std::chrono::steady_clock::now() + watch_;
     bool found = false;
     while (!io_.stopped() && std::chrono::steady_clock::now() < until) {
@@ -44,18 +48,15 @@ class IoLoop {
       }
       std::this_thread::yield();
     }
+    rate_.record(found);
     watching_.store(false, std::memory_order_release);
-    const double rate = found_rate_.load(std::memory_order_relaxed);
-    found_rate_.store(rate + ((found ? 1.0 : 0.0) - rate) / 16, std::memory_order_relaxed);
     return found;
   }
 
   asio::io_context& io_;
   const std::chrono::microseconds watch_;
   std::atomic<bool> watching_{false};
-  // Shared by the I/O threads without a lock: a heuristic, a lost update is harmless.
-  std::atomic<double> found_rate_{1.0};
-  std::atomic<int> since_watch_{0};
+  WatchRate rate_{0.5};  // only the thread that set watching_ touches it
 };
 
 }  // namespace remora::detail

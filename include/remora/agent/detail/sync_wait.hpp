@@ -7,6 +7,7 @@
 // CPU to the threads that answer them.
 #include <chrono>
 
+#include "remora/agent/detail/watch_rate.hpp"
 #include "remora/core/future.hpp"
 
 namespace remora::detail {
@@ -23,15 +24,11 @@ class SyncWaitPolicy {
 
   template <class T>
   void watch(const Future<T>& f, std::chrono::microseconds budget) {
-    if (answered_rate_ < 0.75 && ++since_watch_ < 16) return;
-    since_watch_ = 0;
-    const bool answered = spin_until_ready(f, budget);
-    answered_rate_ += ((answered ? 1.0 : 0.0) - answered_rate_) / 16;
+    if (rate_.should_try()) rate_.record(spin_until_ready(f, budget));
   }
 
  private:
-  double answered_rate_ = 1.0;
-  int since_watch_ = 0;
+  WatchRate rate_{0.75};
 };
 
 }  // namespace remora::detail

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "remora/agent/detail/watch_rate.hpp"
 #include "remora/core/detail/unique_function.hpp"
 
 namespace remora::detail {
@@ -85,12 +86,7 @@ class WorkerPool {
 
   // One watcher at a time, and only while watches mostly find work (every 16th is tried
   // regardless, to notice that calls came back). Called and returns with the lock held.
-  bool should_watch() {
-    if (watch_.count() <= 0 || watching_ > 0 || joining_) return false;
-    if (found_rate_ < 0.5 && ++since_watch_ < 16) return false;
-    since_watch_ = 0;
-    return true;
-  }
+  bool should_watch() { return watch_.count() > 0 && watching_ == 0 && !joining_ && rate_.should_try(); }
   void watch(std::unique_lock<std::mutex>& lock) {
     ++watching_;
     lock.unlock();
@@ -100,7 +96,7 @@ class WorkerPool {
       std::this_thread::yield();
     lock.lock();
     --watching_;
-    found_rate_ += ((found ? 1.0 : 0.0) - found_rate_) / 16;
+    rate_.record(found);
   }
 
   const std::chrono::microseconds watch_;
@@ -109,8 +105,7 @@ class WorkerPool {
   std::deque<Job> queue_;
   std::atomic<std::size_t> queued_{0};  // queue_.size(), for watchers that do not take the lock
   std::size_t sleeping_ = 0, watching_ = 0, running_ = 0;
-  double found_rate_ = 1.0;
-  int since_watch_ = 0;
+  WatchRate rate_{0.5};  // under mu_
   bool joining_ = false;
   std::vector<std::thread> workers_;
 };
