@@ -10,6 +10,9 @@
 #include <catch2/catch.hpp>
 
 #include "agent_support.hpp"
+#include <torch/nn.h>
+
+#include "remora/module/remote_module.hpp"
 #include "remora/transport/stream_connection.hpp"
 
 using namespace std::chrono_literals;
@@ -31,6 +34,16 @@ void drop_kept() {
   std::lock_guard lock(kept_mu);
   kept.clear();
 }
+torch::Tensor echo_ref(const torch::Tensor& t) { return t; }
+remora::Future<torch::Tensor> echo_ready(torch::Tensor t) { return remora::make_ready_future<torch::Tensor>(t); }
+
+struct Echoer {
+  virtual ~Echoer() = default;
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+struct EchoModule : torch::nn::Module, Echoer {
+  torch::Tensor forward(torch::Tensor x) override { return x; }
+};
 }  // namespace transport_fns
 
 namespace {
@@ -72,6 +85,40 @@ TEST_CASE("Workers on one host use the local transport and large tensors cross t
     results.clear();
     CHECK(all_released(*g[1]));
   }
+  shutdown_group(g);
+}
+
+// The callee drops its views of the caller's arena before it answers, so the release reaches the
+// caller ahead of the reply and the caller's next call reuses the same (already mapped) range.
+// Checked without waiting: a release sent after the reply would still be in flight here.
+TEST_CASE("The callee gives back an argument's shared memory before it answers", "[transport][local]") {
+  ::unsetenv("REMORA_TRANSPORT");
+  auto g = start_group({"a", "b"});
+  auto big = torch::randn({1 << 20});  // 4 MiB
+  auto m = remora::RemoteModule<transport_fns::Echoer>::create<transport_fns::EchoModule>(*g[0], "b/cpu");
+  // The arena's use is read at once after each call, before anything else can give it time.
+  std::vector<std::size_t> in_use;
+  std::vector<torch::Tensor> results;
+  for (int i = 0; i < 20; ++i) {
+    results.push_back(g[0]->rpc_sync<&transport_fns::echo>("b", big));
+    in_use.push_back(g[0]->shared_bytes_in_use());
+    results.push_back(g[0]->rpc_sync<&transport_fns::echo_ref>("b", big));
+    in_use.push_back(g[0]->shared_bytes_in_use());
+    results.push_back(g[0]->rpc_sync<&transport_fns::echo_ready>("b", big));
+    in_use.push_back(g[0]->shared_bytes_in_use());
+    results.push_back(m.forward(big));
+    in_use.push_back(g[0]->shared_bytes_in_use());
+    for (std::size_t k = 0; k < in_use.size(); ++k) CHECK(in_use[k] == 0);
+    for (auto& r : results) CHECK(torch::equal(r, big));
+    in_use.clear();
+    results.clear();
+  }
+  // A result the caller keeps holds the callee's range; the callee's arena is free once it lets go.
+  auto kept = g[0]->rpc_sync<&transport_fns::echo>("b", big);
+  CHECK(g[1]->shared_bytes_in_use() >= big.nbytes());
+  kept = torch::Tensor();
+  CHECK(all_released(*g[1]));
+  m = {};
   shutdown_group(g);
 }
 
