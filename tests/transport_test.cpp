@@ -184,7 +184,7 @@ struct RawPeer {
   std::promise<std::string> closed;
 
   RawPeer() {
-    asio::local::stream_protocol::socket mine(io);
+    LocalConnection::Socket mine(asio::make_strand(io));
     asio::local::connect_pair(mine, raw);
     conn = std::make_shared<LocalConnection>(
         std::move(mine), remora::wire::Limits{}, [](const auto&, remora::wire::InFrame&&) {},

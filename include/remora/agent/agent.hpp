@@ -369,9 +369,10 @@ inline void Agent::exchange_device_maps() {
 
 template <class Acceptor>
 void Agent::accept_next(Acceptor& acceptor) {
-  acceptor.async_accept(asio::make_strand(io_), [this, &acceptor](std::error_code ec, auto socket) {
+  using Protocol = typename Acceptor::protocol_type;
+  using Socket = typename transport::StreamConnection<Protocol>::Socket;
+  acceptor.async_accept(asio::make_strand(io_), [this, &acceptor](std::error_code ec, Socket socket) {
     if (ec) return;  // acceptor closed
-    using Protocol = typename Acceptor::protocol_type;
     auto conn = std::make_shared<transport::StreamConnection<Protocol>>(
         std::move(socket), options_.limits,
         [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); },
@@ -723,7 +724,7 @@ template <class T>
 Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::uint64_t request_id,
                             wire::OutFrame frame, std::chrono::milliseconds timeout,
                             std::shared_ptr<const void> keep, bool* sent) {
-  const std::string worker = workers_.at(to).name;
+  const std::string& worker = workers_.at(to).name;
   if (state_.load() == State::stopped)
     throw Error("remora: worker '" + self().name + "' has shut down; cannot call " + std::string(function) +
                 " on '" + worker + "'");
@@ -738,11 +739,15 @@ Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::ui
       return future;
     }
   }
-  Completion complete = [promise = std::move(promise), worker, function, limits = &options_.limits](
-                            wire::InFrame* reply, std::exception_ptr error) mutable {
+  // Small enough to live inside the Completion (no allocation): the worker's name is looked up
+  // only when an error needs it.
+  Completion complete = [promise = std::move(promise), function, this, to](wire::InFrame* reply,
+                                                                          std::exception_ptr error) mutable {
     if (error) return promise.set_exception(error);
+    const wire::Limits* limits = &options_.limits;
     try {
       if (reply->kind() == wire::FrameKind::error) {
+        const std::string& worker = workers_[to].name;
         std::uint8_t code;
         std::string type, message;
         std::vector<std::string> origin;

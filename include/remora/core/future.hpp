@@ -202,8 +202,10 @@ class Promise {
 
  private:
   [[noreturn]] static void already_set() { throw Error("remora: Promise completed twice"); }
+  // The error is only built for a state still pending: most promises are complete by now, and
+  // an exception object costs allocations.
   void abandon() {
-    if (state_)
+    if (state_ && !state_->is_ready())
       state_->try_set_exception(
           std::make_exception_ptr(Error("remora: promise abandoned before it was completed")));
   }

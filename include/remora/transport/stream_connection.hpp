@@ -56,11 +56,16 @@ template <class Protocol>
 class StreamConnection final : public Connection {
  public:
   static constexpr bool is_local = std::is_same_v<Protocol, asio::local::stream_protocol>;
-  using Socket = typename Protocol::socket;
+  // The strand's concrete type, not asio::any_io_executor: a type-erased strand does not fit
+  // any_io_executor's inline storage, so every read would allocate to track its work.
+  using Executor = asio::strand<asio::io_context::executor_type>;
+  using Socket = typename Protocol::socket::template rebind_executor<Executor>::other;
 
-  StreamConnection(Socket socket, const wire::Limits& limits, FrameHandler on_frame, CloseHandler on_close,
-                   SharedMemoryOptions shared = {})
-      : socket_(std::move(socket)), reader_(limits), on_frame_(std::move(on_frame)), on_close_(std::move(on_close)),
+  // `socket` is a connected socket, or (to connect later) the strand a new socket is made on.
+  template <class SocketOrExecutor>
+  StreamConnection(SocketOrExecutor&& socket, const wire::Limits& limits, FrameHandler on_frame,
+                   CloseHandler on_close, SharedMemoryOptions shared = {})
+      : socket_(std::forward<SocketOrExecutor>(socket)), reader_(limits), on_frame_(std::move(on_frame)), on_close_(std::move(on_close)),
         shared_(shared), recv_(kRecvBuffer), gate_timer_(socket_.get_executor()) {
     if constexpr (is_local) {
       if (shared_.arena_bytes) arena_ = detail::SendArena::create(shared_.arena_bytes);
@@ -71,10 +76,10 @@ class StreamConnection final : public Connection {
   }
 
   // A connection to `endpoint`; frames sent before it is up wait in the queue.
-  static std::shared_ptr<StreamConnection> connect(asio::any_io_executor ex, typename Protocol::endpoint endpoint,
+  static std::shared_ptr<StreamConnection> connect(asio::io_context::executor_type ex, typename Protocol::endpoint endpoint,
                                                    const wire::Limits& limits, FrameHandler on_frame,
                                                    CloseHandler on_close, SharedMemoryOptions shared = {}) {
-    auto c = std::make_shared<StreamConnection>(Socket(asio::make_strand(ex)), limits, std::move(on_frame),
+    auto c = std::make_shared<StreamConnection>(asio::make_strand(ex), limits, std::move(on_frame),
                                                 std::move(on_close), shared);
     c->socket_.async_connect(endpoint, [c](std::error_code ec) {
       if (ec) return c->close_now("cannot connect: " + ec.message());
