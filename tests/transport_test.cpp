@@ -209,7 +209,7 @@ struct RawPeer {
 std::vector<std::byte> shared_tensor_frame(std::uint64_t offset) {
   auto frame = remora::wire::encode_frame(remora::wire::FrameKind::reply, 1, torch::ones({1024}));
   frame.for_each_descriptor([](std::size_t, remora::wire::TensorDescriptor& d) { d.flags |= remora::wire::kShared; });
-  auto bytes = frame.head;
+  std::vector<std::byte> bytes(frame.head.begin(), frame.head.end());
   const auto* p = reinterpret_cast<const std::byte*>(&offset);
   bytes.insert(bytes.end(), p, p + sizeof offset);
   return bytes;

@@ -23,7 +23,7 @@ namespace remora::wire {
 
 class BodyWriter : public cereal::OutputArchive<BodyWriter, cereal::AllowEmptyClassElision> {
  public:
-  BodyWriter(std::vector<std::byte>& out, std::vector<std::byte>& descriptors, std::vector<torch::Tensor>& tensors)
+  BodyWriter(FrameHead& out, std::vector<std::byte>& descriptors, FrameTensors& tensors)
       : OutputArchive(this), out_(out), descriptors_(descriptors), tensors_(tensors) {}
 
   void saveBinary(const void* data, std::size_t size) {
@@ -35,9 +35,9 @@ class BodyWriter : public cereal::OutputArchive<BodyWriter, cereal::AllowEmptyCl
   std::uint32_t add_tensor(const torch::Tensor& t);
 
  private:
-  std::vector<std::byte>& out_;
+  FrameHead& out_;
   std::vector<std::byte>& descriptors_;
-  std::vector<torch::Tensor>& tensors_;
+  FrameTensors& tensors_;
 };
 
 class BodyReader : public cereal::InputArchive<BodyReader, cereal::AllowEmptyClassElision> {

@@ -106,10 +106,13 @@ struct InFrame {
 };
 
 // Bytes ready to send: one head buffer (header, body, descriptors) and the tensors whose memory
-// follows it. The tensors are kept alive here until the frame is sent.
+// follows it. The tensors are kept alive here until the frame is sent. Both are inline for a
+// small call's frame (up to 128 bytes of head, two tensors), which then allocates nothing.
+using FrameHead = c10::SmallVector<std::byte, 128>;
+using FrameTensors = c10::SmallVector<torch::Tensor, 2>;
 struct OutFrame {
-  std::vector<std::byte> head;
-  std::vector<torch::Tensor> tensors;
+  FrameHead head;
+  FrameTensors tensors;
   // Bytes from `begin` on (counted from the frame's first byte) may not be written before
   // `ready()` is true: a tensor staged from a GPU in chunks goes out chunk by chunk, each once its
   // copy to host memory is complete, so the copies overlap with the network. Ascending `begin`.
@@ -352,7 +355,7 @@ class FrameReader {
       if ((d.flags & kCudaIpc) && !resolve_ipc_)
         fail("tensor " + std::to_string(i) + " is in GPU memory shared by handle, which this connection does not take");
       if (end - p < static_cast<std::ptrdiff_t>(d.ndim * sizeof(int64_t))) fail("truncated tensor shape");
-      std::vector<int64_t> sizes(d.ndim);
+      c10::SmallVector<int64_t, 6> sizes(d.ndim);
       if (d.ndim) std::memcpy(sizes.data(), p, d.ndim * sizeof(int64_t));
       p += d.ndim * sizeof(int64_t);
       // numel * itemsize must equal nbytes, computed without overflow.
@@ -422,7 +425,7 @@ class FrameReader {
 
   struct Planned {
     c10::ScalarType dtype;
-    std::vector<int64_t> sizes;
+    c10::SmallVector<int64_t, 6> sizes;  // inline: no allocation per received tensor
     c10::Device device;
     std::uint64_t nbytes;
   };

@@ -33,7 +33,6 @@ namespace remora::wire {
 template <class... Ts>
 OutFrame encode_frame(FrameKind kind, std::uint64_t request_id, const Limits& limits, const Ts&... values) {
   OutFrame f;
-  f.head.reserve(128);
   f.head.resize(sizeof(FrameHeader));
   // The descriptors' buffer is reused by this thread's next frame (taken, so that a value that
   // encodes a frame of its own while it is saved gets a buffer of its own).
