@@ -65,7 +65,10 @@ class StreamConnection final : public Connection {
   template <class SocketOrExecutor>
   StreamConnection(SocketOrExecutor&& socket, const wire::Limits& limits, FrameHandler on_frame,
                    CloseHandler on_close, SharedMemoryOptions shared = {})
-      : socket_(std::forward<SocketOrExecutor>(socket)), reader_(limits), on_frame_(std::move(on_frame)), on_close_(std::move(on_close)),
+      : socket_(std::forward<SocketOrExecutor>(socket)),
+        reader_(limits),
+        on_frame_(std::move(on_frame)),
+        on_close_(std::move(on_close)),
         shared_(shared), recv_(kRecvBuffer), gate_timer_(socket_.get_executor()) {
     if constexpr (is_local) {
       if (shared_.arena_bytes) arena_ = detail::SendArena::create(shared_.arena_bytes);
@@ -76,9 +79,10 @@ class StreamConnection final : public Connection {
   }
 
   // A connection to `endpoint`; frames sent before it is up wait in the queue.
-  static std::shared_ptr<StreamConnection> connect(asio::io_context::executor_type ex, typename Protocol::endpoint endpoint,
-                                                   const wire::Limits& limits, FrameHandler on_frame,
-                                                   CloseHandler on_close, SharedMemoryOptions shared = {}) {
+  static std::shared_ptr<StreamConnection> connect(asio::io_context::executor_type ex,
+                                                   typename Protocol::endpoint endpoint, const wire::Limits& limits,
+                                                   FrameHandler on_frame, CloseHandler on_close,
+                                                   SharedMemoryOptions shared = {}) {
     auto c = std::make_shared<StreamConnection>(asio::make_strand(ex), limits, std::move(on_frame),
                                                 std::move(on_close), shared);
     c->socket_.async_connect(endpoint, [c](std::error_code ec) {
