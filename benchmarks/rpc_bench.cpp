@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "remora/agent/rpc.hpp"
@@ -168,6 +170,11 @@ int main() {
       for (int i = 0; i < n; ++i) mf.push_back(m.forward_async(x));
       for (auto& f : mf) f.wait();
       secs = std::chrono::duration<double>(clock::now() - t2).count();
+      if (std::getenv("REMORA_BENCH_ROUNDS")) {  // each round on stderr, with the page faults it took
+        rusage ru{};
+        getrusage(RUSAGE_SELF, &ru);
+        std::fprintf(stderr, "round %d: %.0f calls/s, %ld page faults so far\n", round, n / secs, ru.ru_minflt);
+      }
     }
     std::printf("module_async_4B_calls_per_s %.0f\n", n / secs);
   }

@@ -37,6 +37,8 @@ void drop_kept() {
 torch::Tensor echo_ref(const torch::Tensor& t) { return t; }
 remora::Future<torch::Tensor> echo_ready(torch::Tensor t) { return remora::make_ready_future<torch::Tensor>(t); }
 
+std::string tagged(std::string s, int i) { return s + std::to_string(i); }
+
 struct Echoer {
   virtual ~Echoer() = default;
   virtual torch::Tensor forward(torch::Tensor x) = 0;
@@ -143,6 +145,55 @@ TEST_CASE("A full arena sends tensors through the socket instead", "[transport][
   CHECK(all_released(*g[0]));
   CHECK(torch::equal(g[0]->rpc_sync<&transport_fns::echo>("b", sent[0]), sent[0]));  // space again
   shutdown_group(g);
+}
+
+// Bursts fill the writer's queue while its writes are in flight (the queue must not move what a
+// write points into) and its coalescing buffer (small pieces copied, larger ones written from
+// where they are): every reply must still come back whole and in its place.
+TEST_CASE("Bursts of pipelined calls of mixed sizes come back whole", "[transport][concurrency]") {
+  remora::Options o;
+  o.transport = GENERATE(remora::Transport::tcp, remora::Transport::local);
+  auto g = start_group({"a", "b"}, o);
+  const std::int64_t sizes[] = {1, 150, 700, 40000};  // 4 B to 160 KB, across the copy threshold
+  const std::string long_text(3000, 'x');               // a frame head over the threshold
+  for (int round = 0; round < 3; ++round) {
+    std::vector<remora::Future<torch::Tensor>> doubled;
+    std::vector<remora::Future<std::string>> texts;
+    for (int i = 0; i < 2000; ++i) {
+      doubled.push_back(g[0]->rpc_async<&transport_fns::twice>("b", torch::full({sizes[i % 4]}, float(i))));
+      if (i % 3 == 0) texts.push_back(g[0]->rpc_async<&transport_fns::tagged>("b", long_text, i));
+    }
+    int wrong = 0;
+    for (int i = 0; i < 2000; ++i)
+      wrong += !torch::equal(doubled[i].get(), torch::full({sizes[i % 4]}, 2.f * float(i)));
+    for (std::size_t k = 0; k < texts.size(); ++k) wrong += texts[k].get() != long_text + std::to_string(3 * k);
+    CHECK(wrong == 0);
+  }
+  shutdown_group(g);
+}
+
+TEST_CASE("The write queue keeps frames in place and in order while it grows and drains", "[transport]") {
+  remora::transport::detail::FrameQueue q;
+  auto frame = [](std::uint64_t id) { return remora::wire::encode_frame(remora::wire::FrameKind::reply, id, id); };
+  std::vector<const remora::wire::OutFrame*> where;
+  for (int i = 0; i < 100; ++i) {
+    q.push_back(frame(i));
+    where.push_back(&*std::next(q.begin(), i));  // a write in flight points into these
+  }
+  for (int i = 0; i < 100; ++i) q.push_back(frame(100 + i));  // grows while the first 100 are "in a write"
+  for (int i = 0; i < 100; ++i) CHECK(&*std::next(q.begin(), i) == where[i]);
+  int in_order = 0;
+  for (int i = 0; i < 150; ++i) in_order += q.take_front().header().request_id == std::uint64_t(i);
+  CHECK(in_order == 150);
+  CHECK(q.size() == 50);
+  for (int i = 0; i < 70; ++i) q.push_back(frame(200 + i));
+  std::uint64_t expected = 150, rest_in_order = 0;  // 150..199, then 200..269
+  for (auto& f : q) rest_in_order += f.header().request_id == expected++;
+  CHECK(rest_in_order == 120);
+  q.clear();
+  CHECK(q.empty());
+  q.push_back(frame(7));
+  CHECK(q.front().header().request_id == 7u);
 }
 
 TEST_CASE("Options::transport and REMORA_TRANSPORT choose TCP", "[transport]") {

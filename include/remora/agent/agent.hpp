@@ -451,6 +451,10 @@ inline const detail::RegisteredFunction* Agent::function_of(const wire::InFrame&
 // and their replies leave in one write: one hand-off and one system call for the lot instead of
 // one each. Other calls go to the pool one by one.
 struct Agent::CallBatch {
+  // Bounds what a batch and its replies hold (a 64 KiB read holds some 600 small calls): a batch
+  // this size already shares its hop to the pool widely, and larger ones made the heap grow and
+  // shrink with every burst.
+  static constexpr std::size_t kMaxCalls = 64;
   Link conn;
   std::mutex mu;        // with several I/O threads, the batch may start on another thread
   bool closed = false;  // started: later calls go to a new batch
@@ -470,8 +474,8 @@ inline void Agent::receive_call(const Link& conn, wire::InFrame&& frame) {
     std::unique_lock lock(open->mu);
     if (!open->closed) {
       open->calls.emplace_back(fn, std::move(frame));
-      if (more) return;
-      lock.unlock();  // the last call read: the batch starts now
+      if (more && open->calls.size() < CallBatch::kMaxCalls) return;
+      lock.unlock();  // the last call read (or a full batch): the batch starts now
       auto batch = std::move(open);
       return run_batch(batch);
     }

@@ -20,7 +20,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstring>
-#include <deque>
 #include <mutex>
 #include <memory>
 #include <string>
@@ -40,6 +39,7 @@
 #include "remora/transport/connection.hpp"
 #include "remora/transport/detail/cuda_ipc.hpp"
 #include "remora/transport/detail/cuda_staging.hpp"
+#include "remora/transport/detail/frame_queue.hpp"
 #include "remora/transport/detail/shared_memory.hpp"
 #include "remora/transport/log.hpp"
 #include "remora/wire/frame.hpp"
@@ -153,6 +153,7 @@ class StreamConnection final : public Connection {
  private:
   static constexpr std::size_t kRecvBuffer = 64 * 1024;
   static constexpr std::size_t kMaxIov = 256;
+  static constexpr std::size_t kCoalesce = 1024, kStage = 64 * 1024;
 
   std::shared_ptr<StreamConnection> self_ptr() { return std::static_pointer_cast<StreamConnection>(shared_from_this()); }
 
@@ -224,8 +225,7 @@ class StreamConnection final : public Connection {
     std::uint64_t written = n < 0 ? 0 : static_cast<std::uint64_t>(n);
     while (!queue_.empty() && written >= queue_.front().total_bytes()) {
       written -= queue_.front().total_bytes();
-      written_frames.push_back(std::move(queue_.front()));
-      queue_.pop_front();
+      written_frames.push_back(queue_.take_front());
     }
     front_written_ = written;
     return queue_.empty();
@@ -385,7 +385,7 @@ class StreamConnection final : public Connection {
 
   // Frames are destroyed outside write_mu_: a tensor's deleter may send (a release) itself.
   void close_now(const std::string& reason) {
-    std::deque<wire::OutFrame> dropped;
+    detail::FrameQueue dropped;
     {
       std::lock_guard lock(write_mu_);
       if (closed_) return;
@@ -411,6 +411,9 @@ class StreamConnection final : public Connection {
         return;
       }
       iov_.clear();
+      stage_.clear();
+      if (stage_.capacity() < kStage) stage_.reserve(kStage);
+      staged_tail_ = false;
       for (auto& f : queue_) {
         auto segments = f.segments();
         if (frames > 0 && iov_.size() + segments.size() > kMaxIov) break;
@@ -419,7 +422,7 @@ class StreamConnection final : public Connection {
         std::uint64_t at = 0;  // of segment s, from the frame's start
         for (auto s : segments) {
           const std::uint64_t lo = std::max(at, first), hi = std::min<std::uint64_t>(at + s.size(), limit);
-          if (lo < hi) iov_.emplace_back(s.data() + (lo - at), hi - lo);
+          if (lo < hi) add_to_write(s.data() + (lo - at), hi - lo);
           at += s.size();
         }
         if (limit < f.total_bytes()) {
@@ -440,14 +443,32 @@ class StreamConnection final : public Connection {
       {
         std::lock_guard lock(self->write_mu_);
         for (std::size_t i = 0; i < frames && !self->queue_.empty(); ++i) {
-          sent.push_back(std::move(self->queue_.front()));
-          self->queue_.pop_front();
+          sent.push_back(self->queue_.take_front());
         }
         self->front_written_ = (frames > 0 ? 0 : self->front_written_) + partial;
       }
       sent.clear();
       self->write_more();
     });
+  }
+
+  // Pieces of up to kCoalesce bytes are copied into stage_ and written as one buffer with their
+  // neighbours: asio writes at most 64 buffers per call, so a burst of small calls (two pieces
+  // each) would otherwise take a system call per 32 frames. stage_ never grows past its reserved
+  // kStage (the buffers point into it); what does not fit is written from where it is.
+  void add_to_write(const std::byte* data, std::size_t n) {
+    if (n > kCoalesce || stage_.size() + n > stage_.capacity()) {
+      iov_.emplace_back(data, n);
+      staged_tail_ = false;
+      return;
+    }
+    const std::byte* at = stage_.data() + stage_.size();
+    stage_.insert(stage_.end(), data, data + n);
+    if (staged_tail_)
+      iov_.back() = asio::const_buffer(iov_.back().data(), iov_.back().size() + n);
+    else
+      iov_.emplace_back(at, n);
+    staged_tail_ = true;
   }
 
   void read_more() {
@@ -537,9 +558,11 @@ class StreamConnection final : public Connection {
   std::size_t recv_begin_ = 0, recv_end_ = 0;
   // The write side, shared by sending threads and the strand.
   std::mutex write_mu_;
-  std::deque<wire::OutFrame> queue_;
+  detail::FrameQueue queue_;
   std::size_t front_written_ = 0;  // bytes of queue_.front() a direct write already sent
   std::vector<asio::const_buffer> iov_;
+  std::vector<std::byte> stage_;  // see add_to_write
+  bool staged_tail_ = false;      // iov_.back() ends where stage_ does
   asio::steady_timer gate_timer_;  // retries a write held up by a gate
   bool writing_ = false;    // a write is in flight on the strand
   // For in_burst (under write_mu_, except reads_, counted by the strand's reads).
