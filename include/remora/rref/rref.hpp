@@ -89,8 +89,10 @@ class RRef {
   // Throws if this reference can no longer be used (creation failed, released at shutdown).
   void check_usable(std::string_view what) const {
     auto& c = checked();
+    // `released` before the failure: an owner's loss sets the failure, then `released`.
+    const bool released = c.released.load();
     if (auto e = c.failed()) std::rethrow_exception(e);
-    if (!c.owned && c.released.load())
+    if (!c.owned && released)
       throw Error("remora: " + std::string(what) + " on an RRef released by shutdown or whose owner was lost");
   }
 

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 
+#include <ATen/EmptyTensor.h>
 #include <torch/types.h>
 
 namespace remora::wire {
@@ -26,7 +27,9 @@ class BufferPool {
 
   // An uninitialized contiguous tensor of `sizes` and `dtype` (`nbytes` of data).
   torch::Tensor empty(c10::IntArrayRef sizes, c10::ScalarType dtype, std::size_t nbytes) {
-    if (nbytes < min_pooled) return torch::empty(sizes, torch::TensorOptions().dtype(dtype));
+    // ATen's CPU allocation itself: torch::empty would go through the dispatcher (and autograd's
+    // layer) first, a few hundred ns of each small call's two decodes.
+    if (nbytes < min_pooled) return torch::Tensor(at::detail::empty_cpu(sizes, dtype));
     auto [data, capacity] = take(nbytes);
     return torch::from_blob(
         data, sizes, [this, capacity = capacity](void* p) { give_back(p, capacity); },

@@ -41,7 +41,8 @@ inline std::uint32_t BodyWriter::add_tensor(const torch::Tensor& t) {
   }
   // A CUDA tensor stays on its device here: the transport hands it over by IPC handle, or stages
   // it through host memory when it sends the frame (OutFrame::stage_to_host).
-  torch::Tensor v = t.resolve_conj().resolve_neg().contiguous();
+  // Checked first: each of these is a dispatched op even when it has nothing to do.
+  torch::Tensor v = t.is_conj() || t.is_neg() || !t.is_contiguous() ? t.resolve_conj().resolve_neg().contiguous() : t;
 
   TensorDescriptor d;
   d.dtype = *wire_dtype;

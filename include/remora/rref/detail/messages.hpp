@@ -101,8 +101,9 @@ inline void RRefContext::on_peer_lost(std::uint32_t peer) {
     mark_created(s->id);
   }
   for (auto& core : orphans) {  // its owner is gone: nothing to tell, and every use fails
-    core->released = true;
+    // The failure first: a use that sees `released` must find why (RRef::check_usable).
     core->fail(std::make_exception_ptr(WorkerLost(name, "RRef", "the owner of this RRef was lost")));
+    core->released = true;
   }
 }
 
