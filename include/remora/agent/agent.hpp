@@ -29,6 +29,7 @@
 
 #include "remora/agent/detail/device_maps.hpp"
 #include "remora/agent/detail/io_loop.hpp"
+#include "remora/agent/detail/node_cache.hpp"
 #include "remora/agent/detail/registry.hpp"
 #include "remora/agent/detail/sync_wait.hpp"
 #include "remora/agent/detail/worker_pool.hpp"
@@ -244,8 +245,10 @@ class Agent {
   mutable std::mutex pending_mu_;
   std::condition_variable pending_cv_;
   std::unordered_map<std::uint64_t, Pending> pending_;
+  detail::NodeCache<std::unordered_map<std::uint64_t, Pending>> spare_pending_;
   // Deadlines of pending calls, earliest first; one timer sweeps them (no timer per call).
   std::multimap<Clock::time_point, std::uint64_t> deadlines_;
+  detail::NodeCache<std::multimap<Clock::time_point, std::uint64_t>> spare_deadlines_;
   asio::steady_timer sweep_timer_;
   // Calls whose completion has not finished running, and calls ever started: graceful shutdown
   // waits until both stand still across the group.
@@ -580,9 +583,10 @@ inline std::optional<Agent::Pending> Agent::take_pending(std::uint64_t request_i
   std::lock_guard lock(pending_mu_);
   auto it = pending_.find(request_id);
   if (it == pending_.end()) return std::nullopt;
-  Pending p = std::move(it->second);
-  pending_.erase(it);
-  deadlines_.erase(p.deadline);
+  auto node = pending_.extract(it);
+  Pending p = std::move(node.mapped());
+  spare_pending_.keep(std::move(node));
+  spare_deadlines_.keep(deadlines_.extract(p.deadline));
   if (pending_.empty()) pending_cv_.notify_all();
   return p;
 }
@@ -783,8 +787,23 @@ Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::ui
   };
   {
     std::lock_guard lock(pending_mu_);
-    auto deadline = deadlines_.emplace(Clock::now() + timeout, request_id);
-    pending_.emplace(request_id, Pending{to, function, deadline, timeout, std::move(complete), std::move(keep)});
+    const auto when = Clock::now() + timeout;
+    decltype(deadlines_)::iterator deadline;
+    if (auto node = spare_deadlines_.take()) {
+      node.key() = when;
+      node.mapped() = request_id;
+      deadline = deadlines_.insert(std::move(node));
+    } else {
+      deadline = deadlines_.emplace(when, request_id);
+    }
+    Pending entry{to, function, deadline, timeout, std::move(complete), std::move(keep)};
+    if (auto node = spare_pending_.take()) {
+      node.key() = request_id;
+      node.mapped() = std::move(entry);
+      pending_.insert(std::move(node));
+    } else {
+      pending_.emplace(request_id, std::move(entry));
+    }
     ++outstanding_;
     ++started_;
   }

@@ -94,11 +94,12 @@ struct ReceivedTensor {
   c10::Device device = c10::kCPU;
 };
 
-// A complete received frame.
+// A complete received frame. As an OutFrame, a small call's frame (up to 128 bytes of body and
+// descriptors, two tensors) holds them inline and allocates nothing.
 struct InFrame {
   FrameHeader header;
-  std::vector<std::byte> meta;  // body then descriptors
-  std::vector<ReceivedTensor> tensors;
+  c10::SmallVector<std::byte, 128> meta;  // body then descriptors
+  c10::SmallVector<ReceivedTensor, 2> tensors;
 
   FrameKind kind() const { return static_cast<FrameKind>(header.kind); }
   std::uint64_t request_id() const { return header.request_id; }
