@@ -3,7 +3,10 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <map>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 #include <asio.hpp>
 #include <catch2/catch.hpp>
@@ -288,6 +291,32 @@ TEST_CASE("Calls answer alike whether callers, workers and I/O threads watch or 
   bad.worker_watch = us(0);
   bad.io_watch = us(-1);
   CHECK_THROWS_WITH(remora::Agent("a", 0, 1, bad), Catch::Contains("io_watch must not be negative"));
+}
+
+TEST_CASE("The call table's spare nodes are reused with their new key and value", "[agent]") {
+  using Deadlines = std::multimap<int, int>;
+  Deadlines m;
+  remora::detail::NodeCache<Deadlines, 1> spare;
+  auto first = spare.emplace(m, 5, 50);
+  spare.emplace(m, 1, 10);
+  const auto* node = &*first;
+  spare.keep(m.extract(first));
+  auto again = spare.emplace(m, 3, 30);
+  CHECK(&*again == node);  // the same node, now holding (3, 30), in its new place
+  CHECK(std::vector<std::pair<const int, int>>(m.begin(), m.end()) ==
+        std::vector<std::pair<const int, int>>{{1, 10}, {3, 30}});
+  spare.keep(m.extract(m.begin()));
+  spare.keep(m.extract(m.begin()));  // over Max: freed, not kept
+  CHECK(m.empty());
+
+  std::unordered_map<int, int> table;
+  remora::detail::NodeCache<std::unordered_map<int, int>> spare_entries;
+  spare_entries.emplace(table, 1, 2);
+  spare_entries.keep(table.extract(1));
+  auto it = spare_entries.emplace(table, 7, 14);
+  CHECK(it->first == 7);
+  CHECK(table.size() == 1);
+  CHECK(table.at(7) == 14);
 }
 
 TEST_CASE("The worker pool runs every job, watching or not, and join runs what jobs post", "[agent][pool]") {

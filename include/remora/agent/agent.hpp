@@ -787,23 +787,9 @@ Future<T> Agent::start_call(std::uint32_t to, std::string_view function, std::ui
   };
   {
     std::lock_guard lock(pending_mu_);
-    const auto when = Clock::now() + timeout;
-    decltype(deadlines_)::iterator deadline;
-    if (auto node = spare_deadlines_.take()) {
-      node.key() = when;
-      node.mapped() = request_id;
-      deadline = deadlines_.insert(std::move(node));
-    } else {
-      deadline = deadlines_.emplace(when, request_id);
-    }
-    Pending entry{to, function, deadline, timeout, std::move(complete), std::move(keep)};
-    if (auto node = spare_pending_.take()) {
-      node.key() = request_id;
-      node.mapped() = std::move(entry);
-      pending_.insert(std::move(node));
-    } else {
-      pending_.emplace(request_id, std::move(entry));
-    }
+    auto deadline = spare_deadlines_.emplace(deadlines_, Clock::now() + timeout, request_id);
+    spare_pending_.emplace(pending_, request_id,
+                           Pending{to, function, deadline, timeout, std::move(complete), std::move(keep)});
     ++outstanding_;
     ++started_;
   }

@@ -4,6 +4,7 @@
 // their deadlines then allocate nothing per call once warm. At most `Max` nodes are kept; the
 // owner's lock guards it, as it guards the container.
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -13,19 +14,35 @@ template <class Container, std::size_t Max = 4096>
 class NodeCache {
  public:
   using Node = typename Container::node_type;
+  using Iterator = typename Container::iterator;
 
   void keep(Node&& node) {
     if (node && spare_.size() < Max) spare_.push_back(std::move(node));
   }
-  // A spare node (empty if none): set its key and value, then insert it.
-  Node take() {
-    if (spare_.empty()) return {};
+
+  // Inserts (key, value) into `c`, in a spare node when there is one; where it went.
+  template <class K, class V>
+  Iterator emplace(Container& c, K&& key, V&& value) {
+    if (spare_.empty()) return position(c.emplace(std::forward<K>(key), std::forward<V>(value)));
     Node node = std::move(spare_.back());
     spare_.pop_back();
-    return node;
+    node.key() = std::forward<K>(key);
+    node.mapped() = std::forward<V>(value);
+    return position(c.insert(std::move(node)));
   }
 
  private:
+  // What emplace and insert return differs between multi- and unique-key containers.
+  template <class R>
+  static Iterator position(R&& r) {
+    if constexpr (std::is_same_v<std::decay_t<R>, Iterator>)
+      return r;
+    else if constexpr (requires { r.position; })
+      return r.position;
+    else
+      return r.first;
+  }
+
   std::vector<Node> spare_;
 };
 
