@@ -40,6 +40,7 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace bench {
 torch::Tensor echo(torch::Tensor x) { return x; }
+int add(int a, int b) { return a + b; }
 
 struct EchoInterface {
   virtual ~EchoInterface() = default;
@@ -78,6 +79,17 @@ int main() {
     }
     std::sort(us.begin(), us.end());
     std::printf("sync_4B_p50_us %.1f\nsync_4B_p99_us %.1f\n", us[us.size() / 2], us[us.size() * 99 / 100]);
+    // rpc_sync of scalars: no tensor on either side.
+    for (int i = 0; i < 500; ++i) a->rpc_sync<&bench::add>("w1", i, 1);
+    us.clear();
+    for (int i = 0; i < 5000; ++i) {
+      auto t = clock::now();
+      const int sum = a->rpc_sync<&bench::add>("w1", i, 1);
+      us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t).count());
+      if (sum != i + 1) std::abort();
+    }
+    std::sort(us.begin(), us.end());
+    std::printf("sync_scalar_p50_us %.1f\nsync_scalar_p99_us %.1f\n", us[us.size() / 2], us[us.size() * 99 / 100]);
   }
 
   // Allocations per small call, both agents (one process) together.
@@ -89,6 +101,13 @@ int main() {
     g_counting = false;
     std::printf("sync_4B_allocs_per_call %.1f\nsync_4B_alloc_bytes_per_call %.0f\n",
                 double(g_news.load() - news0) / calls, double(g_new_bytes.load() - bytes0) / calls);
+    for (int i = 0; i < 100; ++i) a->rpc_sync<&bench::add>("w1", i, 1);
+    g_counting = true;
+    const auto news1 = g_news.load(), bytes1 = g_new_bytes.load();
+    for (int i = 0; i < calls; ++i) a->rpc_sync<&bench::add>("w1", i, 1);
+    g_counting = false;
+    std::printf("sync_scalar_allocs_per_call %.1f\nsync_scalar_alloc_bytes_per_call %.0f\n",
+                double(g_news.load() - news1) / calls, double(g_new_bytes.load() - bytes1) / calls);
   }
 
   // remote() + to_here() of a small value: creation, fetch and deletion, one at a time.
