@@ -179,6 +179,17 @@ int main() {
         "module_%lldB_p50_us %.1f\nmodule_%lldB_p99_us %.1f\nmodule_%lldB_mean_us %.1f\nmodule_%lldB_GBps %.3f\n", b,
         us[us.size() / 2], b, us[us.size() * 99 / 100], b, mean_s * 1e6, b, 2.0 * bytes / mean_s / 1e9);
   }
+  if (wanted("allocs")) {  // as for rpc_sync above, for RemoteModule::forward
+    auto t = torch::ones({1});
+    for (int i = 0; i < 100; ++i) m.forward(t);
+    const int calls = 2000;
+    g_counting = true;
+    const auto news0 = g_news.load(), bytes0 = g_new_bytes.load();
+    for (int i = 0; i < calls; ++i) m.forward(t);
+    g_counting = false;
+    std::printf("module_4B_allocs_per_call %.1f\nmodule_4B_alloc_bytes_per_call %.0f\n",
+                double(g_news.load() - news0) / calls, double(g_new_bytes.load() - bytes0) / calls);
+  }
   if (wanted("module_async")) {  // as async: the second of two rounds (or the last of REMORA_BENCH_ROUNDS)
     const int rounds = std::getenv("REMORA_BENCH_ROUNDS") ? std::atoi(std::getenv("REMORA_BENCH_ROUNDS")) : 2;
     double secs = 0;
