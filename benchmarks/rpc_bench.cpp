@@ -71,43 +71,40 @@ int main() {
   auto x = torch::ones({1});
   for (int i = 0; i < 500; ++i) a->rpc_sync<&bench::echo>("w1", x);
   std::vector<double> us;
-  if (wanted("sync")) {
-    for (int i = 0; i < 5000; ++i) {
-      auto t = clock::now();
-      a->rpc_sync<&bench::echo>("w1", x);
-      us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t).count());
-    }
-    std::sort(us.begin(), us.end());
-    std::printf("sync_4B_p50_us %.1f\nsync_4B_p99_us %.1f\n", us[us.size() / 2], us[us.size() * 99 / 100]);
-    // rpc_sync of scalars: no tensor on either side.
-    for (int i = 0; i < 500; ++i) a->rpc_sync<&bench::add>("w1", i, 1);
+  // p50 and p99 of 5,000 calls of `call` (after 500 to warm up), printed as `name`_p50_us, _p99_us.
+  auto time_sync = [&](const char* name, auto call) {
+    for (int i = 0; i < 500; ++i) call(i);
     us.clear();
     for (int i = 0; i < 5000; ++i) {
       auto t = clock::now();
-      const int sum = a->rpc_sync<&bench::add>("w1", i, 1);
+      call(i);
       us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t).count());
-      if (sum != i + 1) std::abort();
     }
     std::sort(us.begin(), us.end());
-    std::printf("sync_scalar_p50_us %.1f\nsync_scalar_p99_us %.1f\n", us[us.size() / 2], us[us.size() * 99 / 100]);
-  }
-
-  // Allocations per small call, both agents (one process) together.
-  if (wanted("allocs")) {
+    std::printf("%s_p50_us %.1f\n%s_p99_us %.1f\n", name, us[us.size() / 2], name, us[us.size() * 99 / 100]);
+  };
+  // Heap allocations of 2,000 calls of `call`, both agents (one process) together, per call.
+  auto count_allocs = [&](const char* name, auto call) {
+    for (int i = 0; i < 100; ++i) call(i);
     const int calls = 2000;
     g_counting = true;
     const auto news0 = g_news.load(), bytes0 = g_new_bytes.load();
-    for (int i = 0; i < calls; ++i) a->rpc_sync<&bench::echo>("w1", x);
+    for (int i = 0; i < calls; ++i) call(i);
     g_counting = false;
-    std::printf("sync_4B_allocs_per_call %.1f\nsync_4B_alloc_bytes_per_call %.0f\n",
-                double(g_news.load() - news0) / calls, double(g_new_bytes.load() - bytes0) / calls);
-    for (int i = 0; i < 100; ++i) a->rpc_sync<&bench::add>("w1", i, 1);
-    g_counting = true;
-    const auto news1 = g_news.load(), bytes1 = g_new_bytes.load();
-    for (int i = 0; i < calls; ++i) a->rpc_sync<&bench::add>("w1", i, 1);
-    g_counting = false;
-    std::printf("sync_scalar_allocs_per_call %.1f\nsync_scalar_alloc_bytes_per_call %.0f\n",
-                double(g_news.load() - news1) / calls, double(g_new_bytes.load() - bytes1) / calls);
+    std::printf("%s_allocs_per_call %.1f\n%s_alloc_bytes_per_call %.0f\n", name,
+                double(g_news.load() - news0) / calls, name, double(g_new_bytes.load() - bytes0) / calls);
+  };
+  auto echo_call = [&](int) { a->rpc_sync<&bench::echo>("w1", x); };
+  auto add_call = [&](int i) {  // scalars: no tensor on either side
+    if (a->rpc_sync<&bench::add>("w1", i, 1) != i + 1) std::abort();
+  };
+  if (wanted("sync")) {
+    time_sync("sync_4B", echo_call);
+    time_sync("sync_scalar", add_call);
+  }
+  if (wanted("allocs")) {
+    count_allocs("sync_4B", echo_call);
+    count_allocs("sync_scalar", add_call);
   }
 
   // remote() + to_here() of a small value: creation, fetch and deletion, one at a time.
@@ -179,17 +176,7 @@ int main() {
         "module_%lldB_p50_us %.1f\nmodule_%lldB_p99_us %.1f\nmodule_%lldB_mean_us %.1f\nmodule_%lldB_GBps %.3f\n", b,
         us[us.size() / 2], b, us[us.size() * 99 / 100], b, mean_s * 1e6, b, 2.0 * bytes / mean_s / 1e9);
   }
-  if (wanted("allocs")) {  // as for rpc_sync above, for RemoteModule::forward
-    auto t = torch::ones({1});
-    for (int i = 0; i < 100; ++i) m.forward(t);
-    const int calls = 2000;
-    g_counting = true;
-    const auto news0 = g_news.load(), bytes0 = g_new_bytes.load();
-    for (int i = 0; i < calls; ++i) m.forward(t);
-    g_counting = false;
-    std::printf("module_4B_allocs_per_call %.1f\nmodule_4B_alloc_bytes_per_call %.0f\n",
-                double(g_news.load() - news0) / calls, double(g_new_bytes.load() - bytes0) / calls);
-  }
+  if (wanted("allocs")) count_allocs("module_4B", [&, t = torch::ones({1})](int) { m.forward(t); });
   if (wanted("module_async")) {  // as async: the second of two rounds (or the last of REMORA_BENCH_ROUNDS)
     const int rounds = std::getenv("REMORA_BENCH_ROUNDS") ? std::atoi(std::getenv("REMORA_BENCH_ROUNDS")) : 2;
     double secs = 0;
