@@ -4,6 +4,8 @@
 #include <map>
 
 #include <remora/remora.hpp>
+#include <remora/wire/frame_reader.hpp>
+#include <remora/wire/value_codec.hpp>
 
 namespace demo {
 torch::Tensor scale(torch::Tensor x, double factor) { return x * factor; }

@@ -1,7 +1,9 @@
 #pragma once
 // Lets an example run by hand as a whole group: without RANK in the environment, the process
-// becomes rank 0 and starts ranks 1..N-1 as copies of itself. Under torchrun (or any launcher
-// that sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) it does nothing.
+// becomes rank 0 and starts ranks 1..N-1 as copies of itself. As torchrun's agent does, it hosts
+// the rendezvous store itself, on a port the kernel picks (unless MASTER_PORT is set), so runs
+// side by side never collide. Under torchrun (or any launcher that sets RANK, WORLD_SIZE,
+// MASTER_ADDR, MASTER_PORT) it does nothing.
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -9,6 +11,8 @@
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 extern char** environ;
 
@@ -20,10 +24,18 @@ inline std::vector<pid_t>& children() {
 }
 
 // Returns this process's rank.
-inline int launch_group(int world_size, const char* port) {
+inline int launch_group(int world_size) {
   if (!std::getenv("RANK")) {
     setenv("MASTER_ADDR", "127.0.0.1", 1);
-    setenv("MASTER_PORT", port, 0);
+    if (!std::getenv("MASTER_PORT")) {
+      c10d::TCPStoreOptions so;
+      so.port = 0;
+      so.isServer = true;
+      so.waitWorkers = false;
+      static auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", so);  // lives until exit
+      setenv("MASTER_PORT", std::to_string(store->getPort()).c_str(), 1);
+      setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);  // every rank, 0 included, is a client
+    }
     setenv("WORLD_SIZE", std::to_string(world_size).c_str(), 1);
     std::string self = std::filesystem::read_symlink("/proc/self/exe");
     for (int r = 1; r < world_size; ++r) {

@@ -51,7 +51,7 @@ remora::Task<double> mean_score(remora::RemoteModule<Classifier> model, torch::T
 }
 
 int main() {
-  const int rank = example::launch_group(2, "29741");
+  const int rank = example::launch_group(2);
   remora::init_rpc(rank == 0 ? "trainer" : "ps");
 
   if (rank == 0) {

@@ -32,7 +32,7 @@ remora::Task<torch::Tensor> through_both(remora::RemoteModule<Stage> first, remo
 }  // namespace w1
 
 int main() {
-  const int rank = example::launch_group(3, "29751");
+  const int rank = example::launch_group(3);
   const char* names[] = {"driver", "w1", "w2"};
   remora::init_rpc(names[rank]);
 

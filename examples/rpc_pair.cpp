@@ -2,16 +2,11 @@
 //
 //   ./rpc_pair                       starts both workers itself (rank 1 is a child process)
 //   torchrun --nproc_per_node=2 --no_python ./rpc_pair      (RANK, WORLD_SIZE, MASTER_* set)
-#include <spawn.h>
-#include <sys/wait.h>
-
-#include <cstdlib>
-#include <filesystem>
 #include <iostream>
 
 #include <remora/remora.hpp>
 
-extern char** environ;
+#include "launch.hpp"
 
 namespace ps {
 torch::Tensor scale(torch::Tensor x, double factor) { return x * factor; }
@@ -28,18 +23,8 @@ remora::Task<int> add_via_trainer(int a, int b) {
 }  // namespace ps
 
 int main(int argc, char** argv) {
-  pid_t child = 0;
-  if (!std::getenv("RANK")) {  // launched by hand: become rank 0 and start rank 1
-    setenv("MASTER_ADDR", "127.0.0.1", 1);
-    setenv("MASTER_PORT", "29731", 0);
-    setenv("WORLD_SIZE", "2", 1);
-    setenv("RANK", "1", 1);
-    std::string self = std::filesystem::read_symlink("/proc/self/exe");
-    char* args[] = {self.data(), nullptr};
-    posix_spawn(&child, self.c_str(), nullptr, nullptr, args, environ);
-    setenv("RANK", "0", 1);
-  }
-  const int rank = std::atoi(std::getenv("RANK"));
+  // Launched by hand: become rank 0 and start rank 1 (launch.hpp). Under torchrun: nothing.
+  const int rank = example::launch_group(2);
   remora::init_rpc(rank == 0 ? "trainer" : "ps");  // env:// rendezvous, as with torchrun
 
   if (rank == 0) {
@@ -60,6 +45,5 @@ int main(int argc, char** argv) {
     }
   }
   remora::shutdown();  // graceful: both workers stop together once all calls are done
-  if (child) waitpid(child, nullptr, 0);
-  return 0;
+  return example::wait_group();
 }

@@ -41,7 +41,7 @@ remora::Future<remora::RemoteModule<Lookup>> get_shared() { return made.get_futu
 
 int main() {
   const int world = 4, threads = 3, calls = 100;
-  const int rank = example::launch_group(world, "29761");
+  const int rank = example::launch_group(world);
   remora::init_rpc(rank == 0 ? "ps" : "caller" + std::to_string(rank));
   if (rank == 0) {
     ps::shared = remora::RemoteModule<Lookup>::create<EmbeddingServer>("ps", 1000, 8);

@@ -1,9 +1,11 @@
 // The agent, in-process: typed calls, self calls, async callees, errors, timeouts, garbage on the
 // wire, concurrency and shutdown. Process-level behaviour is in process_test.cpp.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
 #include <map>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -12,6 +14,8 @@
 #include <catch2/catch.hpp>
 
 #include "agent_support.hpp"
+#include "remora/agent/detail/io_loop.hpp"
+#include "remora/agent/detail/worker_pool.hpp"
 
 using namespace std::chrono_literals;
 using remora::test::shutdown_group;
@@ -23,6 +27,14 @@ torch::Tensor scale(const torch::Tensor& t, double f) { return t * f; }
 std::string whoami() { return remora::current_agent().self().name; }
 void nothing() {}
 int fails(int x) { throw std::out_of_range("index " + std::to_string(x) + " out of range"); }
+// The order calls ran in on the callee, per thread.
+std::mutex noted_mu;
+std::map<std::thread::id, std::vector<int>> noted;
+int note(int i) {
+  std::lock_guard lock(noted_mu);
+  noted[std::this_thread::get_id()].push_back(i);
+  return i;
+}
 int sleepy(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;
@@ -106,7 +118,12 @@ TEST_CASE("A call that outlives its timeout fails with Timeout and the late repl
   CHECK(f.wait_for(300ms));  // timed out before the reply (400 ms) came
   CHECK_THROWS_AS(f.get(), remora::Timeout);
   CHECK_THROWS_WITH(f.get(), Catch::Contains("fns::sleepy on worker 'b' timed out: no reply within 50 ms"));
-  std::this_thread::sleep_for(500ms);  // the late reply arrives and is dropped
+  // The late reply (400) arrives while another call is in flight: it is dropped, not taken for
+  // that call's answer, it does not change the timed-out future, and the connection stays open.
+  auto later = g[0]->rpc_async<&fns::sleepy>("b", 450);
+  CHECK(later.get() == 450);
+  CHECK_THROWS_AS(f.get(), remora::Timeout);
+  CHECK(g[0]->transport_to("b") != "");
   CHECK(g[0]->rpc_sync<&fns::add>("b", 1, 1) == 2);
   CHECK(g[0]->pending_calls() == 0);
   shutdown_group(g);
@@ -114,9 +131,9 @@ TEST_CASE("A call that outlives its timeout fails with Timeout and the late repl
 
 TEST_CASE("A function id the callee does not know is UnknownFunction", "[agent][errors]") {
   auto g = start_group({"a", "b"});
-  auto rid = g[0]->next_request_id();
+  auto rid = remora::detail::AgentAccess::next_request_id(*g[0]);
   auto frame = remora::wire::encode_frame(remora::wire::FrameKind::call, rid, std::uint64_t{0xdeadbeef}, 1, 2);
-  auto f = g[0]->start_call<int>(1, "ns::missing", rid, std::move(frame), 5s);
+  auto f = remora::detail::start_call<int>(*g[0], 1, "ns::missing", rid, std::move(frame), 5s);
   CHECK_THROWS_AS(f.get(), remora::UnknownFunction);
   CHECK_THROWS_WITH(f.get(), Catch::Contains("worker 'b' does not expose ns::missing"));
   shutdown_group(g);
@@ -181,6 +198,17 @@ TEST_CASE("Calls that arrive together are run together, and each gets its own re
     CHECK(wrong == 0);
     for (std::size_t k = 0; k < failures.size(); ++k)
       CHECK_THROWS_WITH(failures[k].get(), Catch::Contains("index " + std::to_string(k * 50) + " out of range"));
+  }
+  // Batching happened (it is a count of the callee's, not a timing).
+  const auto batched = remora::detail::AgentAccess::calls_batched(*g[1]);
+  CHECK(batched > 0);
+  // A batch runs its calls in the order they were sent: each pool thread saw increasing numbers.
+  for (int i = 0; i < 2000; ++i) (void)a.rpc_async<&fns::note>("b", i);
+  CHECK(a.rpc_sync<&fns::note>("b", 2000) == 2000);
+  CHECK(remora::detail::AgentAccess::calls_batched(*g[1]) > batched);
+  {
+    std::lock_guard lock(fns::noted_mu);
+    for (const auto& [thread, seen] : fns::noted) CHECK(std::is_sorted(seen.begin(), seen.end()));
   }
   shutdown_group(g);
 }

@@ -152,10 +152,10 @@ TEST_CASE("A device map to a device the peer lacks fails when the group starts",
 }
 
 TEST_CASE("GPU tensors cross between two processes by CUDA IPC handle, both ways", "[cuda][process]") {
-  const auto port = remora::test::free_port();
-  pid_t child = remora::test::spawn_self({"--role", "cuda_server", std::to_string(port)});
+  const auto hosted = remora::test::host_store();
+  pid_t child = remora::test::spawn_self({"--role", "cuda_server", std::to_string(hosted.port)});
   {
-    auto o = remora::test::tcp_options(port);
+    auto o = remora::test::hosted_options(hosted);
     o.set_device_map("server", {{"cuda:0", "cuda:0"}});
     remora::Agent client("client", 0, 2, o);
     auto stream = c10::cuda::getStreamFromPool();
@@ -177,10 +177,10 @@ TEST_CASE("GPU tensors cross between two processes by CUDA IPC handle, both ways
 TEST_CASE("A process keeps a bounded number of a peer's GPU segments open", "[cuda][process]") {
   if (std::getenv("REMORA_TRANSPORT") && std::string(std::getenv("REMORA_TRANSPORT")) == "tcp") return;  // no IPC
   using remora::transport::detail::OpenedSegments;
-  const auto port = remora::test::free_port();
-  pid_t child = remora::test::spawn_self({"--role", "cuda_server", std::to_string(port)});
+  const auto hosted = remora::test::host_store();
+  pid_t child = remora::test::spawn_self({"--role", "cuda_server", std::to_string(hosted.port)});
   {
-    auto o = remora::test::tcp_options(port);
+    auto o = remora::test::hosted_options(hosted);
     o.set_device_map("server", {{"cuda:0", "cuda:0"}});
     remora::Agent client("client", 0, 2, o);
     const auto closed_before = OpenedSegments::instance().closed_count();

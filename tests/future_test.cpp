@@ -10,7 +10,7 @@
 #include <asio.hpp>
 #include <catch2/catch.hpp>
 
-#include "remora/core/asio_await.hpp"
+#include "remora/asio_await.hpp"
 #include "remora/core/detail/unique_function.hpp"
 #include "remora/core/future.hpp"
 #include "remora/core/task.hpp"

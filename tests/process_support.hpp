@@ -13,16 +13,28 @@
 #include <asio.hpp>
 #include <catch2/catch.hpp>
 
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
 #include "remora/agent/options.hpp"
 
 extern char** environ;
 
 namespace remora::test {
 
-inline std::uint16_t free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
+// A TCPStore this process hosts on a port the kernel chose (no race for a free port): rank 0
+// uses it as Options::store, the other processes reach it as tcp://127.0.0.1:port.
+struct HostedStore {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  std::uint16_t port;
+};
+inline HostedStore host_store() {
+  c10d::TCPStoreOptions so;
+  so.port = 0;
+  so.isServer = true;
+  so.waitWorkers = false;
+  so.timeout = std::chrono::seconds(30);
+  auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", so);
+  return {store, store->getPort()};
 }
 
 // Starts this test binary with `args`; returns its pid.
@@ -44,11 +56,20 @@ inline int wait_exit(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+// Options for rank 0 of a group whose store this process hosts.
+inline remora::Options hosted_options(const HostedStore& hosted);
+
 inline remora::Options tcp_options(std::uint16_t port) {
   remora::Options o;
   o.init_method = "tcp://127.0.0.1:" + std::to_string(port);
   o.init_timeout = std::chrono::seconds(30);
   o.shutdown_timeout = std::chrono::seconds(30);
+  return o;
+}
+
+inline remora::Options hosted_options(const HostedStore& hosted) {
+  remora::Options o = tcp_options(hosted.port);
+  o.store = hosted.store;
   return o;
 }
 

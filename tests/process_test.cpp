@@ -12,7 +12,9 @@
 #include <asio.hpp>
 #include <catch2/catch.hpp>
 
+#include "expose/expose_fns.hpp"
 #include "remora/agent/rpc.hpp"
+#include "remora/rref/remote.hpp"
 #include "process_support.hpp"
 #include "roles.hpp"
 
@@ -27,7 +29,8 @@ int sleepy(int ms) {
 }  // namespace procfns
 
 namespace {
-using remora::test::free_port;
+using remora::test::host_store;
+using remora::test::hosted_options;
 using remora::test::spawn_self;
 using remora::test::tcp_options;
 using remora::test::wait_exit;
@@ -60,10 +63,10 @@ remora::test::RegisterRole r3("torchrun_pair", &torchrun_pair);
 }  // namespace
 
 TEST_CASE("Two processes rendezvous over a TCPStore and shut down together", "[process]") {
-  auto port = free_port();
-  pid_t child = spawn_self({"--role", "serve_until_shutdown", std::to_string(port)});
+  auto hosted = host_store();
+  pid_t child = spawn_self({"--role", "serve_until_shutdown", std::to_string(hosted.port)});
   {
-    remora::Agent client("client", 0, 2, tcp_options(port));
+    remora::Agent client("client", 0, 2, hosted_options(hosted));
     CHECK(client.rpc_sync<&procfns::add>("server", 2, 3) == 5);
     auto slow = client.rpc_async<&procfns::sleepy>("server", 200);
     client.shutdown();  // graceful: the slow call completes first
@@ -73,9 +76,9 @@ TEST_CASE("Two processes rendezvous over a TCPStore and shut down together", "[p
 }
 
 TEST_CASE("A killed peer fails pending and later calls with WorkerLost, promptly", "[process]") {
-  auto port = free_port();
-  pid_t child = spawn_self({"--role", "serve_until_killed", std::to_string(port)});
-  remora::Options o = tcp_options(port);
+  auto hosted = host_store();
+  pid_t child = spawn_self({"--role", "serve_until_killed", std::to_string(hosted.port)});
+  remora::Options o = hosted_options(hosted);
   o.rpc_timeout = 60s;
   remora::Agent client("client", 0, 2, o);
   CHECK(client.rpc_sync<&procfns::add>("server", 1, 1) == 2);
@@ -93,7 +96,13 @@ TEST_CASE("A killed peer fails pending and later calls with WorkerLost, promptly
 
 TEST_CASE("torchrun launches a remora program", "[process][torchrun]") {
   REQUIRE(std::filesystem::exists("/usr/bin/python3"));  // scripts/bootstrap installs python3-torch
-  auto port = free_port();
+  // torchrun's agent hosts the store on a port it is given: one the kernel just chose, released
+  // for it (the window in which another process could take it is torchrun's start-up).
+  const auto port = [] {
+    asio::io_context io;
+    asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+    return a.local_endpoint().port();
+  }();
   // --redirects/--tee non-zero: Debian's torchrun (torch 1.13, Python 3.11) cannot parse the
   // default 0, as Python 3.11 no longer iterates an IntFlag's zero member.
   pid_t run = spawn_self({"-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
@@ -101,4 +110,22 @@ TEST_CASE("torchrun launches a remora program", "[process][torchrun]") {
                           "--master_port=" + std::to_string(port), "@self", "--role", "torchrun_pair"},
                          "/usr/bin/python3");
   CHECK(wait_exit(run) == 0);
+}
+
+TEST_CASE("A serve-only binary serves what REMORA_EXPOSE and REMORA_EXPOSE_REMOTE name", "[process][expose]") {
+  auto hosted = host_store();
+  pid_t server = spawn_self({std::to_string(hosted.port)}, REMORA_EXPOSE_SERVER);
+  {
+    remora::Agent client("client", 0, 2, hosted_options(hosted));
+    CHECK(client.rpc_sync<&expose_fns::add>("server", 40, 2) == 42);
+    CHECK(client.rpc_sync<&expose_fns::greet>("server", std::string("remora")) == "hello, remora");
+    auto table = remora::remote<&expose_fns::make_table>(client, "server", std::int64_t{3}, std::int64_t{2});
+    CHECK(torch::equal(table.to_here(), torch::ones({3, 2})));
+    CHECK_THROWS_AS(client.rpc_sync<&expose_fns::not_exposed>("server", 1), remora::UnknownFunction);
+    CHECK_THROWS_WITH(client.rpc_sync<&expose_fns::not_exposed>("server", 1),
+                      Catch::Contains("worker 'server' does not expose expose_fns::not_exposed"));
+    table = {};
+    client.shutdown();
+  }
+  CHECK(wait_exit(server) == 0);
 }

@@ -13,6 +13,7 @@
 #include <torch/nn.h>
 
 #include "remora/module/remote_module.hpp"
+#include "remora/agent/detail/checked_options.hpp"
 #include "remora/transport/stream_connection.hpp"
 
 using namespace std::chrono_literals;
@@ -58,7 +59,6 @@ bool all_released(remora::Agent& a) {
 
 TEST_CASE("Workers on one host use the local transport and large tensors cross through shared memory",
           "[transport][local]") {
-  ::unsetenv("REMORA_TRANSPORT");  // the sanitizer pass runs the other tests over TCP
   auto g = start_group({"a", "b"});
   auto big = torch::randn({1 << 20});  // 4 MiB
   auto small = torch::arange(10, torch::kFloat);
@@ -94,7 +94,6 @@ TEST_CASE("Workers on one host use the local transport and large tensors cross t
 // caller ahead of the reply and the caller's next call reuses the same (already mapped) range.
 // Checked without waiting: a release sent after the reply would still be in flight here.
 TEST_CASE("The callee gives back an argument's shared memory before it answers", "[transport][local]") {
-  ::unsetenv("REMORA_TRANSPORT");
   auto g = start_group({"a", "b"});
   auto big = torch::randn({1 << 20});  // 4 MiB
   auto m = remora::RemoteModule<transport_fns::Echoer>::create<transport_fns::EchoModule>(*g[0], "b/cpu");
@@ -125,7 +124,6 @@ TEST_CASE("The callee gives back an argument's shared memory before it answers",
 }
 
 TEST_CASE("A full arena sends tensors through the socket instead", "[transport][local]") {
-  ::unsetenv("REMORA_TRANSPORT");
   remora::Options o;
   o.shared_memory_bytes = 1 << 20;
   o.shared_memory_min_bytes = 64 << 10;
@@ -207,18 +205,18 @@ TEST_CASE("Options::transport and REMORA_TRANSPORT choose TCP", "[transport]") {
     CHECK(g[0]->shared_bytes_in_use() == 0);
     shutdown_group(g);
   }
-  ::setenv("REMORA_TRANSPORT", "tcp", 1);
+  // REMORA_TRANSPORT overrides Options::transport; a value it does not know is an error.
+  using remora::detail::checked_options;
   o.transport = remora::Transport::local;
-  {
-    auto g = start_group({"a", "b"}, o);
-    CHECK(torch::equal(g[0]->rpc_sync<&transport_fns::twice>("b", torch::ones({3})), torch::full({3}, 2.f)));
-    CHECK(g[0]->transport_to("b") == "tcp");
-    shutdown_group(g);
-  }
-  ::setenv("REMORA_TRANSPORT", "carrier-pigeon", 1);
-  o.store = c10::make_intrusive<c10d::HashStore>();
-  CHECK_THROWS_WITH(remora::Agent("a", 0, 1, o), Catch::Contains("REMORA_TRANSPORT must be auto, tcp or local"));
-  ::unsetenv("REMORA_TRANSPORT");
+  CHECK(checked_options(o, [](const char* n) -> const char* {
+          return std::string_view(n) == "REMORA_TRANSPORT" ? "tcp" : nullptr;
+        }).transport == remora::Transport::tcp);
+  CHECK(checked_options(o, [](const char*) -> const char* { return nullptr; }).transport ==
+        remora::Transport::local);
+  CHECK_THROWS_WITH(checked_options(o, [](const char* n) -> const char* {
+                      return std::string_view(n) == "REMORA_TRANSPORT" ? "carrier-pigeon" : nullptr;
+                    }),
+                    Catch::Contains("REMORA_TRANSPORT must be auto, tcp or local"));
 }
 
 namespace {
@@ -259,7 +257,7 @@ struct RawPeer {
 // A frame holding one small tensor marked as shared at `offset`.
 std::vector<std::byte> shared_tensor_frame(std::uint64_t offset) {
   auto frame = remora::wire::encode_frame(remora::wire::FrameKind::reply, 1, torch::ones({1024}));
-  frame.for_each_descriptor([](std::size_t, remora::wire::TensorDescriptor& d) { d.flags |= remora::wire::kShared; });
+  frame.for_each_descriptor([](std::size_t, remora::wire::TensorDescriptor& d) { remora::wire::set_placement(d, remora::transport::detail::kSharedPlacement); });
   std::vector<std::byte> bytes(frame.head.begin(), frame.head.end());
   const auto* p = reinterpret_cast<const std::byte*>(&offset);
   bytes.insert(bytes.end(), p, p + sizeof offset);
@@ -297,7 +295,7 @@ TEST_CASE("Bad bytes on a local connection close it with the reason", "[transpor
     peer.preface();
     auto bytes = shared_tensor_frame(0);
     peer.write(bytes.data(), bytes.size());
-    CHECK_THAT(peer.reason(), Catch::Contains("does not have"));
+    CHECK_THAT(peer.reason(), Catch::Contains("has placement 1, which this connection does not take"));
   }
   SECTION("a shared tensor outside the arena") {
     RawPeer peer;

@@ -1,8 +1,10 @@
 // Compile-time identity: readable names, stable distinct ids, usable in constant expressions.
+#include <string>
 #include <string_view>
 
 #include <catch2/catch.hpp>
 
+#include "remora/agent/detail/registry.hpp"
 #include "remora/core/type_id.hpp"
 
 namespace geo {
@@ -40,18 +42,74 @@ TEST_CASE("Ids are the FNV-1a hash of the name and so every process computes the
   CHECK(remora::type_identity_of<geo::Shape>.id != remora::function_identity<&geo::Shape::area>.id);
 }
 
+namespace {
+std::string normalize(std::string_view raw) {
+  remora::detail::NameBuffer<1024> b;
+  remora::detail::normalize(raw, b);
+  return std::string(b.view());
+}
+std::string canonical_builtins(std::string_view s) {
+  remora::detail::NameBuffer<1024> b;
+  remora::detail::canonical_builtins(s, b);
+  return std::string(b.view());
+}
+}  // namespace
+
 TEST_CASE("normalize() maps both compilers' spellings to one", "[type_id]") {
-  using remora::detail::normalize;
-  CHECK(normalize("&ns::add").view() == "ns::add");
-  CHECK(normalize("{anonymous}::f").view() == "(anonymous)::f");
-  CHECK(normalize("(anonymous namespace)::f").view() == "(anonymous)::f");
-  CHECK(normalize("std::__cxx11::basic_string<char>").view() == "std::basic_string<char>");
-  CHECK(normalize("std::__1::vector<int, std::__1::allocator<int> >").view() ==
-        "std::vector<int,std::allocator<int>>");
-  CHECK(normalize("unsigned int").view() == "unsigned int");
-  using remora::detail::canonical_builtins;
-  CHECK(canonical_builtins(normalize("std::pair<long unsigned int, long int>")).view() ==
-        "std::pair<unsigned long,long>");
-  CHECK(canonical_builtins(normalize("long long unsigned int*")).view() == "unsigned long long*");
-  CHECK(canonical_builtins(normalize("ns::long_int_holder")).view() == "ns::long_int_holder");
+  CHECK(normalize("&ns::add") == "ns::add");
+  CHECK(normalize("{anonymous}::f") == "(anonymous)::f");
+  CHECK(normalize("(anonymous namespace)::f") == "(anonymous)::f");
+  CHECK(normalize("std::__cxx11::basic_string<char>") == "std::basic_string<char>");
+  CHECK(normalize("std::__1::vector<int, std::__1::allocator<int> >") == "std::vector<int,std::allocator<int>>");
+  CHECK(normalize("unsigned int") == "unsigned int");
+  CHECK(canonical_builtins(normalize("std::pair<long unsigned int, long int>")) == "std::pair<unsigned long,long>");
+  CHECK(canonical_builtins(normalize("long long unsigned int*")) == "unsigned long long*");
+  CHECK(canonical_builtins(normalize("ns::long_int_holder")) == "ns::long_int_holder");
+}
+
+// Two functions whose names share their first 560 characters (the id once hashed only 512).
+namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0001 {
+namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0002 {
+namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0003 {
+namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0004 {
+namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0005 {
+namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0006 {
+inline int first(int x) { return x; }
+inline int second(int x) { return -x; }
+}  // namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0006
+}  // namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0005
+}  // namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0004
+}  // namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0003
+}  // namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0002
+}  // namespace a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0001
+
+TEST_CASE("Function ids hash the whole name, however long", "[type_id]") {
+  namespace deep = a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0001::
+      a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0002::
+          a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0003::
+              a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0004::
+                  a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0005::
+                      a_very_long_namespace_name_one_hundred_characters_long_for_the_test_of_whole_name_hashing_0006;
+  constexpr auto a = remora::function_identity<&deep::first>;
+  constexpr auto b = remora::function_identity<&deep::second>;
+  CHECK(a.name.size() > 512);  // the two names differ only after their first 512 characters
+  CHECK(a.name.ends_with("::first"));
+  CHECK(b.name.ends_with("::second"));
+  CHECK(a.id != b.id);
+  CHECK(a.id == remora::detail::fnv1a(a.name));
+}
+
+TEST_CASE("Two functions with one id are served under neither, and an agent refuses to start", "[type_id][registry]") {
+  remora::detail::Registry r;
+  auto h = [](remora::detail::IncomingCall&&) {};
+  CHECK_NOTHROW(r.check_no_clashes());
+  r.add(42, "ns::one", h);
+  r.add(42, "ns::one", h);  // the same function registered from two translation units
+  CHECK(r.find(42) != nullptr);
+  CHECK_NOTHROW(r.check_no_clashes());
+  r.add(42, "ns::two", h);
+  CHECK(r.find(42) == nullptr);
+  r.add(42, "ns::one", h);  // a clash stays a clash
+  CHECK(r.find(42) == nullptr);
+  CHECK_THROWS_WITH(r.check_no_clashes(), Catch::Contains("ns::one and ns::two"));
 }

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <vector>
 
+#include "remora/wire/frame_reader.hpp"
 #include "remora/wire/value_codec.hpp"
 
 namespace remora::test {

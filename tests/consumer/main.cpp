@@ -1,4 +1,6 @@
 #include <remora/remora.hpp>
+#include <remora/wire/frame_reader.hpp>
+#include <remora/wire/value_codec.hpp>
 
 int twice(int x) { return 2 * x; }
 

@@ -37,13 +37,13 @@ struct Options {
   int num_worker_threads = 4;
   int num_io_threads = 1;
   // How long a sync call that is the only one in flight watches for its answer before the
-  // caller sleeps (README, Threads); 0: callers sleep at once. REMORA_SYNC_WATCH_US overrides it.
+  // caller sleeps (docs/threading.md); 0: callers sleep at once. REMORA_SYNC_WATCH_US overrides it.
   std::chrono::microseconds sync_watch{200};
   // How long an idle worker thread watches for the next call before it sleeps (one worker at a
-  // time; README, Threads); 0: workers sleep at once. REMORA_WORKER_WATCH_US overrides it.
+  // time; docs/threading.md); 0: workers sleep at once. REMORA_WORKER_WATCH_US overrides it.
   std::chrono::microseconds worker_watch{200};
   // How long an I/O thread polls the sockets after an event before it blocks (one thread at a
-  // time; README, Threads); 0: I/O threads block at once. REMORA_IO_WATCH_US overrides it.
+  // time; docs/threading.md); 0: I/O threads block at once. REMORA_IO_WATCH_US overrides it.
   std::chrono::microseconds io_watch{200};
   // Address this worker listens on (port 0: any free port) and the host it tells peers to use.
   std::string listen_host = "127.0.0.1";

@@ -1,5 +1,6 @@
 #pragma once
 // The process-wide agent and the free functions that use it, as in torch.distributed.rpc.
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,8 +26,9 @@ inline Agent& init_rpc(std::string name, int rank, int world_size, Options optio
 
 // As above, with rank and world size from RANK and WORLD_SIZE (as torchrun sets them).
 inline Agent& init_rpc(std::string name, Options options = {}) {
-  auto rank = detail::env_or("RANK", ""), world = detail::env_or("WORLD_SIZE", "");
-  if (rank.empty() || world.empty()) throw Error("remora: init_rpc without a rank needs RANK and WORLD_SIZE");
+  const char* rank = std::getenv("RANK");
+  const char* world = std::getenv("WORLD_SIZE");
+  if (!rank || !*rank || !world || !*world) throw Error("remora: init_rpc without a rank needs RANK and WORLD_SIZE");
   return init_rpc(std::move(name), std::stoi(rank), std::stoi(world), std::move(options));
 }
 

@@ -85,13 +85,4 @@ struct serializable<std::unordered_set<K, H, E, A>> : std::bool_constant<seriali
 template <class T>
 concept Serializable = detail::serializable_v<std::remove_cvref_t<T>>;
 
-// An interface a RemoteModule can present: a polymorphic class with exactly one `forward`,
-// which is not a template (so `&I::forward` names it).
-template <class I>
-concept ModuleInterface = std::is_class_v<I> && std::is_polymorphic_v<I> && requires { &I::forward; };
-
-// M implements interface I by deriving from it.
-template <class M, class I>
-concept Implements = ModuleInterface<I> && std::derived_from<M, I>;
-
 }  // namespace remora

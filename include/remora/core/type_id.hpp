@@ -66,36 +66,50 @@ constexpr bool is_ident(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
-// Upper bound on a normalized name's length; longer names are truncated before hashing (they
-// still hash distinctly in practice, since the prefix holds the qualified name).
-inline constexpr std::size_t kMaxName = 512;
-
-struct NameBuffer {
-  std::array<char, kMaxName> chars{};
+// Where normalize() and canonical_builtins() write: a counter first, to size the buffer that
+// then holds the whole name (names are never cut: the id hashes every character).
+struct NameLength {
   std::size_t size = 0;
+  char last[2] = {' ', ' '};
   constexpr void push(char c) {
-    if (size < kMaxName) chars[size++] = c;
+    ++size;
+    last[0] = last[1];
+    last[1] = c;
   }
   constexpr void push(std::string_view s) {
     for (char c : s) push(c);
   }
+  constexpr char back() const { return size ? last[1] : ' '; }
+  constexpr bool ends_with_scope() const { return size >= 2 && last[0] == ':' && last[1] == ':'; }
+};
+
+template <std::size_t N>
+struct NameBuffer {
+  std::array<char, N + 1> chars{};  // one more: never a zero-length array
+  std::size_t size = 0;
+  constexpr void push(char c) { chars[size++] = c; }
+  constexpr void push(std::string_view s) {
+    for (char c : s) push(c);
+  }
+  constexpr char back() const { return size ? chars[size - 1] : ' '; }
+  constexpr bool ends_with_scope() const { return size >= 2 && chars[size - 2] == ':' && chars[size - 1] == ':'; }
   constexpr std::string_view view() const { return {chars.data(), size}; }
 };
 
 // One spelling for every compiler: no leading `&`, no space unless it separates two
 // identifiers, one word for anonymous namespaces, no standard-library inline namespaces
 // (g++ prints `std::__cxx11::basic_string`, clang `std::basic_string`).
-constexpr NameBuffer normalize(std::string_view raw) {
+template <class Out>
+constexpr void normalize(std::string_view raw, Out& out) {
   constexpr std::string_view gcc_anon = "{anonymous}";
   constexpr std::string_view clang_anon = "(anonymous namespace)";
   constexpr std::string_view inline_namespaces[] = {"__cxx11::", "__1::"};
-  NameBuffer out;
   std::size_t i = 0;
   while (i < raw.size() && (raw[i] == '&' || raw[i] == ' ')) ++i;
   for (; i < raw.size(); ++i) {
     bool skipped = false;
     for (auto ns : inline_namespaces) {
-      if (raw.substr(i, ns.size()) == ns && out.view().ends_with("::")) {
+      if (raw.substr(i, ns.size()) == ns && out.ends_with_scope()) {
         i += ns.size() - 1;
         skipped = true;
       }
@@ -113,24 +127,22 @@ constexpr NameBuffer normalize(std::string_view raw) {
     }
     char c = raw[i];
     if (c == ' ') {
-      char prev = out.size ? out.chars[out.size - 1] : ' ';
+      char prev = out.back();
       char next = i + 1 < raw.size() ? raw[i + 1] : ' ';
       if (!(is_ident(prev) && is_ident(next))) continue;
     }
     out.push(c);
   }
-  return out;
 }
 
 // g++ spells some builtin types differently from clang (`long unsigned int` for `unsigned long`):
 // rewrite them to clang's spelling, longest first, at identifier boundaries.
-constexpr NameBuffer canonical_builtins(const NameBuffer& in) {
+template <class Out>
+constexpr void canonical_builtins(std::string_view s, Out& out) {
   constexpr std::string_view from[] = {"long long unsigned int", "long unsigned int", "short unsigned int",
                                        "long long int", "long int", "short int"};
   constexpr std::string_view to[] = {"unsigned long long", "unsigned long", "unsigned short",
                                      "long long", "long", "short"};
-  std::string_view s = in.view();
-  NameBuffer out;
   for (std::size_t i = 0; i < s.size();) {
     bool replaced = false;
     if (i == 0 || !is_ident(s[i - 1])) {
@@ -146,13 +158,44 @@ constexpr NameBuffer canonical_builtins(const NameBuffer& in) {
     }
     if (!replaced) out.push(s[i++]);
   }
+}
+
+// The normalized, canonical spelling of `raw()` (a constexpr function returning the compiler's
+// text), in a buffer of exactly its size.
+template <auto raw>
+constexpr auto spelled_name() {
+  constexpr auto normalized_size = [] {
+    NameLength n;
+    normalize(raw(), n);
+    return n.size;
+  }();
+  constexpr auto normalized = [] {
+    NameBuffer<normalized_size> b;
+    normalize(raw(), b);
+    return b;
+  }();
+  constexpr auto size = [&] {
+    NameLength n;
+    canonical_builtins(normalized.view(), n);
+    return n.size;
+  }();
+  NameBuffer<size> out;
+  canonical_builtins(normalized.view(), out);
   return out;
 }
 
 template <auto F>
-inline constexpr NameBuffer value_name_buffer = canonical_builtins(normalize(extract(pretty_value<F>(), "F = ")));
+constexpr std::string_view raw_value_name() {
+  return extract(pretty_value<F>(), "F = ");
+}
 template <class T>
-inline constexpr NameBuffer type_name_buffer = canonical_builtins(normalize(extract(pretty_type<T>(), "T = ")));
+constexpr std::string_view raw_type_name() {
+  return extract(pretty_type<T>(), "T = ");
+}
+template <auto F>
+inline constexpr auto value_name_buffer = spelled_name<&raw_value_name<F>>();
+template <class T>
+inline constexpr auto type_name_buffer = spelled_name<&raw_type_name<T>>();
 
 }  // namespace detail
 

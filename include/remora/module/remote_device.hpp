@@ -45,7 +45,7 @@ struct RemoteDevice {
                     std::to_string(agent.get_worker_infos().size()));
       return static_cast<std::uint32_t>(r);
     }
-    return agent.id_of(worker);
+    return detail::AgentAccess::id_of(agent, worker);
   }
 };
 

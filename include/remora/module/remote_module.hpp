@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "remora/module/concepts.hpp"
 #include "remora/module/detail/module_shims.hpp"
 #include "remora/module/remote_device.hpp"
 #include "remora/rref/remote.hpp"
@@ -74,7 +75,7 @@ class RemoteModule {
   template <class... As>
   result_type forward(As&&... args) const {
     auto f = forward_async(std::forward<As>(args)...);
-    agent().await_sync(f);
+    detail::AgentAccess::await_sync(agent(), f);
     return std::move(f).get();
   }
   template <class... As>
@@ -86,7 +87,7 @@ class RemoteModule {
   template <auto M, class... As>
   auto call(As&&... args) const {
     auto f = call_async<M>(std::forward<As>(args)...);
-    agent().await_sync(f);
+    detail::AgentAccess::await_sync(agent(), f);
     return std::move(f).get();
   }
 
@@ -150,7 +151,7 @@ RemoteModule<I> RemoteModule<I>::create(Agent& agent, std::string_view remote_de
   // Wait for the module, so a bad device or a throwing constructor is an error here.
   using Ready = detail::ReadyShim<I>;
   (void)detail::AutoRegisterAs<&Ready::call, Ready::identity>::registered;
-  agent.call_as<&Ready::call>(owner, Ready::identity, CallOptions{}, rref.checked().id).get();
+  detail::call_as<&Ready::call>(agent, owner, Ready::identity, CallOptions{}, rref.checked().id).get();
   return RemoteModule(std::move(rref), where.device);
 }
 
@@ -182,7 +183,7 @@ Future<typename RemoteModule<I>::result_type> RemoteModule<I>::forward_async(As&
     auto f = std::apply(
         [&](auto&&... p) {
           // The module lives at least until it answered.
-          return agent().template call_keeping<&Shim::call>(module_.core_, core.owner, Shim::identity,
+          return detail::call_keeping<&Shim::call>(agent(), module_.core_, core.owner, Shim::identity,
                                                             CallOptions{}, core.id, device_.str(), std::move(p)...);
         },
         std::move(params));
@@ -198,7 +199,7 @@ auto RemoteModule<I>::call_async(As&&... args) const {
   (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
   module_.check_usable("call");
   auto& core = module_.checked();
-  return agent().template call_keeping<&Shim::call>(module_.core_, core.owner, Shim::identity, CallOptions{},
+  return detail::call_keeping<&Shim::call>(agent(), module_.core_, core.owner, Shim::identity, CallOptions{},
                                                     core.id, device_.str(), std::forward<As>(args)...);
 }
 
@@ -207,7 +208,7 @@ std::vector<RRef<torch::Tensor>> RemoteModule<I>::remote_parameters(bool recurse
   using Shim = detail::ParametersShim<I>;
   (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
   module_.check_usable("remote_parameters");
-  return agent().template call_as<&Shim::call>(module_.checked().owner, Shim::identity, CallOptions{},
+  return detail::call_as<&Shim::call>(agent(), module_.checked().owner, Shim::identity, CallOptions{},
                                                module_.checked().id, recurse).get();
 }
 
@@ -216,7 +217,7 @@ void RemoteModule<I>::train(bool on) const {
   using Shim = detail::TrainShim<I>;
   (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
   module_.check_usable("train");
-  agent().template call_as<&Shim::call>(module_.checked().owner, Shim::identity, CallOptions{},
+  detail::call_as<&Shim::call>(agent(), module_.checked().owner, Shim::identity, CallOptions{},
                                         module_.checked().id, on).get();
 }
 

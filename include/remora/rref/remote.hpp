@@ -18,9 +18,9 @@ remote_result_t<F> remote(Agent& agent, std::string_view to, As&&... args) {
       static_assert(!std::is_void_v<V>, "remora: remote() of a function that returns void: use rpc_async()");
       using Shim = detail::CreateShim<F>;
       (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
-      const auto owner = agent.id_of(to);
+      const auto owner = detail::AgentAccess::id_of(agent, to);
       return detail::start_remote<V>(agent, owner, [&](detail::RRefId id, detail::ForkId fork, bool has_fork) {
-        return agent.template call_as<&Shim::call>(owner, Shim::identity, opts, id, fork, has_fork,
+        return detail::call_as<&Shim::call>(agent, owner, Shim::identity, opts, id, fork, has_fork,
                                                    std::forward<Rest>(rest)...);
       });
     }(std::forward<As>(args)...);

@@ -138,7 +138,7 @@ Future<T> RRef<T>::to_here_async(std::chrono::milliseconds timeout) const
   (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
   auto ctx = context();
   // This reference lives until the owner answered.
-  return ctx->agent().template call_keeping<&Shim::call>(core_, c.owner, Shim::identity, CallOptions{timeout}, c.id);
+  return detail::call_keeping<&Shim::call>(ctx->agent(), core_, c.owner, Shim::identity, CallOptions{timeout}, c.id);
 }
 
 template <class T>
@@ -246,13 +246,13 @@ auto RRefProxy<T, K>::call(As&&... args) const {
     static_assert(!std::is_void_v<V>, "remora: remote() of a method that returns void: use rpc_async()");
     (void)AutoRegisterAs<&Shim::call, Shim::identity>::registered;
     return start_remote<V>(agent, c.owner, [&](RRefId id, ForkId fork, bool has_fork) {
-      return agent.template call_keeping<&Shim::call>(rref_.core_, c.owner, Shim::identity, CallOptions{timeout_},
+      return detail::call_keeping<&Shim::call>(agent, rref_.core_, c.owner, Shim::identity, CallOptions{timeout_},
                                                        c.id, id, fork, has_fork, std::forward<As>(args)...);
     });
   } else {
     using Shim = MethodShim<T, M>;
     (void)AutoRegisterAs<&Shim::call, Shim::identity>::registered;
-    auto f = agent.template call_keeping<&Shim::call>(rref_.core_, c.owner, Shim::identity, CallOptions{timeout_},
+    auto f = detail::call_keeping<&Shim::call>(agent, rref_.core_, c.owner, Shim::identity, CallOptions{timeout_},
                                                       c.id, std::forward<As>(args)...);
     if constexpr (K == ProxyKind::sync)
       return std::move(f).get();
@@ -330,7 +330,7 @@ void RRef<T>::load(Archive& ar) {
     return;
   }
   (void)detail::AutoRegister<&detail::rref_msg::fork_request>::registered;
-  auto f = agent.template call_as<&detail::rref_msg::fork_request>(
+  auto f = detail::call_as<&detail::rref_msg::fork_request>(agent, 
       w.owner, function_identity<&detail::rref_msg::fork_request>, CallOptions{}, w.id, w.fork);
   f.on_ready([f, core = core_, parent = w.parent] {
     if (auto e = f.exception()) {

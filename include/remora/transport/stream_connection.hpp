@@ -9,12 +9,9 @@
 // on the connection's strand. A protocol error or an I/O error closes the connection once, and
 // the close handler learns why; the connection never throws into Asio.
 //
-// Local connections begin with a preface each way that passes the sender's shared-memory arena
-// (detail/shared_memory.hpp). A tensor of at least `shared_min_bytes` is copied into the arena and
-// only its offset crosses the socket; the receiver's tensor views the arena, and its deleter sends
-// a `transport` frame that frees the range. When the arena is full, tensors go inline. GPU tensors
-// (sent under a device map) cross by CUDA IPC handle (detail/cuda_ipc.hpp) when libtorch has CUDA;
-// over TCP they are staged through host memory.
+// Local connections add what only processes of one host can share (detail/local_sharing.hpp):
+// large tensors through shared memory, GPU tensors by CUDA IPC handle. Over TCP, GPU tensors are
+// staged through host memory (detail/cuda_staging.hpp).
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -37,20 +34,14 @@
 #include <asio/write.hpp>
 
 #include "remora/transport/connection.hpp"
-#include "remora/transport/detail/cuda_ipc.hpp"
 #include "remora/transport/detail/cuda_staging.hpp"
 #include "remora/transport/detail/frame_queue.hpp"
-#include "remora/transport/detail/shared_memory.hpp"
-#include "remora/transport/log.hpp"
-#include "remora/wire/frame.hpp"
+#include "remora/transport/detail/gather_send.hpp"
+#include "remora/transport/detail/local_sharing.hpp"
+#include "remora/core/log.hpp"
+#include "remora/wire/frame_reader.hpp"
 
 namespace remora::transport {
-
-// How a local connection shares memory; ignored by TCP connections.
-struct SharedMemoryOptions {
-  std::size_t arena_bytes = std::size_t{1} << 30;  // 0: no shared memory, everything inline
-  std::size_t min_bytes = std::size_t{256} << 10;  // smaller tensors go inline
-};
 
 template <class Protocol>
 class StreamConnection final : public Connection {
@@ -69,13 +60,9 @@ class StreamConnection final : public Connection {
         reader_(limits),
         on_frame_(std::move(on_frame)),
         on_close_(std::move(on_close)),
-        shared_(shared), recv_(kRecvBuffer), gate_timer_(socket_.get_executor()) {
-    if constexpr (is_local) {
-      if (shared_.arena_bytes) arena_ = detail::SendArena::create(shared_.arena_bytes);
-    }
-#ifdef REMORA_CUDA_IPC
+        recv_(kRecvBuffer), gate_timer_(socket_.get_executor()) {
+    if constexpr (is_local) sharing_ = std::make_unique<detail::LocalSharing>(shared);
     reader_.set_device_uploader(detail::make_device_uploader());
-#endif
   }
 
   // A connection to `endpoint`; frames sent before it is up wait in the queue.
@@ -147,12 +134,12 @@ class StreamConnection final : public Connection {
 
   const char* kind() const override { return is_local ? "local" : "tcp"; }
 
-  std::size_t shared_bytes_in_use() const override { return arena_ ? arena_->in_use() : 0; }
+  std::size_t shared_bytes_in_use() const override { return sharing_ ? sharing_->bytes_in_use() : 0; }
   bool more_buffered() const override { return recv_begin_ < recv_end_; }
 
  private:
   static constexpr std::size_t kRecvBuffer = 64 * 1024;
-  static constexpr std::size_t kMaxIov = 256;
+  static constexpr std::size_t kMaxIov = detail::kMaxIov;
   static constexpr std::size_t kCoalesce = 1024, kStage = 64 * 1024;
 
   std::shared_ptr<StreamConnection> self_ptr() { return std::static_pointer_cast<StreamConnection>(shared_from_this()); }
@@ -162,10 +149,8 @@ class StreamConnection final : public Connection {
     {
       std::unique_lock lock(write_mu_);
       if (closed_) return;
-      if constexpr (is_local) {
-        detail::LocalPreface preface;
-        preface.arena_bytes = arena_ ? arena_->size() : 0;
-        if (!detail::send_preface(socket_.native_handle(), preface, arena_ ? arena_->fd() : -1)) {
+      if (sharing_) {
+        if (!sharing_->send_preface(socket_.native_handle())) {
           lock.unlock();
           return close_now("cannot send the local preface");
         }
@@ -176,11 +161,10 @@ class StreamConnection final : public Connection {
       connected_ = true;
       writing_ = !queue_.empty();
     }
-    if constexpr (is_local) {
+    if (sharing_)
       read_preface();
-    } else {
+    else
       read_more();
-    }
     write_more();
   }
 
@@ -188,13 +172,8 @@ class StreamConnection final : public Connection {
   // handed over by CUDA IPC handle (local), GPU tensors staged through host memory (large ones in
   // chunks sent as they arrive, the rest whole, here).
   void prepare(wire::OutFrame& frame) {
-    if constexpr (is_local) {
-      share_large_tensors(frame);
-      export_device_tensors(frame);
-    }
-#ifdef REMORA_CUDA_IPC
+    if (sharing_) sharing_->prepare(frame);
     detail::stage_in_chunks(frame);
-#endif
     frame.stage_to_host();
   }
 
@@ -210,19 +189,9 @@ class StreamConnection final : public Connection {
       if (n_iov + segments.size() > kMaxIov) return false;
       for (auto s : segments) iov[n_iov++] = {const_cast<std::byte*>(s.data()), s.size()};
     }
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = n_iov;
-    ssize_t n;
-    do n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-      asio::post(socket_.get_executor(), [self = self_ptr(), why = std::string(std::strerror(errno))] {
-        self->close_now("write failed: " + why);
-      });
-      return true;
-    }
-    std::uint64_t written = n < 0 ? 0 : static_cast<std::uint64_t>(n);
+    const ssize_t n = detail::gather_send(socket_.native_handle(), iov, n_iov);
+    if (n < 0) return write_failed();
+    std::uint64_t written = static_cast<std::uint64_t>(n);
     while (!queue_.empty() && written >= queue_.front().total_bytes()) {
       written -= queue_.front().total_bytes();
       written_frames.push_back(queue_.take_front());
@@ -259,60 +228,44 @@ class StreamConnection final : public Connection {
       iov[i] = {const_cast<std::byte*>(segments[i].data()), segments[i].size()};
       total += segments[i].size();
     }
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = segments.size();
-    ssize_t n;
-    do n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
+    const ssize_t n = detail::gather_send(socket_.native_handle(), iov, segments.size());
     if (n == static_cast<ssize_t>(total)) return true;
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-      asio::post(socket_.get_executor(), [self = self_ptr(), why = std::string(std::strerror(errno))] {
-        self->close_now("write failed: " + why);
-      });
-      return true;
-    }
-    front_written_ = n < 0 ? 0 : static_cast<std::size_t>(n);
+    if (n < 0) return write_failed();
+    front_written_ = static_cast<std::size_t>(n);
     return false;
+  }
+
+  // A write on a sending thread failed: the strand closes the connection (and reports why).
+  bool write_failed() {
+    asio::post(socket_.get_executor(), [self = self_ptr(), why = std::string(std::strerror(errno))] {
+      self->close_now("write failed: " + why);
+    });
+    return true;
   }
 
   // Reads the peer's preface (with its arena's descriptor) before any frame.
   void read_preface() {
-    auto* into = reinterpret_cast<std::byte*>(&peer_preface_) + preface_filled_;
-    const ssize_t n =
-        detail::receive_preface(socket_.native_handle(), into, sizeof peer_preface_ - preface_filled_, peer_fd_);
-    if (n == 0) return close_now("connection closed by peer");
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-      return close_now(std::string("read failed: ") + std::strerror(errno));
-    if (n > 0) preface_filled_ += static_cast<std::size_t>(n);
-    if (preface_filled_ < sizeof peer_preface_) {
-      socket_.async_wait(Socket::wait_read, [self = self_ptr()](std::error_code ec) {
-        if (ec) return self->close_now(describe(ec));
-        self->read_preface();
-      });
-      return;
-    }
     try {
-      if (peer_preface_.magic != detail::LocalPreface{}.magic || peer_preface_.version != 1)
-        throw ProtocolError("bad local preface (not a remora peer)");
-      if (peer_preface_.arena_bytes) {
-        if (!peer_fd_) throw ProtocolError("the peer announced shared memory but passed none");
-        auto mapping = detail::map_peer_arena(std::move(peer_fd_), peer_preface_.arena_bytes);
-        reader_.set_shared_resolver(make_resolver(std::move(mapping)));
+      if (sharing_->read_preface(socket_.native_handle()) == detail::LocalSharing::Preface::incomplete) {
+        socket_.async_wait(Socket::wait_read, [self = self_ptr()](std::error_code ec) {
+          if (ec) return self->close_now(describe(ec));
+          self->read_preface();
+        });
+        return;
       }
-#ifdef REMORA_CUDA_IPC
-      reader_.set_cuda_ipc_resolver(make_cuda_ipc_resolver());
-#endif
-      peer_fd_.reset();
+      std::weak_ptr<StreamConnection> weak = self_ptr();
+      sharing_->accept_placements(reader_, [weak](std::uint64_t what, std::uint8_t flags) {
+        if (auto self = weak.lock()) self->send_release(what, flags);
+      });
     } catch (const ProtocolError& e) {
       return reject(e);
+    } catch (const Error& e) {
+      return close_now(e.what());
     }
     read_more();
   }
 
-  // A transport frame that gives something back to its sender: a range of its arena, or (flag
-  // kReleaseCuda) one of its exported GPU tensors.
-  static constexpr std::uint8_t kReleaseCuda = 1;
+  // A transport frame that gives something back to its sender (LocalSharing::on_release).
   void send_release(std::uint64_t what, std::uint8_t flags) {
     wire::OutFrame release;
     release.head.resize(sizeof(wire::FrameHeader));
@@ -322,65 +275,6 @@ class StreamConnection final : public Connection {
     h.request_id = what;
     std::memcpy(release.head.data(), &h, sizeof h);
     send(std::move(release));
-  }
-
-#ifdef REMORA_CUDA_IPC
-  // Hands each CUDA tensor of `frame` over by IPC handle; the peer copies it and releases it.
-  void export_device_tensors(wire::OutFrame& frame) {
-    if (!frame.has_device_tensors()) return;
-    frame.for_each_descriptor([&](std::size_t i, wire::TensorDescriptor& d) {
-      auto& t = frame.tensors[i];
-      // Small tensors go through host memory: cheaper than exporting them.
-      if (!t.device().is_cuda() || d.nbytes < shared_.min_bytes) return;
-      auto record = cuda_exports_.add(t);
-      d.flags |= wire::kCudaIpc;
-      t = torch::empty({static_cast<int64_t>(sizeof record)}, torch::kUInt8);
-      std::memcpy(t.data_ptr(), &record, sizeof record);
-    });
-  }
-  wire::CudaIpcResolver make_cuda_ipc_resolver() {
-    std::weak_ptr<StreamConnection> weak = self_ptr();
-    return [weak](std::span<const std::byte> bytes, c10::IntArrayRef sizes, c10::ScalarType dtype,
-                  std::uint64_t nbytes, c10::Device device) {
-      detail::CudaIpcRecord r;
-      std::memcpy(&r, bytes.data(), sizeof r);
-      auto out = detail::import_cuda_tensor(r, sizes, dtype, nbytes, device);
-      if (auto self = weak.lock()) self->send_release(r.id, kReleaseCuda);
-      return out;
-    };
-  }
-#else
-  void export_device_tensors(wire::OutFrame&) {}
-#endif
-
-  // Received shared tensors view the peer's arena; the last reference gone, the range goes back.
-  wire::SharedResolver make_resolver(std::shared_ptr<detail::Mapping> mapping) {
-    std::weak_ptr<StreamConnection> weak = self_ptr();
-    return [mapping = std::move(mapping), weak](std::uint64_t offset, c10::IntArrayRef sizes, c10::ScalarType dtype,
-                                                std::uint64_t nbytes) {
-      if (offset % detail::kSharedAlignment != 0 || offset > mapping->size() || nbytes > mapping->size() - offset)
-        throw ProtocolError("shared tensor at offset " + std::to_string(offset) + " lies outside the peer's arena");
-      return torch::from_blob(
-          mapping->base() + offset, sizes,
-          [mapping, weak, offset](void*) {
-            if (auto self = weak.lock()) self->send_release(offset, 0);
-          },
-          torch::TensorOptions().dtype(dtype));
-    };
-  }
-
-  // Moves each large CPU tensor of `frame` into the arena, leaving its offset in the stream.
-  void share_large_tensors(wire::OutFrame& frame) {
-    if (!arena_) return;
-    frame.for_each_descriptor([&](std::size_t i, wire::TensorDescriptor& d) {
-      auto& t = frame.tensors[i];
-      if (d.nbytes < shared_.min_bytes || !t.device().is_cpu()) return;
-      auto offset = arena_->allocate(d.nbytes);
-      if (!offset) return;  // full: this one goes inline
-      std::memcpy(arena_->at(*offset), t.data_ptr(), d.nbytes);
-      d.flags |= wire::kShared;
-      t = torch::tensor({static_cast<int64_t>(*offset)}, torch::kLong);
-    });
   }
 
   // Frames are destroyed outside write_mu_: a tensor's deleter may send (a release) itself.
@@ -526,16 +420,8 @@ class StreamConnection final : public Connection {
 
   // The peer let go of a shared tensor: its range (or GPU tensor) is free again.
   void on_transport_frame(const wire::InFrame& frame) {
-#ifdef REMORA_CUDA_IPC
-    if (frame.header.flags == kReleaseCuda) {
-      if (!cuda_exports_.release(frame.request_id()))
-        throw ProtocolError("release of GPU tensor " + std::to_string(frame.request_id()) + " that was not lent");
-      return;
-    }
-#endif
-    if (frame.header.flags != 0 || !arena_ || !arena_->release(frame.request_id()))
-      throw ProtocolError("release of shared memory at offset " + std::to_string(frame.request_id()) +
-                          " that is not in use");
+    if (!sharing_) throw ProtocolError("a transport frame on a connection that shares nothing");
+    sharing_->on_release(frame.request_id(), frame.header.flags);
   }
 
   static std::string describe(const std::error_code& ec) {
@@ -546,14 +432,7 @@ class StreamConnection final : public Connection {
   wire::FrameReader reader_;
   FrameHandler on_frame_;
   CloseHandler on_close_;
-  SharedMemoryOptions shared_;
-  std::unique_ptr<detail::SendArena> arena_;
-#ifdef REMORA_CUDA_IPC
-  detail::CudaExports cuda_exports_;
-#endif
-  detail::LocalPreface peer_preface_{0, 0, 0};
-  std::size_t preface_filled_ = 0;
-  detail::Fd peer_fd_;
+  std::unique_ptr<detail::LocalSharing> sharing_;  // local connections only
   std::vector<std::byte> recv_;
   std::size_t recv_begin_ = 0, recv_end_ = 0;
   // The write side, shared by sending threads and the strand.

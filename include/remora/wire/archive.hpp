@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -17,28 +18,83 @@
 #include <cereal/cereal.hpp>
 
 #include "remora/core/errors.hpp"
+#include <torch/types.h>
+
+#include "remora/wire/device_map.hpp"
+#include "remora/wire/dtype.hpp"
 #include "remora/wire/frame.hpp"
+#include "remora/wire/limits.hpp"
 
 namespace remora::wire {
 
+// A tensor's index in a body when it is undefined (torch::Tensor()).
+inline constexpr std::uint32_t kUndefinedTensor = std::numeric_limits<std::uint32_t>::max();
+
 class BodyWriter : public cereal::OutputArchive<BodyWriter, cereal::AllowEmptyClassElision> {
  public:
-  BodyWriter(FrameHead& out, std::vector<std::byte>& descriptors, FrameTensors& tensors)
-      : OutputArchive(this), out_(out), descriptors_(descriptors), tensors_(tensors) {}
+  // `devices`: where the frame's CUDA tensors arrive on its receiver (none: they cannot be sent).
+  BodyWriter(FrameHead& out, std::vector<std::byte>& descriptors, FrameTensors& tensors,
+             const EncodeDevices& devices = {})
+      : OutputArchive(this), out_(out), descriptors_(descriptors), tensors_(tensors), devices_(devices) {}
 
   void saveBinary(const void* data, std::size_t size) {
     auto p = static_cast<const std::byte*>(data);
     out_.insert(out_.end(), p, p + size);
   }
 
-  // Adds a tensor's bytes as a segment of the frame and returns its index.
+  // Adds a tensor's bytes as a segment of the frame and returns its index. What is sent is the
+  // tensor's value (tensor_codec.hpp says which tensors can travel).
   std::uint32_t add_tensor(const torch::Tensor& t);
 
  private:
   FrameHead& out_;
   std::vector<std::byte>& descriptors_;
   FrameTensors& tensors_;
+  const EncodeDevices& devices_;
 };
+
+inline std::uint32_t BodyWriter::add_tensor(const torch::Tensor& t) {
+  if (t.is_sparse() || t.layout() != c10::kStrided)
+    throw SerializationError("sparse and other non-strided tensors are not supported; send t.to_dense()");
+  if (t.is_quantized()) throw SerializationError("quantized tensors are not supported; send t.dequantize()");
+  auto wire_dtype = to_wire(t.scalar_type());
+  if (!wire_dtype) throw SerializationError(std::string("dtype ") + c10::toString(t.scalar_type()) + " cannot travel");
+  if (t.dim() > 255) throw SerializationError("tensor has more than 255 dimensions");
+  if (tensors_.size() >= kUndefinedTensor - 1) throw SerializationError("too many tensors in one message");
+  // Where it arrives: the CPU, or for a CUDA tensor the device the peer's map names.
+  c10::Device arrives(c10::kCPU);
+  if (!t.device().is_cpu()) {
+    const auto& target = devices_;
+    auto mapped = target.map ? target.map->find(t.device()) : std::nullopt;
+    if (!mapped)
+      throw SerializationError("a tensor on " + t.device().str() + " cannot be sent to worker '" +
+                               std::string(target.peer.empty() ? "(unknown)" : target.peer) +
+                               "': no device map entry for " + t.device().str() +
+                               " (set one with Options::set_device_map, or move the tensor to the CPU)");
+    arrives = *mapped;
+  }
+  // A CUDA tensor stays on its device here: the transport hands it over by IPC handle, or stages
+  // it through host memory when it sends the frame (OutFrame::stage_to_host).
+  // Checked first: each of these is a dispatched op even when it has nothing to do.
+  torch::Tensor v = t.is_conj() || t.is_neg() || !t.is_contiguous() ? t.resolve_conj().resolve_neg().contiguous() : t;
+
+  TensorDescriptor d;
+  d.dtype = *wire_dtype;
+  d.ndim = static_cast<std::uint8_t>(v.dim());
+  d.flags = t.requires_grad() ? kRequiresGrad : 0;
+  d.device_type = static_cast<std::int8_t>(arrives.type());
+  d.device_index = arrives.index();
+  d.nbytes = v.nbytes();
+  auto put = [&](const void* p, std::size_t n) {
+    auto b = static_cast<const std::byte*>(p);
+    descriptors_.insert(descriptors_.end(), b, b + n);
+  };
+  put(&d, sizeof d);
+  put(v.sizes().data(), v.dim() * sizeof(int64_t));
+  tensors_.push_back(std::move(v));
+  return static_cast<std::uint32_t>(tensors_.size() - 1);
+}
+
 
 class BodyReader : public cereal::InputArchive<BodyReader, cereal::AllowEmptyClassElision> {
  public:

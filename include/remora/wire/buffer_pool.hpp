@@ -1,7 +1,7 @@
 #pragma once
 // Memory for large received tensors, reused. A fresh multi-MiB allocation is mapped anew by the
-// allocator and costs a page fault per 4 KiB page on first touch: on the development VM a memcpy
-// into fresh 64 MiB runs at 0.25 GB/s against 21 GB/s into reused memory. Received tensors of at
+// allocator and costs a page fault per 4 KiB page on first touch, which makes writing into it many
+// times slower than into memory already mapped (most of all on virtual machines). Received tensors of at
 // least `min_pooled` bytes therefore take their memory from this pool, and give it back when the
 // last tensor using it is gone.
 #include <cstddef>

@@ -32,11 +32,10 @@ struct DeviceMap {
   bool empty() const { return !identity && entries.empty(); }
 };
 
-// The map and the peer's name for the frame being encoded on this thread (set by the agent).
+// Where a frame's CUDA tensors go: the map to its receiver and the receiver's name (for errors).
 struct EncodeDevices {
   const DeviceMap* map = nullptr;
   std::string_view peer;
 };
-inline thread_local EncodeDevices encode_devices;
 
 }  // namespace remora::wire

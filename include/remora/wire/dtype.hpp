@@ -65,3 +65,7 @@ inline std::optional<c10::ScalarType> from_wire(std::uint8_t n) {
 }
 
 }  // namespace remora::wire
+
+// The tables are this header's own: users' code never sees them.
+#undef REMORA_WIRE_DTYPES_BASE
+#undef REMORA_WIRE_DTYPES_NEW

@@ -28,10 +28,12 @@
 
 namespace remora::wire {
 
-// Encodes `values` as one frame. Throws SerializationError if a value cannot travel or the frame
-// would exceed `limits` (the receiver would refuse it).
+// Encodes `values` as one frame for the receiver `to` describes (where its CUDA tensors arrive).
+// Throws SerializationError if a value cannot travel or the frame would exceed `limits` (the
+// receiver would refuse it).
 template <class... Ts>
-OutFrame encode_frame(FrameKind kind, std::uint64_t request_id, const Limits& limits, const Ts&... values) {
+OutFrame encode_frame_to(const EncodeDevices& to, FrameKind kind, std::uint64_t request_id, const Limits& limits,
+                         const Ts&... values) {
   OutFrame f;
   f.head.resize(sizeof(FrameHeader));
   // The descriptors' buffer is reused by this thread's next frame (taken, so that a value that
@@ -40,7 +42,7 @@ OutFrame encode_frame(FrameKind kind, std::uint64_t request_id, const Limits& li
   std::vector<std::byte> descriptors = std::move(spare);
   descriptors.clear();
   {
-    BodyWriter ar(f.head, descriptors, f.tensors);
+    BodyWriter ar(f.head, descriptors, f.tensors, to);
     if constexpr (sizeof...(Ts) > 0) ar(values...);
   }
   const std::size_t body = f.head.size() - sizeof(FrameHeader);
@@ -64,9 +66,14 @@ OutFrame encode_frame(FrameKind kind, std::uint64_t request_id, const Limits& li
   return f;
 }
 
+// As encode_frame_to, for a frame without CUDA tensors (they cannot be sent without a map).
+template <class... Ts>
+OutFrame encode_frame(FrameKind kind, std::uint64_t request_id, const Limits& limits, const Ts&... values) {
+  return encode_frame_to(EncodeDevices{}, kind, request_id, limits, values...);
+}
 template <class... Ts>
 OutFrame encode_frame(FrameKind kind, std::uint64_t request_id, const Ts&... values) {
-  return encode_frame(kind, request_id, Limits{}, values...);
+  return encode_frame_to(EncodeDevices{}, kind, request_id, Limits{}, values...);
 }
 
 // Decodes the body of `frame` into `out...`; the body must hold exactly these values. Malformed

@@ -3,8 +3,7 @@
 // CPU between polls) before it blocks in epoll: a small call's answer, or the next call, usually
 // comes within one round trip. A thread blocked in epoll must be woken by the kernel when data
 // arrives, and on a virtual machine waking a thread on an idle CPU can cost more than the round
-// trip itself: on the 2-core development host, small calls took 80-135 us instead of 35-40 us
-// in runs where the threads had settled that way (README, Threads).
+// trip itself (docs/threading.md).
 // One thread of an io_context watches at a time; watches that keep finding nothing are made
 // rarer, so an idle agent sleeps.
 #include <atomic>

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cxxabi.h>
 #include <exception>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -21,8 +22,9 @@
 #include "remora/agent/detail/protocol.hpp"
 #include "remora/agent/detail/wire_context.hpp"
 #include "remora/core/detail/unique_function.hpp"
+#include "remora/core/errors.hpp"
 #include "remora/core/type_id.hpp"
-#include "remora/transport/log.hpp"
+#include "remora/core/log.hpp"
 #include "remora/wire/value_codec.hpp"
 
 namespace remora::detail {
@@ -36,7 +38,9 @@ struct IncomingCall {
   std::uint32_t from = UINT32_MAX;
 };
 
-// The worker whose call the current thread is running (set beside serving_agent).
+// The agent whose worker pool runs the current thread's function, if any, and the worker whose
+// call it is: lets a remote function make nested calls on the agent that serves it.
+inline thread_local Agent* serving_agent = nullptr;
 inline thread_local std::uint32_t serving_peer = UINT32_MAX;
 
 using Handler = void (*)(IncomingCall&&);
@@ -58,17 +62,25 @@ struct RegisteredFunction {
   bool cheap() const { return recent_us.load(std::memory_order_relaxed) <= 20; }
 };
 
+// The functions this process serves, by id. Two functions whose names hash to one id (FNV-1a of
+// the whole name: rare, but possible) are served under neither: a call of that id is answered as
+// unknown, and an agent refuses to start while there is a clash (check_no_clashes).
 class Registry {
  public:
   static Registry& global() {
     static Registry r;
     return r;
   }
+  // Returns true, so that it can initialize the static members that register functions.
   bool add(std::uint64_t id, std::string_view name, Handler h) {
     std::lock_guard lock(mu_);
+    if (clashes_.count(id)) return true;
     auto [it, inserted] = functions_.try_emplace(id, name, h);
-    if (!inserted && it->second.name != name)
-      log_warning("function id collision between " + std::string(name) + " and " + std::string(it->second.name));
+    if (!inserted && it->second.name != name) {
+      clashes_.emplace(id, std::string(it->second.name) + " and " + std::string(name));
+      functions_.erase(it);
+      log_warning("functions " + clashes_[id] + " have the same id; neither can be called");
+    }
     return true;
   }
   const RegisteredFunction* find(std::uint64_t id) const {
@@ -76,10 +88,19 @@ class Registry {
     auto it = functions_.find(id);
     return it == functions_.end() ? nullptr : &it->second;
   }
+  // Throws remora::Error naming every pair of functions that share an id.
+  void check_no_clashes() const {
+    std::lock_guard lock(mu_);
+    if (clashes_.empty()) return;
+    std::string names;
+    for (const auto& [id, pair] : clashes_) names += (names.empty() ? "" : "; ") + pair;
+    throw Error("remora: functions with the same id cannot be served (rename one of each pair): " + names);
+  }
 
  private:
   mutable std::mutex mu_;
   std::unordered_map<std::uint64_t, RegisteredFunction> functions_;
+  std::map<std::uint64_t, std::string> clashes_;  // id -> the names that share it
 };
 
 inline std::string demangle(const char* name) {
@@ -117,7 +138,7 @@ wire::OutFrame value_reply_frame(std::uint64_t request_id, const wire::Limits& l
                                  Agent* agent = nullptr, std::uint32_t to = UINT32_MAX) {
   try {
     WireScope scope(agent, to, Direction::reply);
-    auto frame = wire::encode_frame(wire::FrameKind::reply, request_id, limits, value);
+    auto frame = wire::encode_frame_to(wire_context.devices, wire::FrameKind::reply, request_id, limits, value);
     scope.commit();
     return frame;
   } catch (...) {

@@ -1,7 +1,7 @@
 #pragma once
 // How a thread waits for the answer to its sync call. Sleeping on the future and being woken
-// costs a large part of a small call's round trip (20 of 52 us on the 2-core development host:
-// benchmarks/handoff_floor.cpp), so a caller whose call is the only one its agent has in flight
+// costs a large part of a small call's round trip (benchmarks/handoff_floor.cpp measures each
+// way of handing work between threads), so a caller whose call is the only one its agent has in flight
 // first watches the future for a while: its answer comes back through one chain of threads,
 // which the watching does not slow down. Calls that overlap others sleep at once, leaving the
 // CPU to the threads that answer them.

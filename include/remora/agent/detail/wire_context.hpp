@@ -6,6 +6,7 @@
 #include <functional>
 #include <vector>
 
+#include "remora/config.hpp"
 #include "remora/wire/device_map.hpp"
 
 namespace remora {
@@ -17,6 +18,7 @@ namespace remora::detail {
 struct WireContext {
   Agent* agent = nullptr;
   std::uint32_t peer = UINT32_MAX;
+  wire::EncodeDevices devices;  // for frames to `peer` (wire::encode_frame_to)
   // Undo actions of values encoded into a frame that is not sent after all (encoding failed).
   std::vector<std::function<void()>>* undo = nullptr;
 };
@@ -25,21 +27,19 @@ inline thread_local WireContext wire_context;
 
 // Which way a frame goes: calls use the caller's device map to the callee, replies its inverse.
 enum class Direction { call, reply };
-// The device map and peer name for frames `agent` sends to `peer` (defined with the Agent).
-wire::EncodeDevices encode_devices_for(Agent* agent, std::uint32_t peer, Direction direction);
+// The device map and peer name for frames `agent` sends to `peer` (agent/impl/agent.ipp).
+REMORA_DECL wire::EncodeDevices encode_devices_for(Agent* agent, std::uint32_t peer, Direction direction);
 
 // Sets the wire context for the current scope. For encoding: call commit() once the frame is
 // complete; a scope left without commit (an exception) runs the recorded undo actions.
 class WireScope {
  public:
   WireScope(Agent* agent, std::uint32_t peer, Direction direction = Direction::call)
-      : saved_(wire_context), saved_devices_(wire::encode_devices) {
-    wire_context = {agent, peer, &undo_};
-    wire::encode_devices = agent ? encode_devices_for(agent, peer, direction) : wire::EncodeDevices{};
+      : saved_(wire_context) {
+    wire_context = {agent, peer, agent ? encode_devices_for(agent, peer, direction) : wire::EncodeDevices{}, &undo_};
   }
   ~WireScope() {
     wire_context = saved_;
-    wire::encode_devices = saved_devices_;
     if (!committed_)
       for (auto& u : undo_) u();
   }
@@ -49,7 +49,6 @@ class WireScope {
 
  private:
   WireContext saved_;
-  wire::EncodeDevices saved_devices_;
   std::vector<std::function<void()>> undo_;
   bool committed_ = false;
 };

@@ -1,9 +1,9 @@
 #pragma once
-// The threads that run served functions and continuations (DESIGN.md, Threads). Unlike a plain
+// The threads that run served functions and continuations (docs/threading.md). Unlike a plain
 // pool, a worker that finds the queue empty after a job first watches it for a while (one
 // worker at a time) before it sleeps: a small call's next request usually comes one round trip
-// after the previous answer, and a watching worker takes it without being woken. On the 2-core
-// development host that saves about 10 us of a 30-40 us call (benchmarks/handoff_floor.cpp).
+// after the previous answer, and a watching worker takes it without being woken, saving the
+// wake-up (benchmarks/handoff_floor.cpp measures it).
 // Watches that keep finding nothing are made rarer, so a pool whose calls come seldom sleeps.
 #include <algorithm>
 #include <atomic>

@@ -1,7 +1,7 @@
 #pragma once
 // What runs on a RemoteModule's owner, as PyTorch's _remote_forward template does: arguments move
 // to the module's device, forward runs, and results come back on the CPU when the module is on
-// CUDA (no device maps yet). Like the RRef shims, each is registered under an id derived from
+// CUDA, unless the caller set a device map to this worker (then they stay on the GPU). Like the RRef shims, each is registered under an id derived from
 // the interface and the method.
 #include <string>
 #include <tuple>
@@ -37,7 +37,7 @@ struct ReadyShim {
 template <class I, class Args, class Invoke>
 auto run_on_module(const std::shared_ptr<OwnerState>& state, std::string device, Args args, Invoke invoke) {
   const bool caller_has_map = serving_agent && serving_peer != UINT32_MAX && serving_peer != serving_agent->self().id &&
-                              !serving_agent->reply_device_map(serving_peer).empty();
+                              !AgentAccess::reply_device_map(*serving_agent, serving_peer).empty();
   return with_typed_value<I>(
       state,
       [device = std::move(device), args = std::move(args), invoke, caller_has_map](const std::shared_ptr<I>& obj) mutable {

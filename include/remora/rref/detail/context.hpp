@@ -48,7 +48,7 @@ class RRefContext : public AgentService, public std::enable_shared_from_this<RRe
     std::lock_guard lock(mu_);
     // Checked under the lock: a holder lost before this point had on_peer_lost run (or queued
     // behind this lock) already, and would never delete this fork.
-    if (agent_.is_lost(holder)) return;
+    if (AgentAccess::is_lost(agent_, holder)) return;
     auto state = state_locked(id, holder);
     auto& e = owners_[id];
     e.forks[fork] = holder;
@@ -155,7 +155,7 @@ class RRefContext : public AgentService, public std::enable_shared_from_this<RRe
     auto it = owners_.find(id);
     if (it != owners_.end())
       if (auto state = it->second.weak.lock()) return state;
-    if (requester != UINT32_MAX && requester != self() && agent_.is_lost(requester))
+    if (requester != UINT32_MAX && requester != self() && AgentAccess::is_lost(agent_, requester))
       throw Error("remora: a late message about RRef " + id.str() + " from a lost worker");
     auto state = std::make_shared<OwnerState>(id, weak_from_this(), live_);
     auto& e = owners_[id];

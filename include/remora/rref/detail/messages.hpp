@@ -11,7 +11,7 @@
 
 namespace remora::detail {
 
-inline std::shared_ptr<RRefContext> rref_context(Agent& agent) { return agent.service<RRefContext>(); }
+inline std::shared_ptr<RRefContext> rref_context(Agent& agent) { return AgentAccess::service<RRefContext>(agent); }
 
 inline std::shared_ptr<RRefContext> serving_rref_context() {
   if (!serving_agent) throw Error("remora: RRef message outside a served call");
@@ -49,14 +49,14 @@ template <auto F, class... As>
 void send_rref_message(Agent& agent, std::uint32_t to, As&&... args) {
   (void)AutoRegister<F>::registered;
   try {
-    (void)agent.call_as<F>(to, function_identity<F>, CallOptions{}, std::forward<As>(args)...);
+    (void)detail::call_as<F>(agent, to, function_identity<F>, CallOptions{}, std::forward<As>(args)...);
   } catch (const std::exception&) {
     // the agent stopped: nothing left to tell
   }
 }
 
 inline void RRefContext::send_delete(const RRefCore& core, bool abandon) {
-  if (agent_.is_lost(core.owner)) return;
+  if (AgentAccess::is_lost(agent_, core.owner)) return;
   send_rref_message<&rref_msg::user_delete>(agent_, core.owner, core.id, core.fork, abandon);
 }
 

@@ -8,9 +8,9 @@
 // (two agents in one program) gets the pointer and the event itself: CUDA refuses to open an IPC
 // handle in the process that made it.
 //
-// Compiled only when libtorch has CUDA (the CUDA runtime header is on the include path).
-#if __has_include(<cuda_runtime_api.h>) && __has_include(<c10/cuda/CUDAStream.h>)
-#define REMORA_CUDA_IPC 1
+// Compiled only when libtorch has CUDA (REMORA_CUDA_IPC, remora/config.hpp).
+#include "remora/config.hpp"
+#if REMORA_CUDA_IPC
 #include <cuda_runtime_api.h>
 
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -31,7 +31,7 @@
 #include <torch/types.h>
 
 #include "remora/core/errors.hpp"
-#include "remora/wire/frame.hpp"
+#include "remora/wire/frame_reader.hpp"
 
 namespace remora::transport::detail {
 
@@ -44,7 +44,10 @@ struct CudaIpcRecord {
   std::uint64_t event_ptr;  // and its cudaEvent_t
   std::uint64_t pid;        // the sender's process
 };
-static_assert(sizeof(CudaIpcRecord) == wire::kCudaIpcRecordBytes);
+// The wire placement (wire/format.hpp) of a tensor handed over by IPC handle: the stream holds its
+// record.
+inline constexpr std::uint8_t kCudaIpcPlacement = 2;
+static_assert(sizeof(CudaIpcRecord) == 168);
 static_assert(sizeof(cudaIpcMemHandle_t) <= 64 && sizeof(cudaIpcEventHandle_t) <= 64);
 
 inline void cuda_check(cudaError_t e, const char* what) {

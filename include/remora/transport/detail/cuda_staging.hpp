@@ -6,17 +6,19 @@
 // - receiving: each chunk read is copied host-to-device on a side stream at once; the tensor is
 //   handed on after that stream (not the device) is synchronized, so it is complete for every
 //   stream.
-// Compiled only when libtorch has CUDA (cuda_ipc.hpp defines REMORA_CUDA_IPC).
+// Compiled only when libtorch has CUDA (REMORA_CUDA_IPC, remora/config.hpp); without it,
+// stage_in_chunks does nothing and make_device_uploader gives no uploader.
 #include "remora/transport/detail/cuda_ipc.hpp"
+#include "remora/wire/frame_reader.hpp"
 
-#ifdef REMORA_CUDA_IPC
+#if REMORA_CUDA_IPC
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include <torch/types.h>
 
-#include "remora/wire/frame.hpp"
+#include "remora/wire/frame_reader.hpp"
 
 namespace remora::transport::detail {
 
@@ -141,5 +143,10 @@ inline wire::DeviceUploader make_device_uploader() {
   };
 }
 
+}  // namespace remora::transport::detail
+#else
+namespace remora::transport::detail {
+inline void stage_in_chunks(wire::OutFrame&) {}
+inline wire::DeviceUploader make_device_uploader() { return nullptr; }
 }  // namespace remora::transport::detail
 #endif

@@ -1,10 +1,9 @@
 #pragma once
 // The frames a connection has yet to write, oldest first.
 //
-// A std::deque of OutFrames (208 bytes each) allocates a block for every two frames it takes and
-// frees it once they are written: under a burst of pipelined calls, a malloc and a free per call,
-// and a heap that grows and is given back to the kernel (then faulted in again) with every burst.
-// This queue keeps its blocks for reuse, so a connection's queue allocates nothing once it has
+// A std::deque of OutFrames (a few hundred bytes each) allocates a block for every few frames it
+// takes and frees it once they are written: under a burst of pipelined calls, a heap that grows and
+// is given back to the kernel (then faulted in again) with every burst. This queue keeps its blocks for reuse, so a connection's queue allocates nothing once it has
 // held its largest burst. As in a deque, a frame stays where it is until taken: a write in flight
 // points into the frames it writes while other threads queue more.
 #include <array>

@@ -32,6 +32,10 @@
 namespace remora::transport::detail {
 
 inline constexpr std::size_t kSharedAlignment = 4096;
+// The wire placement (wire/format.hpp) of a tensor in the sender's arena: the stream holds its
+// offset there, 8 bytes.
+inline constexpr std::uint8_t kSharedPlacement = 1;
+inline constexpr std::size_t kSharedRecordBytes = 8;
 
 // A file descriptor that closes itself.
 class Fd {

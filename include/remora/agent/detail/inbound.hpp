@@ -1,0 +1,187 @@
+#pragma once
+// Calls an agent receives: each is run on the worker pool by the handler registered under its
+// function id, and answered through the connection it came on. A call to an id nobody registered
+// is answered with an `unknown_function` error.
+//
+// Calls to cheap functions (RegisteredFunction::cheap) read from one connection in one go are
+// collected until the read handler returns, then run one after another on one pool thread, and
+// their replies leave in one write: one hand-off and one system call for the lot instead of one
+// each. Other calls go to the pool one by one.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include <asio/defer.hpp>
+#include <asio/io_context.hpp>
+
+#include "remora/agent/detail/registry.hpp"
+#include "remora/agent/detail/worker_pool.hpp"
+#include "remora/transport/connection.hpp"
+
+namespace remora::detail {
+
+class InboundCalls {
+ public:
+  using Link = std::shared_ptr<transport::Connection>;
+  using Respond = UniqueFunction<void(wire::OutFrame)>;
+
+  // `agent` is what served functions see as serving_agent; all references outlive this.
+  InboundCalls(Agent* agent, WorkerPool& pool, asio::io_context& io, const wire::Limits& limits)
+      : agent_(agent), pool_(pool), io_(io), limits_(limits) {}
+
+  // A call frame read from `conn`, on the connection's strand. Throws ProtocolError for a call
+  // frame without a function id.
+  void receive(const Link& conn, wire::InFrame&& frame) {
+    const auto* fn = function_of(frame);
+    auto respond = [conn](wire::OutFrame reply) { conn->send(std::move(reply)); };
+    if (!fn) return dispatch(conn->peer_id, std::move(frame), respond);  // answers "unknown function"
+    if (!fn->cheap()) return dispatch_known(*fn, conn->peer_id, std::move(frame), respond);
+    // This thread's open batch: read handlers run one at a time per thread, and the batch is
+    // closed by a job deferred to this thread, which runs once the current handler returns.
+    thread_local std::shared_ptr<CallBatch> open;
+    const bool more = conn->more_buffered();
+    if (open && open->conn == conn) {
+      std::unique_lock lock(open->mu);
+      if (!open->closed) {
+        open->calls.emplace_back(fn, std::move(frame));
+        if (more && open->calls.size() < CallBatch::kMaxCalls) return;
+        lock.unlock();  // the last call read (or a full batch): the batch starts now
+        auto batch = std::move(open);
+        return run_batch(batch);
+      }
+    }
+    open.reset();
+    if (!more) return dispatch_known(*fn, conn->peer_id, std::move(frame), respond);  // a lone call
+    // The rest of what was read may end in a partial frame: then the job deferred here (it runs
+    // once the read handler returns) starts the batch.
+    open = std::make_shared<CallBatch>();
+    open->conn = conn;
+    open->calls.emplace_back(fn, std::move(frame));
+    asio::defer(io_, [this, batch = open] {
+      if (open == batch) open.reset();
+      run_batch(batch);
+    });
+  }
+
+  // Calls run as part of a batch so far (tests check that batching happens).
+  std::uint64_t calls_batched() const { return calls_batched_.load(std::memory_order_relaxed); }
+
+  // Runs the call `frame` from worker `from` on the pool; `respond` gets its reply (exactly once).
+  void dispatch(std::uint32_t from, wire::InFrame&& frame, Respond respond) {
+    const auto* fn = function_of(frame);
+    if (!fn) {
+      std::uint64_t fid;
+      std::memcpy(&fid, frame.body().data(), sizeof fid);
+      char hex[19];
+      std::snprintf(hex, sizeof hex, "0x%016llx", static_cast<unsigned long long>(fid));
+      return respond(error_frame(frame.request_id(), ErrorCode::unknown_function, "",
+                                 std::string("no function with id ") + hex +
+                                     " is registered (call it from this binary or REMORA_EXPOSE it)"));
+    }
+    dispatch_known(*fn, from, std::move(frame), std::move(respond));
+  }
+
+ private:
+  struct CallBatch {
+    // Bounds what a batch and its replies hold: a batch this size already shares its hop to the
+    // pool widely, and larger ones (a 64 KiB read holds some 600 small calls) make the heap grow
+    // and shrink with every burst.
+    static constexpr std::size_t kMaxCalls = 64;
+    Link conn;
+    std::mutex mu;        // with several I/O threads, the batch may start on another thread
+    bool closed = false;  // started: later calls go to a new batch
+    std::vector<std::pair<const RegisteredFunction*, wire::InFrame>> calls;
+  };
+
+  static const RegisteredFunction* function_of(const wire::InFrame& frame) {
+    std::uint64_t fid;
+    if (frame.body().size() < sizeof fid) throw ProtocolError("call without a function id");
+    std::memcpy(&fid, frame.body().data(), sizeof fid);
+    return Registry::global().find(fid);
+  }
+
+  void dispatch_known(const RegisteredFunction& fn, std::uint32_t from, wire::InFrame&& frame, Respond respond) {
+    pool_.post([this, &fn, call = IncomingCall{std::move(frame), &limits_, std::move(respond), agent_, from}]() mutable {
+      run_handler(fn, std::move(call));
+    });
+  }
+
+  void run_batch(const std::shared_ptr<CallBatch>& batch) {
+    {
+      std::lock_guard lock(batch->mu);
+      if (batch->closed) return;  // started already
+      batch->closed = true;
+    }
+    if (batch->calls.size() == 1) {
+      auto& [fn, frame] = batch->calls.front();
+      return dispatch_known(*fn, batch->conn->peer_id, std::move(frame),
+                            [conn = batch->conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+    }
+    pool_.post([this, batch] { run_together(*batch); });
+  }
+
+  // On a pool thread. Replies given while the batch runs are collected and sent with one write;
+  // later ones (a function that answers through a Future) are sent on their own.
+  void run_together(CallBatch& batch) {
+    struct Sink {
+      std::mutex mu;
+      bool open = true;
+      std::vector<wire::OutFrame> replies;
+    };
+    auto sink = std::make_shared<Sink>();
+    const Link& conn = batch.conn;
+    auto flush = [&] {
+      std::vector<wire::OutFrame> out;
+      {
+        std::lock_guard lock(sink->mu);
+        out.swap(sink->replies);
+      }
+      if (!out.empty()) conn->send_batch(std::move(out));
+    };
+    calls_batched_.fetch_add(batch.calls.size(), std::memory_order_relaxed);
+    const auto start = std::chrono::steady_clock::now();
+    for (auto& [fn, frame] : batch.calls) {
+      IncomingCall call{std::move(frame), &limits_,
+                        [sink, conn](wire::OutFrame reply) {
+                          {
+                            std::lock_guard lock(sink->mu);
+                            if (sink->open) return sink->replies.push_back(std::move(reply));
+                          }
+                          conn->send(std::move(reply));
+                        },
+                        agent_, conn->peer_id};
+      run_handler(*fn, std::move(call));
+      // A batch that turned out slow does not hold finished replies back.
+      if (std::chrono::steady_clock::now() - start > std::chrono::microseconds(100)) flush();
+    }
+    {
+      std::lock_guard lock(sink->mu);
+      sink->open = false;
+    }
+    flush();
+  }
+
+  void run_handler(const RegisteredFunction& fn, IncomingCall&& call) {
+    serving_agent = agent_;
+    serving_peer = call.from;
+    const auto start = std::chrono::steady_clock::now();
+    fn.handler(std::move(call));
+    fn.record_cost(std::chrono::steady_clock::now() - start);
+    serving_agent = nullptr;
+    serving_peer = UINT32_MAX;
+  }
+
+  Agent* agent_;
+  WorkerPool& pool_;
+  asio::io_context& io_;
+  const wire::Limits& limits_;
+  std::atomic<std::uint64_t> calls_batched_{0};
+};
+
+}  // namespace remora::detail

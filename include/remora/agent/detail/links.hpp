@@ -1,0 +1,109 @@
+#pragma once
+// An agent's connections: per peer the one connection that carries calls both ways, the
+// accepted connections whose peer has not said who it is yet, and why a peer was lost.
+// Thread-safe; one mutex guards everything.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "remora/transport/connection.hpp"
+
+namespace remora::detail {
+
+class PeerLinks {
+ public:
+  using Link = std::shared_ptr<transport::Connection>;
+
+  // Called once the group is known.
+  void resize(std::size_t workers) {
+    std::lock_guard lock(mu_);
+    links_.resize(workers);
+    lost_.resize(workers);
+  }
+
+  // The connection to `peer`, made by `connect()` (under the lock: one connection per peer) when
+  // there is none yet.
+  template <class Connect>
+  Link get(std::uint32_t peer, Connect&& connect) {
+    std::lock_guard lock(mu_);
+    if (!links_[peer]) links_[peer] = connect();
+    return links_[peer];
+  }
+
+  void accepted(const Link& conn) {
+    std::lock_guard lock(mu_);
+    accepted_.push_back(conn);
+  }
+
+  // `conn`, an accepted connection, said it comes from `peer`: it carries calls to the peer too,
+  // unless this worker already connected to it.
+  void introduced(std::uint32_t peer, const Link& conn) {
+    std::lock_guard lock(mu_);
+    conn->peer_id = peer;
+    if (!links_[peer]) links_[peer] = conn;
+  }
+
+  // `conn` closed. Returns true when its peer is now lost (it had introduced itself, and the
+  // agent is `running`: a stopping agent closes every connection itself).
+  bool closed(const Link& conn, const std::string& reason, bool running) {
+    std::lock_guard lock(mu_);
+    std::erase(accepted_, conn);
+    const std::uint32_t peer = conn->peer_id;
+    if (peer == UINT32_MAX) return false;
+    if (links_[peer] == conn) links_[peer].reset();
+    if (!running) return false;
+    lost_[peer] = reason;
+    return true;
+  }
+
+  // Why `peer` was lost; empty while it is alive.
+  std::string lost_reason(std::uint32_t peer) const {
+    std::lock_guard lock(mu_);
+    return peer < lost_.size() ? lost_[peer] : std::string();
+  }
+  bool is_lost(std::uint32_t peer) const {
+    std::lock_guard lock(mu_);
+    return peer < lost_.size() && !lost_[peer].empty();
+  }
+
+  // "tcp", "local", or "" while no connection to `peer` is open.
+  std::string kind_to(std::uint32_t peer) const {
+    std::lock_guard lock(mu_);
+    return links_[peer] ? links_[peer]->kind() : "";
+  }
+
+  std::size_t shared_bytes_in_use() const {
+    std::lock_guard lock(mu_);
+    std::size_t n = 0;
+    for (const auto& l : links_)
+      if (l) n += l->shared_bytes_in_use();
+    for (const auto& l : accepted_) n += l->shared_bytes_in_use();
+    return n;
+  }
+
+  // Asks every connection to close (each reports it through its close handler).
+  void close_all(const std::string& reason) {
+    std::lock_guard lock(mu_);
+    for (auto& l : links_)
+      if (l) l->close(reason);
+    for (auto& l : accepted_) l->close(reason);
+  }
+
+  // Drops every connection (once no I/O thread is left to use them).
+  void clear() {
+    std::lock_guard lock(mu_);
+    links_.assign(links_.size(), nullptr);
+    accepted_.clear();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<Link> links_;  // per peer rank
+  std::vector<Link> accepted_;
+  std::vector<std::string> lost_;  // per peer rank: why it is gone; empty while it is alive
+};
+
+}  // namespace remora::detail

@@ -1,0 +1,177 @@
+#pragma once
+// The typed call path: a call's arguments encoded into a frame on the caller's thread, its reply
+// decoded into the Future's type. What the layers above the agent (RRefs, modules) use of it goes
+// through AgentAccess; users never name either. Included by agent.hpp after Agent.
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "remora/agent/agent.hpp"
+#include "remora/agent/detail/call_table.hpp"
+#include "remora/agent/detail/registry.hpp"
+#include "remora/agent/detail/services.hpp"
+#include "remora/agent/detail/sync_wait.hpp"
+
+namespace remora::detail {
+
+struct AgentAccess {
+  // Throws remora::Error naming the group when `name` is not in it.
+  static REMORA_DECL std::uint32_t id_of(const Agent& agent, std::string_view name);
+  static REMORA_DECL std::uint64_t next_request_id(Agent& agent);
+  // Whether the connection to `peer` was lost (it will never answer again).
+  static REMORA_DECL bool is_lost(const Agent& agent, std::uint32_t peer);
+  // The device map replies to `peer` are encoded with (the inverse of its map to this worker;
+  // empty when it set none).
+  static REMORA_DECL const wire::DeviceMap& reply_device_map(const Agent& agent, std::uint32_t peer);
+
+  // Sends `frame`, a call with `request_id`, to worker `to`; `complete` runs once, with the
+  // reply or the error (Timeout, WorkerLost), usually on an I/O thread. Returns whether the
+  // frame went out: false when the peer is known lost, in which case `complete` already ran.
+  // `keep` is held until the call completed. Throws remora::Error once the agent has stopped.
+  static REMORA_DECL bool submit(Agent& agent, std::uint32_t to, std::string_view function,
+                                 std::uint64_t request_id, wire::OutFrame frame, std::chrono::milliseconds timeout,
+                                 std::shared_ptr<const void> keep, Completion complete);
+  // The exception an error frame from `peer` stands for (reply_decoding.hpp).
+  static REMORA_DECL std::exception_ptr error_of(const Agent& agent, const wire::InFrame& reply,
+                                                 std::uint32_t peer, std::string_view function);
+  // The device map and peer name for frames to `peer` (WireScope).
+  static REMORA_DECL wire::EncodeDevices encode_devices(const Agent& agent, std::uint32_t peer, Direction direction);
+  // Calls this agent served as part of a batch (inbound.hpp), for tests.
+  static REMORA_DECL std::uint64_t calls_batched(const Agent& agent);
+  // Runs a continuation of a call's future on the agent's pool, counted as work in flight.
+  static REMORA_DECL void dispatch_to_pool(void* agent, UniqueFunction<void()> callback);
+
+  // This agent's instance of service S (made on first use as S(Agent&)); it lives as long as the
+  // agent.
+  template <class S>
+  static std::shared_ptr<S> service(Agent& agent) {
+    return std::static_pointer_cast<S>(
+        find_or_add_service(agent, &service_key<S>, [](Agent& a) -> std::shared_ptr<AgentService> {
+          return std::make_shared<S>(a);
+        }));
+  }
+
+  // Waits for `f`, the answer to a sync call made through `agent`. When it is the only call in
+  // flight and no other thread is waiting for one, the caller watches it for a while before it
+  // sleeps (sync_wait.hpp).
+  template <class T>
+  static void await_sync(const Agent& agent, const Future<T>& f) {
+    if (f.is_ready()) return;
+    struct Waiting {
+      std::atomic<int>& n;
+      const bool alone = n.fetch_add(1, std::memory_order_relaxed) == 0;
+      ~Waiting() { n.fetch_sub(1, std::memory_order_relaxed); }
+    } waiting{agent.sync_waiters_};
+    const auto watch = agent.options().sync_watch;
+    if (watch.count() > 0 && waiting.alone && lone_call_in_flight(agent)) SyncWaitPolicy::mine().watch(f, watch);
+    f.wait();
+  }
+
+ private:
+  static REMORA_DECL bool lone_call_in_flight(const Agent& agent);
+  static REMORA_DECL std::shared_ptr<AgentService> find_or_add_service(
+      Agent& agent, const void* key, std::shared_ptr<AgentService> (*make)(Agent&));
+};
+
+// Starts a call whose reply decodes as T. `*sent` says whether the frame went to the peer: a
+// ready future does not say it did not, since the reply may already be back.
+template <class T>
+Future<T> start_call(Agent& agent, std::uint32_t to, std::string_view function, std::uint64_t request_id,
+                     wire::OutFrame frame, std::chrono::milliseconds timeout, std::shared_ptr<const void> keep = nullptr,
+                     bool* sent = nullptr) {
+  Promise<T> promise;
+  promise.set_dispatch(&AgentAccess::dispatch_to_pool, &agent);
+  Future<T> future = promise.get_future();
+  // Small enough to live inside the Completion (no allocation).
+  Completion complete = [promise = std::move(promise), function, agent = &agent, to](
+                            wire::InFrame* reply, std::exception_ptr error) mutable {
+    if (error) return promise.set_exception(error);
+    try {
+      if (reply->kind() == wire::FrameKind::error)
+        return promise.set_exception(AgentAccess::error_of(*agent, *reply, to, function));
+      const wire::Limits& limits = agent->options().limits;
+      if constexpr (std::is_void_v<T>) {
+        wire::decode_into(*reply, limits);
+        promise.set_value();
+      } else {
+        T value;
+        wire::decode_into(*reply, limits, value);
+        promise.set_value(std::move(value));
+      }
+    } catch (...) {
+      promise.set_exception(std::current_exception());
+    }
+  };
+  const bool went =
+      AgentAccess::submit(agent, to, function, request_id, std::move(frame), timeout, std::move(keep), std::move(complete));
+  if (sent) *sent = went;
+  return future;
+}
+
+// Calls the handler registered as `fn` on worker `to`, with F's parameter and result types,
+// holding `keep` until the call completed.
+template <auto F, class... As>
+auto call_keeping(Agent& agent, std::shared_ptr<const void> keep, std::uint32_t to, const Identity& fn,
+                  CallOptions opts, As&&... args) {
+  using Tr = fn_traits<decltype(F)>;
+  const auto rid = AgentAccess::next_request_id(agent);
+  // Values that fork references for the peer (RRefs) record undo actions: they run if the frame
+  // is never sent, or the peer is already known to be lost.
+  WireScope scope(&agent, to);
+  auto frame = std::apply(
+      [&](const auto&... typed) {
+        return wire::encode_frame_to(wire_context.devices, wire::FrameKind::call, rid, agent.options().limits, fn.id,
+                                     typed...);
+      },
+      typename Tr::args(std::forward<As>(args)...));
+  bool sent = false;
+  auto future = start_call<typename Tr::result>(agent, to, fn.name, rid, std::move(frame), opts.timeout,
+                                                std::move(keep), &sent);
+  if (sent) scope.commit();
+  return future;
+}
+
+template <auto F, class... As>
+auto call_as(Agent& agent, std::uint32_t to, const Identity& fn, CallOptions opts, As&&... args) {
+  return call_keeping<F>(agent, nullptr, to, fn, opts, std::forward<As>(args)...);
+}
+
+template <class... As>
+struct first_is_call_options : std::false_type {};
+template <class A, class... As>
+struct first_is_call_options<A, As...> : std::is_same<std::remove_cvref_t<A>, CallOptions> {};
+
+}  // namespace remora::detail
+
+namespace remora {
+
+template <auto F, class... As>
+auto Agent::rpc_async(std::string_view to, As&&... args) {
+  if constexpr (detail::first_is_call_options<As...>::value) {
+    return [&]<class O, class... Rest>(O&& opts, Rest&&... rest) {
+      detail::check_callable<F, Rest...>();
+      (void)detail::AutoRegister<F>::registered;
+      return detail::call_as<F>(*this, detail::AgentAccess::id_of(*this, to), function_identity<F>, opts,
+                                std::forward<Rest>(rest)...);
+    }(std::forward<As>(args)...);
+  } else {
+    return rpc_async<F>(to, CallOptions{}, std::forward<As>(args)...);
+  }
+}
+
+template <auto F, class... As>
+auto Agent::rpc_sync(std::string_view to, As&&... args) {
+  auto f = rpc_async<F>(to, std::forward<As>(args)...);
+  detail::AgentAccess::await_sync(*this, f);
+  return std::move(f).get();
+}
+
+}  // namespace remora
+
+#if REMORA_HEADER_ONLY
+#include "remora/agent/impl/agent.ipp"
+#endif

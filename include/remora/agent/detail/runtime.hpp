@@ -1,0 +1,215 @@
+#pragma once
+// What an Agent runs on: the group it joined, its listening sockets and connections, the I/O
+// threads and the worker pool, the table of calls in flight, and the services of the layers
+// above. One per Agent, made by its constructor; the jobs are in the headers named after them
+// (links, inbound, call_table, group_shutdown).
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+
+#include "remora/agent/detail/call_table.hpp"
+#include "remora/agent/detail/checked_options.hpp"
+#include "remora/agent/detail/device_maps.hpp"
+#include "remora/agent/detail/inbound.hpp"
+#include "remora/agent/detail/io_loop.hpp"
+#include "remora/agent/detail/links.hpp"
+#include "remora/agent/detail/services.hpp"
+#include "remora/agent/detail/worker_pool.hpp"
+#include "remora/agent/rendezvous.hpp"
+#include "remora/transport/host_identity.hpp"
+#include "remora/transport/stream_connection.hpp"
+#include "remora/wire/frame_reader.hpp"
+
+namespace remora {
+class Agent;
+}
+
+namespace remora::detail {
+
+class AgentRuntime {
+ public:
+  enum class State { running, stopping, stopped };
+  using Link = PeerLinks::Link;
+
+  // Listens, joins the group through the store, checks the device maps, starts the threads.
+  AgentRuntime(Agent& agent, std::string name, int rank, int world_size, Options options);
+
+  Agent& agent;
+  const Options options;
+  const std::uint32_t self_id;
+  std::vector<WorkerInfo> workers;
+
+  std::uint32_t id_of(std::string_view name) const {
+    for (const auto& w : workers)
+      if (w.name == name) return w.id;
+    throw Error("remora: worker '" + std::string(name) + "' is not part of this group");
+  }
+  std::uint16_t listen_port() const { return acceptor_.local_endpoint().port(); }
+  std::uint64_t next_request_id() { return next_request_id_.fetch_add(1, std::memory_order_relaxed); }
+  State state() const { return state_.load(); }
+
+  // See AgentAccess::submit.
+  bool submit(std::uint32_t to, std::string_view function, std::uint64_t request_id, wire::OutFrame frame,
+              std::chrono::milliseconds timeout, std::shared_ptr<const void> keep, Completion complete);
+  void shutdown(bool graceful);
+  // Runs a continuation on the pool, counted as work in flight.
+  void run_counted(UniqueFunction<void()> job) {
+    calls.begin_work();
+    pool_.post([this, job = std::move(job)]() mutable {
+      job();
+      job = UniqueFunction<void()>();
+      calls.finished();
+    });
+  }
+  // The device map and peer name for frames to `peer` (WireScope).
+  wire::EncodeDevices encode_devices(std::uint32_t peer, Direction direction) const {
+    if (peer >= workers.size()) return {};
+    const wire::DeviceMap* map = peer == self_id                ? &self_map_
+                                 : direction == Direction::call ? &call_maps_[peer]
+                                                                : &reply_maps_[peer];
+    return {map, workers[peer].name};
+  }
+  const wire::DeviceMap& reply_map(std::uint32_t peer) const { return reply_maps_.at(peer); }
+  std::uint64_t calls_batched() const { return inbound_.calls_batched(); }
+
+  PeerLinks links;
+  CallTable calls;
+
+ private:
+  void listen();
+  void open_local_acceptor();
+  void choose_transports(const std::vector<PeerAddress>& peers);
+  void exchange_device_maps();
+  template <class Acceptor>
+  void accept_next(Acceptor& acceptor);
+  Link link_to(std::uint32_t peer);
+  transport::SharedMemoryOptions shared_memory_options() const {
+    return {options.shared_memory_bytes, options.shared_memory_min_bytes};
+  }
+  void on_frame(const Link& conn, wire::InFrame&& frame);
+  void on_close(const Link& conn, const std::string& reason);
+  void on_reply(std::uint32_t from, wire::InFrame&& frame);
+  void finish(CallTable::Pending&& p, wire::InFrame* frame, std::exception_ptr error);
+  void fail_calls(std::vector<CallTable::Pending> failed, const std::string& why, bool timed_out);
+  void call_self(wire::OutFrame frame);
+  void arm_sweep();
+  void stop_now(const std::string& why);
+
+  std::vector<asio::ip::tcp::endpoint> endpoints_;
+  std::vector<std::string> local_sockets_;  // per peer: its local socket when it shares this host
+  // Per peer: the device map of calls to it (ours) and of replies to it (the inverse of its map to us).
+  std::vector<wire::DeviceMap> call_maps_, reply_maps_;
+  wire::DeviceMap self_map_{{}, true};
+  c10::intrusive_ptr<c10d::Store> store_;
+
+  asio::io_context io_;
+  IoLoop io_loop_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  asio::strand<asio::io_context::executor_type> timer_strand_;
+  asio::ip::tcp::acceptor acceptor_;
+  asio::local::stream_protocol::acceptor local_acceptor_;
+  std::vector<std::thread> io_threads_;
+  WorkerPool pool_;
+  InboundCalls inbound_;
+  asio::steady_timer sweep_timer_;
+  std::atomic<State> state_{State::running};
+  std::atomic<std::uint64_t> next_request_id_{1};
+
+ public:
+  // Last member: services go first, while everything they refer to still exists.
+  ServiceSet services;
+};
+
+inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int world_size, Options o)
+    : agent(a), options(checked_options(std::move(o))), self_id(static_cast<std::uint32_t>(rank)),
+      io_loop_(io_, options.io_watch), work_(io_.get_executor()), timer_strand_(asio::make_strand(io_)),
+      acceptor_(io_), local_acceptor_(io_), pool_(options.num_worker_threads, options.worker_watch),
+      inbound_(&a, pool_, io_, options.limits), sweep_timer_(timer_strand_) {
+  Registry::global().check_no_clashes();
+  listen();
+  PeerAddress me{name, options.advertise_host.empty() ? options.listen_host : options.advertise_host,
+                 acceptor_.local_endpoint().port(), transport::host_identity(), ""};
+  if (options.transport != Transport::tcp && !me.host_identity.empty()) {
+    open_local_acceptor();
+    me.local_socket = "@" + local_acceptor_.local_endpoint().path().substr(1);
+  }
+  store_ = open_store(options, rank, world_size);
+  // This worker's CUDA devices and device maps, before the rendezvous key: every rendezvoused
+  // worker's devices are then there for the others to check.
+  store_->set("devices/" + std::to_string(self_id), bytes_of(device_record(options)));
+  auto peers = rendezvous(*store_, me, rank, world_size, options.init_timeout);
+  asio::ip::tcp::resolver resolver(io_);
+  for (std::uint32_t r = 0; r < peers.size(); ++r) {
+    workers.push_back({peers[r].name, r});
+    endpoints_.push_back(*resolver.resolve(peers[r].host, std::to_string(peers[r].port)).begin());
+  }
+  choose_transports(peers);
+  exchange_device_maps();
+  links.resize(workers.size());
+  accept_next(acceptor_);
+  if (local_acceptor_.is_open()) accept_next(local_acceptor_);
+  arm_sweep();
+  for (int i = 0; i < std::max(1, options.num_io_threads); ++i) io_threads_.emplace_back([this] { io_loop_.run(); });
+}
+
+inline void AgentRuntime::listen() {
+  auto at = asio::ip::tcp::endpoint(asio::ip::make_address(options.listen_host), options.listen_port);
+  acceptor_.open(at.protocol());
+  acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
+  acceptor_.bind(at);
+  acceptor_.listen();
+}
+
+// An abstract unix socket (no file to clean up), unique per process and agent.
+inline void AgentRuntime::open_local_acceptor() {
+  static std::atomic<unsigned> counter{0};
+  const std::string name = std::string(1, '\0') + "remora-" + std::to_string(::getpid()) + "-" +
+                           std::to_string(counter.fetch_add(1)) + "-" +
+                           std::to_string(reinterpret_cast<std::uintptr_t>(this));
+  asio::local::stream_protocol::endpoint ep(name);
+  local_acceptor_.open(ep.protocol());
+  local_acceptor_.bind(ep);
+  local_acceptor_.listen();
+}
+
+// Local to peers of this host (when allowed), TCP to the rest.
+inline void AgentRuntime::choose_transports(const std::vector<PeerAddress>& peers) {
+  const auto& me = peers[self_id];
+  for (const auto& p : peers) {
+    const bool same_host = !me.local_socket.empty() && !p.local_socket.empty() && p.host_identity == me.host_identity;
+    local_sockets_.push_back(same_host ? p.local_socket : std::string());
+    if (options.transport == Transport::local && !same_host)
+      throw Error("remora: Options::transport is local, but worker '" + p.name +
+                  "' is on another host or cannot use local sockets (use Transport::automatic)");
+  }
+}
+
+// Checks every map that involves this worker and keeps the maps frames are encoded with.
+inline void AgentRuntime::exchange_device_maps() {
+  std::vector<std::string> records;
+  for (std::size_t r = 0; r < workers.size(); ++r)
+    records.push_back(string_of(store_->get("devices/" + std::to_string(r))));
+  auto maps = check_device_maps(workers, self_id, records);
+  call_maps_ = std::move(maps.call);
+  reply_maps_ = std::move(maps.reply);
+}
+
+}  // namespace remora::detail
+
+#include "remora/agent/detail/runtime_links.hpp"
+#include "remora/agent/detail/runtime_calls.hpp"

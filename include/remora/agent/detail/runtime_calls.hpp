@@ -1,0 +1,133 @@
+#pragma once
+// AgentRuntime's outgoing calls: sending, matching replies to the table of calls in flight,
+// deadlines, calls to self, and stopping (graceful or not).
+#include "remora/agent/detail/group_shutdown.hpp"
+#include "remora/agent/detail/runtime.hpp"
+
+namespace remora::detail {
+
+inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, std::uint64_t request_id,
+                                 wire::OutFrame frame, std::chrono::milliseconds timeout,
+                                 std::shared_ptr<const void> keep, Completion complete) {
+  const std::string& worker = workers.at(to).name;
+  if (state_.load() == State::stopped)
+    throw Error("remora: worker '" + workers[self_id].name + "' has shut down; cannot call " +
+                std::string(function) + " on '" + worker + "'");
+  if (timeout.count() <= 0) timeout = options.rpc_timeout;
+  if (auto lost = links.lost_reason(to); !lost.empty()) {
+    complete(nullptr, std::make_exception_ptr(WorkerLost(worker, std::string(function), lost)));
+    return false;
+  }
+  calls.add(request_id, to, function, timeout, std::move(complete), std::move(keep));
+  if (to == self_id)
+    call_self(std::move(frame));
+  else
+    link_to(to)->send(std::move(frame));
+  return true;
+}
+
+// A frame to self read back as if it had crossed the network. GPU tensors are staged on the
+// calling thread, after what its current stream still has queued.
+inline wire::InFrame loop_copy(wire::OutFrame& f, const wire::Limits& limits) {
+  f.stage_to_host();
+  wire::FrameReader reader(limits);
+  for (auto s : f.segments()) reader.feed(s);
+  return reader.take();
+}
+
+// A call to self skips the network but not the serialization boundary: the callee gets copies,
+// exactly as a remote callee would.
+inline void AgentRuntime::call_self(wire::OutFrame frame) {
+  frame.stage_to_host();  // here, on the caller's thread and stream
+  pool_.post([this, f = std::move(frame)]() mutable {
+    try {
+      inbound_.dispatch(self_id, loop_copy(f, options.limits), [this](wire::OutFrame reply) {
+        on_reply(self_id, loop_copy(reply, options.limits));
+      });
+    } catch (const ProtocolError&) {
+    }
+  });
+}
+
+inline void AgentRuntime::on_reply(std::uint32_t from, wire::InFrame&& frame) {
+  auto p = calls.take(frame.request_id());
+  if (!p) return;  // late (timed out) or unknown: dropped
+  if (p->peer != from) {
+    log_warning("worker '" + workers[self_id].name + "': reply for request " + std::to_string(frame.request_id()) +
+                " came from the wrong worker");
+    return finish(std::move(*p), nullptr,
+                  std::make_exception_ptr(ProtocolError("reply from the wrong worker", workers[from].name)));
+  }
+  finish(std::move(*p), &frame, nullptr);
+}
+
+// Completes the call's future here (an I/O thread, usually): waiters wake at once, and the
+// future's continuations go to the worker pool (its Promise dispatches them there), so user code
+// never runs on an I/O thread.
+inline void AgentRuntime::finish(CallTable::Pending&& p, wire::InFrame* frame, std::exception_ptr error) {
+  {
+    WireScope scope(&agent, p.peer);
+    p.complete(frame, error);
+  }
+  p.complete = Completion();  // what the completion captured is released before the call counts as finished
+  calls.finished();
+}
+
+// Fails each call with Timeout (`timed_out`) or WorkerLost, saying `why`.
+inline void AgentRuntime::fail_calls(std::vector<CallTable::Pending> failed, const std::string& why,
+                                     bool timed_out) {
+  for (auto& p : failed) {
+    const std::string& worker = workers[p.peer].name;
+    auto error = timed_out ? std::make_exception_ptr(Timeout(worker, std::string(p.function),
+                                                             "no reply within " + std::to_string(p.timeout.count()) +
+                                                                 " ms"))
+                           : std::make_exception_ptr(WorkerLost(worker, std::string(p.function), why));
+    finish(std::move(p), nullptr, error);
+  }
+}
+
+// Timeouts have the sweep's resolution (5 ms): a call times out 0-5 ms after its deadline.
+inline void AgentRuntime::arm_sweep() {
+  sweep_timer_.expires_after(std::chrono::milliseconds(5));
+  sweep_timer_.async_wait([this](std::error_code ec) {
+    if (ec || state_.load() == State::stopped) return;  // a stopped agent lets its I/O threads end
+    fail_calls(calls.take_overdue(), "", true);
+    arm_sweep();
+  });
+}
+
+inline void AgentRuntime::shutdown(bool graceful) {
+  State expected = State::running;
+  if (!state_.compare_exchange_strong(expected, State::stopping)) return;
+  if (graceful) {
+    try {
+      wait_for_group_quiet(*store_, static_cast<int>(workers.size()), calls, services, options.shutdown_timeout);
+    } catch (const std::exception& e) {
+      log_warning("worker '" + workers[self_id].name + "': graceful shutdown failed (" + e.what() +
+                  "); stopping now");
+    }
+  }
+  stop_now("worker '" + workers[self_id].name + "' shut down");
+}
+
+inline void AgentRuntime::stop_now(const std::string& why) {
+  state_.store(State::stopped);
+  fail_calls(calls.take_to(CallTable::kAllPeers), "local agent stopped: " + why, false);
+  asio::post(timer_strand_, [this] { sweep_timer_.cancel(); });
+  asio::post(io_, [this] {
+    std::error_code ignored;
+    acceptor_.close(ignored);
+    local_acceptor_.close(ignored);
+    links.close_all("shutdown");
+  });
+  // I/O threads first: once they are gone no reply can arrive, so nothing posts a completion to
+  // the pool after it drains. Then the pool runs every queued completion and handler.
+  work_.reset();
+  for (auto& t : io_threads_) t.join();
+  io_threads_.clear();
+  pool_.join();
+  links.clear();
+  for (auto& s : services.snapshot()) s->on_stop();
+}
+
+}  // namespace remora::detail

@@ -1,0 +1,83 @@
+#pragma once
+// AgentRuntime's connections: accepting, connecting, the `hello` that tells an accepted
+// connection who is calling, and what a closed connection means (its peer is lost).
+#include "remora/agent/detail/runtime.hpp"
+
+namespace remora::detail {
+
+template <class Acceptor>
+void AgentRuntime::accept_next(Acceptor& acceptor) {
+  using Protocol = typename Acceptor::protocol_type;
+  using Socket = typename transport::StreamConnection<Protocol>::Socket;
+  acceptor.async_accept(asio::make_strand(io_), [this, &acceptor](std::error_code ec, Socket socket) {
+    if (ec) return;  // acceptor closed
+    auto conn = std::make_shared<transport::StreamConnection<Protocol>>(
+        std::move(socket), options.limits, [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); },
+        [this](const Link& c, const std::string& why) { on_close(c, why); }, shared_memory_options());
+    links.accepted(conn);
+    conn->start();
+    accept_next(acceptor);
+  });
+}
+
+inline AgentRuntime::Link AgentRuntime::link_to(std::uint32_t peer) {
+  return links.get(peer, [&] {
+    auto on_frame_cb = [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); };
+    auto on_close_cb = [this](const Link& c, const std::string& why) { on_close(c, why); };
+    Link conn;
+    if (const auto& local = local_sockets_[peer]; !local.empty()) {
+      conn = transport::LocalConnection::connect(io_.get_executor(),
+                                                 asio::local::stream_protocol::endpoint('\0' + local.substr(1)),
+                                                 options.limits, on_frame_cb, on_close_cb, shared_memory_options());
+    } else {
+      conn = transport::TcpConnection::connect(io_.get_executor(), endpoints_[peer], options.limits, on_frame_cb,
+                                               on_close_cb);
+    }
+    conn->peer_id = peer;
+    conn->send(wire::encode_frame(wire::FrameKind::control, 0, static_cast<std::uint8_t>(ControlType::hello),
+                                  self_id, workers[self_id].name));
+    return conn;
+  });
+}
+
+// On the connection's strand. A frame that breaks the agent's protocol closes its connection.
+inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
+  try {
+    switch (frame.kind()) {
+      case wire::FrameKind::control: {
+        std::uint8_t type;
+        std::uint32_t rank;
+        std::string name;
+        wire::decode_into(frame, options.limits, type, rank, name);
+        if (type != static_cast<std::uint8_t>(ControlType::hello) || rank >= workers.size() ||
+            workers[rank].name != name)
+          throw ProtocolError("unexpected control message or unknown worker '" + name + "'");
+        return links.introduced(rank, conn);
+      }
+      case wire::FrameKind::call:
+        if (conn->peer_id == UINT32_MAX) throw ProtocolError("call before hello");
+        return inbound_.receive(conn, std::move(frame));
+      case wire::FrameKind::reply:
+      case wire::FrameKind::error:
+        if (conn->peer_id == UINT32_MAX) throw ProtocolError("reply before hello");
+        return on_reply(conn->peer_id, std::move(frame));
+      default:
+        throw ProtocolError("unexpected frame kind " + std::to_string(frame.header.kind));
+    }
+  } catch (const ProtocolError& e) {
+    log_warning("worker '" + workers[self_id].name + "': closing connection from " + conn->remote() + ": " +
+                e.reason());
+    conn->close("protocol error: " + e.reason());
+  }
+}
+
+inline void AgentRuntime::on_close(const Link& conn, const std::string& reason) {
+  const std::uint32_t peer = conn->peer_id;
+  if (!links.closed(conn, reason, state_.load() == State::running)) return;
+  fail_calls(calls.take_to(peer), reason, false);
+  pool_.post([this, peer] {
+    for (auto& s : services.snapshot()) s->on_peer_lost(peer);
+  });
+}
+
+}  // namespace remora::detail

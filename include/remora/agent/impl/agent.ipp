@@ -1,0 +1,72 @@
+#pragma once
+// The Agent's and AgentAccess's functions that are not templates: compiled in every translation
+// unit (header-only) or once, in <remora/impl/src.hpp> (REMORA_SEPARATE_COMPILATION).
+#include "remora/agent/agent.hpp"
+#include "remora/agent/detail/reply_decoding.hpp"
+#include "remora/agent/detail/runtime.hpp"
+
+namespace remora {
+
+REMORA_DECL Agent::Agent(std::string name, int rank, int world_size, Options options)
+    : rt_(std::make_unique<detail::AgentRuntime>(*this, std::move(name), rank, world_size, std::move(options))) {}
+
+REMORA_DECL Agent::~Agent() { shutdown(false); }
+
+REMORA_DECL const WorkerInfo& Agent::self() const { return rt_->workers[rt_->self_id]; }
+REMORA_DECL const Options& Agent::options() const { return rt_->options; }
+REMORA_DECL WorkerInfo Agent::get_worker_info(std::string_view name) const { return rt_->workers[rt_->id_of(name)]; }
+REMORA_DECL WorkerInfo Agent::get_worker_info(std::uint32_t id) const {
+  if (id >= rt_->workers.size()) throw Error("remora: no worker has id " + std::to_string(id));
+  return rt_->workers[id];
+}
+REMORA_DECL const std::vector<WorkerInfo>& Agent::get_worker_infos() const { return rt_->workers; }
+REMORA_DECL std::uint16_t Agent::listen_port() const { return rt_->listen_port(); }
+REMORA_DECL std::string Agent::transport_to(std::string_view worker) const {
+  return rt_->links.kind_to(rt_->id_of(worker));
+}
+REMORA_DECL std::size_t Agent::shared_bytes_in_use() const { return rt_->links.shared_bytes_in_use(); }
+REMORA_DECL void Agent::shutdown(bool graceful) { rt_->shutdown(graceful); }
+REMORA_DECL bool Agent::is_running() const { return rt_->state() == detail::AgentRuntime::State::running; }
+REMORA_DECL std::size_t Agent::pending_calls() const { return rt_->calls.size(); }
+
+namespace detail {
+
+REMORA_DECL std::uint32_t AgentAccess::id_of(const Agent& agent, std::string_view name) {
+  return agent.rt_->id_of(name);
+}
+REMORA_DECL std::uint64_t AgentAccess::next_request_id(Agent& agent) { return agent.rt_->next_request_id(); }
+REMORA_DECL bool AgentAccess::is_lost(const Agent& agent, std::uint32_t peer) { return agent.rt_->links.is_lost(peer); }
+REMORA_DECL const wire::DeviceMap& AgentAccess::reply_device_map(const Agent& agent, std::uint32_t peer) {
+  return agent.rt_->reply_map(peer);
+}
+REMORA_DECL bool AgentAccess::submit(Agent& agent, std::uint32_t to, std::string_view function,
+                                     std::uint64_t request_id, wire::OutFrame frame, std::chrono::milliseconds timeout,
+                                     std::shared_ptr<const void> keep, Completion complete) {
+  return agent.rt_->submit(to, function, request_id, std::move(frame), timeout, std::move(keep), std::move(complete));
+}
+REMORA_DECL std::exception_ptr AgentAccess::error_of(const Agent& agent, const wire::InFrame& reply,
+                                                     std::uint32_t peer, std::string_view function) {
+  return error_of_reply(reply, agent.rt_->options.limits, agent.rt_->workers[peer].name, function);
+}
+REMORA_DECL void AgentAccess::dispatch_to_pool(void* agent, UniqueFunction<void()> callback) {
+  static_cast<Agent*>(agent)->rt_->run_counted(std::move(callback));
+}
+REMORA_DECL wire::EncodeDevices AgentAccess::encode_devices(const Agent& agent, std::uint32_t peer,
+                                                            Direction direction) {
+  return agent.rt_->encode_devices(peer, direction);
+}
+REMORA_DECL std::uint64_t AgentAccess::calls_batched(const Agent& agent) { return agent.rt_->calls_batched(); }
+REMORA_DECL bool AgentAccess::lone_call_in_flight(const Agent& agent) {
+  return agent.rt_->calls.lone_call_in_flight();
+}
+REMORA_DECL std::shared_ptr<AgentService> AgentAccess::find_or_add_service(
+    Agent& agent, const void* key, std::shared_ptr<AgentService> (*make)(Agent&)) {
+  return agent.rt_->services.find_or_add(key, [&] { return make(agent); });
+}
+
+REMORA_DECL wire::EncodeDevices encode_devices_for(Agent* agent, std::uint32_t peer, Direction direction) {
+  return AgentAccess::encode_devices(*agent, peer, direction);
+}
+
+}  // namespace detail
+}  // namespace remora

@@ -1,0 +1,12 @@
+#pragma once
+// The parts of remora that are not templates, for programs built with
+// REMORA_SEPARATE_COMPILATION (remora/config.hpp): include this header in exactly one source file
+// of the program, as Asio's <asio/impl/src.hpp>:
+//
+//   // remora.cpp, compiled with -DREMORA_SEPARATE_COMPILATION like the rest of the program
+//   #include <remora/impl/src.hpp>
+#if !defined(REMORA_SEPARATE_COMPILATION)
+#error "<remora/impl/src.hpp> is for programs built with REMORA_SEPARATE_COMPILATION defined"
+#endif
+
+#include "remora/agent/impl/agent.ipp"
