@@ -11,6 +11,7 @@
 #include "process_support.hpp"
 #include "roles.hpp"
 #include "remora/module/remote_module.hpp"
+#include "remora/transport/detail/cuda_ipc.hpp"
 
 using remora::test::shutdown_group;
 using remora::test::start_group;
