@@ -10,6 +10,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include "remora/wire/frame_reader.hpp"
 #include "remora/wire/value_codec.hpp"
 
 namespace {

@@ -38,6 +38,7 @@
 #include "remora/transport/detail/frame_queue.hpp"
 #include "remora/transport/detail/gather_send.hpp"
 #include "remora/transport/detail/local_sharing.hpp"
+#include "remora/transport/detail/write_list.hpp"
 #include "remora/core/log.hpp"
 #include "remora/wire/frame_reader.hpp"
 
@@ -140,7 +141,6 @@ class StreamConnection final : public Connection {
  private:
   static constexpr std::size_t kRecvBuffer = 64 * 1024;
   static constexpr std::size_t kMaxIov = detail::kMaxIov;
-  static constexpr std::size_t kCoalesce = 1024, kStage = 64 * 1024;
 
   std::shared_ptr<StreamConnection> self_ptr() { return std::static_pointer_cast<StreamConnection>(shared_from_this()); }
 
@@ -304,19 +304,16 @@ class StreamConnection final : public Connection {
         writing_ = false;
         return;
       }
-      iov_.clear();
-      stage_.clear();
-      if (stage_.capacity() < kStage) stage_.reserve(kStage);
-      staged_tail_ = false;
+      write_list_.clear();
       for (auto& f : queue_) {
         auto segments = f.segments();
-        if (frames > 0 && iov_.size() + segments.size() > kMaxIov) break;
+        if (frames > 0 && write_list_.size() + segments.size() > kMaxIov) break;
         const std::uint64_t first = frames == 0 ? front_written_ : 0;  // what earlier writes sent
         const std::uint64_t limit = f.writable_bytes();
         std::uint64_t at = 0;  // of segment s, from the frame's start
         for (auto s : segments) {
           const std::uint64_t lo = std::max(at, first), hi = std::min<std::uint64_t>(at + s.size(), limit);
-          if (lo < hi) add_to_write(s.data() + (lo - at), hi - lo);
+          if (lo < hi) write_list_.add(s.data() + (lo - at), hi - lo);
           at += s.size();
         }
         if (limit < f.total_bytes()) {
@@ -325,13 +322,13 @@ class StreamConnection final : public Connection {
         }
         ++frames;
       }
-      if (iov_.empty()) {  // the front frame waits for a GPU copy
+      if (write_list_.empty()) {  // the front frame waits for a GPU copy
         gate_timer_.expires_after(std::chrono::microseconds(50));
         gate_timer_.async_wait([self = self_ptr()](std::error_code) { self->write_more(); });
         return;
       }
     }
-    asio::async_write(socket_, iov_, [self = self_ptr(), frames, partial](std::error_code ec, std::size_t) {
+    asio::async_write(socket_, write_list_.buffers(), [self = self_ptr(), frames, partial](std::error_code ec, std::size_t) {
       if (ec) return self->close_now("write failed: " + ec.message());
       std::vector<wire::OutFrame> sent;
       {
@@ -344,25 +341,6 @@ class StreamConnection final : public Connection {
       sent.clear();
       self->write_more();
     });
-  }
-
-  // Pieces of up to kCoalesce bytes are copied into stage_ and written as one buffer with their
-  // neighbours: asio writes at most 64 buffers per call, so a burst of small calls (two pieces
-  // each) would otherwise take a system call per 32 frames. stage_ never grows past its reserved
-  // kStage (the buffers point into it); what does not fit is written from where it is.
-  void add_to_write(const std::byte* data, std::size_t n) {
-    if (n > kCoalesce || stage_.size() + n > stage_.capacity()) {
-      iov_.emplace_back(data, n);
-      staged_tail_ = false;
-      return;
-    }
-    const std::byte* at = stage_.data() + stage_.size();
-    stage_.insert(stage_.end(), data, data + n);
-    if (staged_tail_)
-      iov_.back() = asio::const_buffer(iov_.back().data(), iov_.back().size() + n);
-    else
-      iov_.emplace_back(at, n);
-    staged_tail_ = true;
   }
 
   void read_more() {
@@ -439,9 +417,7 @@ class StreamConnection final : public Connection {
   std::mutex write_mu_;
   detail::FrameQueue queue_;
   std::size_t front_written_ = 0;  // bytes of queue_.front() a direct write already sent
-  std::vector<asio::const_buffer> iov_;
-  std::vector<std::byte> stage_;  // see add_to_write
-  bool staged_tail_ = false;      // iov_.back() ends where stage_ does
+  detail::WriteList write_list_;  // the write in flight on the strand
   asio::steady_timer gate_timer_;  // retries a write held up by a gate
   bool writing_ = false;    // a write is in flight on the strand
   // For in_burst (under write_mu_, except reads_, counted by the strand's reads).
