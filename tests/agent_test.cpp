@@ -1,11 +1,9 @@
 // The agent, in-process: typed calls, self calls, async callees, errors, timeouts, garbage on the
 // wire, concurrency and shutdown. Process-level behaviour is in process_test.cpp.
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
 #include <map>
-#include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -27,14 +25,6 @@ torch::Tensor scale(const torch::Tensor& t, double f) { return t * f; }
 std::string whoami() { return remora::current_agent().self().name; }
 void nothing() {}
 int fails(int x) { throw std::out_of_range("index " + std::to_string(x) + " out of range"); }
-// The order calls ran in on the callee, per thread.
-std::mutex noted_mu;
-std::map<std::thread::id, std::vector<int>> noted;
-int note(int i) {
-  std::lock_guard lock(noted_mu);
-  noted[std::this_thread::get_id()].push_back(i);
-  return i;
-}
 int sleepy(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;
@@ -199,17 +189,8 @@ TEST_CASE("Calls that arrive together are run together, and each gets its own re
     for (std::size_t k = 0; k < failures.size(); ++k)
       CHECK_THROWS_WITH(failures[k].get(), Catch::Contains("index " + std::to_string(k * 50) + " out of range"));
   }
-  // Batching happened (it is a count of the callee's, not a timing).
-  const auto batched = remora::detail::AgentAccess::calls_batched(*g[1]);
-  CHECK(batched > 0);
-  // A batch runs its calls in the order they were sent: each pool thread saw increasing numbers.
-  for (int i = 0; i < 2000; ++i) (void)a.rpc_async<&fns::note>("b", i);
-  CHECK(a.rpc_sync<&fns::note>("b", 2000) == 2000);
-  CHECK(remora::detail::AgentAccess::calls_batched(*g[1]) > batched);
-  {
-    std::lock_guard lock(fns::noted_mu);
-    for (const auto& [thread, seen] : fns::noted) CHECK(std::is_sorted(seen.begin(), seen.end()));
-  }
+  // Batching happened (a count of the callee's, not a timing).
+  CHECK(remora::detail::AgentAccess::calls_batched(*g[1]) > 0);
   shutdown_group(g);
 }
 
