@@ -1,6 +1,6 @@
 #pragma once
 // Helpers for tests that start real processes: the test binary re-executed in a role
-// (roles.hpp), rendezvous over a TCPStore on a free loopback port.
+// (roles.hpp), rendezvous over a TCPStore the test process hosts on a port the kernel picks.
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include <asio.hpp>
 #include <catch2/catch.hpp>
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -56,9 +55,6 @@ inline int wait_exit(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-// Options for rank 0 of a group whose store this process hosts.
-inline remora::Options hosted_options(const HostedStore& hosted);
-
 inline remora::Options tcp_options(std::uint16_t port) {
   remora::Options o;
   o.init_method = "tcp://127.0.0.1:" + std::to_string(port);
@@ -67,6 +63,7 @@ inline remora::Options tcp_options(std::uint16_t port) {
   return o;
 }
 
+// Options for rank 0 of a group whose store this process hosts.
 inline remora::Options hosted_options(const HostedStore& hosted) {
   remora::Options o = tcp_options(hosted.port);
   o.store = hosted.store;

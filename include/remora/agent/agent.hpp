@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "remora/agent/detail/wire_context.hpp"
 #include "remora/agent/options.hpp"
 #include "remora/config.hpp"
 #include "remora/core/future.hpp"
@@ -63,6 +64,7 @@ class Agent {
 
  private:
   friend struct detail::AgentAccess;
+  friend wire::EncodeDevices detail::encode_devices_for(Agent*, std::uint32_t, detail::Direction);
   std::unique_ptr<detail::AgentRuntime> rt_;
   mutable std::atomic<int> sync_waiters_{0};  // threads waiting for a sync call's answer
 };

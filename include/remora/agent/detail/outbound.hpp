@@ -38,8 +38,6 @@ struct AgentAccess {
   // The exception an error frame from `peer` stands for (reply_decoding.hpp).
   static REMORA_DECL std::exception_ptr error_of(const Agent& agent, const wire::InFrame& reply,
                                                  std::uint32_t peer, std::string_view function);
-  // The device map and peer name for frames to `peer` (WireScope).
-  static REMORA_DECL wire::EncodeDevices encode_devices(const Agent& agent, std::uint32_t peer, Direction direction);
   // Calls this agent served as part of a batch (inbound.hpp), for tests.
   static REMORA_DECL std::uint64_t calls_batched(const Agent& agent);
   // Runs a continuation of a call's future on the agent's pool, counted as work in flight.

@@ -51,10 +51,6 @@ REMORA_DECL std::exception_ptr AgentAccess::error_of(const Agent& agent, const w
 REMORA_DECL void AgentAccess::dispatch_to_pool(void* agent, UniqueFunction<void()> callback) {
   static_cast<Agent*>(agent)->rt_->run_counted(std::move(callback));
 }
-REMORA_DECL wire::EncodeDevices AgentAccess::encode_devices(const Agent& agent, std::uint32_t peer,
-                                                            Direction direction) {
-  return agent.rt_->encode_devices(peer, direction);
-}
 REMORA_DECL std::uint64_t AgentAccess::calls_batched(const Agent& agent) { return agent.rt_->calls_batched(); }
 REMORA_DECL bool AgentAccess::lone_call_in_flight(const Agent& agent) {
   return agent.rt_->calls.lone_call_in_flight();
@@ -65,7 +61,7 @@ REMORA_DECL std::shared_ptr<AgentService> AgentAccess::find_or_add_service(
 }
 
 REMORA_DECL wire::EncodeDevices encode_devices_for(Agent* agent, std::uint32_t peer, Direction direction) {
-  return AgentAccess::encode_devices(*agent, peer, direction);
+  return agent->rt_->encode_devices(peer, direction);
 }
 
 }  // namespace detail
