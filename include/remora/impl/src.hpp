@@ -9,4 +9,9 @@
 #error "<remora/impl/src.hpp> is for programs built with REMORA_SEPARATE_COMPILATION defined"
 #endif
 
+#include "remora/wire/impl/codec.ipp"
+#include "remora/agent/impl/registry.ipp"
 #include "remora/agent/impl/agent.ipp"
+#include "remora/agent/impl/rpc.ipp"
+#include "remora/rref/impl/context.ipp"
+#include "remora/module/impl/module.ipp"

@@ -191,43 +191,15 @@ template <class V, class Send>
 RRef<V> start_remote(Agent& agent, std::uint32_t owner, Send&& send) {
   auto ctx = rref_context(agent);
   const RRefId id = ctx->new_id();
+  std::shared_ptr<RRefCore> core;
   if (owner == agent.self().id) {
-    auto core = ctx->make_owned(ctx->owner_state(id), type_identity_of<V>.id);
-    auto f = send(id, ForkId{}, false);
-    f.on_ready([f, core] {
-      if (auto e = f.exception()) {
-        core->owned->set_error(e);
-        if (auto c = core->ctx.lock()) c->mark_created(core->id);
-      }
-    });
-    return make_rref<V>(std::move(core));
+    core = ctx->make_owned(ctx->owner_state(id), type_identity_of<V>.id);
+  } else {
+    core = ctx->make_user(id, ctx->new_id(), owner, type_identity_of<V>.id);
   }
-  const ForkId fork = ctx->new_id();
-  auto core = ctx->make_user(id, fork, owner, type_identity_of<V>.id);
-  auto f = send(id, fork, true);
+  auto f = core->owned ? send(id, ForkId{}, false) : send(id, core->fork, true);
   // The core stays alive until the owner answered, so its deletion never overtakes its creation.
-  f.on_ready([f, core] {
-    auto e = f.exception();
-    if (!e) {
-      core->confirmed = true;
-      return;
-    }
-    try {
-      std::rethrow_exception(e);
-    } catch (const WorkerLost&) {
-      core->fail(e);
-      core->released = true;
-    } catch (const Timeout&) {
-      // The owner may still create it; uses go to the owner and see the outcome.
-    } catch (...) {
-      // The owner cannot create it (unknown function, arguments that did not decode): fail uses
-      // here and anything waiting there.
-      core->fail(e);
-      if (!core->released.exchange(true))
-        if (auto c = core->ctx.lock())
-          send_rref_message<&rref_msg::user_delete>(c->agent(), core->owner, core->id, core->fork, true);
-    }
-  });
+  f.on_ready([f, core] { RRefContext::creation_answered(core, f.exception()); });
   return make_rref<V>(std::move(core));
 }
 
@@ -271,13 +243,6 @@ RRef<T> make_local_rref(RRefContext& ctx, std::shared_ptr<T> value) {
   return make_rref<T>(ctx.make_owned(std::move(state), type_identity_of<T>.id));
 }
 
-// The receiving side's RRefContext, from the message being encoded or decoded.
-inline std::shared_ptr<RRefContext> wire_rref_context(const char* what) {
-  if (!wire_context.agent)
-    throw SerializationError(std::string("an RRef can only be ") + what + " inside a remora call or result");
-  return rref_context(*wire_context.agent);
-}
-
 }  // namespace detail
 
 template <class T>
@@ -287,20 +252,7 @@ void RRef<T>::save(Archive& ar) const {
   auto& c = checked();
   if (c.ctx.lock() != ctx) throw SerializationError("an RRef can only be sent by the agent it belongs to");
   check_usable("sending");
-  const std::uint32_t to = detail::wire_context.peer;
-  detail::WireRRef w{c.owner, c.id, ctx->new_id(), ctx->self(), c.type};
-  if (c.owned) {
-    // The owner forks: it records the fork now, and the receiver's reference is confirmed on arrival.
-    ctx->add_fork(c.id, w.fork, to);
-    if (auto* undo = detail::wire_context.undo)
-      undo->push_back([ctx, id = c.id, fork = w.fork] { ctx->remove_fork(id, fork); });
-  } else {
-    // A user forks: its own reference stays alive (a pending child) until the owner confirmed
-    // the receiver's.
-    ctx->add_child(w.fork, core_, to);
-    if (auto* undo = detail::wire_context.undo) undo->push_back([ctx, fork = w.fork] { ctx->drop_child(fork); });
-  }
-  ar(w);
+  ar(ctx->fork_for_peer(core_));
 }
 
 template <class T>
@@ -308,50 +260,7 @@ template <class Archive>
 void RRef<T>::load(Archive& ar) {
   detail::WireRRef w;
   ar(w);
-  auto ctx = detail::wire_rref_context("received");
-  auto& agent = ctx->agent();
-  if (w.type != type_identity_of<T>.id)
-    throw ProtocolError("an RRef arrived as RRef<" + std::string(type_identity_of<T>.name) +
-                        "> but refers to a value of another type");
-  if (w.owner >= agent.get_worker_infos().size() || w.parent >= agent.get_worker_infos().size())
-    throw ProtocolError("an RRef names an unknown worker");
-  const auto self = ctx->self();
-  if (w.owner == self) {
-    core_ = ctx->make_owned(ctx->owner_state(w.id, detail::wire_context.peer), w.type);
-    if (w.parent == self)
-      ctx->remove_fork(w.id, w.fork);  // sent to itself: the fork was only for the way
-    else
-      detail::send_rref_message<&detail::rref_msg::child_accept>(agent, w.parent, w.fork);
-    return;
-  }
-  core_ = ctx->make_user(w.id, w.fork, w.owner, w.type);
-  if (w.parent == w.owner) {
-    core_->confirmed = true;  // the owner recorded this fork when it sent it
-    return;
-  }
-  (void)detail::AutoRegister<&detail::rref_msg::fork_request>::registered;
-  auto f = detail::call_as<&detail::rref_msg::fork_request>(agent, 
-      w.owner, function_identity<&detail::rref_msg::fork_request>, CallOptions{}, w.id, w.fork);
-  f.on_ready([f, core = core_, parent = w.parent] {
-    if (auto e = f.exception()) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const WorkerLost&) {
-        core->fail(e);
-        core->released = true;
-      } catch (...) {
-        core->fail(e);  // the owner may not know this fork: it must not be used, nor let the parent go
-      }
-      return;
-    }
-    core->confirmed = true;
-    auto ctx = core->ctx.lock();
-    if (!ctx) return;
-    if (parent == ctx->self())
-      ctx->drop_child(core->fork);
-    else
-      detail::send_rref_message<&detail::rref_msg::child_accept>(ctx->agent(), parent, core->fork);
-  });
+  core_ = detail::wire_rref_context("received")->receive(w, type_identity_of<T>.id, type_identity_of<T>.name);
 }
 
 }  // namespace remora

@@ -17,8 +17,10 @@
 
 #include <cereal/cereal.hpp>
 
-#include "remora/core/errors.hpp"
 #include <torch/types.h>
+
+#include "remora/config.hpp"
+#include "remora/core/errors.hpp"
 
 #include "remora/wire/device_map.hpp"
 #include "remora/wire/dtype.hpp"
@@ -33,9 +35,9 @@ inline constexpr std::uint32_t kUndefinedTensor = std::numeric_limits<std::uint3
 class BodyWriter : public cereal::OutputArchive<BodyWriter, cereal::AllowEmptyClassElision> {
  public:
   // `devices`: where the frame's CUDA tensors arrive on its receiver (none: they cannot be sent).
-  BodyWriter(FrameHead& out, std::vector<std::byte>& descriptors, FrameTensors& tensors,
-             const EncodeDevices& devices = {})
-      : OutputArchive(this), out_(out), descriptors_(descriptors), tensors_(tensors), devices_(devices) {}
+  REMORA_DECL BodyWriter(FrameHead& out, std::vector<std::byte>& descriptors, FrameTensors& tensors,
+                         const EncodeDevices& devices = {});
+  REMORA_DECL ~BodyWriter();
 
   void saveBinary(const void* data, std::size_t size) {
     auto p = static_cast<const std::byte*>(data);
@@ -44,7 +46,7 @@ class BodyWriter : public cereal::OutputArchive<BodyWriter, cereal::AllowEmptyCl
 
   // Adds a tensor's bytes as a segment of the frame and returns its index. What is sent is the
   // tensor's value (tensor_codec.hpp says which tensors can travel).
-  std::uint32_t add_tensor(const torch::Tensor& t);
+  REMORA_DECL std::uint32_t add_tensor(const torch::Tensor& t);
 
  private:
   FrameHead& out_;
@@ -53,53 +55,11 @@ class BodyWriter : public cereal::OutputArchive<BodyWriter, cereal::AllowEmptyCl
   const EncodeDevices& devices_;
 };
 
-inline std::uint32_t BodyWriter::add_tensor(const torch::Tensor& t) {
-  if (t.is_sparse() || t.layout() != c10::kStrided)
-    throw SerializationError("sparse and other non-strided tensors are not supported; send t.to_dense()");
-  if (t.is_quantized()) throw SerializationError("quantized tensors are not supported; send t.dequantize()");
-  auto wire_dtype = to_wire(t.scalar_type());
-  if (!wire_dtype) throw SerializationError(std::string("dtype ") + c10::toString(t.scalar_type()) + " cannot travel");
-  if (t.dim() > 255) throw SerializationError("tensor has more than 255 dimensions");
-  if (tensors_.size() >= kUndefinedTensor - 1) throw SerializationError("too many tensors in one message");
-  // Where it arrives: the CPU, or for a CUDA tensor the device the peer's map names.
-  c10::Device arrives(c10::kCPU);
-  if (!t.device().is_cpu()) {
-    const auto& target = devices_;
-    auto mapped = target.map ? target.map->find(t.device()) : std::nullopt;
-    if (!mapped)
-      throw SerializationError("a tensor on " + t.device().str() + " cannot be sent to worker '" +
-                               std::string(target.peer.empty() ? "(unknown)" : target.peer) +
-                               "': no device map entry for " + t.device().str() +
-                               " (set one with Options::set_device_map, or move the tensor to the CPU)");
-    arrives = *mapped;
-  }
-  // A CUDA tensor stays on its device here: the transport hands it over by IPC handle, or stages
-  // it through host memory when it sends the frame (OutFrame::stage_to_host).
-  // Checked first: each of these is a dispatched op even when it has nothing to do.
-  torch::Tensor v = t.is_conj() || t.is_neg() || !t.is_contiguous() ? t.resolve_conj().resolve_neg().contiguous() : t;
-
-  TensorDescriptor d;
-  d.dtype = *wire_dtype;
-  d.ndim = static_cast<std::uint8_t>(v.dim());
-  d.flags = t.requires_grad() ? kRequiresGrad : 0;
-  d.device_type = static_cast<std::int8_t>(arrives.type());
-  d.device_index = arrives.index();
-  d.nbytes = v.nbytes();
-  auto put = [&](const void* p, std::size_t n) {
-    auto b = static_cast<const std::byte*>(p);
-    descriptors_.insert(descriptors_.end(), b, b + n);
-  };
-  put(&d, sizeof d);
-  put(v.sizes().data(), v.dim() * sizeof(int64_t));
-  tensors_.push_back(std::move(v));
-  return static_cast<std::uint32_t>(tensors_.size() - 1);
-}
-
-
 class BodyReader : public cereal::InputArchive<BodyReader, cereal::AllowEmptyClassElision> {
  public:
-  BodyReader(std::span<const std::byte> body, std::span<const ReceivedTensor> tensors, const Limits& limits)
-      : InputArchive(this), body_(body), tensors_(tensors), limits_(limits) {}
+  REMORA_DECL BodyReader(std::span<const std::byte> body, std::span<const ReceivedTensor> tensors,
+                         const Limits& limits);
+  REMORA_DECL ~BodyReader();
 
   void loadBinary(void* data, std::size_t size) {
     if (size > remaining()) fail("body ends inside a value (" + std::to_string(size) + " bytes wanted, " +
@@ -133,7 +93,7 @@ class BodyReader : public cereal::InputArchive<BodyReader, cereal::AllowEmptyCla
   }
   void leave() { --depth_; }
 
-  [[noreturn]] static void fail(const std::string& why) { throw ProtocolError(why); }
+  [[noreturn]] static REMORA_DECL void fail(const std::string& why);
 
  private:
   std::span<const std::byte> body_;

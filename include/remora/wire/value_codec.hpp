@@ -28,42 +28,39 @@
 
 namespace remora::wire {
 
+namespace detail {
+// What encoding a frame does before and after its values are written, whatever their types:
+// compiled once (wire/impl/codec.ipp), not per message type.
+class FrameEncoding {
+ public:
+  // Takes this thread's spare descriptor buffer (a value that encodes a frame of its own while
+  // it is saved finds none and makes its own).
+  REMORA_DECL FrameEncoding();
+  REMORA_DECL ~FrameEncoding();  // gives the buffer back
+  FrameEncoding(const FrameEncoding&) = delete;
+  FrameEncoding& operator=(const FrameEncoding&) = delete;
+  // Checks the limits and completes the header. Throws SerializationError.
+  REMORA_DECL OutFrame finish(FrameKind kind, std::uint64_t request_id, const Limits& limits);
+
+  OutFrame frame;
+  std::vector<std::byte> descriptors;
+};
+// Rethrows the exception in flight as a ProtocolError (malformed input); an Error as it is.
+[[noreturn]] REMORA_DECL void rethrow_as_malformed();
+}  // namespace detail
+
 // Encodes `values` as one frame for the receiver `to` describes (where its CUDA tensors arrive).
 // Throws SerializationError if a value cannot travel or the frame would exceed `limits` (the
 // receiver would refuse it).
 template <class... Ts>
 OutFrame encode_frame_to(const EncodeDevices& to, FrameKind kind, std::uint64_t request_id, const Limits& limits,
                          const Ts&... values) {
-  OutFrame f;
-  f.head.resize(sizeof(FrameHeader));
-  // The descriptors' buffer is reused by this thread's next frame (taken, so that a value that
-  // encodes a frame of its own while it is saved gets a buffer of its own).
-  thread_local std::vector<std::byte> spare;
-  std::vector<std::byte> descriptors = std::move(spare);
-  descriptors.clear();
+  detail::FrameEncoding e;
   {
-    BodyWriter ar(f.head, descriptors, f.tensors, to);
+    BodyWriter ar(e.frame.head, e.descriptors, e.frame.tensors, to);
     if constexpr (sizeof...(Ts) > 0) ar(values...);
   }
-  const std::size_t body = f.head.size() - sizeof(FrameHeader);
-  if (body > UINT32_MAX || descriptors.size() > UINT32_MAX)
-    throw SerializationError("message body of " + std::to_string(body) + " bytes is too large");
-  if (f.tensors.size() > limits.max_tensors)
-    throw SerializationError("message holds " + std::to_string(f.tensors.size()) + " tensors, limit is " +
-                             std::to_string(limits.max_tensors));
-  f.head.insert(f.head.end(), descriptors.begin(), descriptors.end());
-  FrameHeader h;
-  h.kind = static_cast<std::uint8_t>(kind);
-  h.request_id = request_id;
-  h.body_bytes = static_cast<std::uint32_t>(body);
-  h.descriptor_bytes = static_cast<std::uint32_t>(descriptors.size());
-  h.tensor_count = static_cast<std::uint32_t>(f.tensors.size());
-  std::memcpy(f.head.data(), &h, sizeof h);
-  spare = std::move(descriptors);
-  if (f.total_bytes() > limits.max_frame_bytes)
-    throw SerializationError("message of " + std::to_string(f.total_bytes()) + " bytes exceeds the frame limit of " +
-                             std::to_string(limits.max_frame_bytes));
-  return f;
+  return e.finish(kind, request_id, limits);
 }
 
 // As encode_frame_to, for a frame without CUDA tensors (they cannot be sent without a map).
@@ -84,10 +81,8 @@ void decode_into(const InFrame& frame, const Limits& limits, Ts&... out) {
     BodyReader ar(frame.body(), frame.tensors, limits);
     if constexpr (sizeof...(Ts) > 0) ar(out...);
     if (!ar.at_end()) throw ProtocolError(std::to_string(ar.remaining()) + " unread bytes at the end of the body");
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {  // cereal::Exception (bad variant index), c10::Error, ...
-    throw ProtocolError(std::string("malformed body: ") + e.what());
+  } catch (...) {
+    detail::rethrow_as_malformed();  // cereal::Exception (bad variant index), c10::Error, ...
   }
 }
 
@@ -99,3 +94,7 @@ std::tuple<Ts...> decode(const InFrame& frame, const Limits& limits = {}) {
 }
 
 }  // namespace remora::wire
+
+#if REMORA_HEADER_ONLY
+#include "remora/wire/impl/codec.ipp"
+#endif

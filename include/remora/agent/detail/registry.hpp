@@ -6,7 +6,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cxxabi.h>
 #include <exception>
 #include <map>
 #include <memory>
@@ -67,35 +66,16 @@ struct RegisteredFunction {
 // unknown, and an agent refuses to start while there is a clash (check_no_clashes).
 class Registry {
  public:
-  static Registry& global() {
-    static Registry r;
-    return r;
-  }
+  REMORA_DECL static Registry& global();
   // Returns true, so that it can initialize the static members that register functions.
-  bool add(std::uint64_t id, std::string_view name, Handler h) {
-    std::lock_guard lock(mu_);
-    if (clashes_.count(id)) return true;
-    auto [it, inserted] = functions_.try_emplace(id, name, h);
-    if (!inserted && it->second.name != name) {
-      clashes_.emplace(id, std::string(it->second.name) + " and " + std::string(name));
-      functions_.erase(it);
-      log_warning("functions " + clashes_[id] + " have the same id; neither can be called");
-    }
-    return true;
-  }
+  REMORA_DECL bool add(std::uint64_t id, std::string_view name, Handler h);
   const RegisteredFunction* find(std::uint64_t id) const {
     std::lock_guard lock(mu_);
     auto it = functions_.find(id);
     return it == functions_.end() ? nullptr : &it->second;
   }
   // Throws remora::Error naming every pair of functions that share an id.
-  void check_no_clashes() const {
-    std::lock_guard lock(mu_);
-    if (clashes_.empty()) return;
-    std::string names;
-    for (const auto& [id, pair] : clashes_) names += (names.empty() ? "" : "; ") + pair;
-    throw Error("remora: functions with the same id cannot be served (rename one of each pair): " + names);
-  }
+  REMORA_DECL void check_no_clashes() const;
 
  private:
   mutable std::mutex mu_;
@@ -103,34 +83,14 @@ class Registry {
   std::map<std::uint64_t, std::string> clashes_;  // id -> the names that share it
 };
 
-inline std::string demangle(const char* name) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
-  return status == 0 && out ? std::string(out.get()) : std::string(name);
-}
+REMORA_DECL std::string demangle(const char* name);
 
-inline wire::OutFrame error_frame(std::uint64_t request_id, ErrorCode code, const std::string& type,
-                                  const std::string& message, const std::vector<std::string>& origin = {}) {
-  return wire::encode_frame(wire::FrameKind::error, request_id, static_cast<std::uint8_t>(code), type, message,
-                            origin);
-}
+REMORA_DECL wire::OutFrame error_frame(std::uint64_t request_id, ErrorCode code, const std::string& type,
+                                       const std::string& message, const std::vector<std::string>& origin = {});
 
 // The error reply for the exception in flight. A RemoteError raised here (a value this worker
 // holds failed to be created, say) keeps naming the worker and function where it began.
-inline wire::OutFrame current_exception_frame(std::uint64_t request_id) {
-  try {
-    throw;
-  } catch (const ProtocolError& e) {
-    return error_frame(request_id, ErrorCode::bad_request, "remora::ProtocolError", e.reason());
-  } catch (const RemoteError& e) {
-    return error_frame(request_id, ErrorCode::forwarded, e.remote_type(), e.remote_message(),
-                       {e.worker(), e.function()});
-  } catch (const std::exception& e) {
-    return error_frame(request_id, ErrorCode::remote_exception, demangle(typeid(e).name()), e.what());
-  } catch (...) {
-    return error_frame(request_id, ErrorCode::remote_exception, "unknown exception", "(not a std::exception)");
-  }
-}
+REMORA_DECL wire::OutFrame current_exception_frame(std::uint64_t request_id);
 
 // Encodes a function's result as the reply to `request_id` for worker `to`.
 template <class T>
@@ -243,3 +203,7 @@ bool expose() {
 // (an SPMD binary that calls a function registers it without this line).
 #define REMORA_EXPOSE(...) \
   [[maybe_unused]] static const bool REMORA_DETAIL_CAT(remora_exposed_, __LINE__) = ::remora::detail::expose<__VA_ARGS__>()
+
+#if REMORA_HEADER_ONLY
+#include "remora/agent/impl/registry.ipp"
+#endif

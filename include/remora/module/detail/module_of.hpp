@@ -11,6 +11,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "remora/config.hpp"
 #include "remora/core/errors.hpp"
 
 namespace remora::detail {
@@ -103,18 +104,7 @@ std::shared_ptr<torch::nn::Module> nn_module_of(const std::shared_ptr<I>& obj) {
 }
 
 // Throws unless `device` exists on this process.
-inline void check_device_exists(const c10::Device& device, const std::string& worker) {
-  if (device.is_cpu()) return;
-  if (device.is_cuda()) {
-    const auto count = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
-    const auto index = device.has_index() ? device.index() : 0;
-    if (static_cast<std::size_t>(index) >= count)
-      throw Error("remora: device " + device.str() + " does not exist on worker '" + worker + "' (it has " +
-                  std::to_string(count) + " CUDA device" + (count == 1 ? "" : "s") + ")");
-    return;
-  }
-  throw Error("remora: RemoteModule supports cpu and cuda devices, not " + device.str());
-}
+REMORA_DECL void check_device_exists(const c10::Device& device, const std::string& worker);
 
 // Builds M on this worker, on `device`, as an I.
 template <class I, class M, class... As>
@@ -131,3 +121,7 @@ std::shared_ptr<I> make_module(const c10::Device& device, As&&... args) {
 }
 
 }  // namespace remora::detail
+
+#if REMORA_HEADER_ONLY
+#include "remora/module/impl/module.ipp"
+#endif

@@ -7,8 +7,10 @@
 //    child keeps this worker's own fork alive, so the owner cannot drop the value in between.
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -38,105 +40,47 @@ class RRefContext : public AgentService, public std::enable_shared_from_this<RRe
   // The state of `id`, made (awaiting creation) if this is the first news of it. `requester` is
   // the worker whose message asks; a lost worker's late messages must not make entries, since
   // nothing would ever release them.
-  std::shared_ptr<OwnerState> owner_state(const RRefId& id, std::uint32_t requester = UINT32_MAX) {
-    std::lock_guard lock(mu_);
-    return state_locked(id, requester);
-  }
-
+  REMORA_DECL std::shared_ptr<OwnerState> owner_state(const RRefId& id, std::uint32_t requester = UINT32_MAX);
   // Records that `holder` has the reference `fork` (a lost holder's fork is not recorded).
-  void add_fork(const RRefId& id, const ForkId& fork, std::uint32_t holder) {
-    std::lock_guard lock(mu_);
-    // Checked under the lock: a holder lost before this point had on_peer_lost run (or queued
-    // behind this lock) already, and would never delete this fork.
-    if (AgentAccess::is_lost(agent_, holder)) return;
-    auto state = state_locked(id, holder);
-    auto& e = owners_[id];
-    e.forks[fork] = holder;
-    e.pinned = std::move(state);
-  }
-
+  REMORA_DECL void add_fork(const RRefId& id, const ForkId& fork, std::uint32_t holder);
   // Removes a fork; the value goes when nothing else holds it.
-  void remove_fork(const RRefId& id, const ForkId& fork) {
-    std::shared_ptr<OwnerState> dropped;
-    std::lock_guard lock(mu_);
-    auto it = owners_.find(id);
-    if (it == owners_.end()) return;
-    it->second.forks.erase(fork);
-    dropped = repin(it->second);
-  }
-
+  REMORA_DECL void remove_fork(const RRefId& id, const ForkId& fork);
   // The creation finished (value or error): only forks and local RRefs hold it from now on.
-  void mark_created(const RRefId& id) {
-    std::shared_ptr<OwnerState> dropped;
-    std::lock_guard lock(mu_);
-    auto it = owners_.find(id);
-    if (it == owners_.end()) return;
-    it->second.created = true;
-    dropped = repin(it->second);
-  }
-
+  REMORA_DECL void mark_created(const RRefId& id);
   // Called by a dying OwnerState: forget its entry unless a new state took the id.
-  void forget(const RRefId& id) {
-    std::lock_guard lock(mu_);
-    auto it = owners_.find(id);
-    if (it != owners_.end() && it->second.weak.expired() && !it->second.pinned) owners_.erase(it);
-  }
+  REMORA_DECL void forget(const RRefId& id);
 
   // --- user side ---
 
-  std::shared_ptr<RRefCore> make_user(const RRefId& id, const ForkId& fork, std::uint32_t owner, std::uint64_t type) {
-    auto core = std::make_shared<RRefCore>();
-    core->id = id;
-    core->fork = fork;
-    core->owner = owner;
-    core->type = type;
-    core->ctx = weak_from_this();
-    std::lock_guard lock(mu_);
-    users_[fork] = core;
-    return core;
-  }
-
-  std::shared_ptr<RRefCore> make_owned(std::shared_ptr<OwnerState> state, std::uint64_t type) {
-    auto core = std::make_shared<RRefCore>();
-    core->id = state->id;
-    core->owner = self();
-    core->type = type;
-    core->owned = std::move(state);
-    core->ctx = weak_from_this();
-    core->confirmed = true;
-    return core;
-  }
-
-  void add_child(const ForkId& fork, std::shared_ptr<RRefCore> parent_ref, std::uint32_t destination) {
-    std::lock_guard lock(mu_);
-    children_[fork] = Child{std::move(parent_ref), destination};
-  }
-  void drop_child(const ForkId& fork) {
-    Child dropped;
-    std::lock_guard lock(mu_);
-    auto it = children_.find(fork);
-    if (it == children_.end()) return;
-    dropped = std::move(it->second);
-    children_.erase(it);
-  }
+  REMORA_DECL std::shared_ptr<RRefCore> make_user(const RRefId& id, const ForkId& fork, std::uint32_t owner,
+                                                  std::uint64_t type);
+  REMORA_DECL std::shared_ptr<RRefCore> make_owned(std::shared_ptr<OwnerState> state, std::uint64_t type);
+  REMORA_DECL void add_child(const ForkId& fork, std::shared_ptr<RRefCore> parent_ref, std::uint32_t destination);
+  REMORA_DECL void drop_child(const ForkId& fork);
 
   // The last handle on a user reference is gone: tell the owner (once).
-  void user_dropped(RRefCore& core);
+  REMORA_DECL void user_dropped(RRefCore& core);
 
-  RRefStats stats() const {
-    std::lock_guard lock(mu_);
-    RRefStats s;
-    s.owned_values = live_->load();
-    for (auto& [id, e] : owners_) s.forks += e.forks.size();
-    s.user_rrefs = users_.size();
-    s.pending_children = children_.size();
-    return s;
-  }
+  // --- RRefs made and moved by messages (what RRef<T> does that does not depend on T) ---
+
+  // The message that creates `core`'s value on its owner answered (`failure` null: it was
+  // accepted). A failure that is not a timeout fails every use of `core` here and, on a user,
+  // tells the owner to fail what waits for the value.
+  static REMORA_DECL void creation_answered(const std::shared_ptr<RRefCore>& core, std::exception_ptr failure);
+  // Forks `core` for the peer of the frame being encoded (wire_context); undone if the frame is
+  // not sent.
+  REMORA_DECL WireRRef fork_for_peer(const std::shared_ptr<RRefCore>& core);
+  // The reference a received `w` gives this worker; `type_name` is for the error when `w`
+  // refers to another type than `expected_type`. Confirms the fork with the owner if need be.
+  REMORA_DECL std::shared_ptr<RRefCore> receive(const WireRRef& w, std::uint64_t expected_type,
+                                                std::string_view type_name);
+
+  REMORA_DECL RRefStats stats() const;
 
   // --- agent events ---
-  void on_peer_lost(std::uint32_t peer) override;
-  void on_group_quiet() override;
-  void on_stop() override;
+  REMORA_DECL void on_peer_lost(std::uint32_t peer) override;
+  REMORA_DECL void on_group_quiet() override;
+  REMORA_DECL void on_stop() override;
 
  private:
   struct Entry {
@@ -151,27 +95,14 @@ class RRefContext : public AgentService, public std::enable_shared_from_this<RRe
     std::uint32_t destination = UINT32_MAX;
   };
 
-  std::shared_ptr<OwnerState> state_locked(const RRefId& id, std::uint32_t requester) {
-    auto it = owners_.find(id);
-    if (it != owners_.end())
-      if (auto state = it->second.weak.lock()) return state;
-    if (requester != UINT32_MAX && requester != self() && AgentAccess::is_lost(agent_, requester))
-      throw Error("remora: a late message about RRef " + id.str() + " from a lost worker");
-    auto state = std::make_shared<OwnerState>(id, weak_from_this(), live_);
-    auto& e = owners_[id];
-    e = Entry{};
-    e.weak = state;
-    e.pinned = state;  // until created
-    e.announced_by = requester;
-    return state;
-  }
+  REMORA_DECL std::shared_ptr<OwnerState> state_locked(const RRefId& id, std::uint32_t requester);
 
   // Re-derives the pin of `e`; returns the reference to drop (outside the lock).
   static std::shared_ptr<OwnerState> repin(Entry& e) {
     if (!e.forks.empty() || !e.created) return nullptr;
     return std::move(e.pinned);
   }
-  void send_delete(const RRefCore& core, bool abandon);
+  REMORA_DECL void send_delete(const RRefCore& core, bool abandon);
 
   Agent& agent_;
   std::atomic<std::uint64_t> next_id_{1};
@@ -181,15 +112,5 @@ class RRefContext : public AgentService, public std::enable_shared_from_this<RRe
   std::unordered_map<ForkId, std::weak_ptr<RRefCore>, IdHash> users_;
   std::unordered_map<ForkId, Child, IdHash> children_;
 };
-
-inline OwnerState::~OwnerState() {
-  --*live;
-  if (auto c = ctx.lock()) c->forget(id);
-}
-
-inline RRefCore::~RRefCore() {
-  if (owned) return;
-  if (auto c = ctx.lock()) c->user_dropped(*this);
-}
 
 }  // namespace remora::detail

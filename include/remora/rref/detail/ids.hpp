@@ -5,6 +5,8 @@
 #include <functional>
 #include <string>
 
+#include "remora/config.hpp"
+
 namespace remora::detail {
 
 struct GloballyUniqueId {
@@ -16,7 +18,7 @@ struct GloballyUniqueId {
     ar(worker, local);
   }
   friend bool operator==(const GloballyUniqueId&, const GloballyUniqueId&) = default;
-  std::string str() const { return "(" + std::to_string(worker) + ", " + std::to_string(local) + ")"; }
+  REMORA_DECL std::string str() const;
 };
 
 using RRefId = GloballyUniqueId;

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string_view>
 
+#include "remora/config.hpp"
 #include "remora/core/future.hpp"
 #include "remora/rref/detail/ids.hpp"
 
@@ -21,7 +22,7 @@ struct OwnerState {
       : id(id_), ctx(std::move(ctx_)), live(std::move(live_)) {
     ++*live;
   }
-  ~OwnerState();
+  REMORA_DECL ~OwnerState();
   OwnerState(const OwnerState&) = delete;
   OwnerState& operator=(const OwnerState&) = delete;
 
@@ -57,7 +58,7 @@ struct RRefCore {
   std::mutex mu;
   std::exception_ptr failure;           // the RRef can never be used (its creation never reached the owner)
 
-  ~RRefCore();
+  REMORA_DECL ~RRefCore();
   std::exception_ptr failed() {
     std::lock_guard lock(mu);
     return failure;
