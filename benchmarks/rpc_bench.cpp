@@ -17,6 +17,7 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "remora/agent/rpc.hpp"
+#include "remora/dynamic/builtin.hpp"
 #include "remora/module/remote_module.hpp"
 #include "remora/rref/remote.hpp"
 
@@ -40,6 +41,7 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace bench {
 torch::Tensor echo(torch::Tensor x) { return x; }
+torch::Tensor add_tensors(torch::Tensor a, torch::Tensor b) { return a + b; }
 int add(int a, int b) { return a + b; }
 
 struct EchoInterface {
@@ -105,6 +107,27 @@ int main() {
   if (wanted("allocs")) {
     count_allocs("sync_4B", echo_call);
     count_allocs("sync_scalar", add_call);
+  }
+
+  // The same operator, typed (a function compiled in) and by name (the dynamic path), taken
+  // alternately so that both see the same machine.
+  if (wanted("builtin")) {
+    std::vector<double> typed, named;
+    auto typed_call = [&](int) { a->rpc_sync<&bench::add_tensors>("w1", x, x); };
+    auto named_call = [&](int) { remora::rpc_sync<torch::Tensor>(*a, "w1", "aten::add", x, x); };
+    for (int i = 0; i < 500; ++i) typed_call(i), named_call(i);
+    for (int i = 0; i < 5000; ++i) {
+      auto t = clock::now();
+      typed_call(i);
+      auto m = clock::now();
+      named_call(i);
+      typed.push_back(std::chrono::duration<double, std::micro>(m - t).count());
+      named.push_back(std::chrono::duration<double, std::micro>(clock::now() - m).count());
+    }
+    std::sort(typed.begin(), typed.end());
+    std::sort(named.begin(), named.end());
+    std::printf("typed_add_4B_p50_us %.1f\nbuiltin_add_4B_p50_us %.1f\n", typed[typed.size() / 2],
+                named[named.size() / 2]);
   }
 
   // remote() + to_here() of a small value: creation, fetch and deletion, one at a time.

@@ -1,4 +1,5 @@
-"""PyTorch twin of remora's remote()+to_here() figure: rpc.remote(...).to_here() of a small value.
+"""PyTorch twins of remora's remote()+to_here() figure (rpc.remote(...).to_here() of a small value)
+and of its builtin-operator call (rpc.rpc_sync(to, torch.add, ...) of two 4-byte tensors).
 
 usage: /usr/bin/python3 benchmarks/pytorch_rref.py [--n 2000] [--port 29612]
 Two processes on this host (TensorPipe agent); worker 0 creates a 4-byte tensor on worker 1 with
@@ -29,6 +30,15 @@ def run(rank, args):
             us.append((time.perf_counter() - t) * 1e6)
         us.sort()
         print(f"remote+to_here 4B: p50 {us[len(us)//2]:.1f} us, p99 {us[len(us)*99//100]:.1f} us", flush=True)
+        for _ in range(100):
+            rpc.rpc_sync("w1", torch.add, args=(x, x))
+        us = []
+        for _ in range(args.n):
+            t = time.perf_counter()
+            rpc.rpc_sync("w1", torch.add, args=(x, x))
+            us.append((time.perf_counter() - t) * 1e6)
+        us.sort()
+        print(f"builtin torch.add 4B: p50 {us[len(us)//2]:.1f} us, p99 {us[len(us)*99//100]:.1f} us", flush=True)
     rpc.shutdown()
 
 

@@ -88,4 +88,17 @@ class SerializationError : public Error {
       : Error("remora: cannot serialize value: " + why) {}
 };
 
+// Arguments that fit no schema of what is called by name (an operator's overloads, a script
+// method), or an interface that does not fit a loaded module. Raised where it is detected, before
+// anything is sent: `name` is the operator, method or file, what() lists the schemas and why each
+// does not fit.
+class SchemaMismatch : public Error {
+ public:
+  SchemaMismatch(std::string name, const std::string& why) : Error("remora: " + why), name_(std::move(name)) {}
+  const std::string& name() const noexcept { return name_; }
+
+ private:
+  std::string name_;
+};
+
 }  // namespace remora

@@ -15,3 +15,5 @@
 #include "remora/agent/impl/rpc.ipp"
 #include "remora/rref/impl/context.ipp"
 #include "remora/module/impl/module.ipp"
+#include "remora/dynamic/impl/schema_match.ipp"
+#include "remora/dynamic/impl/builtin.ipp"
