@@ -1,8 +1,11 @@
 #pragma once
 // The dynamic path: what a worker runs by name, with no user code there. Builtin operators of
-// the c10 dispatcher (remora::rpc_sync<R>(to, "aten::add", a, b)), with keyword arguments
-// (remora::kwargs). Includes <remora/rref.hpp>.
-#include "remora/rref.hpp"
+// the c10 dispatcher (remora::rpc_sync<R>(to, "aten::add", a, b)) with keyword arguments
+// (remora::kwargs), and TorchScript modules (ScriptRemoteModule::load, RemoteModule<I>::load).
+// Includes <remora/module.hpp>.
+#include "remora/module.hpp"
 
 #include "remora/dynamic/builtin.hpp"
 #include "remora/dynamic/kwargs.hpp"
+#include "remora/dynamic/script_module.hpp"
+#include "remora/module/script_remote_module.hpp"

@@ -17,3 +17,6 @@
 #include "remora/module/impl/module.ipp"
 #include "remora/dynamic/impl/schema_match.ipp"
 #include "remora/dynamic/impl/builtin.ipp"
+#include "remora/dynamic/impl/script_module.ipp"
+#include "remora/module/impl/script_adapter.ipp"
+#include "remora/module/impl/script_remote_module.ipp"

@@ -16,6 +16,7 @@
 
 #include "remora/module/concepts.hpp"
 #include "remora/module/detail/module_shims.hpp"
+#include "remora/module/detail/script_adapter.hpp"
 #include "remora/module/remote_device.hpp"
 #include "remora/rref/remote.hpp"
 
@@ -66,6 +67,15 @@ class RemoteModule {
   template <class M, class... As>
   static RemoteModule create(std::string_view remote_device, As&&... args) {
     return create<M>(current_agent(), remote_device, std::forward<As>(args)...);
+  }
+
+  // Loads a TorchScript module (torch.jit.save from Python or C++) on the worker and device named,
+  // presented as I: I::forward is checked against the script's forward there (a SchemaMismatch
+  // naming both signatures and the file), then calls run the script's forward. I must have no
+  // pure virtual method besides forward. Throws Error for a file the worker cannot read.
+  static RemoteModule load(Agent& agent, std::string_view remote_device, std::string path);
+  static RemoteModule load(std::string_view remote_device, std::string path) {
+    return load(current_agent(), remote_device, std::move(path));
   }
 
   // A RemoteModule over a module an RRef already refers to (its owner must be the worker named).
@@ -123,6 +133,8 @@ class RemoteModule {
 
  private:
   RemoteModule(RRef<I> module, c10::Device device) : module_(std::move(module)), device_(device) {}
+  // Waits until the module behind `rref` exists on `owner`: its creation's error is raised here.
+  static void wait_created(Agent& agent, std::uint32_t owner, const RRef<I>& rref);
   Agent& agent() const { return module_.context()->agent(); }
 
   RRef<I> module_;
@@ -149,9 +161,30 @@ RemoteModule<I> RemoteModule<I>::create(Agent& agent, std::string_view remote_de
   RRef<I> rref = remote<&Factory::make>(agent, agent.get_worker_info(owner).name, where.device.str(),
                                         std::forward<As>(args)...);
   // Wait for the module, so a bad device or a throwing constructor is an error here.
+  wait_created(agent, owner, rref);
+  return RemoteModule(std::move(rref), where.device);
+}
+
+template <class I>
+void RemoteModule<I>::wait_created(Agent& agent, std::uint32_t owner, const RRef<I>& rref) {
   using Ready = detail::ReadyShim<I>;
   (void)detail::AutoRegisterAs<&Ready::call, Ready::identity>::registered;
   detail::call_as<&Ready::call>(agent, owner, Ready::identity, CallOptions{}, rref.checked().id).get();
+}
+
+template <class I>
+RemoteModule<I> RemoteModule<I>::load(Agent& agent, std::string_view remote_device, std::string path) {
+  auto where = RemoteDevice::parse(remote_device);
+  const auto owner = where.worker_id(agent);
+  using Factory = detail::ScriptFactory<I>;
+  const std::string file = path;
+  RRef<I> rref = remote<&Factory::make>(agent, agent.get_worker_info(owner).name, where.device.str(), std::move(path));
+  try {
+    wait_created(agent, owner, rref);
+  } catch (const RemoteError& e) {
+    if (e.remote_type() == "remora::SchemaMismatch") throw SchemaMismatch(file, e.remote_message());
+    throw;
+  }
   return RemoteModule(std::move(rref), where.device);
 }
 

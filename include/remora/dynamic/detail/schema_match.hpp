@@ -34,6 +34,9 @@ REMORA_DECL c10::TypePtr result_type(const c10::FunctionSchema& schema);
 REMORA_DECL void check_result(const c10::FunctionSchema& schema, const c10::TypePtr& wanted,
                               std::string_view wanted_name);
 
+// Whether an int passed for an argument of type `t` is widened to a float (float, float?).
+REMORA_DECL bool wants_float(const c10::TypePtr& t);
+
 // "aten::add.Tensor" for the schema's operator and overload.
 REMORA_DECL std::string qualified_name(const c10::FunctionSchema& schema);
 

@@ -51,6 +51,10 @@ auto run_on_module(const std::shared_ptr<OwnerState>& state, std::string device,
           R result = std::apply([&](auto&... a) -> decltype(auto) { return invoke(*obj, a...); }, args);
           if constexpr (!is_future_v<R>) {
             if (on_cuda && !caller_has_map) result = to_device(std::move(result), c10::Device(c10::kCPU));
+          } else if constexpr (std::is_same_v<R, Future<typename future_value<R>::type>> &&
+                               !std::is_void_v<typename future_value<R>::type>) {
+            if (on_cuda && !caller_has_map)
+              return R(result.then([](auto value) { return to_device(std::move(value), c10::Device(c10::kCPU)); }));
           }
           return result;
         }

@@ -1,0 +1,53 @@
+#pragma once
+// A TorchScript module (saved by torch.jit.save from Python or C++) loaded on its owner: what
+// ScriptRemoteModule and RemoteModule<I>::load hold there. Its methods run by name, their
+// arguments checked against the method's schema; a method that returns a TorchScript Future
+// (torch.jit._fork) answers when that completes, without holding a pool thread.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/csrc/jit/api/module.h>
+
+#include "remora/config.hpp"
+#include "remora/core/future.hpp"
+
+namespace remora {
+
+class ScriptModule {
+ public:
+  ScriptModule(torch::jit::Module module, std::string path) : module_(std::move(module)), path_(std::move(path)) {}
+  virtual ~ScriptModule() = default;
+
+  // The module's forward with `args` by position (what RemoteModule<ScriptModule>::forward runs).
+  virtual c10::IValue forward(std::vector<c10::IValue> args) { return run_method("forward", std::move(args)).get(); }
+
+  // `method` with the full argument list `stack` (self excluded), checked against its schema
+  // first: a SchemaMismatch names the method, its schema and the file.
+  REMORA_DECL Future<c10::IValue> run_method(std::string method, std::vector<c10::IValue> stack);
+  // Each method's schema without self, as text: "forward(Tensor x, float s) -> Tensor".
+  REMORA_DECL std::vector<std::string> method_schemas() const;
+
+  torch::jit::Module& module() { return module_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  torch::jit::Module module_;
+  std::string path_;
+};
+
+namespace detail {
+// The name of the worker serving the call this thread runs ("?" outside one).
+REMORA_DECL std::string serving_worker_name();
+// Loads `path` on this worker onto `device` (a SchemaMismatch-free Error naming the file and the
+// worker if it cannot be read; a .pt2 package needs a libtorch with the AOTInductor loader).
+REMORA_DECL torch::jit::Module load_script_file(const std::string& path, const c10::Device& device);
+// The schema of `method` without self (null if the module has no such method).
+REMORA_DECL std::optional<c10::FunctionSchema> method_schema(torch::jit::Module& module, const std::string& method);
+}  // namespace detail
+
+}  // namespace remora
+
+#if REMORA_HEADER_ONLY
+#include "remora/dynamic/impl/script_module.ipp"
+#endif

@@ -1,0 +1,146 @@
+// TorchScript modules as remote modules: ScriptRemoteModule (methods by name) and
+// RemoteModule<I>::load (typed through an interface), ported from PyTorch's
+// remote_module_test.py scripted cases. The modules are built and saved with libtorch's own
+// TorchScript compiler (torch::jit::Module::define), as torch.jit.save would write them.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <catch2/catch.hpp>
+
+#include "agent_support.hpp"
+#include "remora/dynamic.hpp"
+
+using remora::test::shutdown_group;
+using remora::test::start_group;
+
+namespace sm {
+
+struct Scorer {
+  virtual ~Scorer() = default;
+  virtual torch::Tensor forward(torch::Tensor x, double s) = 0;
+};
+struct ScaleOnly {  // passes fewer arguments: the script's default fills the rest
+  virtual ~ScaleOnly() = default;
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+struct WrongScorer {
+  virtual ~WrongScorer() = default;
+  virtual torch::Tensor forward(std::string name) = 0;
+};
+
+// A file name unique to this test process.
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("remora_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+std::string save_scorer() {
+  torch::jit::Module m("Scorer");
+  m.register_parameter("w", torch::full({4}, 2.0), false);
+  m.register_attribute("count", c10::IntType::get(), int64_t{0});
+  m.define(R"JIT(
+def forward(self, x: Tensor, s: float = 1.0) -> Tensor:
+    self.count += 1
+    return x * self.w * s
+
+def calls(self) -> int:
+    return self.count
+
+def fail(self, n: int) -> int:
+    assert n < 0, "script failure " + str(n)
+    return n
+
+def pair(self, x: Tensor):
+    return x + 1, x - 1
+)JIT");
+  auto path = temp_path("scorer.pt");
+  m.save(path);
+  return path;
+}
+
+}  // namespace sm
+
+TEST_CASE("ScriptRemoteModule: methods by name, defaults, kwargs, results of any type", "[dynamic][script]") {
+  auto path = sm::save_scorer();
+  auto g = start_group({"w0", "w1"});
+  auto& a0 = *g[0];
+  auto x = torch::ones({4});
+  {
+    auto d = remora::ScriptRemoteModule::load(a0, "w1/cpu", path);
+    CHECK(d.module_rref().owner_name() == "w1");
+    CHECK(d.path() == path);
+    CHECK(std::find(d.methods().begin(), d.methods().end(), "calls() -> int") != d.methods().end());
+
+    CHECK(torch::equal(d.call("forward", x, 3.0).toTensor(), x * 6));
+    CHECK(torch::equal(d.call("forward", x).toTensor(), x * 2));                               // s's default
+    CHECK(torch::equal(d.call("forward", x, remora::kwargs({{"s", 0.5}})).toTensor(), x));    // by name
+    CHECK(torch::equal(d.call("forward", x, 2).toTensor(), x * 4));                           // int widened
+    CHECK(d.call_async("calls").get().toInt() == 4);  // state lives on the owner, between calls
+    auto pair = d.call("pair", x);
+    REQUIRE(pair.isTuple());
+    CHECK(torch::equal(pair.toTupleRef().elements()[1].toTensor(), x - 1));
+
+    // Misuse fails on the caller.
+    CHECK_THROWS_WITH(d.call("nope"), Catch::Contains("has no method 'nope' (it has: "));
+    CHECK_THROWS_AS(d.call("forward", std::string("x")), remora::SchemaMismatch);
+    CHECK_THROWS_WITH(d.call("forward", x, 1.0, 2.0), Catch::Contains("do not fit forward(Tensor x, float s=1."));
+    // An exception inside script code names the script's frame and message.
+    try {
+      d.call("fail", 7);
+      FAIL("no error");
+    } catch (const remora::RemoteError& e) {
+      CHECK(e.worker() == "w1");
+      CHECK_THAT(e.remote_message(), Catch::Contains("script failure 7"));
+      CHECK_THAT(e.remote_message(), Catch::Contains("assert n < 0"));  // the TorchScript frame
+    }
+    // The owner checks what arrives as well (a caller that skipped the check, or a forged one).
+    CHECK_THROWS_WITH(d.module_rref().rpc_sync().call<&remora::ScriptModule::run_method>(
+                          std::string("forward"), std::vector<c10::IValue>{std::string("x")}),
+                      Catch::Contains("do not fit forward(Tensor x, float s=1."));
+  }
+  shutdown_group(g);
+  CHECK(remora::rref_stats(*g[1]).owned_values == 0);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("RemoteModule<I>::load: a script module behind a C++ interface, checked at load", "[dynamic][script]") {
+  auto path = sm::save_scorer();
+  auto g = start_group({"w0", "w1"});
+  auto& a0 = *g[0];
+  auto x = torch::ones({4});
+  {
+    auto m = remora::RemoteModule<sm::Scorer>::load(a0, "w1/cpu", path);
+    CHECK(torch::equal(m.forward(x, 2.0), x * 4));
+    CHECK(torch::equal(m.forward_async(x, 0.5).get(), x));
+    auto fewer = remora::RemoteModule<sm::ScaleOnly>::load(a0, "w1", path);
+    CHECK(torch::equal(fewer.forward(x), x * 2));
+
+    // An interface that does not fit: both signatures and the file named, before any call.
+    try {
+      remora::RemoteModule<sm::WrongScorer>::load(a0, "w1/cpu", path);
+      FAIL("no error");
+    } catch (const remora::SchemaMismatch& e) {
+      const std::string what = e.what();
+      CHECK(e.name() == path);
+      CHECK_THAT(what, Catch::Contains("forward(Tensor x, float s=1.) -> Tensor"));
+      CHECK_THAT(what, Catch::Contains("WrongScorer::forward(str) -> Tensor"));
+      CHECK_THAT(what, Catch::Contains(path));
+    }
+    // Files that are missing, not TorchScript, or an export package this libtorch cannot load.
+    CHECK_THROWS_WITH(remora::RemoteModule<sm::Scorer>::load(a0, "w1/cpu", path + ".missing"),
+                      Catch::Contains("cannot read '" + path + ".missing' on worker 'w1'"));
+    const auto junk = sm::temp_path("junk.pt");
+    std::ofstream(junk) << "not a zip archive";
+    CHECK_THROWS_WITH(remora::ScriptRemoteModule::load(a0, "w1/cpu", junk), Catch::Contains("is not a TorchScript module"));
+    const auto package = sm::temp_path("scorer.pt2");
+    std::ofstream(package) << "x";
+#if TORCH_VERSION_MAJOR < 2
+    CHECK_THROWS_WITH(remora::RemoteModule<sm::Scorer>::load(a0, "w1/cpu", package), Catch::Contains("libtorch 2.6"));
+#endif
+    std::remove(junk.c_str());
+    std::remove(package.c_str());
+  }
+  shutdown_group(g);
+  CHECK(remora::rref_stats(*g[1]).owned_values == 0);
+  std::remove(path.c_str());
+}
