@@ -13,6 +13,8 @@
 #include <catch2/catch.hpp>
 
 #include "expose/expose_fns.hpp"
+#include "remora/dynamic.hpp"
+#include "worker_lib/ops.hpp"
 #include "remora/agent/rpc.hpp"
 #include "remora/rref/remote.hpp"
 #include "process_support.hpp"
@@ -128,4 +130,40 @@ TEST_CASE("A serve-only binary serves what REMORA_EXPOSE and REMORA_EXPOSE_REMOT
     client.shutdown();
   }
   CHECK(wait_exit(server) == 0);
+}
+
+TEST_CASE("remora-worker serves builtin operators, script modules and the functions of libraries it loads",
+          "[process][worker]") {
+  auto hosted = host_store();
+  pid_t worker = spawn_self({"--name", "stock", "--rank", "1", "--world-size", "2", "--init-method",
+                             "tcp://127.0.0.1:" + std::to_string(hosted.port), "--load", REMORA_TEST_OPS},
+                            REMORA_WORKER);
+  const auto path = (std::filesystem::temp_directory_path() / ("remora_worker_" + std::to_string(getpid()) + ".pt")).string();
+  {
+    torch::jit::Module m("Half");
+    m.define("def forward(self, x: Tensor) -> Tensor:\n    return x / 2\n");
+    m.save(path);
+    remora::Agent client("client", 0, 2, hosted_options(hosted));
+    auto x = torch::ones({2});
+    CHECK(torch::equal(client.rpc_sync<&worker_ops::triple>("stock", x), x * 3));
+    CHECK(client.rpc_sync<&worker_ops::where_am_i>("stock") == "a library loaded by remora-worker");
+    CHECK(torch::equal(remora::rpc_sync<torch::Tensor>(client, "stock", "aten::mul", x, 4), x * 4));
+    CHECK(torch::equal(remora::remote<torch::Tensor>(client, "stock", "aten::ones", std::vector<int64_t>{2}).to_here(), x));
+    auto half = remora::ScriptRemoteModule::load(client, "stock/cpu", path);
+    CHECK(torch::equal(half.call("forward", x).toTensor(), x / 2));
+    // Functions nobody exposed there are unknown, as on any worker.
+    CHECK_THROWS_AS(client.rpc_sync<&expose_fns::add>("stock", 1, 2), remora::UnknownFunction);
+    half = {};
+    client.shutdown();
+  }
+  CHECK(wait_exit(worker) == 0);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("remora-worker: --help, and clear errors for a bad library or missing options", "[process][worker]") {
+  CHECK(wait_exit(spawn_self({"--help"}, REMORA_WORKER)) == 0);
+  CHECK(wait_exit(spawn_self({"--name", "w", "--rank", "0", "--world-size", "1", "--load", "/nonexistent/libx.so"},
+                             REMORA_WORKER)) == 2);
+  CHECK(wait_exit(spawn_self({"--rank", "0"}, REMORA_WORKER)) == 2);
+  CHECK(wait_exit(spawn_self({"--name", "w", "--rank", "x"}, REMORA_WORKER)) == 2);
 }

@@ -9,6 +9,7 @@ function(run)
 endfunction()
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK}/remora -DREMORA_BUILD_TESTS=OFF -DREMORA_BUILD_EXAMPLES=OFF
     -DCMAKE_INSTALL_PREFIX=${prefix})
+run(${CMAKE_COMMAND} --build ${WORK}/remora)  # remora-worker
 run(${CMAKE_COMMAND} --install ${WORK}/remora)
 run(${CMAKE_COMMAND} -S ${CONSUMER} -B ${WORK}/consumer -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
 run(${CMAKE_COMMAND} --build ${WORK}/consumer)

@@ -60,3 +60,20 @@ REMORA_DECL ScriptRemoteModule ScriptRemoteModule::load(Agent& agent, std::strin
 }
 
 }  // namespace remora
+
+namespace remora::detail {
+
+// What a worker needs to serve ScriptRemoteModule::load and its calls to callers from other
+// binaries (a stock remora-worker among them): registered by every program that includes this.
+[[maybe_unused]] inline const bool script_modules_served =
+    AutoRegisterAs<&CreateShim<&ScriptFactory<ScriptModule>::make>::call,
+                   CreateShim<&ScriptFactory<ScriptModule>::make>::identity>::registered &&
+    AutoRegisterAs<&ReadyShim<ScriptModule>::call, ReadyShim<ScriptModule>::identity>::registered &&
+    AutoRegisterAs<&ModuleMethodShim<ScriptModule, &ScriptModule::run_method>::call,
+                   ModuleMethodShim<ScriptModule, &ScriptModule::run_method>::identity>::registered &&
+    AutoRegisterAs<&ModuleMethodShim<ScriptModule, &ScriptModule::method_schemas>::call,
+                   ModuleMethodShim<ScriptModule, &ScriptModule::method_schemas>::identity>::registered &&
+    AutoRegisterAs<&ForwardShim<ScriptModule, std::tuple<std::vector<c10::IValue>>>::call,
+                   ForwardShim<ScriptModule, std::tuple<std::vector<c10::IValue>>>::identity>::registered;
+
+}  // namespace remora::detail

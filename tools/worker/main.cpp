@@ -1,0 +1,105 @@
+// remora-worker: a worker that needs no user code. It joins a group under a name and serves
+// builtin operators, TorchScript modules, and the REMORA_EXPOSE'd functions of the shared
+// libraries it loads at start; it stops when the group shuts down.
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <remora/remora.hpp>
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: remora-worker --name NAME [options]
+
+Joins a remora group as worker NAME and serves, with no code of the caller's:
+  builtin operators by name     remora::rpc_sync<R>(NAME, "aten::add", a, b)
+  TorchScript modules           remora::ScriptRemoteModule::load(NAME + "/cpu", "m.pt")
+  functions of loaded libraries those a library marks with REMORA_EXPOSE / REMORA_EXPOSE_REMOTE
+It serves until the whole group shuts down (remora::shutdown() on every worker).
+
+Group:
+  --name NAME             this worker's name (required)
+  --rank R                its rank (default: $RANK, as torchrun sets it)
+  --world-size N          the number of workers (default: $WORLD_SIZE)
+  --init-method URL       env:// (default: $MASTER_ADDR, $MASTER_PORT) or tcp://HOST:PORT
+  --listen-host HOST      the address to listen on (default 127.0.0.1; 0.0.0.0 for all)
+  --advertise-host HOST   the address peers connect to (default: the listen address)
+  --init-timeout SECONDS  how long to wait for the group (default 60)
+
+Code:
+  --load LIB              dlopen LIB before joining (repeatable); its REMORA_EXPOSE'd
+                          functions are served. Build LIB against the same remora and libtorch.
+
+Examples:
+  torchrun --nproc-per-node=1 --no-python remora-worker --name ps --load ./libmy_ops.so
+  remora-worker --name w1 --rank 1 --world-size 2 --init-method tcp://10.0.0.1:29500
+)";
+
+[[noreturn]] void fail(const std::string& why) {
+  std::cerr << "remora-worker: " << why << "\n(remora-worker --help for usage)\n";
+  std::exit(2);
+}
+
+int to_int(const std::string& flag, const std::string& text) {
+  try {
+    std::size_t used = 0;
+    const int v = std::stoi(text, &used);
+    if (used == text.size() && v >= 0) return v;
+  } catch (const std::exception&) {
+  }
+  fail(flag + " wants a non-negative integer, not '" + text + "'");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string name;
+  int rank = -1, world = -1;
+  std::vector<std::string> libraries;
+  remora::Options options;
+  options.init_timeout = std::chrono::seconds(60);
+  // A stock worker waits for the rest of the group to finish, however long its job runs.
+  options.shutdown_timeout = std::chrono::hours(24 * 365);
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (i + 1 >= argc) fail("option " + flag + " needs a value");
+    const std::string value = argv[++i];
+    if (flag == "--name") name = value;
+    else if (flag == "--rank") rank = to_int(flag, value);
+    else if (flag == "--world-size") world = to_int(flag, value);
+    else if (flag == "--init-method") options.init_method = value;
+    else if (flag == "--listen-host") options.listen_host = value;
+    else if (flag == "--advertise-host") options.advertise_host = value;
+    else if (flag == "--init-timeout") options.init_timeout = std::chrono::seconds(to_int(flag, value));
+    else if (flag == "--load") libraries.push_back(value);
+    else fail("unknown option " + flag);
+  }
+  if (name.empty()) fail("--name is required");
+  if (rank < 0 && std::getenv("RANK")) rank = to_int("RANK", std::getenv("RANK"));
+  if (world < 0 && std::getenv("WORLD_SIZE")) world = to_int("WORLD_SIZE", std::getenv("WORLD_SIZE"));
+  if (rank < 0 || world < 0) fail("no rank and world size: pass --rank and --world-size, or set RANK and WORLD_SIZE");
+
+  // Before joining, so that everything the libraries expose is registered when peers call.
+  // RTLD_GLOBAL and this executable's exported symbols give the libraries its function registry.
+  for (const auto& lib : libraries)
+    if (!dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL)) fail("cannot load " + lib + ": " + dlerror());
+
+  try {
+    remora::init_rpc(name, rank, world, options);
+    std::cerr << "remora-worker: '" << name << "' (rank " << rank << " of " << world << ") serving\n";
+    remora::shutdown();  // graceful: returns once every worker of the group has shut down
+  } catch (const std::exception& e) {
+    std::cerr << "remora-worker: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
