@@ -23,8 +23,10 @@ inline std::vector<pid_t>& children() {
   return pids;
 }
 
-// Returns this process's rank.
-inline int launch_group(int world_size) {
+// Returns this process's rank. Ranks 1..N-1 run `program` (default: this one) with the
+// arguments `args_of(rank)` gives.
+inline int launch_group(int world_size, std::string program = {},
+                        std::vector<std::string> (*args_of)(int rank) = nullptr) {
   if (!std::getenv("RANK")) {
     setenv("MASTER_ADDR", "127.0.0.1", 1);
     if (!std::getenv("MASTER_PORT")) {
@@ -37,12 +39,17 @@ inline int launch_group(int world_size) {
       setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);  // every rank, 0 included, is a client
     }
     setenv("WORLD_SIZE", std::to_string(world_size).c_str(), 1);
-    std::string self = std::filesystem::read_symlink("/proc/self/exe");
+    if (program.empty()) program = std::filesystem::read_symlink("/proc/self/exe");
     for (int r = 1; r < world_size; ++r) {
       setenv("RANK", std::to_string(r).c_str(), 1);
-      char* args[] = {self.data(), nullptr};
+      std::vector<std::string> all{program};
+      if (args_of)
+        for (auto& a : args_of(r)) all.push_back(a);
+      std::vector<char*> argv;
+      for (auto& a : all) argv.push_back(a.data());
+      argv.push_back(nullptr);
       pid_t pid = 0;
-      if (posix_spawn(&pid, self.c_str(), nullptr, nullptr, args, environ) == 0) children().push_back(pid);
+      if (posix_spawn(&pid, program.c_str(), nullptr, nullptr, argv.data(), environ) == 0) children().push_back(pid);
     }
     setenv("RANK", "0", 1);
   }
