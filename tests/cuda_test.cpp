@@ -3,6 +3,8 @@
 // device maps (CUDA tensors arrive on the mapped device, replies through the inverse map), stream
 // order (tensors sent while work that produces them is still queued on the caller's stream), and
 // GPU tensors between two processes by CUDA IPC handle, released once copied.
+#include <filesystem>
+
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <catch2/catch.hpp>
@@ -10,6 +12,7 @@
 #include "agent_support.hpp"
 #include "process_support.hpp"
 #include "roles.hpp"
+#include "remora/dynamic.hpp"
 #include "remora/module/remote_module.hpp"
 #include "remora/transport/detail/cuda_ipc.hpp"
 
@@ -94,6 +97,48 @@ TEST_CASE("With a device map CUDA tensors arrive on the mapped device, and repli
   CHECK(torch::allclose(zs.at(0), x * 2));
   m = {};
   shutdown_group(g);
+}
+
+namespace cuda_fns {
+struct Scaler {
+  virtual ~Scaler() = default;
+  virtual torch::Tensor forward(torch::Tensor x, double s) = 0;
+};
+}  // namespace cuda_fns
+
+TEST_CASE("By name on a GPU: script modules on cuda:0 and builtin operators on CUDA tensors", "[cuda][dynamic]") {
+  const auto path = (std::filesystem::temp_directory_path() / ("remora_cuda_" + std::to_string(getpid()) + ".pt")).string();
+  torch::jit::Module script("Scaler");
+  script.register_parameter("w", torch::full({4}, 2.0), false);
+  script.define(R"JIT(
+def forward(self, x: Tensor, s: float) -> Tensor:
+    return x * self.w * s
+def where(self, x: Tensor) -> str:
+    return str(x.device)
+)JIT");
+  script.save(path);
+  remora::Options o;
+  o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+  auto g = start_group({"a", "b"}, o);
+  auto x = torch::ones({4});
+  {
+    // CPU arguments go to the module's GPU; results come back on the CPU (as create<M>), or stay
+    // on the GPU with a device map.
+    auto d = remora::ScriptRemoteModule::load(*g[0], "b/cuda:0", path);
+    CHECK(d.call("where", x).toStringRef() == "cuda:0");
+    auto y = d.call("forward", x, 3.0).toTensor();
+    CHECK(torch::equal(y.cpu(), x * 6));
+    auto typed = remora::RemoteModule<cuda_fns::Scaler>::load(*g[0], "b/cuda:0", path);
+    auto z = typed.forward(x.cuda(), 0.5);
+    CHECK(z.device() == torch::Device("cuda:0"));
+    CHECK(torch::equal(z.cpu(), x));
+    // A builtin operator on CUDA tensors, through the device map and back.
+    auto c = remora::rpc_sync<torch::Tensor>(*g[0], "b", "aten::add", x.cuda(), x.cuda(), remora::kwargs({{"alpha", 2}}));
+    CHECK(c.device() == torch::Device("cuda:0"));
+    CHECK(torch::equal(c.cpu(), x * 3));
+  }
+  shutdown_group(g);
+  std::filesystem::remove(path);
 }
 
 TEST_CASE("Tensors sent while the caller's stream is still producing them arrive complete", "[cuda]") {

@@ -16,13 +16,17 @@
 
 #include "remora/module/concepts.hpp"
 #include "remora/module/detail/module_shims.hpp"
-#include "remora/module/detail/script_adapter.hpp"
 #include "remora/module/remote_device.hpp"
 #include "remora/rref/remote.hpp"
 
 namespace remora {
 
 namespace detail {
+// What the owner runs for load(): defined in module/detail/script_adapter.hpp, which
+// <remora/dynamic.hpp> includes (TorchScript's loader is not everyone's compile cost).
+template <class I>
+struct ScriptFactory;
+
 // The first N types of a tuple.
 template <std::size_t N, class Tuple, class Seq = std::make_index_sequence<N>>
 struct take_front;
@@ -73,6 +77,7 @@ class RemoteModule {
   // presented as I: I::forward is checked against the script's forward there (a SchemaMismatch
   // naming both signatures and the file), then calls run the script's forward. I must have no
   // pure virtual method besides forward. Throws Error for a file the worker cannot read.
+  // Needs <remora/dynamic.hpp> (else: "incomplete type detail::ScriptFactory<I>").
   static RemoteModule load(Agent& agent, std::string_view remote_device, std::string path);
   static RemoteModule load(std::string_view remote_device, std::string path) {
     return load(current_agent(), remote_device, std::move(path));

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "remora/module/detail/script_adapter.hpp"
 #include "remora/module/remote_module.hpp"
 
 namespace remora {
