@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include <catch2/catch.hpp>
+#include <torch/custom_class.h>
 
 #include "agent_support.hpp"
 #include "remora/dynamic.hpp"
@@ -58,7 +59,29 @@ def pair(self, x: Tensor):
   return path;
 }
 
+// A torchbind class, registered in this binary as a library would register it.
+struct TestStack : torch::CustomClassHolder {
+  std::vector<std::string> items;
+  explicit TestStack(std::vector<std::string> init) : items(std::move(init)) {}
+  void push(std::string s) { items.push_back(std::move(s)); }
+  std::string pop() {
+    if (items.empty()) throw std::out_of_range("pop from an empty stack");
+    auto s = items.back();
+    items.pop_back();
+    return s;
+  }
+  std::int64_t size() { return static_cast<std::int64_t>(items.size()); }
+};
+
 }  // namespace sm
+
+TORCH_LIBRARY(remora_test, m) {
+  m.class_<sm::TestStack>("Stack")
+      .def(torch::init<std::vector<std::string>>())
+      .def("push", &sm::TestStack::push)
+      .def("pop", &sm::TestStack::pop)
+      .def("size", &sm::TestStack::size);
+}
 
 TEST_CASE("ScriptRemoteModule: methods by name, defaults, kwargs, results of any type", "[dynamic][script]") {
   auto path = sm::save_scorer();
@@ -143,4 +166,31 @@ TEST_CASE("RemoteModule<I>::load: a script module behind a C++ interface, checke
   shutdown_group(g);
   CHECK(remora::rref_stats(*g[1]).owned_values == 0);
   std::remove(path.c_str());
+}
+
+TEST_CASE("torchbind objects: created on the owner, methods by name, checked there", "[dynamic][torchbind]") {
+  auto g = start_group({"w0", "w1"});
+  auto& a0 = *g[0];
+  {
+    remora::RRef<remora::ScriptObject> st =
+        remora::remote_object(a0, "w1", "remora_test.Stack", std::vector<std::string>{"a"});
+    CHECK(st.owner_name() == "w1");
+    st.call("push", std::string("b"));
+    CHECK(st.call<std::int64_t>("size") == 2);
+    CHECK(st.call<std::string>("pop") == "b");
+    CHECK(st.call<std::string>("pop") == "a");
+    // The object's own exception, a method it lacks, arguments that do not fit.
+    CHECK_THROWS_WITH(st.call("pop"), Catch::Contains("pop from an empty stack"));
+    CHECK_THROWS_WITH(st.call("peek"), Catch::Contains("has no method 'peek' (it has: "));
+    CHECK_THROWS_WITH(st.call("push", 3), Catch::Contains("do not fit push(str _1) -> NoneType _0: argument '_1' must be str, not int"));
+    // On the owner, the value is the object itself.
+    CHECK(remora::rref_stats(*g[1]).owned_values == 1);
+    // A class nobody registered there fails the RRef's first use, naming the worker.
+    auto missing = remora::remote_object(a0, "w1", "nowhere.Nothing");
+    CHECK_THROWS_WITH(missing.call("size"), Catch::Contains("no torchbind class 'nowhere.Nothing' is registered on worker 'w1'"));
+    auto bad = remora::remote_object(a0, "w1", "remora_test.Stack", 5);
+    CHECK_THROWS_WITH(bad.call("size"), Catch::Contains("do not fit its constructor"));
+  }
+  shutdown_group(g);
+  CHECK(remora::rref_stats(*g[1]).owned_values == 0);
 }

@@ -20,3 +20,4 @@
 #include "remora/dynamic/impl/script_module.ipp"
 #include "remora/module/impl/script_adapter.ipp"
 #include "remora/module/impl/script_remote_module.ipp"
+#include "remora/dynamic/impl/script_object.ipp"

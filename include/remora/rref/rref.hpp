@@ -19,6 +19,7 @@ template <class T>
 class RRef;
 template <class I>
 class RemoteModule;
+class ScriptObject;
 
 namespace detail {
 enum class ProxyKind { sync, async, remote };
@@ -26,6 +27,9 @@ template <class T, ProxyKind K>
 class RRefProxy;
 template <class T>
 RRef<T> make_rref(std::shared_ptr<RRefCore> core);
+// RRef<ScriptObject>::call: <remora/dynamic.hpp> (dynamic/script_object.hpp) defines it.
+template <class R, class... As>
+R call_script_object(const RRef<ScriptObject>& object, std::string_view method, As&&... args);
 }  // namespace detail
 
 template <class T>
@@ -58,6 +62,14 @@ class RRef {
   detail::RRefProxy<T, detail::ProxyKind::sync> rpc_sync(std::chrono::milliseconds timeout = {}) const;
   detail::RRefProxy<T, detail::ProxyKind::async> rpc_async(std::chrono::milliseconds timeout = {}) const;
   detail::RRefProxy<T, detail::ProxyKind::remote> remote(std::chrono::milliseconds timeout = {}) const;
+
+  // For an RRef to a torchbind object (remote_object, <remora/dynamic.hpp>): its method by name,
+  // run on the owner; R is the result as C++ (c10::IValue: untyped).
+  template <class R = c10::IValue, class... As>
+    requires std::is_same_v<T, ScriptObject>
+  R call(std::string_view method, As&&... args) const {
+    return detail::call_script_object<R>(*this, method, std::forward<As>(args)...);
+  }
 
   // Sending and receiving inside remora messages (forks, as PyTorch's pickling of RRefs).
   template <class Archive>
