@@ -194,3 +194,35 @@ TEST_CASE("torchbind objects: created on the owner, methods by name, checked the
   shutdown_group(g);
   CHECK(remora::rref_stats(*g[1]).owned_values == 0);
 }
+
+// Saved by Python's torch.jit (Debian's python3-torch, as scripts/bootstrap installs it): the C++
+// TorchScript frontend cannot spell torch.jit._fork.
+TEST_CASE("a script method that returns a Future answers when the Future completes", "[dynamic][script]") {
+  const auto path = sm::temp_path("later.pt");
+  const std::string script = R"PY(
+import sys, torch
+class Later(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+    @torch.jit.export
+    def later(self, x: torch.Tensor) -> torch.jit.Future[torch.Tensor]:
+        return torch.jit._fork(torch.neg, x)
+torch.jit.save(torch.jit.script(Later()), sys.argv[1])
+)PY";
+  const auto script_path = sm::temp_path("later.py");
+  std::ofstream(script_path) << script;
+  if (std::system(("/usr/bin/python3 " + script_path + " " + path + " 2>/dev/null").c_str()) != 0) {
+    WARN("skipped: /usr/bin/python3 with torch is not available to save the module");
+    return;
+  }
+  auto g = start_group({"w0", "w1"});
+  {
+    auto d = remora::ScriptRemoteModule::load(*g[0], "w1/cpu", path);
+    auto x = torch::arange(3, torch::kFloat);
+    CHECK(torch::equal(d.call("later", x).toTensor(), -x));
+    CHECK(torch::equal(d.call_async("later", x).get().toTensor(), -x));
+  }
+  shutdown_group(g);
+  std::remove(path.c_str());
+  std::remove(script_path.c_str());
+}
