@@ -3,7 +3,6 @@
 // ScriptRemoteModule and RemoteModule<I>::load hold there. Its methods run by name, their
 // arguments checked against the method's schema; a method that returns a TorchScript Future
 // (torch.jit._fork) answers when that completes, without holding a pool thread.
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +24,9 @@ class ScriptModule {
   // `method` with the full argument list `stack` (self excluded), checked against its schema
   // first: a SchemaMismatch names the method, its schema and the file.
   REMORA_DECL Future<c10::IValue> run_method(std::string method, std::vector<c10::IValue> stack);
+  // `method` with a stack already fitted to its schema (by fit_schema): what a caller in this
+  // process that checked its arguments runs, without the check run_method makes.
+  REMORA_DECL Future<c10::IValue> run_fitted(torch::jit::Method& method, std::vector<c10::IValue> stack);
   // Each method's schema without self, as text: "forward(Tensor x, float s) -> Tensor".
   REMORA_DECL std::vector<std::string> method_schemas() const;
 
@@ -42,8 +44,8 @@ REMORA_DECL std::string serving_worker_name();
 // Loads `path` on this worker onto `device` (a SchemaMismatch-free Error naming the file and the
 // worker if it cannot be read; a .pt2 package needs a libtorch with the AOTInductor loader).
 REMORA_DECL torch::jit::Module load_script_file(const std::string& path, const c10::Device& device);
-// The schema of `method` without self (null if the module has no such method).
-REMORA_DECL std::optional<c10::FunctionSchema> method_schema(torch::jit::Module& module, const std::string& method);
+// A method's schema without its self argument.
+REMORA_DECL c10::FunctionSchema without_self(const c10::FunctionSchema& method);
 }  // namespace detail
 
 }  // namespace remora

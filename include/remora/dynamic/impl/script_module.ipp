@@ -33,39 +33,38 @@ REMORA_DECL torch::jit::Module load_script_file(const std::string& path, const c
   }
 }
 
-REMORA_DECL std::optional<c10::FunctionSchema> method_schema(torch::jit::Module& module, const std::string& method) {
-  auto m = module.find_method(method);
-  if (!m) return std::nullopt;
-  const auto& full = m->function().getSchema();
-  std::vector<c10::Argument> args(full.arguments().begin() + 1, full.arguments().end());  // without self
-  return full.cloneWithArguments(std::move(args));
+REMORA_DECL c10::FunctionSchema without_self(const c10::FunctionSchema& method) {
+  return method.cloneWithArguments({method.arguments().begin() + 1, method.arguments().end()});
 }
 
 }  // namespace detail
 
 REMORA_DECL Future<c10::IValue> ScriptModule::run_method(std::string method, std::vector<c10::IValue> stack) {
-  auto schema = detail::method_schema(module_, method);
-  if (!schema) {
+  auto m = module_.find_method(method);
+  if (!m) {
     std::string names;
-    for (const auto& m : module_.get_methods()) names += (names.empty() ? "" : ", ") + m.name();
+    for (const auto& each : module_.get_methods()) names += (names.empty() ? "" : ", ") + each.name();
     throw SchemaMismatch(path_, "the module loaded from '" + path_ + "' has no method '" + method +
                                     "' (it has: " + names + ")");
   }
   // The stack came from the network: it must be the method's full argument list, each of its type.
-  if (stack.size() != schema->arguments().size() ||
-      detail::fit_schema(*schema, stack, nullptr, /*complete=*/true)) {
+  const auto schema = detail::without_self(m->function().getSchema());
+  if (stack.size() != schema.arguments().size() || detail::fit_schema(schema, stack, nullptr, /*complete=*/true)) {
     std::ostringstream s;
-    s << *schema;
+    s << schema;
     throw SchemaMismatch(path_, "arguments (" + detail::describe_types(stack, nullptr) + ") do not fit " + s.str() +
                                     " of the module loaded from '" + path_ + "'");
   }
-  c10::IValue out = (*module_.find_method(method))(std::move(stack));
+  return run_fitted(*m, std::move(stack));
+}
+
+REMORA_DECL Future<c10::IValue> ScriptModule::run_fitted(torch::jit::Method& method, std::vector<c10::IValue> stack) {
+  c10::IValue out = method(std::move(stack));
   if (!out.isFuture()) return make_ready_future<c10::IValue>(std::move(out));
   // An asynchronous method: answer when its future completes.
   Promise<c10::IValue> promise;
   auto result = promise.get_future();
-  auto future = out.toFuture();
-  future->addCallback([p = std::make_shared<Promise<c10::IValue>>(std::move(promise))](c10::ivalue::Future& f) {
+  out.toFuture()->addCallback([p = std::make_shared<Promise<c10::IValue>>(std::move(promise))](c10::ivalue::Future& f) {
     if (f.hasError())
       p->set_exception(f.exception_ptr());
     else
@@ -79,7 +78,7 @@ REMORA_DECL std::vector<std::string> ScriptModule::method_schemas() const {
   auto& module = const_cast<torch::jit::Module&>(module_);
   for (const auto& m : module.get_methods()) {
     std::ostringstream s;
-    s << *detail::method_schema(module, m.name());
+    s << detail::without_self(m.function().getSchema());
     out.push_back(s.str());
   }
   return out;

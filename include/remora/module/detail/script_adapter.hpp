@@ -28,34 +28,41 @@ class ScriptAdapter {
 template <class I, class C, class R, class... Ps>
 class ScriptAdapter<I, R (C::*)(Ps...)> : public I {
  public:
-  explicit ScriptAdapter(std::shared_ptr<ScriptModule> script) : script_(std::move(script)) {}
+  // `forward` is the script's forward, checked by check().
+  ScriptAdapter(std::shared_ptr<ScriptModule> script, torch::jit::Method forward)
+      : script_(std::move(script)), forward_(std::move(forward)),
+        schema_(without_self(forward_.function().getSchema())) {}
 
   // The interface's forward: checked against the script's at load; arguments the interface does
   // not pass take the script's defaults.
   R forward(Ps... ps) override {
     std::vector<c10::IValue> stack;
-    stack.reserve(sizeof...(Ps));
+    stack.reserve(schema_.arguments().size());
     (stack.emplace_back(std::forward<Ps>(ps)), ...);
-    if (auto why = fit_schema(*detail::method_schema(script_->module(), "forward"), stack, nullptr))
+    if (auto why = fit_schema(schema_, stack, nullptr))
       throw SchemaMismatch(script_->path(), "forward of '" + script_->path() + "': " + *why);
-    auto out = script_->run_method("forward", std::move(stack)).get();
+    auto out = script_->run_fitted(forward_, std::move(stack)).get();
     if constexpr (!std::is_void_v<R>) return from_ivalue<std::remove_cvref_t<R>>(std::move(out));
   }
 
-  static void check(ScriptModule& script) {
-    auto schema = detail::method_schema(script.module(), "forward");
-    if (!schema)
+  // The script's forward, once checked against I::forward (a SchemaMismatch if it does not fit).
+  static torch::jit::Method check(ScriptModule& script) {
+    auto forward = script.module().find_method("forward");
+    if (!forward)
       throw SchemaMismatch(script.path(), "the module loaded from '" + script.path() + "' has no forward method");
     c10::TypePtr result;
     if constexpr (!std::is_void_v<R>) result = wanted_type<std::remove_cvref_t<R>>();
-    check_forward_fits(*schema, {wanted_type<std::remove_cvref_t<Ps>>()...}, result, type_identity_of<I>.name,
-                       script.path());
+    check_forward_fits(without_self(forward->function().getSchema()), {wanted_type<std::remove_cvref_t<Ps>>()...},
+                       result, type_identity_of<I>.name, script.path());
+    return *forward;
   }
 
   ScriptModule& script() { return *script_; }
 
  private:
   std::shared_ptr<ScriptModule> script_;
+  torch::jit::Method forward_;
+  c10::FunctionSchema schema_;  // forward's, without self
 };
 
 // What the owner runs to load a script module as an I.
@@ -68,8 +75,8 @@ struct ScriptFactory {
     if constexpr (std::is_same_v<I, ScriptModule>) {
       return script;
     } else {
-      ScriptAdapter<I>::check(*script);
-      return std::make_shared<ScriptAdapter<I>>(std::move(script));
+      auto forward = ScriptAdapter<I>::check(*script);
+      return std::make_shared<ScriptAdapter<I>>(std::move(script), std::move(forward));
     }
   }
 };
