@@ -39,8 +39,6 @@ class ScriptModule {
 };
 
 namespace detail {
-// The name of the worker serving the call this thread runs ("?" outside one).
-REMORA_DECL std::string serving_worker_name();
 // Loads `path` on this worker onto `device` (a SchemaMismatch-free Error naming the file and the
 // worker if it cannot be read; a .pt2 package needs a libtorch with the AOTInductor loader).
 REMORA_DECL torch::jit::Module load_script_file(const std::string& path, const c10::Device& device);

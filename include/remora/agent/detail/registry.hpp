@@ -41,6 +41,8 @@ struct IncomingCall {
 // call it is: lets a remote function make nested calls on the agent that serves it.
 inline thread_local Agent* serving_agent = nullptr;
 inline thread_local std::uint32_t serving_peer = UINT32_MAX;
+// The name of serving_agent's worker, for messages ("?" outside a served call).
+REMORA_DECL std::string serving_worker_name();
 
 using Handler = void (*)(IncomingCall&&);
 

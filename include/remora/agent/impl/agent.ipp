@@ -60,6 +60,10 @@ REMORA_DECL std::shared_ptr<AgentService> AgentAccess::find_or_add_service(
   return agent.rt_->services.find_or_add(key, [&] { return make(agent); });
 }
 
+REMORA_DECL std::string serving_worker_name() {
+  return serving_agent ? serving_agent->self().name : std::string("?");
+}
+
 REMORA_DECL wire::EncodeDevices encode_devices_for(Agent* agent, std::uint32_t peer, Direction direction) {
   return agent->rt_->encode_devices(peer, direction);
 }

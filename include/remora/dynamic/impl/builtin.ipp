@@ -90,8 +90,8 @@ REMORA_DECL Future<c10::IValue> send_builtin(Agent& agent, BuiltinCall call, Cal
 REMORA_DECL c10::IValue run_builtin(std::string op, std::vector<c10::IValue> stack) {
   const auto name = split_operator_name(op);
   auto handle = c10::Dispatcher::singleton().findSchema(name);
-  const std::string worker = serving_agent ? serving_agent->self().name : std::string("?");
-  if (!handle) throw UnknownFunction(worker, op, "no operator of this name is registered with the dispatcher here");
+  if (!handle)
+    throw UnknownFunction(serving_worker_name(), op, "no operator of this name is registered with the dispatcher here");
   const auto& schema = handle->schema();
   // The stack came from the network: it must be the schema's full argument list, each of its type.
   if (stack.size() != schema.arguments().size())

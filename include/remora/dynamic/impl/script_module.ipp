@@ -16,10 +16,6 @@ namespace remora {
 
 namespace detail {
 
-REMORA_DECL std::string serving_worker_name() {
-  return serving_agent ? serving_agent->self().name : std::string("?");
-}
-
 REMORA_DECL torch::jit::Module load_script_file(const std::string& path, const c10::Device& device) {
   const std::string where = "worker '" + serving_worker_name() + "'";
   if (!std::ifstream(path).good()) throw Error("remora: cannot read '" + path + "' on " + where);

@@ -17,7 +17,7 @@ template <class I, class M, class... Ds>
 struct ModuleFactory {
   static std::shared_ptr<I> make(std::string device, Ds... args) {
     c10::Device dev(device);
-    check_device_exists(dev, serving_agent ? serving_agent->self().name : std::string("?"));
+    check_device_exists(dev, serving_worker_name());
     return make_module<I, M>(dev, std::move(args)...);
   }
 };
