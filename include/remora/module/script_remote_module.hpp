@@ -49,17 +49,12 @@ class ScriptRemoteModule {
   // `method` with `args` (a Kwargs last), its result as an IValue.
   template <class... As>
   Future<c10::IValue> call_async(std::string_view method, As&&... args) const {
-    const Kwargs* kw = nullptr;
-    auto stack = detail::to_ivalues(kw, std::forward<As>(args)...);
-    detail::fit_script_call(*methods_, method, stack, kw);
-    return module_.call_async<&ScriptModule::run_method>(std::string(method), std::move(stack));
+    return module_.call_async<&ScriptModule::run_method>(std::string(method),
+                                                          fitted(method, std::forward<As>(args)...));
   }
   template <class... As>
   c10::IValue call(std::string_view method, As&&... args) const {
-    const Kwargs* kw = nullptr;
-    auto stack = detail::to_ivalues(kw, std::forward<As>(args)...);
-    detail::fit_script_call(*methods_, method, stack, kw);
-    return module_.call<&ScriptModule::run_method>(std::string(method), std::move(stack));
+    return module_.call<&ScriptModule::run_method>(std::string(method), fitted(method, std::forward<As>(args)...));
   }
 
   // The module itself, for code on its owner (local_value() there gives the ScriptModule).
@@ -71,6 +66,15 @@ class ScriptRemoteModule {
   bool valid() const { return module_.valid(); }
 
  private:
+  // The arguments as the full stack of `method`, or a SchemaMismatch.
+  template <class... As>
+  std::vector<c10::IValue> fitted(std::string_view method, As&&... args) const {
+    const Kwargs* kw = nullptr;
+    auto stack = detail::to_ivalues(kw, std::forward<As>(args)...);
+    detail::fit_script_call(*methods_, method, stack, kw);
+    return stack;
+  }
+
   RemoteModule<ScriptModule> module_;
   std::shared_ptr<const detail::ScriptMethods> methods_;
 };

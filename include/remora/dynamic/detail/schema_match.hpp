@@ -3,6 +3,7 @@
 // torch.distributed.rpc's matchBuiltinOp does on the caller, and the same check again where the
 // call runs (the stack came from the network).
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,7 +25,7 @@ REMORA_DECL std::optional<std::string> fit_schema(const c10::FunctionSchema& sch
                                                   const Kwargs* kwargs, bool complete = false);
 
 // "Tensor, int, float[]": the types of `values`, for messages.
-REMORA_DECL std::string describe_types(const std::vector<c10::IValue>& values, const Kwargs* kwargs);
+REMORA_DECL std::string describe_types(std::span<const c10::IValue> values, const Kwargs* kwargs);
 
 // What a call of `schema` gives: its one return, a tuple of several, None for none.
 REMORA_DECL c10::TypePtr result_type(const c10::FunctionSchema& schema);

@@ -60,7 +60,7 @@ REMORA_DECL std::optional<std::string> fit_schema(const c10::FunctionSchema& sch
   return std::nullopt;
 }
 
-REMORA_DECL std::string describe_types(const std::vector<c10::IValue>& values, const Kwargs* kwargs) {
+REMORA_DECL std::string describe_types(std::span<const c10::IValue> values, const Kwargs* kwargs) {
   std::string out;
   for (const auto& v : values) out += (out.empty() ? "" : ", ") + v.type()->repr_str();
   if (kwargs)

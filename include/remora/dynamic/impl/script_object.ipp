@@ -56,12 +56,13 @@ REMORA_DECL c10::IValue ScriptObject::call_method(std::string method, std::vecto
   }
   const auto& full = fn->getSchema();
   auto schema = full.cloneWithArguments({full.arguments().begin() + 1, full.arguments().end()});
-  auto given = args;
+  const std::size_t given = args.size();  // a failed fit only appended to these (or widened an int)
   if (auto why = detail::fit_schema(schema, args, nullptr)) {
     std::ostringstream s;
     s << schema;
     throw SchemaMismatch(class_name_, class_name_ + "." + method + ": arguments (" +
-                                          detail::describe_types(given, nullptr) + ") do not fit " + s.str() + ": " +
+                                          detail::describe_types(std::span(args).first(given), nullptr) +
+                                          ") do not fit " + s.str() + ": " +
                                           *why);
   }
   args.insert(args.begin(), c10::IValue(object_));

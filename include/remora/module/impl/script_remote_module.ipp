@@ -38,9 +38,10 @@ REMORA_DECL void fit_script_call(const ScriptMethods& methods, std::string_view 
       if (kwargs) throw SchemaMismatch(methods.path, "keyword arguments need a schema this worker can read: " + t);
       return;
     }
-    auto args = stack;
+    const std::size_t given = stack.size();  // a failed fit only appended to these (or widened an int)
     if (auto why = fit_schema(*methods.schemas[i], stack, kwargs))
-      throw SchemaMismatch(methods.path, "arguments (" + describe_types(args, kwargs) + ") do not fit " + t +
+      throw SchemaMismatch(methods.path, "arguments (" + describe_types(std::span(stack).first(given), kwargs) +
+                                             ") do not fit " + t +
                                              " of the module loaded from '" + methods.path + "': " + *why);
     return;
   }
