@@ -12,6 +12,7 @@
 #include "agent_support.hpp"
 #include "process_support.hpp"
 #include "roles.hpp"
+#include "remora/autograd.hpp"
 #include "remora/dynamic.hpp"
 #include "remora/module/remote_module.hpp"
 #include "remora/transport/detail/cuda_ipc.hpp"
@@ -49,6 +50,13 @@ struct Doubler : torch::nn::Module, Inspector {
   }
   torch::Tensor w;
 };
+// The gradient of the module's weight in autograd context `context` on this worker.
+torch::Tensor weight_grad_in(remora::RRef<Inspector> m, std::uint64_t context) {
+  auto grads = remora::autograd::get_gradients(context);
+  auto& w = dynamic_cast<Doubler&>(m.local_value()).w;
+  auto it = grads.find(w);
+  return it == grads.end() ? torch::Tensor() : it->value().cpu();
+}
 // Rank 1 of the two-process test: serves until the group shuts down.
 int cuda_server(const std::vector<std::string>& args) {
   remora::Agent agent("server", 1, 2, remora::test::tcp_options(static_cast<std::uint16_t>(std::stoi(args.at(0)))));
@@ -243,4 +251,36 @@ TEST_CASE("A process keeps a bounded number of a peer's GPU segments open", "[cu
     client.shutdown();
   }
   CHECK(remora::test::wait_exit(child) == 0);
+}
+
+TEST_CASE("Distributed autograd with CUDA tensors, with a device map and without one", "[cuda][autograd]") {
+  remora::Options o;
+  o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+  auto g = start_group({"a", "b", "c"}, o);  // a maps to b; nobody maps to c
+  auto& a = *g[0];
+  {
+    auto x = torch::randn({1 << 20}, torch::TensorOptions(torch::kCUDA).requires_grad(true));
+    remora::autograd::Context ctx(a);
+    // Mapped: the tensor and its gradient stay on the GPU both ways.
+    auto y = a.rpc_sync<&cuda_fns::scale>("b", x, 3.0);
+    CHECK(y.device() == torch::Device("cuda:0"));
+    remora::autograd::backward(ctx, {y.sum()});
+    auto grads = remora::autograd::get_gradients(ctx);
+    REQUIRE(grads.contains(x));
+    CHECK(grads.at(x).device() == torch::Device("cuda:0"));
+    CHECK(torch::allclose(grads.at(x).cpu(), torch::full({1 << 20}, 3.0)));
+
+    // Unmapped: a module on c's GPU takes CPU tensors and answers on the CPU; its weight's
+    // gradient stays on c's GPU, in the context.
+    auto m = remora::RemoteModule<cuda_fns::Inspector>::create<cuda_fns::Doubler>(a, "c/cuda:0");
+    auto v = torch::arange(4, torch::kFloat).requires_grad_(true);
+    auto [seen, z, zs] = m.forward(v, std::vector<torch::Tensor>{});
+    CHECK(z.device().is_cpu());
+    remora::autograd::backward(ctx, {z.sum()});
+    CHECK(torch::allclose(remora::autograd::get_gradients(ctx).at(v), torch::full({4}, 2.0)));
+    auto wg = a.rpc_sync<&cuda_fns::weight_grad_in>("c", m.module_rref(), ctx.id());
+    CHECK(torch::allclose(wg, torch::full({1}, 6.0)));  // the sum of 0..3
+    m = {};
+  }
+  shutdown_group(g);
 }

@@ -21,3 +21,5 @@
 #include "remora/module/impl/script_adapter.ipp"
 #include "remora/module/impl/script_remote_module.ipp"
 #include "remora/dynamic/impl/script_object.ipp"
+#include "remora/autograd/impl/autograd.ipp"
+#include "remora/optim/impl/distributed_optimizer.ipp"

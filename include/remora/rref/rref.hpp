@@ -20,6 +20,10 @@ class RRef;
 template <class I>
 class RemoteModule;
 class ScriptObject;
+namespace optim {
+template <class Opt>
+class DistributedOptimizer;
+}
 
 namespace detail {
 enum class ProxyKind { sync, async, remote };
@@ -88,6 +92,8 @@ class RRef {
   friend class detail::RRefProxy;
   template <class U>
   friend class RemoteModule;
+  template <class Opt>
+  friend class optim::DistributedOptimizer;
 
   detail::RRefCore& checked() const {
     if (!core_) throw Error("remora: use of an empty RRef");

@@ -20,6 +20,7 @@
 #include <asio/defer.hpp>
 #include <asio/io_context.hpp>
 
+#include "remora/agent/detail/grad_hooks.hpp"
 #include "remora/agent/detail/registry.hpp"
 #include "remora/agent/detail/worker_pool.hpp"
 #include "remora/transport/connection.hpp"
@@ -168,6 +169,7 @@ class InboundCalls {
   }
 
   void run_handler(const RegisteredFunction& fn, IncomingCall&& call) {
+    if (call.frame.header.flags & wire::kGradRecord) return run_in_grad_context(fn, std::move(call));
     serving_agent = agent_;
     serving_peer = call.from;
     const auto start = std::chrono::steady_clock::now();
@@ -175,6 +177,43 @@ class InboundCalls {
     fn.record_cost(std::chrono::steady_clock::now() - start);
     serving_agent = nullptr;
     serving_peer = UINT32_MAX;
+  }
+
+  // A call made inside a distributed autograd context: its tensors join the graph, the handler
+  // (and every call it makes on this thread) runs in the context, and the reply's tensors are
+  // recorded for the backward pass.
+  void run_in_grad_context(const RegisteredFunction& fn, IncomingCall&& call) {
+    const std::uint64_t rid = call.frame.request_id();
+    GradRecorder* recorder = grad_recorder.load(std::memory_order_acquire);
+    std::uint64_t context = 0;
+    try {
+      if (!recorder) {
+        serving_agent = agent_;
+        std::string name = serving_worker_name();
+        serving_agent = nullptr;
+        throw Error("remora: worker '" + name +
+                    "' was built without distributed autograd (include <remora/autograd.hpp>)");
+      }
+      auto record = wire::take_grad_record(call.frame);
+      recorder->received(*agent_, call.from, call.frame, *record);
+      context = record->context;
+    } catch (...) {
+      return call.respond(current_exception_frame(rid));
+    }
+    call.respond = [recorder, agent = agent_, to = call.from, context,
+                    inner = std::move(call.respond)](wire::OutFrame reply) mutable {
+      if (reply.header().kind == static_cast<std::uint8_t>(wire::FrameKind::reply)) {
+        try {
+          recorder->reply_sent(*agent, to, context, reply);
+        } catch (...) {
+          reply = current_exception_frame(reply.header().request_id);
+        }
+      }
+      inner(std::move(reply));
+    };
+    GradScopeGuard scope({agent_, context});
+    call.frame.header.flags = 0;
+    run_handler(fn, std::move(call));
   }
 
   Agent* agent_;

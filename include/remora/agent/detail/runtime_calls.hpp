@@ -18,6 +18,8 @@ inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, st
     complete(nullptr, std::make_exception_ptr(WorkerLost(worker, std::string(function), lost)));
     return false;
   }
+  if (grad_scope.context && grad_scope.agent == &agent)  // a call made inside an autograd context
+    grad_recorder.load(std::memory_order_acquire)->call_sent(agent, to, frame);
   calls.add(request_id, to, function, timeout, std::move(complete), std::move(keep));
   if (to == self_id)
     call_self(std::move(frame));
@@ -57,6 +59,15 @@ inline void AgentRuntime::on_reply(std::uint32_t from, wire::InFrame&& frame) {
                 " came from the wrong worker");
     return finish(std::move(*p), nullptr,
                   std::make_exception_ptr(ProtocolError("reply from the wrong worker", workers[from].name)));
+  }
+  if (frame.header.flags & wire::kGradRecord) {  // its tensors join this worker's graph
+    try {
+      auto record = wire::take_grad_record(frame);
+      if (auto* recorder = grad_recorder.load(std::memory_order_acquire))
+        recorder->received(agent, from, frame, *record);
+    } catch (...) {
+      return finish(std::move(*p), nullptr, std::current_exception());
+    }
   }
   finish(std::move(*p), &frame, nullptr);
 }

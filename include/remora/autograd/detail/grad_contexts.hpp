@@ -1,0 +1,117 @@
+#pragma once
+// One worker's distributed autograd contexts, after PyTorch's DistAutogradContainer: per
+// context, the send functions (what each message's tensors hang from in this worker's graph),
+// the workers it touched (to release it there), and the gradients accumulated for this worker's
+// leaves. Receive functions are nodes of the graph itself (RecvBackward).
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <deque>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include <torch/csrc/autograd/function.h>
+
+#include "remora/agent/agent.hpp"
+#include "remora/agent/detail/services.hpp"
+
+namespace remora::autograd::detail {
+
+// Where tensors received in a context join the receiver's graph (PyTorch's RecvRpcBackward).
+// Its inputs are the received tensors that required grad, in frame order; it has no next edges:
+// the gradients reaching it belong to worker `from`, message `message`, and a backward pass sends
+// them there (it captures them instead of running this node).
+class RecvBackward final : public torch::autograd::Node {
+ public:
+  RecvBackward(std::uint64_t context_, std::uint32_t from_, std::uint64_t message_,
+               std::shared_ptr<std::atomic<std::int64_t>> live)
+      : context(context_), from(from_), message(message_), live_(std::move(live)) {
+    live_->fetch_add(1, std::memory_order_relaxed);
+  }
+  ~RecvBackward() override { live_->fetch_sub(1, std::memory_order_relaxed); }
+
+  // Runs only when a local backward() reaches a tensor that came from another worker: refused,
+  // since its gradient belongs to that worker (use remora::autograd::backward).
+  REMORA_DECL torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override;
+  std::string name() const override { return "remora::autograd::RecvBackward"; }
+
+  const std::uint64_t context;
+  const std::uint32_t from;
+  const std::uint64_t message;
+
+ private:
+  std::shared_ptr<std::atomic<std::int64_t>> live_;
+};
+
+// A context on one worker. Held by the worker's table, by the Context object on its creator,
+// and by passes running in it.
+struct GradContext {
+  explicit GradContext(std::uint64_t id_) : id(id_) {}
+  const std::uint64_t id;
+
+  std::mutex mu;  // guards what follows
+  // Per message this worker sent in the context: the edge of each tensor that required grad.
+  std::unordered_map<std::uint64_t, torch::autograd::edge_list> sends;
+  std::set<std::uint32_t> peers;  // workers messages went to or came from
+  // Gradients accumulated for this worker's leaves: tensor -> gradient (keyed by identity).
+  std::unordered_map<const c10::TensorImpl*, std::pair<torch::Tensor, torch::Tensor>> grads;
+
+  std::mutex pass;  // one pass through this worker's graph at a time
+};
+
+// Counts of one agent's contexts (tests use them to prove nothing leaks).
+struct GradStats {
+  std::size_t contexts = 0;
+  std::size_t send_functions = 0;
+  std::int64_t recv_functions = 0;  // alive, anywhere (the graph holds them)
+};
+
+class GradContexts : public remora::detail::AgentService {
+ public:
+  explicit GradContexts(Agent& agent) : agent_(agent) {}
+
+  Agent& agent() const { return agent_; }
+
+  // A new context made by this worker.
+  REMORA_DECL std::shared_ptr<GradContext> create();
+  // Context `id`, or null if this worker does not know it (never did, or released it).
+  REMORA_DECL std::shared_ptr<GradContext> find(std::uint64_t id) const;
+  // Context `id`, which a message from `from` belongs to: made on its first news here, unless
+  // it ended here already (a message that overtook the release on the way: the release of an
+  // RRef made in the context, say), this worker made it, or its maker is lost (then nothing
+  // would release it).
+  REMORA_DECL std::shared_ptr<GradContext> join(std::uint64_t id, std::uint32_t from);
+  // Forgets context `id` (and remembers that it ended); returns it (null if unknown).
+  REMORA_DECL std::shared_ptr<GradContext> take(std::uint64_t id);
+
+  std::uint64_t next_message() { return next_message_.fetch_add(1, std::memory_order_relaxed); }
+  const std::shared_ptr<std::atomic<std::int64_t>>& recv_counter() const { return recv_live_; }
+  REMORA_DECL GradStats stats() const;
+
+  // Ids say which worker made the context: rank + 1 in the top 16 bits.
+  static std::uint32_t maker_of(std::uint64_t id) { return static_cast<std::uint32_t>((id >> 48) - 1); }
+
+  REMORA_DECL void on_peer_lost(std::uint32_t peer) override;
+  REMORA_DECL void on_stop() override;
+
+ private:
+  Agent& agent_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<GradContext>> contexts_;
+  // The last contexts that ended here, oldest first, so that late messages do not revive them.
+  static constexpr std::size_t kEndedKept = 4096;
+  std::deque<std::uint64_t> ended_order_;
+  std::unordered_set<std::uint64_t> ended_;
+  std::atomic<std::uint64_t> next_context_{1};
+  std::atomic<std::uint64_t> next_message_{1};
+  std::shared_ptr<std::atomic<std::int64_t>> recv_live_ = std::make_shared<std::atomic<std::int64_t>>(0);
+};
+
+// The agent's contexts, made on first use.
+REMORA_DECL std::shared_ptr<GradContexts> grad_contexts(Agent& agent);
+
+}  // namespace remora::autograd::detail
