@@ -32,17 +32,34 @@ namespace remora::optim {
 
 namespace detail {
 
-// An Opt on the owner of the parameters it steps.
-template <class Opt>
-struct LocalOptimizer {
-  std::vector<torch::Tensor> params;  // the owner's own tensors (the module's parameters)
-  std::unique_ptr<Opt> optimizer;
-};
+// Applies the gradients of autograd context `context` on this owner.
+REMORA_DECL void apply_context_grads(std::uint64_t context, const std::vector<torch::Tensor>& params);
 
 // One step at a time for all optimizers of a kind in the process, as PyTorch's _LocalOptimizer:
 // two trainers' optimizers may hold the same parameters.
 template <class Opt>
 inline std::mutex step_lock;
+
+// An Opt on the owner of the parameters it steps. Called through RRef proxies (only the RRef's id
+// travels, no fork of it).
+template <class Opt>
+struct LocalOptimizer {
+  std::vector<torch::Tensor> params;  // the owner's own tensors (the module's parameters)
+  std::unique_ptr<Opt> optimizer;
+
+  void ready() {}
+  void step(std::uint64_t context) {
+    std::lock_guard lock(step_lock<Opt>);
+    apply_context_grads(context, params);
+    struct ClearGrads {
+      std::vector<torch::Tensor>& params;
+      ~ClearGrads() {
+        for (auto& p : params) p.mutable_grad() = torch::Tensor();
+      }
+    } clear{params};
+    optimizer->step();
+  }
+};
 
 template <class Options>
 std::string encode_options(const Options& options) {
@@ -77,28 +94,6 @@ std::shared_ptr<LocalOptimizer<Opt>> make_local_optimizer(std::vector<RRef<torch
   return local;
 }
 
-template <class Opt>
-void optimizer_ready(RRef<LocalOptimizer<Opt>> local) {
-  (void)local.local_value();  // waits for it; raises its creation's error
-}
-
-// Applies the gradients of autograd context `context` on this owner.
-REMORA_DECL void apply_context_grads(std::uint64_t context, const std::vector<torch::Tensor>& params);
-
-template <class Opt>
-void step_local(RRef<LocalOptimizer<Opt>> local, std::uint64_t context) {
-  auto& l = local.local_value();
-  std::lock_guard lock(step_lock<Opt>);
-  apply_context_grads(context, l.params);
-  try {
-    l.optimizer->step();
-  } catch (...) {
-    for (auto& p : l.params) p.mutable_grad() = torch::Tensor();
-    throw;
-  }
-  for (auto& p : l.params) p.mutable_grad() = torch::Tensor();
-}
-
 }  // namespace detail
 
 template <class Opt>
@@ -118,7 +113,7 @@ class DistributedOptimizer {
           remora::remote<&detail::make_local_optimizer<Opt, Options>>(*agent_, owner, std::move(mine), bytes));
     }
     // Wait for them, so that an optimizer that cannot be made is an error here.
-    for (const auto& l : locals_) agent_->rpc_sync<&detail::optimizer_ready<Opt>>(l.owner_name(), l);
+    for (const auto& l : locals_) l.rpc_sync().template call<&detail::LocalOptimizer<Opt>::ready>();
   }
 
   // Every owner applies ctx's gradients to its parameters, at once; returns when all did. Throws
@@ -126,7 +121,7 @@ class DistributedOptimizer {
   void step(const autograd::Context& ctx) {
     std::vector<Future<void>> steps;
     for (const auto& l : locals_)
-      steps.push_back(agent_->rpc_async<&detail::step_local<Opt>>(l.owner_name(), l, ctx.id()));
+      steps.push_back(l.rpc_async().template call<&detail::LocalOptimizer<Opt>::step>(ctx.id()));
     when_all(std::move(steps)).get();
   }
 
