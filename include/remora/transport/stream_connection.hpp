@@ -358,6 +358,8 @@ class StreamConnection final : public Connection {
                                   self->deliver_if_done();
                                 } catch (const ProtocolError& e) {
                                   return self->reject(e);
+                                } catch (const std::exception& e) {
+                                  return self->fail_read(e);
                                 }
                                 self->read_more();
                               });
@@ -380,6 +382,8 @@ class StreamConnection final : public Connection {
       }
     } catch (const ProtocolError& e) {
       return reject(e);
+    } catch (const std::exception& e) {
+      return fail_read(e);
     }
     read_more();
   }
@@ -387,6 +391,13 @@ class StreamConnection final : public Connection {
   void reject(const ProtocolError& e) {
     remora::detail::log_warning("closing connection from " + remote() + ": " + e.reason());
     close_now(std::string("protocol error: ") + e.reason());
+  }
+
+  // Anything else a received frame raised (a tensor this process cannot allocate, a device it
+  // lacks, an error of the handler it went to): that connection closes, the process goes on.
+  void fail_read(const std::exception& e) {
+    remora::detail::log_warning("closing connection from " + remote() + ": a received frame failed: " + e.what());
+    close_now(std::string("a received frame failed: ") + e.what());
   }
 
   void deliver_if_done() {

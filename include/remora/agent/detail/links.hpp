@@ -46,14 +46,16 @@ class PeerLinks {
     if (!links_[peer]) links_[peer] = conn;
   }
 
-  // `conn` closed. Returns true when its peer is now lost (it had introduced itself, and the
-  // agent is `running`: a stopping agent closes every connection itself).
+  // `conn` closed. Returns true when its peer is now lost: it was the connection that carries
+  // calls to the peer (another one that said the peer's name, a duplicate or an impostor, loses
+  // nothing: the link itself reports the peer's death), and the agent is `running` (a stopping
+  // agent closes every connection itself).
   bool closed(const Link& conn, const std::string& reason, bool running) {
     std::lock_guard lock(mu_);
     std::erase(accepted_, conn);
     const std::uint32_t peer = conn->peer_id;
-    if (peer == UINT32_MAX) return false;
-    if (links_[peer] == conn) links_[peer].reset();
+    if (peer == UINT32_MAX || links_[peer] != conn) return false;
+    links_[peer].reset();
     if (!running) return false;
     lost_[peer] = reason;
     return true;

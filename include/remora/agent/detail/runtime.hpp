@@ -71,9 +71,16 @@ class AgentRuntime {
   void run_counted(UniqueFunction<void()> job) {
     calls.begin_work();
     pool_.post([this, job = std::move(job)]() mutable {
+      // Its captures go, then it counts as finished, even when it throws (the pool drops that).
+      struct Done {
+        UniqueFunction<void()>& job;
+        CallTable& calls;
+        ~Done() {
+          job = UniqueFunction<void()>();
+          calls.finished();
+        }
+      } done{job, calls};
       job();
-      job = UniqueFunction<void()>();
-      calls.finished();
     });
   }
   // The device map and peer name for frames to `peer` (WireScope).

@@ -42,11 +42,13 @@ inline wire::InFrame loop_copy(wire::OutFrame& f, const wire::Limits& limits) {
 inline void AgentRuntime::call_self(wire::OutFrame frame) {
   frame.stage_to_host();  // here, on the caller's thread and stream
   pool_.post([this, f = std::move(frame)]() mutable {
+    const std::uint64_t rid = f.header().request_id;
     try {
       inbound_.dispatch(self_id, loop_copy(f, options.limits), [this](wire::OutFrame reply) {
         on_reply(self_id, loop_copy(reply, options.limits));
       });
-    } catch (const ProtocolError&) {
+    } catch (...) {  // the call fails; nothing else does
+      if (auto p = calls.take(rid)) finish(std::move(*p), nullptr, std::current_exception());
     }
   });
 }

@@ -11,12 +11,15 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <exception>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "remora/agent/detail/watch_rate.hpp"
 #include "remora/core/detail/unique_function.hpp"
+#include "remora/core/log.hpp"
 
 namespace remora::detail {
 
@@ -67,7 +70,7 @@ class WorkerPool {
         queued_.store(queue_.size(), std::memory_order_relaxed);
         ++running_;
         lock.unlock();
-        job();
+        run(job);
         job = Job();  // its captures go before the next job, outside the lock
         lock.lock();
         --running_;
@@ -81,6 +84,18 @@ class WorkerPool {
       ++sleeping_;
       cv_.wait(lock);
       --sleeping_;
+    }
+  }
+
+  // A job that throws (a user's continuation, say) is reported and dropped: nothing a job does
+  // ends the process or the worker thread.
+  static void run(Job& job) noexcept {
+    try {
+      job();
+    } catch (const std::exception& e) {
+      log_warning(std::string("a job on the worker pool threw (it is dropped): ") + e.what());
+    } catch (...) {
+      log_warning("a job on the worker pool threw something that is not a std::exception (it is dropped)");
     }
   }
 

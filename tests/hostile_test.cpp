@@ -1,0 +1,112 @@
+// Peers and user code that misbehave: each of these ended the process or cut a real peer off
+// before. Now a frame that fails closes its connection only, a throwing continuation is dropped,
+// and a connection that merely says a peer's name cannot make that peer lost.
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <asio.hpp>
+#include <catch2/catch.hpp>
+
+#include "agent_support.hpp"
+#include "remora/agent/detail/protocol.hpp"
+#include "remora/wire/dtype.hpp"
+
+using remora::test::shutdown_group;
+using remora::test::start_group;
+
+namespace hostile {
+int add(int a, int b) { return a + b; }
+int slow_add(int a, int b) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  return a + b;
+}
+}  // namespace hostile
+
+namespace {
+// Writes `bytes` to worker `port` on a fresh connection; returns the socket (open).
+std::unique_ptr<asio::ip::tcp::socket> send_raw(asio::io_context& io, std::uint16_t port, const std::vector<std::byte>& bytes) {
+  auto s = std::make_unique<asio::ip::tcp::socket>(io);
+  s->connect({asio::ip::make_address("127.0.0.1"), port});
+  asio::write(*s, asio::buffer(bytes));
+  return s;
+}
+std::vector<std::byte> bytes_of(const remora::wire::OutFrame& f) {
+  std::vector<std::byte> out;
+  for (auto seg : f.segments()) out.insert(out.end(), seg.begin(), seg.end());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("A frame with a tensor for a device this worker lacks closes that connection only", "[agent][hostile]") {
+  auto g = start_group({"a", "b"});
+  // A call frame whose one tensor is to arrive on cuda:99.
+  remora::wire::FrameHeader h;
+  h.kind = static_cast<std::uint8_t>(remora::wire::FrameKind::call);
+  h.body_bytes = 8;
+  h.descriptor_bytes = sizeof(remora::wire::TensorDescriptor) + 8;
+  h.tensor_count = 1;
+  remora::wire::TensorDescriptor d;
+  d.dtype = *remora::wire::to_wire(torch::kFloat);
+  d.ndim = 1;
+  d.device_type = static_cast<std::int8_t>(c10::DeviceType::CUDA);
+  d.device_index = 99;
+  d.nbytes = 4;
+  const std::int64_t size = 1;
+  const float value = 1.0f;
+  std::vector<std::byte> frame(sizeof h + 8 + sizeof d + 8 + 4);
+  std::byte* p = frame.data();
+  std::memcpy(p, &h, sizeof h);
+  p += sizeof h + 8;
+  std::memcpy(p, &d, sizeof d);
+  std::memcpy(p + sizeof d, &size, 8);
+  std::memcpy(p + sizeof d + 8, &value, 4);
+  asio::io_context io;
+  auto s = send_raw(io, g[1]->listen_port(), frame);
+  std::array<char, 16> buf;
+  std::error_code ec;
+  s->read_some(asio::buffer(buf), ec);
+  CHECK(ec == asio::error::eof);  // closed, not crashed
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 3, 4) == 7);
+  shutdown_group(g);
+}
+
+TEST_CASE("A continuation that throws on the worker pool is dropped, and the worker goes on", "[agent][hostile]") {
+  auto g = start_group({"a", "b"});
+  auto f = g[0]->rpc_async<&hostile::slow_add>("b", 1, 2);
+  std::atomic<bool> ran{false};
+  f.on_ready([&] {  // the reply completes f on an I/O thread; this runs on a's worker pool
+    ran = true;
+    throw std::runtime_error("a bug in user code");
+  });
+  CHECK(f.get() == 3);
+  for (int i = 0; i < 200 && !ran; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(ran);
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 1) == 2);
+  CHECK(g[1]->rpc_sync<&hostile::add>("a", 2, 2) == 4);
+  // The dropped job still counted as finished: a's graceful shutdown does not wait out its
+  // 20 s timeout for work that will never end.
+  const auto start = std::chrono::steady_clock::now();
+  shutdown_group(g);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+}
+
+TEST_CASE("A connection that says a known worker's name cannot make that worker lost", "[agent][hostile]") {
+  auto g = start_group({"a", "b"});
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);  // a's own connection to b is up
+  {
+    asio::io_context io;
+    auto hello = remora::wire::encode_frame(remora::wire::FrameKind::control, 0,
+                                            static_cast<std::uint8_t>(remora::detail::ControlType::hello),
+                                            std::uint32_t{0}, std::string("a"));
+    auto s = send_raw(io, g[1]->listen_port(), bytes_of(hello));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    s->close();  // the impostor goes away
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(g[1]->rpc_sync<&hostile::add>("a", 2, 3) == 5);  // b still reaches the real a
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 3, 3) == 6);
+  shutdown_group(g);
+}
