@@ -7,6 +7,9 @@
 #include <thread>
 #include <vector>
 
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <asio.hpp>
 #include <catch2/catch.hpp>
 
@@ -108,5 +111,37 @@ TEST_CASE("A connection that says a known worker's name cannot make that worker 
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   CHECK(g[1]->rpc_sync<&hostile::add>("a", 2, 3) == 5);  // b still reaches the real a
   CHECK(g[0]->rpc_sync<&hostile::add>("b", 3, 3) == 6);
+  shutdown_group(g);
+}
+
+TEST_CASE("A connection that never says which worker it is is closed after hello_timeout", "[agent][hostile]") {
+  remora::Options o;
+  o.hello_timeout = std::chrono::milliseconds(300);
+  auto g = start_group({"a", "b"}, o);
+  asio::io_context io;
+  std::vector<std::unique_ptr<asio::ip::tcp::socket>> silent;
+  for (int i = 0; i < 3; ++i) {
+    silent.push_back(std::make_unique<asio::ip::tcp::socket>(io));
+    silent.back()->connect({asio::ip::make_address("127.0.0.1"), g[1]->listen_port()});
+  }
+  // A stalled frame: a header that announces a body which never comes.
+  remora::wire::FrameHeader h;
+  h.kind = static_cast<std::uint8_t>(remora::wire::FrameKind::control);
+  h.body_bytes = 1000;
+  std::vector<std::byte> stalled(sizeof h);
+  std::memcpy(stalled.data(), &h, sizeof h);
+  silent.push_back(send_raw(io, g[1]->listen_port(), stalled));
+  for (auto& s : silent) {
+    timeval limit{10, 0};  // a worker that keeps them fails this test instead of hanging it
+    setsockopt(s->native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    std::array<char, 16> buf;
+    std::error_code ec;
+    s->read_some(asio::buffer(buf), ec);
+    CHECK(ec == asio::error::eof);
+  }
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);  // real workers said hello: kept
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 2, 2) == 4);
+  CHECK(g[1]->rpc_sync<&hostile::add>("a", 3, 2) == 5);
   shutdown_group(g);
 }

@@ -30,6 +30,9 @@ struct Options {
   c10::intrusive_ptr<c10d::Store> store;
   // Deadline of every call unless the call sets its own; must be positive.
   std::chrono::milliseconds rpc_timeout{60'000};
+  // A connection that has not said which worker it is (`hello`) this long after it was accepted
+  // is closed: strangers and stalled peers do not hold a worker's connections.
+  std::chrono::milliseconds hello_timeout{10'000};
   // How long init_rpc waits for every worker, and graceful shutdown for every worker to finish.
   std::chrono::milliseconds init_timeout{60'000};
   std::chrono::milliseconds shutdown_timeout{60'000};

@@ -2,6 +2,7 @@
 // An agent's connections: per peer the one connection that carries calls both ways, the
 // accepted connections whose peer has not said who it is yet, and why a peer was lost.
 // Thread-safe; one mutex guards everything.
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -35,7 +36,16 @@ class PeerLinks {
 
   void accepted(const Link& conn) {
     std::lock_guard lock(mu_);
-    accepted_.push_back(conn);
+    accepted_.push_back({conn, std::chrono::steady_clock::now()});
+  }
+
+  // Accepted connections that were accepted before `before` and have not said who they are.
+  std::vector<Link> silent_since(std::chrono::steady_clock::time_point before) const {
+    std::lock_guard lock(mu_);
+    std::vector<Link> out;
+    for (const auto& [conn, at] : accepted_)
+      if (at < before && conn->peer_id == UINT32_MAX) out.push_back(conn);
+    return out;
   }
 
   // `conn`, an accepted connection, said it comes from `peer`: it carries calls to the peer too,
@@ -52,7 +62,7 @@ class PeerLinks {
   // agent closes every connection itself).
   bool closed(const Link& conn, const std::string& reason, bool running) {
     std::lock_guard lock(mu_);
-    std::erase(accepted_, conn);
+    std::erase_if(accepted_, [&](const Accepted& a) { return a.conn == conn; });
     const std::uint32_t peer = conn->peer_id;
     if (peer == UINT32_MAX || links_[peer] != conn) return false;
     links_[peer].reset();
@@ -82,7 +92,7 @@ class PeerLinks {
     std::size_t n = 0;
     for (const auto& l : links_)
       if (l) n += l->shared_bytes_in_use();
-    for (const auto& l : accepted_) n += l->shared_bytes_in_use();
+    for (const auto& a : accepted_) n += a.conn->shared_bytes_in_use();
     return n;
   }
 
@@ -91,7 +101,7 @@ class PeerLinks {
     std::lock_guard lock(mu_);
     for (auto& l : links_)
       if (l) l->close(reason);
-    for (auto& l : accepted_) l->close(reason);
+    for (auto& a : accepted_) a.conn->close(reason);
   }
 
   // Drops every connection (once no I/O thread is left to use them).
@@ -104,7 +114,11 @@ class PeerLinks {
  private:
   mutable std::mutex mu_;
   std::vector<Link> links_;  // per peer rank
-  std::vector<Link> accepted_;
+  struct Accepted {
+    Link conn;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::vector<Accepted> accepted_;
   std::vector<std::string> lost_;  // per peer rank: why it is gone; empty while it is alive
 };
 

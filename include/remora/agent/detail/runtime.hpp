@@ -115,6 +115,7 @@ class AgentRuntime {
   void fail_calls(std::vector<CallTable::Pending> failed, const std::string& why, bool timed_out);
   void call_self(wire::OutFrame frame);
   void arm_sweep();
+  void close_silent_connections();
   void stop_now(const std::string& why);
 
   std::vector<asio::ip::tcp::endpoint> endpoints_;
@@ -134,6 +135,7 @@ class AgentRuntime {
   WorkerPool pool_;
   InboundCalls inbound_;
   asio::steady_timer sweep_timer_;
+  std::uint64_t sweeps_ = 0;  // on the timer strand
   std::atomic<State> state_{State::running};
   std::atomic<std::uint64_t> next_request_id_{1};
 

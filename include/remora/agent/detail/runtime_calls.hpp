@@ -105,8 +105,18 @@ inline void AgentRuntime::arm_sweep() {
   sweep_timer_.async_wait([this](std::error_code ec) {
     if (ec || state_.load() == State::stopped) return;  // a stopped agent lets its I/O threads end
     fail_calls(calls.take_overdue(), "", true);
+    if (++sweeps_ % 20 == 0) close_silent_connections();  // every 100 ms
     arm_sweep();
   });
+}
+
+// Accepted connections that never said `hello` within Options::hello_timeout.
+inline void AgentRuntime::close_silent_connections() {
+  for (auto& conn : links.silent_since(std::chrono::steady_clock::now() - options.hello_timeout)) {
+    const std::string why = "no hello within " + std::to_string(options.hello_timeout.count()) + " ms";
+    log_warning("worker '" + workers[self_id].name + "': closing connection from " + conn->remote() + ": " + why);
+    conn->close(why);
+  }
 }
 
 inline void AgentRuntime::shutdown(bool graceful) {
