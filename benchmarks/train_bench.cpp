@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -72,7 +74,9 @@ int main() {
     std::int64_t batch, in, hidden, out;
     int warm, steps;
   };
+  const char* only = std::getenv("REMORA_TRAIN");  // small or large: that size only
   for (Size s : {Size{"small", 8, 16, 32, 4, 100, 1000}, Size{"large", 256, 1024, 1024, 1024, 3, 20}}) {
+    if (only && std::string(only) != s.name) continue;
     torch::manual_seed(0);
     using RM = remora::RemoteModule<bench::Stage>;
     auto stage1 = RM::create<bench::Layer>(*trainer, "s1/cpu", s.in, s.hidden, true);
