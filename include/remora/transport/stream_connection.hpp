@@ -146,6 +146,7 @@ class StreamConnection final : public Connection {
 
   // The connection is up: set the socket up, then read and write.
   void begin() {
+    bool queued = false;  // frames sent before the connection was up: this call writes them
     {
       std::unique_lock lock(write_mu_);
       if (closed_) return;
@@ -159,13 +160,15 @@ class StreamConnection final : public Connection {
         socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
       }
       connected_ = true;
-      writing_ = !queue_.empty();
+      queued = writing_ = !queue_.empty();
     }
     if (sharing_)
       read_preface();
     else
       read_more();
-    write_more();
+    // Only when this call set writing_: otherwise a sender that queued meanwhile has posted
+    // write_more itself, and a second one would write the same frames again.
+    if (queued) write_more();
   }
 
   // What a frame needs before its bytes can be written: large tensors into shared memory or
