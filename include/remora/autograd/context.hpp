@@ -74,5 +74,7 @@ REMORA_DECL detail::GradStats stats(Agent& agent);
 }  // namespace remora::autograd
 
 #if REMORA_HEADER_ONLY
-#include "remora/autograd/impl/autograd.ipp"
+#include "remora/autograd/impl/grad_contexts.ipp"
+#include "remora/autograd/impl/backward_pass.ipp"
+#include "remora/autograd/impl/context.ipp"
 #endif

@@ -21,5 +21,7 @@
 #include "remora/module/impl/script_adapter.ipp"
 #include "remora/module/impl/script_remote_module.ipp"
 #include "remora/dynamic/impl/script_object.ipp"
-#include "remora/autograd/impl/autograd.ipp"
+#include "remora/autograd/impl/grad_contexts.ipp"
+#include "remora/autograd/impl/backward_pass.ipp"
+#include "remora/autograd/impl/context.ipp"
 #include "remora/optim/impl/distributed_optimizer.ipp"

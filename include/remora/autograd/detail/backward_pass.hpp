@@ -1,7 +1,7 @@
 #pragma once
 // A backward pass through one worker's part of the graph, and the messages that carry gradients
 // between workers and end contexts. The messages are ordinary remora calls (request ids,
-// timeouts, WorkerLost), compiled once (autograd/impl/autograd.ipp).
+// timeouts, WorkerLost), compiled once (autograd/impl/backward_pass.ipp).
 //   gradients(context, batches, retain)  receiver -> sender  the gradients of what it sent
 //   release(context)                     any -> peers        the context ended; forget it
 #include <cstdint>

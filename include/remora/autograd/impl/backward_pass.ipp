@@ -1,0 +1,180 @@
+// The backward pass through one worker's graph and the messages between workers (compiled once;
+// see autograd/detail/backward_pass.hpp).
+#include <unordered_set>
+
+#include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/functions/accumulate_grad.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include "remora/agent/detail/outbound.hpp"
+#include "remora/autograd/context.hpp"
+#include "remora/autograd/detail/backward_pass.hpp"
+#include "remora/core/when_all.hpp"
+
+namespace remora::autograd::detail {
+
+using remora::detail::AgentAccess;
+using remora::detail::GradScopeGuard;
+
+REMORA_DECL GradsByWorker run_local_pass(GradContext& ctx, const torch::autograd::edge_list& roots,
+                                         std::vector<torch::Tensor> grads, bool retain_graph) {
+  torch::autograd::edge_list from;
+  torch::autograd::variable_list seeds;
+  for (std::size_t i = 0; i < roots.size(); ++i) {
+    if (!roots[i].is_valid() || !grads[i].defined()) continue;
+    const auto& meta = roots[i].function->input_metadata(roots[i].input_nr);
+    auto g = std::move(grads[i]);
+    if (g.device() != meta.device() || g.dtype() != meta.options().dtype()) g = g.to(meta.options());
+    from.push_back(roots[i]);
+    seeds.push_back(std::move(g));
+  }
+  // What the pass stops at: this worker's leaves (their gradients go to the context, not to
+  // .grad) and tensors that came from other workers (theirs go back). The engine captures the
+  // gradient reaching each and runs only what leads to them.
+  torch::autograd::edge_list outputs;
+  std::vector<torch::Tensor> leaves;
+  std::vector<std::pair<const RecvBackward*, std::size_t>> recvs;  // and the first of its outputs
+  std::unordered_set<const torch::autograd::Node*> seen;
+  std::vector<const torch::autograd::Node*> stack;
+  auto visit = [&](const std::shared_ptr<torch::autograd::Node>& fn) {
+    if (!fn || !seen.insert(fn.get()).second) return;
+    if (auto* acc = dynamic_cast<const torch::autograd::AccumulateGrad*>(fn.get())) {
+      outputs.emplace_back(fn, 0);
+      leaves.push_back(acc->variable);
+    } else if (auto* recv = dynamic_cast<const RecvBackward*>(fn.get())) {
+      recvs.emplace_back(recv, outputs.size());
+      for (std::uint32_t i = 0; i < recv->num_inputs(); ++i) outputs.emplace_back(fn, i);
+    } else {
+      stack.push_back(fn.get());
+    }
+  };
+  for (const auto& e : from) visit(e.function);
+  while (!stack.empty()) {
+    const auto* node = stack.back();
+    stack.pop_back();
+    for (const auto& e : node->next_edges())
+      if (e.is_valid()) visit(e.function);
+  }
+  if (outputs.empty()) return {};
+
+  torch::autograd::variable_list out;
+  {
+    std::lock_guard pass(ctx.pass);
+    out = torch::autograd::Engine::get_default_engine().execute(from, seeds, retain_graph, false, false, outputs);
+  }
+  // Leaves come first in `outputs` only where visited first: map them by position.
+  GradsByWorker due;
+  std::size_t leaf = 0;
+  std::vector<bool> is_recv(outputs.size(), false);
+  for (auto& [recv, first] : recvs)
+    for (std::size_t i = 0; i < recv->num_inputs(); ++i) is_recv[first + i] = true;
+  {
+    std::lock_guard lock(ctx.mu);
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      if (is_recv[i]) continue;
+      const auto& var = leaves[leaf++];
+      if (!out[i].defined()) continue;
+      auto [it, fresh] = ctx.grads.try_emplace(var.unsafeGetTensorImpl(), var, out[i]);
+      if (!fresh) it->second.second = it->second.second + out[i];
+    }
+  }
+  for (auto& [recv, first] : recvs) {
+    std::vector<torch::Tensor> g(out.begin() + static_cast<std::ptrdiff_t>(first),
+                                 out.begin() + static_cast<std::ptrdiff_t>(first + recv->num_inputs()));
+    bool any = false;
+    for (const auto& t : g) any = any || t.defined();
+    if (any) due[recv->from].emplace_back(recv->message, std::move(g));
+  }
+  return due;
+}
+
+REMORA_DECL Future<void> send_gradients(Agent& agent, GradContext& ctx, GradsByWorker due, bool retain_graph) {
+  using remora::detail::Direction;
+  GradScopeGuard outside({});  // the gradients themselves are not part of the graph
+  std::vector<Future<void>> done;
+  constexpr auto& fn = function_identity<&msg::gradients>;
+  for (auto& [worker, batches] : due) {
+    // A gradient goes where its tensor came from: tensors that came in calls by the inverse of the
+    // sender's map (as replies), those that came in replies by this worker's own map.
+    const auto calls = remora::detail::encode_devices_for(&agent, worker, Direction::call);
+    const auto replies = remora::detail::encode_devices_for(&agent, worker, Direction::reply);
+    wire::DeviceMap both;
+    for (const auto* m : {calls.map, replies.map})
+      if (m) {
+        both.identity = both.identity || m->identity;
+        for (const auto& [a, b] : m->entries)
+          if (!both.find(a)) both.entries.emplace_back(a, b);
+      }
+    const auto rid = AgentAccess::next_request_id(agent);
+    wire::OutFrame frame;
+    {
+      remora::detail::WireScope scope(&agent, worker);
+      frame = wire::encode_frame_to(wire::EncodeDevices{&both, calls.peer}, wire::FrameKind::call, rid,
+                                    agent.options().limits, fn.id, ctx.id, batches, retain_graph);
+      scope.commit();
+    }
+    done.push_back(remora::detail::start_call<void>(agent, worker, fn.name, rid, std::move(frame),
+                                                    std::chrono::milliseconds(0)));
+  }
+  return when_all(std::move(done));
+}
+
+REMORA_DECL void release_on_peers(Agent& agent, GradContext& ctx, std::uint32_t except) {
+  std::set<std::uint32_t> peers;
+  {
+    std::lock_guard lock(ctx.mu);
+    peers = ctx.peers;
+  }
+  GradScopeGuard outside({});
+  for (std::uint32_t p : peers) {
+    if (p == except || p == agent.self().id) continue;
+    try {
+      (void)remora::detail::call_as<&msg::release>(agent, p, function_identity<&msg::release>, CallOptions{}, ctx.id);
+    } catch (...) {  // the agent stopped: every table goes with it
+    }
+  }
+}
+
+REMORA_DECL c10::Dict<torch::Tensor, torch::Tensor> gradients_in(Agent& agent, std::uint64_t context) {
+  c10::Dict<torch::Tensor, torch::Tensor> out;
+  auto state = grad_contexts(agent)->find(context);
+  if (!state) return out;
+  std::lock_guard lock(state->mu);
+  for (const auto& [impl, entry] : state->grads) out.insert(entry.first, entry.second);
+  return out;
+}
+
+namespace msg {
+
+REMORA_DECL Future<void> gradients(std::uint64_t context, std::vector<MessageGrads> batches, bool retain_graph) {
+  Agent& agent = *remora::detail::serving_agent;
+  auto ctx = grad_contexts(agent)->find(context);
+  if (!ctx)
+    throw Error("remora: worker '" + agent.self().name + "' has no autograd context " + std::to_string(context) +
+                " (it ended)");
+  torch::autograd::edge_list roots;
+  std::vector<torch::Tensor> grads;
+  {
+    std::lock_guard lock(ctx->mu);
+    for (auto& [message, g] : batches) {
+      auto it = ctx->sends.find(message);
+      if (it == ctx->sends.end() || it->second.size() != g.size())
+        throw Error("remora: worker '" + agent.self().name + "' sent no message " + std::to_string(message) +
+                    " with " + std::to_string(g.size()) + " tensors that require grad in autograd context " +
+                    std::to_string(context));
+      roots.insert(roots.end(), it->second.begin(), it->second.end());
+      grads.insert(grads.end(), std::make_move_iterator(g.begin()), std::make_move_iterator(g.end()));
+    }
+  }
+  auto due = run_local_pass(*ctx, roots, std::move(grads), retain_graph);
+  if (due.empty()) return make_ready_future();
+  return send_gradients(agent, *ctx, std::move(due), retain_graph).then([ctx](const Future<void>& f) { f.get(); });
+}
+
+REMORA_DECL void release(std::uint64_t context) {
+  Agent& agent = *remora::detail::serving_agent;
+  if (auto ctx = grad_contexts(agent)->take(context)) release_on_peers(agent, *ctx, remora::detail::serving_peer);
+}
+
+}  // namespace msg
+}  // namespace remora::autograd::detail

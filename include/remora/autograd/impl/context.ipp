@@ -1,0 +1,62 @@
+// Context, backward and get_gradients (compiled once; see autograd/context.hpp).
+#include "remora/agent/detail/outbound.hpp"
+#include "remora/autograd/context.hpp"
+#include "remora/autograd/detail/backward_pass.hpp"
+
+namespace remora::autograd {
+
+REMORA_DECL Context::Context() : Context(current_agent()) {}
+
+REMORA_DECL Context::Context(Agent& agent) : agent_(&agent) {
+  if (remora::detail::grad_scope.context && remora::detail::grad_scope.agent == &agent)
+    throw Error("remora: this thread is in autograd context " + std::to_string(remora::detail::grad_scope.context) +
+                " already; contexts do not nest");
+  state_ = detail::grad_contexts(agent)->create();
+  saved_ = remora::detail::grad_scope;
+  remora::detail::grad_scope = {&agent, state_->id};
+}
+
+REMORA_DECL Context::~Context() {
+  remora::detail::grad_scope = saved_;
+  try {
+    detail::grad_contexts(*agent_)->take(state_->id);
+    detail::release_on_peers(*agent_, *state_, UINT32_MAX);
+  } catch (...) {
+  }
+}
+
+REMORA_DECL void backward(const Context& ctx, const std::vector<torch::Tensor>& roots, bool retain_graph) {
+  if (roots.empty()) throw Error("remora::autograd::backward: no roots");
+  torch::autograd::edge_list edges;
+  std::vector<torch::Tensor> seeds;
+  for (std::size_t i = 0; i < roots.size(); ++i) {
+    const auto& r = roots[i];
+    if (!r.defined() || !r.requires_grad())
+      throw Error("remora::autograd::backward: root " + std::to_string(i) + " does not require grad");
+    if (r.numel() != 1)
+      throw Error("remora::autograd::backward: root " + std::to_string(i) + " has " + std::to_string(r.numel()) +
+                  " elements; a root is a loss, with one");
+    edges.push_back(torch::autograd::impl::gradient_edge(r));
+    seeds.push_back(torch::ones_like(r));
+  }
+  auto state = detail::grad_contexts(ctx.agent())->find(ctx.id());
+  if (!state) throw Error("remora::autograd::backward: context " + std::to_string(ctx.id()) + " has ended");
+  auto due = detail::run_local_pass(*state, edges, std::move(seeds), retain_graph);
+  if (due.empty()) return;
+  auto done = detail::send_gradients(ctx.agent(), *state, std::move(due), retain_graph);
+  remora::detail::AgentAccess::await_sync(ctx.agent(), done);
+  done.get();
+}
+
+REMORA_DECL c10::Dict<torch::Tensor, torch::Tensor> get_gradients(const Context& ctx) {
+  return detail::gradients_in(ctx.agent(), ctx.id());
+}
+
+REMORA_DECL c10::Dict<torch::Tensor, torch::Tensor> get_gradients(std::uint64_t context_id) {
+  return detail::gradients_in(remora::detail::serving_agent ? *remora::detail::serving_agent : current_agent(),
+                              context_id);
+}
+
+REMORA_DECL detail::GradStats stats(Agent& agent) { return detail::grad_contexts(agent)->stats(); }
+
+}  // namespace remora::autograd

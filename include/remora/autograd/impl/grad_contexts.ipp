@@ -1,0 +1,171 @@
+// Distributed autograd's tables and the recorder the agent calls at its frame boundaries
+// (compiled once; see autograd/context.hpp).
+#include <torch/csrc/autograd/variable.h>
+
+#include "remora/agent/detail/outbound.hpp"
+#include "remora/autograd/context.hpp"
+#include "remora/autograd/detail/backward_pass.hpp"
+
+namespace remora::autograd::detail {
+
+using remora::detail::AgentAccess;
+using remora::detail::grad_scope;
+
+// ---- the tables ----
+
+REMORA_DECL std::shared_ptr<GradContexts> grad_contexts(Agent& agent) {
+  return AgentAccess::service<GradContexts>(agent);
+}
+
+REMORA_DECL std::shared_ptr<GradContext> GradContexts::create() {
+  const std::uint64_t id = (std::uint64_t{agent_.self().id} + 1) << 48 | next_context_.fetch_add(1);
+  auto ctx = std::make_shared<GradContext>(id);
+  std::lock_guard lock(mu_);
+  contexts_.emplace(id, ctx);
+  return ctx;
+}
+
+REMORA_DECL std::shared_ptr<GradContext> GradContexts::find(std::uint64_t id) const {
+  std::lock_guard lock(mu_);
+  auto it = contexts_.find(id);
+  return it == contexts_.end() ? nullptr : it->second;
+}
+
+REMORA_DECL std::shared_ptr<GradContext> GradContexts::join(std::uint64_t id, std::uint32_t from) {
+  const std::uint32_t maker = maker_of(id);
+  std::lock_guard lock(mu_);
+  if (auto it = contexts_.find(id); it != contexts_.end()) return it->second;
+  if (ended_.count(id) || maker == agent_.self().id || maker >= agent_.get_worker_infos().size() ||
+      AgentAccess::is_lost(agent_, maker) || AgentAccess::is_lost(agent_, from))
+    return nullptr;
+  auto ctx = std::make_shared<GradContext>(id);
+  contexts_.emplace(id, ctx);
+  return ctx;
+}
+
+REMORA_DECL std::shared_ptr<GradContext> GradContexts::take(std::uint64_t id) {
+  std::lock_guard lock(mu_);
+  if (ended_.insert(id).second) {
+    ended_order_.push_back(id);
+    if (ended_order_.size() > kEndedKept) {
+      ended_.erase(ended_order_.front());
+      ended_order_.pop_front();
+    }
+  }
+  auto it = contexts_.find(id);
+  if (it == contexts_.end()) return nullptr;
+  auto ctx = std::move(it->second);
+  contexts_.erase(it);
+  return ctx;
+}
+
+REMORA_DECL GradStats GradContexts::stats() const {
+  GradStats s;
+  std::lock_guard lock(mu_);
+  s.contexts = contexts_.size();
+  for (auto& [id, ctx] : contexts_) {
+    std::lock_guard c(ctx->mu);
+    s.send_functions += ctx->sends.size();
+  }
+  s.recv_functions = recv_live_->load();
+  return s;
+}
+
+// A lost worker's contexts go: no release will come from it. (Dropped outside the lock: their
+// graphs may be large.)
+REMORA_DECL void GradContexts::on_peer_lost(std::uint32_t peer) {
+  std::vector<std::shared_ptr<GradContext>> dropped;
+  std::lock_guard lock(mu_);
+  for (auto it = contexts_.begin(); it != contexts_.end();) {
+    if (maker_of(it->first) == peer) {
+      dropped.push_back(std::move(it->second));
+      it = contexts_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+REMORA_DECL void GradContexts::on_stop() {
+  std::unordered_map<std::uint64_t, std::shared_ptr<GradContext>> dropped;
+  std::lock_guard lock(mu_);
+  dropped.swap(contexts_);
+}
+
+REMORA_DECL torch::autograd::variable_list RecvBackward::apply(torch::autograd::variable_list&&) {
+  throw Error("remora: backward() reached a tensor that came from another worker in autograd context " +
+              std::to_string(context) + ": its gradient belongs to that worker; run remora::autograd::backward(ctx, "
+              "{loss}) instead of loss.backward()");
+}
+
+// ---- the recorder ----
+
+// The graph edge of each tensor of `frame` that is sent as requiring grad, in frame order.
+REMORA_DECL torch::autograd::edge_list edges_of(wire::OutFrame& frame) {
+  torch::autograd::edge_list edges;
+  frame.for_each_descriptor([&](std::size_t i, wire::TensorDescriptor& d) {
+    if (!(d.flags & wire::kRequiresGrad)) return;
+    const auto& t = frame.tensors[i];
+    edges.push_back(t.requires_grad() ? torch::autograd::impl::gradient_edge(t) : torch::autograd::Edge());
+  });
+  return edges;
+}
+
+// Records the send function of `frame` (if it has tensors that require grad) and appends the
+// frame's record.
+REMORA_DECL void record_send(GradContexts& table, GradContext& ctx, std::uint32_t to, wire::OutFrame& frame, bool always) {
+  auto edges = edges_of(frame);
+  wire::GradRecord record{ctx.id, 0};
+  {
+    std::lock_guard lock(ctx.mu);
+    ctx.peers.insert(to);
+    if (!edges.empty()) {
+      record.message = table.next_message();
+      ctx.sends.emplace(record.message, std::move(edges));
+    }
+  }
+  if (always || record.message) wire::append_grad_record(frame, record);
+}
+
+class Recorder final : public remora::detail::GradRecorder {
+ public:
+  void call_sent(Agent& agent, std::uint32_t to, wire::OutFrame& frame) override {
+    auto table = grad_contexts(agent);
+    // A served call may outlive its context here (released meanwhile): its calls go out plain.
+    if (auto ctx = table->find(grad_scope.context)) record_send(*table, *ctx, to, frame, true);
+  }
+
+  void received(Agent& agent, std::uint32_t from, wire::InFrame& frame, const wire::GradRecord& record) override {
+    auto table = grad_contexts(agent);
+    auto ctx = table->join(record.context, from);
+    if (!ctx) return;  // ended here (or its maker is gone): the tensors stay plain
+    {
+      std::lock_guard lock(ctx->mu);
+      ctx->peers.insert(from);
+    }
+    if (!record.message) return;
+    std::shared_ptr<RecvBackward> node;
+    for (auto& r : frame.tensors) {
+      if (!r.tensor.requires_grad()) continue;
+      if (!node) node = std::make_shared<RecvBackward>(ctx->id, from, record.message, table->recv_counter());
+      r.tensor.requires_grad_(false);  // a leaf as the frame reader made it; now it hangs from the sender
+      const auto input = node->add_input_metadata(r.tensor);
+      torch::autograd::impl::set_gradient_edge(r.tensor, {node, input});
+    }
+  }
+
+  void reply_sent(Agent& agent, std::uint32_t to, std::uint64_t context, wire::OutFrame& reply) override {
+    auto table = grad_contexts(agent);
+    if (auto ctx = table->find(context)) record_send(*table, *ctx, to, reply, false);
+  }
+};
+
+// Installs the recorder and registers the messages in every program that includes autograd.
+[[maybe_unused]] inline const bool autograd_served = [] {
+  static Recorder recorder;
+  remora::detail::grad_recorder.store(&recorder, std::memory_order_release);
+  return remora::detail::AutoRegister<&msg::gradients>::registered &&
+         remora::detail::AutoRegister<&msg::release>::registered;
+}();
+
+}  // namespace remora::autograd::detail
