@@ -1,6 +1,8 @@
 #pragma once
 // Starting a group of agents inside one test process: they share one in-memory store and
 // listen on ephemeral loopback ports.
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -11,6 +13,18 @@
 #include "remora/agent/rpc.hpp"
 
 namespace remora::test {
+
+// Whether `pred` becomes true within `limit` (polled every millisecond): for what other workers
+// finish asynchronously, such as releasing what a scope held.
+inline bool eventually(const std::function<bool()>& pred,
+                       std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return pred();
+}
 
 inline std::vector<std::unique_ptr<Agent>> start_group(std::vector<std::string> names, Options base = {}) {
   base.store = c10::make_intrusive<c10d::HashStore>();

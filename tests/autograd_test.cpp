@@ -21,6 +21,7 @@ using namespace std::chrono_literals;
 using remora::RemoteModule;
 using remora::RRef;
 using remora::test::shutdown_group;
+using remora::test::eventually;
 using remora::test::start_group;
 namespace ag = remora::autograd;
 
@@ -80,14 +81,6 @@ std::shared_ptr<Counter> make_counter() { return std::make_shared<Counter>(); }
 }  // namespace dag
 
 namespace {
-bool eventually(const std::function<bool()>& pred) {
-  auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return pred();
-}
 bool nothing_left(remora::Agent& a) {
   auto s = ag::stats(a);
   return s.contexts == 0 && s.send_functions == 0 && s.recv_functions == 0;

@@ -17,6 +17,7 @@ using namespace std::chrono_literals;
 using remora::RemoteModule;
 using remora::RRef;
 using remora::test::shutdown_group;
+using remora::test::eventually;
 using remora::test::start_group;
 
 namespace mt {
@@ -111,14 +112,6 @@ bool is_training(RRef<Classifier> r) { return dynamic_cast<torch::nn::Module&>(r
 
 namespace {
 std::int64_t owned(remora::Agent& a) { return remora::rref_stats(a).owned_values; }
-bool eventually(const std::function<bool()>& pred) {
-  auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return pred();
-}
 void check_no_leaks(std::vector<std::unique_ptr<remora::Agent>>& g) {
   for (auto& a : g) {
     INFO("worker " << a->self().name);

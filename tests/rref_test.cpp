@@ -16,6 +16,7 @@
 using namespace std::chrono_literals;
 using remora::RRef;
 using remora::test::shutdown_group;
+using remora::test::eventually;
 using remora::test::start_group;
 
 namespace rr {
@@ -84,15 +85,6 @@ void keep(RRef<torch::Tensor> r) { kept_by_c = r; }
 }  // namespace rr
 
 namespace {
-
-bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds limit = 20s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return pred();
-}
 
 // No owner holds a value, no fork, no reference: what every scenario must end with.
 void check_no_leaks(std::vector<std::unique_ptr<remora::Agent>>& g) {
