@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 
 #include "remora/core/concepts.hpp"
+#include "remora/wire/grad_record.hpp"
 #include "wire_support.hpp"
 
 using remora::test::bit_equal;
@@ -268,4 +269,26 @@ TEST_CASE("large received tensors reuse pooled memory", "[wire]") {
   // Small tensors are ordinary allocations.
   auto small = pool.empty({4}, torch::kFloat32, 16);
   CHECK(small.numel() == 4);
+}
+
+TEST_CASE("An autograd record rides at the end of the body and comes off before decoding", "[wire]") {
+  auto frame = wire::encode_frame(wire::FrameKind::call, 7, std::string("args"), torch::arange(6).reshape({2, 3}),
+                                  torch::ones({2}));
+  wire::append_grad_record(frame, {0x0001000000000005ull, 42});
+  CHECK(frame.header().flags == wire::kGradRecord);
+  auto in = wire::read_frame(remora::test::flatten(frame));
+  auto record = wire::take_grad_record(in);
+  REQUIRE(record);
+  CHECK(record->context == 0x0001000000000005ull);
+  CHECK(record->message == 42);
+  CHECK(in.header.flags == 0);
+  CHECK(!wire::take_grad_record(in));  // taken once
+  auto [s, t, u] = wire::decode<std::string, torch::Tensor, torch::Tensor>(in);
+  CHECK(s == "args");
+  CHECK(torch::equal(t, torch::arange(6).reshape({2, 3})));
+  CHECK(torch::equal(u, torch::ones({2})));
+  // A header that claims a record the body is too short to hold is a protocol error.
+  auto bare = wire::read_frame(remora::test::flatten(wire::encode_frame(wire::FrameKind::reply, 8)));
+  bare.header.flags = wire::kGradRecord;
+  CHECK_THROWS_AS(wire::take_grad_record(bare), remora::ProtocolError);
 }
