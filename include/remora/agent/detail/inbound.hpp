@@ -212,8 +212,7 @@ class InboundCalls {
       inner(std::move(reply));
     };
     GradScopeGuard scope({agent_, context});
-    call.frame.header.flags = 0;
-    run_handler(fn, std::move(call));
+    run_handler(fn, std::move(call));  // the record is off: it runs as any call
   }
 
   Agent* agent_;

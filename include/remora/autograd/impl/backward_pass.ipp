@@ -32,15 +32,15 @@ REMORA_DECL GradsByWorker run_local_pass(GradContext& ctx, const torch::autograd
   // .grad) and tensors that came from other workers (theirs go back). The engine captures the
   // gradient reaching each and runs only what leads to them.
   torch::autograd::edge_list outputs;
-  std::vector<torch::Tensor> leaves;
+  std::vector<std::pair<std::size_t, torch::Tensor>> leaves;      // output index, the leaf
   std::vector<std::pair<const RecvBackward*, std::size_t>> recvs;  // and the first of its outputs
   std::unordered_set<const torch::autograd::Node*> seen;
   std::vector<const torch::autograd::Node*> stack;
   auto visit = [&](const std::shared_ptr<torch::autograd::Node>& fn) {
     if (!fn || !seen.insert(fn.get()).second) return;
     if (auto* acc = dynamic_cast<const torch::autograd::AccumulateGrad*>(fn.get())) {
+      leaves.emplace_back(outputs.size(), acc->variable);
       outputs.emplace_back(fn, 0);
-      leaves.push_back(acc->variable);
     } else if (auto* recv = dynamic_cast<const RecvBackward*>(fn.get())) {
       recvs.emplace_back(recv, outputs.size());
       for (std::uint32_t i = 0; i < recv->num_inputs(); ++i) outputs.emplace_back(fn, i);
@@ -62,22 +62,15 @@ REMORA_DECL GradsByWorker run_local_pass(GradContext& ctx, const torch::autograd
     std::lock_guard pass(ctx.pass);
     out = torch::autograd::Engine::get_default_engine().execute(from, seeds, retain_graph, false, false, outputs);
   }
-  // Leaves come first in `outputs` only where visited first: map them by position.
-  GradsByWorker due;
-  std::size_t leaf = 0;
-  std::vector<bool> is_recv(outputs.size(), false);
-  for (auto& [recv, first] : recvs)
-    for (std::size_t i = 0; i < recv->num_inputs(); ++i) is_recv[first + i] = true;
   {
     std::lock_guard lock(ctx.mu);
-    for (std::size_t i = 0; i < outputs.size(); ++i) {
-      if (is_recv[i]) continue;
-      const auto& var = leaves[leaf++];
+    for (const auto& [i, var] : leaves) {
       if (!out[i].defined()) continue;
       auto [it, fresh] = ctx.grads.try_emplace(var.unsafeGetTensorImpl(), var, out[i]);
       if (!fresh) it->second.second = it->second.second + out[i];
     }
   }
+  GradsByWorker due;
   for (auto& [recv, first] : recvs) {
     std::vector<torch::Tensor> g(out.begin() + static_cast<std::ptrdiff_t>(first),
                                  out.begin() + static_cast<std::ptrdiff_t>(first + recv->num_inputs()));
@@ -168,7 +161,7 @@ REMORA_DECL Future<void> gradients(std::uint64_t context, std::vector<MessageGra
   }
   auto due = run_local_pass(*ctx, roots, std::move(grads), retain_graph);
   if (due.empty()) return make_ready_future();
-  return send_gradients(agent, *ctx, std::move(due), retain_graph).then([ctx](const Future<void>& f) { f.get(); });
+  return send_gradients(agent, *ctx, std::move(due), retain_graph);
 }
 
 REMORA_DECL void release(std::uint64_t context) {
