@@ -94,19 +94,30 @@ int main() {
     };
     if (std::string(s.name) != "large") {
       std::printf("train_%s_step_us %.1f\n", s.name, time_steps(s.warm, s.steps, remote_step));
-      // Where a small step's time goes: the forward alone (outside a context: nothing recorded;
-      // inside one), and with the backward pass.
+      // Where a small step's time goes: each phase of the same step, timed inside it, and the
+      // forward alone outside a context (nothing recorded).
+      std::vector<double> phase[4];
+      for (int i = 0; i < s.warm + s.steps; ++i) {
+        clock_type::time_point t[5];
+        t[0] = clock_type::now();
+        {
+          remora::autograd::Context ctx(*trainer);
+          auto loss = torch::mse_loss(stage2.forward(stage1.forward(x)), target);
+          t[1] = clock_type::now();
+          remora::autograd::backward(ctx, {loss});
+          t[2] = clock_type::now();
+          opt.step(ctx);
+          t[3] = clock_type::now();
+        }
+        t[4] = clock_type::now();
+        if (i >= s.warm)
+          for (int k = 0; k < 4; ++k)
+            phase[k].push_back(std::chrono::duration<double, std::micro>(t[k + 1] - t[k]).count());
+      }
+      const char* names[4] = {"forward", "backward", "optimizer", "release"};
+      for (int k = 0; k < 4; ++k) std::printf("train_%s_%s_us %.1f\n", s.name, names[k], median(phase[k]));
       std::printf("train_%s_forward_plain_us %.1f\n", s.name, time_steps(s.warm, s.steps, [&] {
                     (void)torch::mse_loss(stage2.forward(stage1.forward(x)), target);
-                  }));
-      std::printf("train_%s_forward_us %.1f\n", s.name, time_steps(s.warm, s.steps, [&] {
-                    remora::autograd::Context ctx(*trainer);
-                    (void)torch::mse_loss(stage2.forward(stage1.forward(x)), target);
-                  }));
-      std::printf("train_%s_forward_backward_us %.1f\n", s.name, time_steps(s.warm, s.steps, [&] {
-                    remora::autograd::Context ctx(*trainer);
-                    auto loss = torch::mse_loss(stage2.forward(stage1.forward(x)), target);
-                    remora::autograd::backward(ctx, {loss});
                   }));
       continue;
     }

@@ -160,6 +160,27 @@ TEST_CASE("a callee's own parameters get their gradient in its context, and nest
   shutdown_group(g);
 }
 
+TEST_CASE("a tensor a worker only passes on gets its gradient back where it came from, summed over each use", "[autograd]") {
+  auto g = start_group({"a", "b", "c"});
+  auto& a = *g[0];
+  {
+    auto x = torch::tensor({1.0, -2.0, 0.5}, torch::requires_grad());
+    ag::Context ctx(a);
+    // h comes from b and goes on to c three times, in two calls: a's part of the graph for it is
+    // nothing but the tensor received.
+    auto h = a.rpc_sync<&dag::square>("b", x);
+    auto z1 = a.rpc_sync<&dag::mul_add>("c", h, h);
+    auto z2 = a.rpc_sync<&dag::square>("c", h);
+    ag::backward(ctx, {z1.sum() + z2.sum()});
+    auto xl = x.detach().requires_grad_(true);
+    auto hl = xl * xl;
+    ((hl * hl + hl).sum() + (hl * hl).sum()).backward();
+    CHECK(torch::allclose(grad_of(ag::get_gradients(ctx), x), xl.grad()));
+  }
+  check_nothing_left(g);
+  shutdown_group(g);
+}
+
 TEST_CASE("tensors nested in structs and containers, and RRefs: remote, to_here, proxies", "[autograd]") {
   auto g = start_group({"a", "b"});
   auto& a = *g[0];

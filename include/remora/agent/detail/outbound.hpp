@@ -75,14 +75,19 @@ struct AgentAccess {
       Agent& agent, const void* key, std::shared_ptr<AgentService> (*make)(Agent&));
 };
 
+// Where the continuations of a call's future run. User code gets on_pool: its continuations may
+// block or take long, and the I/O thread must not. inline_on_io is for the library's own
+// continuations that are short and never block (they save a hand-off to the pool).
+enum class Continuations { on_pool, inline_on_io };
+
 // Starts a call whose reply decodes as T. `*sent` says whether the frame went to the peer: a
 // ready future does not say it did not, since the reply may already be back.
 template <class T>
 Future<T> start_call(Agent& agent, std::uint32_t to, std::string_view function, std::uint64_t request_id,
                      wire::OutFrame frame, std::chrono::milliseconds timeout, std::shared_ptr<const void> keep = nullptr,
-                     bool* sent = nullptr) {
+                     bool* sent = nullptr, Continuations continuations = Continuations::on_pool) {
   Promise<T> promise;
-  promise.set_dispatch(&AgentAccess::dispatch_to_pool, &agent);
+  if (continuations == Continuations::on_pool) promise.set_dispatch(&AgentAccess::dispatch_to_pool, &agent);
   Future<T> future = promise.get_future();
   // Small enough to live inside the Completion (no allocation).
   Completion complete = [promise = std::move(promise), function, agent = &agent, to](

@@ -1,5 +1,6 @@
 // The backward pass through one worker's graph and the messages between workers (compiled once;
 // see autograd/detail/backward_pass.hpp).
+#include <algorithm>
 #include <unordered_set>
 
 #include <torch/csrc/autograd/engine.h>
@@ -16,6 +17,26 @@ namespace remora::autograd::detail {
 using remora::detail::AgentAccess;
 using remora::detail::GradScopeGuard;
 
+namespace {
+
+// The gradients `grads` of received tensors (`roots`, each an input of a RecvBackward), per
+// sender and message, summed where one tensor was passed on more than once.
+GradsByWorker route_to_senders(const torch::autograd::edge_list& roots, torch::autograd::variable_list grads) {
+  std::map<const RecvBackward*, std::vector<torch::Tensor>> per_message;
+  for (std::size_t i = 0; i < roots.size(); ++i) {
+    const auto* recv = static_cast<const RecvBackward*>(roots[i].function.get());
+    auto& g = per_message[recv];
+    if (g.empty()) g.resize(recv->num_inputs());
+    auto& slot = g[roots[i].input_nr];
+    slot = slot.defined() ? slot + grads[i] : std::move(grads[i]);
+  }
+  GradsByWorker due;
+  for (auto& [recv, g] : per_message) due[recv->from].emplace_back(recv->message, std::move(g));
+  return due;
+}
+
+}  // namespace
+
 REMORA_DECL GradsByWorker run_local_pass(GradContext& ctx, const torch::autograd::edge_list& roots,
                                          std::vector<torch::Tensor> grads, bool retain_graph) {
   torch::autograd::edge_list from;
@@ -28,6 +49,12 @@ REMORA_DECL GradsByWorker run_local_pass(GradContext& ctx, const torch::autograd
     from.push_back(roots[i]);
     seeds.push_back(std::move(g));
   }
+  // Tensors this worker only passed on (received from one worker, sent to another) need no pass:
+  // their gradients go straight back where they came from.
+  const bool pass_through = !from.empty() && std::all_of(from.begin(), from.end(), [](const torch::autograd::Edge& e) {
+    return dynamic_cast<const RecvBackward*>(e.function.get()) != nullptr;
+  });
+  if (pass_through) return route_to_senders(from, std::move(seeds));
   // What the pass stops at: this worker's leaves (their gradients go to the context, not to
   // .grad) and tensors that came from other workers (theirs go back). The engine captures the
   // gradient reaching each and runs only what leads to them.
@@ -106,8 +133,11 @@ REMORA_DECL Future<void> send_gradients(Agent& agent, GradContext& ctx, GradsByW
                                     agent.options().limits, fn.id, ctx.id, batches, retain_graph);
       scope.commit();
     }
+    // What waits for this call only counts down and answers (when_all, then a reply): it runs on
+    // the I/O thread that reads the answer, not after a hop to the pool.
     done.push_back(remora::detail::start_call<void>(agent, worker, fn.name, rid, std::move(frame),
-                                                    std::chrono::milliseconds(0)));
+                                                    std::chrono::milliseconds(0), nullptr, nullptr,
+                                                    remora::detail::Continuations::inline_on_io));
   }
   return when_all(std::move(done));
 }
