@@ -4,6 +4,8 @@
 // order (tensors sent while work that produces them is still queued on the caller's stream), and
 // GPU tensors between two processes by CUDA IPC handle, released once copied.
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -16,6 +18,7 @@
 #include "remora/dynamic.hpp"
 #include "remora/module/remote_module.hpp"
 #include "remora/transport/detail/cuda_ipc.hpp"
+#include <torch/csrc/jit/serialization/pickle.h>
 
 using remora::test::shutdown_group;
 using remora::test::start_group;
@@ -147,6 +150,74 @@ def where(self, x: Tensor) -> str:
   }
   shutdown_group(g);
   std::filesystem::remove(path);
+}
+
+namespace cuda_fns {
+struct Exported {  // what an AOTInductor package serves: tensors in, tensors out
+  virtual ~Exported() = default;
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+struct ExportedTwoIn {
+  virtual ~ExportedTwoIn() = default;
+  virtual torch::Tensor forward(torch::Tensor x, torch::Tensor y) = 0;
+};
+struct ExportedTwoOut {
+  virtual ~ExportedTwoOut() = default;
+  virtual std::tuple<torch::Tensor, torch::Tensor> forward(torch::Tensor x) = 0;
+};
+}  // namespace cuda_fns
+
+TEST_CASE("torch.export / AOTInductor packages as remote modules, on cuda:0 and on the CPU", "[cuda][dynamic][aoti]") {
+#if !REMORA_AOTI
+  WARN("this libtorch (" TORCH_VERSION ") has no AOTInductor package loader");
+#else
+  // scripts/gpu-test makes the packages with this machine's torch (tests/make_aoti_package.py).
+  const char* dir = std::getenv("REMORA_TEST_AOTI_DIR");
+  REQUIRE(dir != nullptr);
+  remora::Options o;
+  o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+  auto g = start_group({"a", "b"}, o);
+  int loaded = 0;
+  for (std::string device : {"cuda", "cpu"}) {
+    const std::string package = std::string(dir) + "/scorer_" + device + ".pt2";
+    if (!std::filesystem::exists(package)) continue;
+    INFO("package " << package);
+    std::ifstream io_file(std::string(dir) + "/io_" + device + ".pt", std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(io_file)), std::istreambuf_iterator<char>());
+    auto io = torch::jit::pickle_load(bytes).toTuple();
+    auto x = io->elements()[0].toTensor(), y = io->elements()[1].toTensor();
+    const std::string where = device == "cuda" ? "b/cuda:0" : "b/cpu";
+    auto e = remora::RemoteModule<cuda_fns::Exported>::load(*g[0], where, package);
+    // CPU arguments go to the package's device; a CUDA result comes back through the device map.
+    auto out = e.forward(x);
+    CHECK(out.device() == torch::Device(device == "cuda" ? "cuda:0" : "cpu"));
+    CHECK(torch::allclose(out.cpu(), y, 1e-4, 1e-5));
+    if (device == "cuda") {
+      auto on_gpu = e.forward(x.cuda());
+      CHECK(on_gpu.device() == torch::Device("cuda:0"));
+      CHECK(torch::allclose(on_gpu.cpu(), y, 1e-4, 1e-5));
+      // Without a device map the result comes back on the CPU, as from create<M>.
+      auto h = start_group({"c", "d"});
+      auto plain = remora::RemoteModule<cuda_fns::Exported>::load(*h[0], "d/cuda:0", package);
+      auto back = plain.forward(x);
+      CHECK(back.device() == torch::Device("cpu"));
+      CHECK(torch::allclose(back, y, 1e-4, 1e-5));
+      shutdown_group(h);
+    }
+    // Interfaces that do not fit the package fail at load, naming the file.
+    CHECK_THROWS_WITH(remora::RemoteModule<cuda_fns::ExportedTwoIn>::load(*g[0], where, package),
+                      Catch::Contains("takes 2 tensors") && Catch::Contains("takes 1"));
+    CHECK_THROWS_WITH(remora::RemoteModule<cuda_fns::ExportedTwoOut>::load(*g[0], where, package),
+                      Catch::Contains("returns 2 tensors") && Catch::Contains("gives 1"));
+    ++loaded;
+  }
+  // A CUDA package asked for the CPU.
+  if (std::filesystem::exists(std::string(dir) + "/scorer_cuda.pt2"))
+    CHECK_THROWS_WITH(remora::RemoteModule<cuda_fns::Exported>::load(*g[0], "b/cpu", std::string(dir) + "/scorer_cuda.pt2"),
+                      Catch::Contains("was compiled for cuda"));
+  CHECK(loaded > 0);
+  shutdown_group(g);
+#endif
 }
 
 TEST_CASE("Tensors sent while the caller's stream is still producing them arrive complete", "[cuda]") {

@@ -25,6 +25,10 @@ struct ScaleOnly {  // passes fewer arguments: the script's default fills the re
   virtual ~ScaleOnly() = default;
   virtual torch::Tensor forward(torch::Tensor x) = 0;
 };
+struct TensorsOnly {  // what an AOTInductor package can serve
+  virtual ~TensorsOnly() = default;
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
 struct WrongScorer {
   virtual ~WrongScorer() = default;
   virtual torch::Tensor forward(std::string name) = 0;
@@ -157,8 +161,17 @@ TEST_CASE("RemoteModule<I>::load: a script module behind a C++ interface, checke
     CHECK_THROWS_WITH(remora::ScriptRemoteModule::load(a0, "w1/cpu", junk), Catch::Contains("is not a TorchScript module"));
     const auto package = sm::temp_path("scorer.pt2");
     std::ofstream(package) << "x";
-#if TORCH_VERSION_MAJOR < 2
-    CHECK_THROWS_WITH(remora::RemoteModule<sm::Scorer>::load(a0, "w1/cpu", package), Catch::Contains("libtorch 2.6"));
+    CHECK_THROWS_WITH(remora::ScriptRemoteModule::load(a0, "w1/cpu", package), Catch::Contains("no methods by name"));
+#if REMORA_AOTI
+    // A package takes tensors only; a file that is not a package says so (tests/cuda_test.cpp
+    // loads a real one).
+    CHECK_THROWS_WITH(remora::RemoteModule<sm::Scorer>::load(a0, "w1/cpu", package),
+                      Catch::Contains("takes and gives tensors only"));
+    CHECK_THROWS_WITH(remora::RemoteModule<sm::TensorsOnly>::load(a0, "w1/cpu", package),
+                      Catch::Contains("cannot load the AOTInductor package '" + package + "' on worker 'w1'"));
+#else
+    CHECK_THROWS_WITH(remora::RemoteModule<sm::TensorsOnly>::load(a0, "w1/cpu", package),
+                      Catch::Contains("needs libtorch 2.8"));
 #endif
     std::remove(junk.c_str());
     std::remove(package.c_str());

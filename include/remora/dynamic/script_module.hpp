@@ -40,7 +40,7 @@ class ScriptModule {
 
 namespace detail {
 // Loads `path` on this worker onto `device` (a SchemaMismatch-free Error naming the file and the
-// worker if it cannot be read; a .pt2 package needs a libtorch with the AOTInductor loader).
+// worker if it cannot be read; a .pt2 package is refused: it loads only as RemoteModule<I>).
 REMORA_DECL torch::jit::Module load_script_file(const std::string& path, const c10::Device& device);
 // A method's schema without its self argument.
 REMORA_DECL c10::FunctionSchema without_self(const c10::FunctionSchema& method);

@@ -1,7 +1,9 @@
 #pragma once
 // RemoteModule<I>::load: a TorchScript module presented through the C++ interface I. The owner
 // loads the file, checks I::forward against the script's forward schema (a SchemaMismatch naming
-// both and the file), and serves I::forward by running the script's.
+// both and the file), and serves I::forward by running the script's. A .pt2 file is an
+// AOTInductor package instead (exported_adapter.hpp).
+#include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -10,6 +12,7 @@
 
 #include "remora/dynamic/builtin.hpp"
 #include "remora/dynamic/script_module.hpp"
+#include "remora/module/detail/exported_adapter.hpp"
 #include "remora/module/detail/module_of.hpp"
 
 namespace remora::detail {
@@ -71,6 +74,13 @@ struct ScriptFactory {
   static std::shared_ptr<I> make(std::string device, std::string path) {
     c10::Device dev(device);
     check_device_exists(dev, serving_worker_name());
+    if constexpr (!std::is_same_v<I, ScriptModule>) {
+      if (is_exported_package(path)) {
+        if (!std::ifstream(path).good())
+          throw Error("remora: cannot read '" + path + "' on worker '" + serving_worker_name() + "'");
+        return make_exported<I>(path, dev, serving_worker_name());
+      }
+    }
     auto script = std::make_shared<ScriptModule>(load_script_file(path, dev), path);
     if constexpr (std::is_same_v<I, ScriptModule>) {
       return script;
