@@ -65,6 +65,7 @@ int main() {
   using clock = std::chrono::steady_clock;
   remora::Options o;
   o.store = c10::make_intrusive<c10d::HashStore>();
+  o.secret = remora::secret_from_env();  // REMORA_SECRET: an authenticated group (scripts/bench)
   std::unique_ptr<remora::Agent> a, b;
   std::thread tb([&] { b = std::make_unique<remora::Agent>("w1", 1, 2, o); });
   a = std::make_unique<remora::Agent>("w0", 0, 2, o);

@@ -1,6 +1,7 @@
 // Peers and user code that misbehave: each of these ended the process or cut a real peer off
 // before. Now a frame that fails closes its connection only, a throwing continuation is dropped,
 // and a connection that merely says a peer's name cannot make that peer lost.
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
@@ -66,6 +67,11 @@ TEST_CASE("A frame with a tensor for a device this worker lacks closes that conn
   std::memcpy(p, &d, sizeof d);
   std::memcpy(p + sizeof d, &size, 8);
   std::memcpy(p + sizeof d + 8, &value, 4);
+  // After a hello, so that the frame is read under the full limits.
+  auto hello = bytes_of(remora::wire::encode_frame(remora::wire::FrameKind::control, 0,
+                                                   static_cast<std::uint8_t>(remora::detail::ControlType::hello),
+                                                   std::uint32_t{0}, std::string("a")));
+  frame.insert(frame.begin(), hello.begin(), hello.end());
   asio::io_context io;
   auto s = send_raw(io, g[1]->listen_port(), frame);
   std::array<char, 16> buf;
@@ -111,6 +117,30 @@ TEST_CASE("A connection that says a known worker's name cannot make that worker 
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   CHECK(g[1]->rpc_sync<&hostile::add>("a", 2, 3) == 5);  // b still reaches the real a
   CHECK(g[0]->rpc_sync<&hostile::add>("b", 3, 3) == 6);
+  shutdown_group(g);
+}
+
+TEST_CASE("Before its hello a connection gets room for a hello only: a larger frame closes it at once", "[agent][hostile]") {
+  auto g = start_group({"a", "b"});
+  asio::io_context io;
+  std::array<char, 16> buf;
+  for (int kind : {0, 1}) {
+    // A call header announcing a 1 MiB body, or 4 tensors, and nothing after it: a worker used to
+    // allocate for it and wait (hello_timeout, 10 s) for the rest.
+    remora::wire::FrameHeader h;
+    h.kind = static_cast<std::uint8_t>(remora::wire::FrameKind::call);
+    h.body_bytes = kind == 0 ? 1u << 20 : 8;
+    h.tensor_count = kind == 0 ? 0 : 4;
+    std::vector<std::byte> header(sizeof h);
+    std::memcpy(header.data(), &h, sizeof h);
+    auto s = send_raw(io, g[1]->listen_port(), header);
+    timeval tv{3, 0};
+    ::setsockopt(s->native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::error_code ec;
+    s->read_some(asio::buffer(buf), ec);
+    CHECK(ec == asio::error::eof);
+  }
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 1) == 2);  // workers' own connections are unaffected
   shutdown_group(g);
 }
 

@@ -238,6 +238,7 @@ struct RawPeer {
     conn = std::make_shared<LocalConnection>(
         std::move(mine), remora::wire::Limits{}, [](const auto&, remora::wire::InFrame&&) {},
         [this](const auto&, const std::string& why) { closed.set_value(why); });
+    conn->trust();  // as if the peer had said hello: these tests are about what follows
     conn->start();
   }
   void write(const void* p, std::size_t n) { asio::write(raw, asio::buffer(p, n)); }

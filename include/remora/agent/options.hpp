@@ -2,6 +2,9 @@
 // Settings of an agent, identities of workers, and per-call options.
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -10,10 +13,26 @@
 
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
+#include "remora/core/errors.hpp"
 #include "remora/wire/device_map.hpp"
 #include "remora/wire/limits.hpp"
 
 namespace remora {
+
+// The group's secret from the environment: REMORA_SECRET, or else the contents of the file named
+// by REMORA_SECRET_FILE (without a final newline); empty when neither is set. Throws Error when
+// the file cannot be read or is empty.
+inline std::string secret_from_env() {
+  if (const char* s = std::getenv("REMORA_SECRET"); s && *s) return s;
+  const char* file = std::getenv("REMORA_SECRET_FILE");
+  if (!file || !*file) return {};
+  std::ifstream in(file, std::ios::binary);
+  std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) throw Error(std::string("remora: cannot read REMORA_SECRET_FILE '") + file + "'");
+  while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+  if (secret.empty()) throw Error(std::string("remora: REMORA_SECRET_FILE '") + file + "' is empty or unreadable");
+  return secret;
+}
 
 // What carries calls between two workers.
 enum class Transport {
@@ -33,6 +52,11 @@ struct Options {
   // A connection that has not said which worker it is (`hello`) this long after it was accepted
   // is closed: strangers and stalled peers do not hold a worker's connections.
   std::chrono::milliseconds hello_timeout{10'000};
+  // The group's shared secret (any bytes; use 32 random ones). When set, every connection starts
+  // with a mutual challenge-response under it (HMAC-SHA256; docs/security.md) and a peer that
+  // cannot answer is closed before any of its frames is read. It never travels and is never
+  // written to the store. Every worker of a group must have the same one. Needs OpenSSL.
+  std::string secret;
   // How long init_rpc waits for every worker, and graceful shutdown for every worker to finish.
   std::chrono::milliseconds init_timeout{60'000};
   std::chrono::milliseconds shutdown_timeout{60'000};

@@ -21,6 +21,7 @@ struct PeerAddress {
   std::uint16_t port = 0;
   std::string host_identity;  // same value: same host (transport/host_identity.hpp)
   std::string local_socket;   // abstract unix socket name, '@' for the leading NUL; empty: none
+  bool authenticates = false;  // has a secret (never the secret itself)
 };
 
 inline std::string env_or(const char* name, const std::string& fallback) {
@@ -82,7 +83,7 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress
   const bool duplicate = store.add("name/" + name, 1) > 1;
   store.set("worker/" + std::to_string(rank),
             bytes_of((duplicate ? "!" : "") + name + "\n" + self.host + "\n" + std::to_string(self.port) + "\n" +
-                     self.host_identity + "\n" + self.local_socket));
+                     self.host_identity + "\n" + self.local_socket + "\n" + (self.authenticates ? "secret" : "open")));
   if (duplicate) throw Error("remora: worker name '" + name + "' is already taken by another rank");
   std::vector<std::string> keys;
   for (int r = 0; r < world_size; ++r) keys.push_back("worker/" + std::to_string(r));
@@ -95,12 +96,18 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress
   std::vector<PeerAddress> peers(world_size);
   for (int r = 0; r < world_size; ++r) {
     auto fields = split_lines(string_of(store.get(keys[r])));
-    if (fields.size() != 5) throw Error("remora: rank " + std::to_string(r) + " published an address this build cannot read");
+    if (fields.size() != 6) throw Error("remora: rank " + std::to_string(r) + " published an address this build cannot read");
     if (!fields[0].empty() && fields[0][0] == '!')
       throw Error("remora: rank " + std::to_string(r) + " tried to join as '" + fields[0].substr(1) +
                   "', a name another rank already has");
-    peers[r] = {fields[0], fields[1], static_cast<std::uint16_t>(std::stoi(fields[2])), fields[3], fields[4]};
+    peers[r] = {fields[0], fields[1], static_cast<std::uint16_t>(std::stoi(fields[2])), fields[3], fields[4],
+                fields[5] == "secret"};
   }
+  // A group authenticates all or nothing: say so here rather than as failed connections later.
+  for (const auto& p : peers)
+    if (p.authenticates != self.authenticates)
+      throw Error("remora: worker '" + (self.authenticates ? name : p.name) + "' has a secret (Options::secret) and '" +
+                  (self.authenticates ? p.name : name) + "' has none: every worker of a group needs the same secret");
   return peers;
 }
 

@@ -37,6 +37,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   virtual const char* kind() const = 0;
   // Bytes of this side's shared memory that the peer still holds (tensors it received and keeps).
   virtual std::size_t shared_bytes_in_use() const { return 0; }
+  // The worker name the peer proved with the group's secret (detail/handshake.hpp); empty
+  // without a secret. Read on the connection's strand (in the frame handler).
+  virtual std::string authenticated_name() const { return {}; }
+
+  // The peer said who it is: frames after this one may use the full limits. Until then an
+  // accepted connection reads frames under wire::Limits::before_identity(). On the strand (in the
+  // frame handler).
+  virtual void trust() {}
 
   // Set by the agent once the peer has introduced itself.
   std::uint32_t peer_id = UINT32_MAX;

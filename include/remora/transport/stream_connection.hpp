@@ -37,6 +37,7 @@
 #include "remora/transport/detail/cuda_staging.hpp"
 #include "remora/transport/detail/frame_queue.hpp"
 #include "remora/transport/detail/gather_send.hpp"
+#include "remora/transport/detail/handshake.hpp"
 #include "remora/transport/detail/local_sharing.hpp"
 #include "remora/transport/detail/write_list.hpp"
 #include "remora/core/log.hpp"
@@ -56,12 +57,13 @@ class StreamConnection final : public Connection {
   // `socket` is a connected socket, or (to connect later) the strand a new socket is made on.
   template <class SocketOrExecutor>
   StreamConnection(SocketOrExecutor&& socket, const wire::Limits& limits, FrameHandler on_frame,
-                   CloseHandler on_close, SharedMemoryOptions shared = {})
+                   CloseHandler on_close, SharedMemoryOptions shared = {}, AuthOptions auth = {})
       : socket_(std::forward<SocketOrExecutor>(socket)),
-        reader_(limits),
+        reader_(wire::Limits::before_identity()), limits_(limits),
         on_frame_(std::move(on_frame)),
         on_close_(std::move(on_close)),
-        recv_(kRecvBuffer), gate_timer_(socket_.get_executor()) {
+        recv_(kRecvBuffer), gate_timer_(socket_.get_executor()), auth_(std::move(auth)),
+        handshake_timer_(socket_.get_executor()) {
     if constexpr (is_local) sharing_ = std::make_unique<detail::LocalSharing>(shared);
     reader_.set_device_uploader(detail::make_device_uploader());
   }
@@ -70,9 +72,11 @@ class StreamConnection final : public Connection {
   static std::shared_ptr<StreamConnection> connect(asio::io_context::executor_type ex,
                                                    typename Protocol::endpoint endpoint, const wire::Limits& limits,
                                                    FrameHandler on_frame, CloseHandler on_close,
-                                                   SharedMemoryOptions shared = {}) {
+                                                   SharedMemoryOptions shared = {}, AuthOptions auth = {}) {
     auto c = std::make_shared<StreamConnection>(asio::make_strand(ex), limits, std::move(on_frame),
-                                                std::move(on_close), shared);
+                                                std::move(on_close), shared, std::move(auth));
+    c->dialed_ = true;
+    c->reader_.set_limits(limits);  // this side chose the peer: its frames are trusted from the first
     c->socket_.async_connect(endpoint, [c](std::error_code ec) {
       if (ec) return c->close_now("cannot connect: " + ec.message());
       c->begin();
@@ -136,6 +140,8 @@ class StreamConnection final : public Connection {
   const char* kind() const override { return is_local ? "local" : "tcp"; }
 
   std::size_t shared_bytes_in_use() const override { return sharing_ ? sharing_->bytes_in_use() : 0; }
+  std::string authenticated_name() const override { return authenticated_name_; }
+  void trust() override { reader_.set_limits(limits_); }
   bool more_buffered() const override { return recv_begin_ < recv_end_; }
 
  private:
@@ -144,8 +150,36 @@ class StreamConnection final : public Connection {
 
   std::shared_ptr<StreamConnection> self_ptr() { return std::static_pointer_cast<StreamConnection>(shared_from_this()); }
 
-  // The connection is up: set the socket up, then read and write.
+  // The connection is up: with a secret, the peer proves itself first (detail/handshake.hpp);
+  // until then nothing is read into the frame reader and queued frames wait.
   void begin() {
+    if (!auth_.enabled()) return begin_frames();
+    std::shared_ptr<detail::Handshake> handshake;
+    try {
+      handshake = std::make_shared<detail::Handshake>(auth_, dialed_);
+    } catch (const Error& e) {
+      return close_now(e.what());
+    }
+    handshake_timer_.expires_after(auth_.timeout);
+    handshake_timer_.async_wait([self = self_ptr()](std::error_code ec) {
+      // (A deadline that expired as the handshake finished is queued even when cancelled.)
+      if (!ec && self->authenticated_name_.empty())
+        self->close_now("no authentication within " + std::to_string(self->auth_.timeout.count()) + " ms");
+    });
+    detail::run_handshake(socket_, handshake, [self = self_ptr(), handshake](std::optional<std::string> failure) {
+      self->handshake_timer_.cancel();
+      if (self->closed_) return;
+      if (failure) {
+        remora::detail::log_warning("closing connection from " + self->remote() + ": authentication failed: " + *failure);
+        return self->close_now("authentication failed: " + *failure);
+      }
+      self->authenticated_name_ = handshake->peer_name();
+      self->begin_frames();
+    });
+  }
+
+  // Then: set the socket up, read and write frames.
+  void begin_frames() {
     bool queued = false;  // frames sent before the connection was up: this call writes them
     {
       std::unique_lock lock(write_mu_);
@@ -422,6 +456,7 @@ class StreamConnection final : public Connection {
 
   Socket socket_;
   wire::FrameReader reader_;
+  wire::Limits limits_;  // once the peer is known (trust()); before, Limits::before_identity()
   FrameHandler on_frame_;
   CloseHandler on_close_;
   std::unique_ptr<detail::LocalSharing> sharing_;  // local connections only
@@ -439,7 +474,11 @@ class StreamConnection final : public Connection {
   std::uint64_t reads_at_direct_write_ = 0;
   std::thread::id direct_writer_;
   std::atomic<std::uint64_t> reads_{0};
-  bool connected_ = false;  // frames queue until begin()
+  bool connected_ = false;  // frames queue until begin_frames()
+  AuthOptions auth_;
+  bool dialed_ = false;             // this side connected (connect()); else accepted
+  asio::steady_timer handshake_timer_;
+  std::string authenticated_name_;  // the peer's name, once it proved itself
   std::atomic<bool> closed_{false};
 };
 

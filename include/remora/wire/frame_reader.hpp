@@ -57,6 +57,8 @@ class FrameReader {
   void set_placement(std::uint8_t placement, std::size_t record_bytes, PlacementResolver resolve) {
     placements_.at(placement) = {record_bytes, std::move(resolve)};
   }
+  // The bounds for the frames after the current one (a connection's peer became known).
+  void set_limits(const Limits& limits) { limits_ = limits; }
   // Copies large tensors that arrive for a GPU there while they are read.
   void set_device_uploader(DeviceUploader upload) { upload_ = std::move(upload); }
 

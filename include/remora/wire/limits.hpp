@@ -13,6 +13,17 @@ struct Limits {
   // Bytes the reader allocates ahead of the data actually received for body and descriptors:
   // a peer that announces a large body and then stalls holds at most this much.
   std::size_t read_ahead_bytes = std::size_t{1} << 20;
+
+  // What a frame may be before its connection's peer is known (before its `hello`): room for a
+  // hello and nothing more, so a stranger makes a worker hold a few hundred bytes at most.
+  static constexpr Limits before_identity() {
+    Limits l;
+    l.max_frame_bytes = 1024;
+    l.max_tensors = 0;
+    l.max_depth = 4;
+    l.read_ahead_bytes = 1024;
+    return l;
+  }
 };
 
 }  // namespace remora::wire

@@ -96,6 +96,7 @@ class AgentRuntime {
 
   PeerLinks links;
   CallTable calls;
+  c10d::Store& store() { return *store_; }  // the group's (prefixed) rendezvous store
 
  private:
   void listen();
@@ -108,6 +109,12 @@ class AgentRuntime {
   transport::SharedMemoryOptions shared_memory_options() const {
     return {options.shared_memory_bytes, options.shared_memory_min_bytes};
   }
+  // How a connection proves itself: to `peer` when this side dials it; any worker when accepting.
+  transport::AuthOptions auth_options(std::uint32_t peer = UINT32_MAX) const {
+    if (!secret_) return {};
+    return {secret_, workers[self_id].name, peer == UINT32_MAX ? std::string() : workers[peer].name,
+            options.hello_timeout};
+  }
   void on_frame(const Link& conn, wire::InFrame&& frame);
   void on_close(const Link& conn, const std::string& reason);
   void on_reply(std::uint32_t from, wire::InFrame&& frame);
@@ -118,6 +125,7 @@ class AgentRuntime {
   void close_silent_connections();
   void stop_now(const std::string& why);
 
+  std::shared_ptr<const std::string> secret_;  // null: no handshake
   std::vector<asio::ip::tcp::endpoint> endpoints_;
   std::vector<std::string> local_sockets_;  // per peer: its local socket when it shares this host
   // Per peer: the device map of calls to it (ours) and of replies to it (the inverse of its map to us).
@@ -151,8 +159,16 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
       inbound_(&a, pool_, io_, options.limits), sweep_timer_(timer_strand_) {
   Registry::global().check_no_clashes();
   listen();
+  if (!options.secret.empty()) {
+    if (!transport::detail::auth_available())
+      throw Error("remora: Options::secret needs OpenSSL, and this program was built without it (REMORA_OPENSSL=0)");
+    secret_ = std::make_shared<const std::string>(options.secret);
+  } else if (!asio::ip::make_address(options.listen_host).is_loopback()) {
+    log_warning("worker '" + name + "' listens on " + options.listen_host +
+                " without Options::secret: any process that reaches that address can call it");
+  }
   PeerAddress me{name, options.advertise_host.empty() ? options.listen_host : options.advertise_host,
-                 acceptor_.local_endpoint().port(), transport::host_identity(), ""};
+                 acceptor_.local_endpoint().port(), transport::host_identity(), "", secret_ != nullptr};
   if (options.transport != Transport::tcp && !me.host_identity.empty()) {
     open_local_acceptor();
     me.local_socket = "@" + local_acceptor_.local_endpoint().path().substr(1);

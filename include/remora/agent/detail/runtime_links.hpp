@@ -13,7 +13,7 @@ void AgentRuntime::accept_next(Acceptor& acceptor) {
     if (ec) return;  // acceptor closed
     auto conn = std::make_shared<transport::StreamConnection<Protocol>>(
         std::move(socket), options.limits, [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); },
-        [this](const Link& c, const std::string& why) { on_close(c, why); }, shared_memory_options());
+        [this](const Link& c, const std::string& why) { on_close(c, why); }, shared_memory_options(), auth_options());
     links.accepted(conn);
     conn->start();
     accept_next(acceptor);
@@ -28,10 +28,11 @@ inline AgentRuntime::Link AgentRuntime::link_to(std::uint32_t peer) {
     if (const auto& local = local_sockets_[peer]; !local.empty()) {
       conn = transport::LocalConnection::connect(io_.get_executor(),
                                                  asio::local::stream_protocol::endpoint('\0' + local.substr(1)),
-                                                 options.limits, on_frame_cb, on_close_cb, shared_memory_options());
+                                                 options.limits, on_frame_cb, on_close_cb, shared_memory_options(),
+                                                 auth_options(peer));
     } else {
       conn = transport::TcpConnection::connect(io_.get_executor(), endpoints_[peer], options.limits, on_frame_cb,
-                                               on_close_cb);
+                                               on_close_cb, {}, auth_options(peer));
     }
     conn->peer_id = peer;
     conn->send(wire::encode_frame(wire::FrameKind::control, 0, static_cast<std::uint8_t>(ControlType::hello),
@@ -52,6 +53,11 @@ inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
         if (type != static_cast<std::uint8_t>(ControlType::hello) || rank >= workers.size() ||
             workers[rank].name != name)
           throw ProtocolError("unexpected control message or unknown worker '" + name + "'");
+        // With a secret, a connection speaks only for the worker it authenticated as.
+        if (secret_ && conn->authenticated_name() != name)
+          throw ProtocolError("hello as '" + name + "' on a connection authenticated as '" +
+                              conn->authenticated_name() + "'");
+        conn->trust();
         return links.introduced(rank, conn);
       }
       case wire::FrameKind::call:

@@ -7,8 +7,47 @@
 
 namespace remora {
 
+namespace detail {
+// Served by rank 0 of a group with a secret: that a call reaches it proves the caller holds the
+// same secret (its connection authenticated).
+REMORA_DECL void secret_probe() {}
+}  // namespace detail
+
 REMORA_DECL Agent::Agent(std::string name, int rank, int world_size, Options options)
-    : rt_(std::make_unique<detail::AgentRuntime>(*this, std::move(name), rank, world_size, std::move(options))) {}
+    : rt_(std::make_unique<detail::AgentRuntime>(*this, std::move(name), rank, world_size, std::move(options))) {
+  if (rt_->options.secret.empty() || rt_->workers.size() < 2) return;
+  // Every worker must hold the same secret: each one else proves it to rank 0, and all learn how
+  // that went, so a worker with another secret fails here rather than at its first call.
+  try {
+    auto& store = rt_->store();
+    if (rt_->self_id != 0) {
+      std::string outcome = "ok";
+      try {
+        rpc_sync<&detail::secret_probe>(rt_->workers[0].name, CallOptions{rt_->options.init_timeout});
+      } catch (const Error& e) {
+        outcome = e.what();
+      }
+      store.set("secret/" + std::to_string(rt_->self_id), detail::bytes_of(outcome));
+    }
+    std::vector<std::string> keys;
+    for (std::size_t r = 1; r < rt_->workers.size(); ++r) keys.push_back("secret/" + std::to_string(r));
+    try {
+      store.wait(keys, rt_->options.init_timeout);
+    } catch (const std::exception& e) {
+      throw Error("remora: worker '" + self().name + "' timed out waiting for every worker to authenticate: " +
+                  e.what());
+    }
+    for (std::size_t r = 1; r < rt_->workers.size(); ++r) {
+      const auto outcome = detail::string_of(store.get(keys[r - 1]));
+      if (outcome != "ok")
+        throw Error("remora: worker '" + rt_->workers[r].name + "' could not authenticate with worker '" +
+                    rt_->workers[0].name + "' (" + outcome + "): every worker of a group needs the same secret");
+    }
+  } catch (...) {
+    rt_->shutdown(false);
+    throw;
+  }
+}
 
 REMORA_DECL Agent::~Agent() { shutdown(false); }
 
