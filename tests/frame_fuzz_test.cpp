@@ -119,6 +119,11 @@ TEST_CASE("Tensor descriptors are validated before any tensor is allocated", "[w
   auto bad_flags = one_tensor_frame(kFloat, {1}, 4);
   bad_flags.descriptors[2] = std::byte{0x80};
   expect_rejected(bad_flags.bytes(), "unknown flags");
+  // An integer tensor that claims to require grad (found by fuzz/frame_fuzz: libtorch threw from
+  // requires_grad_ while the frame was taken).
+  auto int_grad = one_tensor_frame(*wire::to_wire(torch::kInt64), {1}, 8);
+  int_grad.descriptors[2] = std::byte{wire::kRequiresGrad};
+  expect_rejected(int_grad.bytes(), "cannot have gradients");
   auto bad_device = one_tensor_frame(kFloat, {1}, 4);
   bad_device.descriptors[4] = std::byte{5};  // a CPU tensor claiming device index 5
   expect_rejected(bad_device.bytes(), "unknown device");

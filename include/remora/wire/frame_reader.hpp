@@ -196,6 +196,8 @@ class FrameReader {
         fail("tensor " + std::to_string(i) + " has " + std::to_string(d.ndim) + " dimensions, limit is " +
              std::to_string(limits_.max_dims));
       if (d.flags & ~(kRequiresGrad | kPlacementMask)) fail("tensor " + std::to_string(i) + " has unknown flags");
+      if ((d.flags & kRequiresGrad) && !(c10::isFloatingType(*dtype) || c10::isComplexType(*dtype)))
+        fail("tensor " + std::to_string(i) + " requires grad but its dtype cannot have gradients");
       const std::uint8_t placement = placement_of(d);
       if (placement && !placements_[placement].resolve)
         fail("tensor " + std::to_string(i) + " has placement " + std::to_string(placement) +
