@@ -65,7 +65,8 @@ long drive(long calls) {
               "peer values", "failed", "timeouts");
   while (done < calls) {
     // One round of 100 calls: 60 sync, 20 async in flight together, 10 remote + to_here,
-    // 8 forwards, 1 that throws, and every 10th round one that times out.
+    // 8 forwards, 1 that throws, and every 10th round one with a 1 ms deadline on a 5 ms call
+    // (deadlines are checked every 5 ms: some of those complete first).
     for (int i = 0; i < 60; ++i) (void)remora::rpc_sync<&soak::add>("peer", i, 1);
     std::vector<remora::Future<torch::Tensor>> inflight;
     for (int i = 0; i < 20; ++i) inflight.push_back(remora::rpc_async<&soak::scale>("peer", x, 2.0));
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
   remora::Options o;
   o.init_method = "tcp://127.0.0.1:" + port;
   o.transport = remora::Transport::tcp;
+  o.shutdown_timeout = std::chrono::hours(1);  // the peer's shutdown waits for the whole soak
   if (argc > 1 && std::string(argv[1]) == "--serve") {
     remora::init_rpc("peer", 1, 2, o);
     remora::shutdown();

@@ -2,6 +2,7 @@
 // before. Now a frame that fails closes its connection only, a throwing continuation is dropped,
 // and a connection that merely says a peer's name cannot make that peer lost.
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
@@ -141,6 +142,33 @@ TEST_CASE("Before its hello a connection gets room for a hello only: a larger fr
     CHECK(ec == asio::error::eof);
   }
   CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 1) == 2);  // workers' own connections are unaffected
+  shutdown_group(g);
+}
+
+TEST_CASE("One address may hold 64 connections that say nothing: more are refused at once", "[agent][hostile]") {
+  auto g = start_group({"a", "b"});
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);  // a's own connection is up (and known)
+  asio::io_context io;
+  std::vector<std::unique_ptr<asio::ip::tcp::socket>> silent;
+  for (int i = 0; i < 72; ++i) {
+    silent.push_back(std::make_unique<asio::ip::tcp::socket>(io));
+    silent.back()->connect({asio::ip::make_address("127.0.0.1"), g[1]->listen_port()});
+  }
+  // A second later (the worker's hello_timeout is 10 s): which ones has the worker closed?
+  auto count_closed = [&] {
+    int closed = 0;
+    for (auto& s : silent) {
+      char c;
+      const auto n = ::recv(s->native_handle(), &c, 1, MSG_DONTWAIT | MSG_PEEK);
+      if (n == 0 || (n < 0 && errno == ECONNRESET)) ++closed;
+    }
+    return closed;
+  };
+  remora::test::eventually([&] { return count_closed() >= 72 - 64; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CHECK(count_closed() == 72 - 64);
+  CHECK(g[1]->rpc_sync<&hostile::add>("a", 2, 3) == 5);  // the workers still reach each other
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 3, 3) == 6);
   shutdown_group(g);
 }
 

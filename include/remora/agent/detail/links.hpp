@@ -34,17 +34,28 @@ class PeerLinks {
     return links_[peer];
   }
 
-  void accepted(const Link& conn) {
+  // Accepted connections from one address that have not said who they are, at most: a peer makes
+  // one connection to a worker, so more are strangers (a flood); they are refused at once.
+  static constexpr std::size_t kMaxUnknownPerAddress = 64;
+
+  // Keeps `conn`, just accepted from `address` (its host, without the port); false (and not
+  // kept) when that address already has kMaxUnknownPerAddress connections that said nothing.
+  bool accepted(const Link& conn, const std::string& address) {
     std::lock_guard lock(mu_);
-    accepted_.push_back({conn, std::chrono::steady_clock::now()});
+    std::size_t unknown = 0;
+    for (const auto& a : accepted_)
+      if (a.address == address && a.conn->peer_id == UINT32_MAX) ++unknown;
+    if (unknown >= kMaxUnknownPerAddress) return false;
+    accepted_.push_back({conn, std::chrono::steady_clock::now(), address});
+    return true;
   }
 
   // Accepted connections that were accepted before `before` and have not said who they are.
   std::vector<Link> silent_since(std::chrono::steady_clock::time_point before) const {
     std::lock_guard lock(mu_);
     std::vector<Link> out;
-    for (const auto& [conn, at] : accepted_)
-      if (at < before && conn->peer_id == UINT32_MAX) out.push_back(conn);
+    for (const auto& a : accepted_)
+      if (a.at < before && a.conn->peer_id == UINT32_MAX) out.push_back(a.conn);
     return out;
   }
 
@@ -117,6 +128,7 @@ class PeerLinks {
   struct Accepted {
     Link conn;
     std::chrono::steady_clock::time_point at;
+    std::string address;
   };
   std::vector<Accepted> accepted_;
   std::vector<std::string> lost_;  // per peer rank: why it is gone; empty while it is alive

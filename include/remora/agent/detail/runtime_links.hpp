@@ -14,8 +14,16 @@ void AgentRuntime::accept_next(Acceptor& acceptor) {
     auto conn = std::make_shared<transport::StreamConnection<Protocol>>(
         std::move(socket), options.limits, [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); },
         [this](const Link& c, const std::string& why) { on_close(c, why); }, shared_memory_options(), auth_options());
-    links.accepted(conn);
-    conn->start();
+    std::string address = conn->remote();
+    if (auto colon = address.rfind(':'); colon != std::string::npos)  // the host, without the port
+      address.resize(colon);
+    if (links.accepted(conn, address)) {
+      conn->start();
+    } else {
+      log_warning("worker '" + workers[self_id].name + "': refusing a connection from " + address + ": " +
+                  std::to_string(PeerLinks::kMaxUnknownPerAddress) + " of its connections have not said who they are");
+      conn->close("too many unidentified connections from " + address);
+    }
     accept_next(acceptor);
   });
 }
