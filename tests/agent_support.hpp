@@ -1,6 +1,10 @@
 #pragma once
 // Starting a group of agents inside one test process: they share one in-memory store and
-// listen on ephemeral loopback ports.
+// listen on ephemeral loopback ports. And waiting: for a condition, for a peer to close a socket.
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -24,6 +28,20 @@ inline bool eventually(const std::function<bool()>& pred,
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return pred();
+}
+
+// Whether the peer of socket `fd` closes it within `within`; what it sends meanwhile is read and
+// dropped. (Polls: a blocking read with SO_RCVTIMEO would not return through Asio.)
+inline bool closed_within(int fd, std::chrono::milliseconds within) {
+  char buf[65536];
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10) <= 0) continue;
+    const auto n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return true;
+  }
+  return false;
 }
 
 inline std::vector<std::unique_ptr<Agent>> start_group(std::vector<std::string> names, Options base = {}) {

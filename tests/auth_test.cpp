@@ -51,18 +51,8 @@ std::vector<std::byte> hello_then_call(std::uint32_t rank, const std::string& na
   out.insert(out.end(), call.begin(), call.end());
   return out;
 }
-// Whether the worker closed `s` within `within` (reads until EOF; anything it sends first is
-// skipped).
 bool closed_by_peer(asio::ip::tcp::socket& s, std::chrono::milliseconds within) {
-  timeval tv{static_cast<long>(within.count() / 1000), static_cast<long>(within.count() % 1000) * 1000};
-  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::array<char, 4096> buf;
-  for (;;) {
-    std::error_code ec;
-    s.read_some(asio::buffer(buf), ec);
-    if (ec == asio::error::eof || ec == asio::error::connection_reset) return true;
-    if (ec) return false;  // timed out: still open
-  }
+  return remora::test::closed_within(s.native_handle(), within);
 }
 // A client that runs the handshake as worker `name` with `secret`, blocking. Returns whether the
 // worker accepted its proof far enough to leave the connection open for frames.
