@@ -13,7 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include "agent_support.hpp"
-#include "remora/agent/detail/protocol.hpp"
+#include "raw_peer.hpp"
 #include "remora/transport/detail/handshake.hpp"
 
 using remora::test::shutdown_group;
@@ -36,17 +36,11 @@ remora::Options with_secret(const std::string& secret) {
   o.secret = secret;
   return o;
 }
-std::vector<std::byte> bytes_of(const remora::wire::OutFrame& f) {
-  std::vector<std::byte> out;
-  for (auto seg : f.segments()) out.insert(out.end(), seg.begin(), seg.end());
-  return out;
-}
 // The frames a worker sends first on a connection it dialed: `hello` as `name`, then a call of
 // auth::add(2, 3).
 std::vector<std::byte> hello_then_call(std::uint32_t rank, const std::string& name) {
-  auto out = bytes_of(remora::wire::encode_frame(remora::wire::FrameKind::control, 0,
-                                                 static_cast<std::uint8_t>(remora::detail::ControlType::hello), rank, name));
-  auto call = bytes_of(remora::wire::encode_frame(remora::wire::FrameKind::call, 7,
+  auto out = remora::test::hello_bytes(rank, name);
+  auto call = remora::test::flatten(remora::wire::encode_frame(remora::wire::FrameKind::call, 7,
                                                   remora::function_identity<&auth::add>.id, 2, 3));
   out.insert(out.end(), call.begin(), call.end());
   return out;

@@ -22,7 +22,7 @@
 #include <catch2/catch.hpp>
 
 #include "agent_support.hpp"
-#include "remora/agent/detail/protocol.hpp"
+#include "raw_peer.hpp"
 #include "remora/wire/dtype.hpp"
 
 using remora::test::shutdown_group;
@@ -43,11 +43,6 @@ std::unique_ptr<asio::ip::tcp::socket> send_raw(asio::io_context& io, std::uint1
   s->connect({asio::ip::make_address("127.0.0.1"), port});
   asio::write(*s, asio::buffer(bytes));
   return s;
-}
-std::vector<std::byte> bytes_of(const remora::wire::OutFrame& f) {
-  std::vector<std::byte> out;
-  for (auto seg : f.segments()) out.insert(out.end(), seg.begin(), seg.end());
-  return out;
 }
 }  // namespace
 
@@ -75,9 +70,7 @@ TEST_CASE("A frame with a tensor for a device this worker lacks closes that conn
   std::memcpy(p + sizeof d, &size, 8);
   std::memcpy(p + sizeof d + 8, &value, 4);
   // After a hello, so that the frame is read under the full limits.
-  auto hello = bytes_of(remora::wire::encode_frame(remora::wire::FrameKind::control, 0,
-                                                   static_cast<std::uint8_t>(remora::detail::ControlType::hello),
-                                                   std::uint32_t{0}, std::string("a")));
+  auto hello = remora::test::hello_bytes(0, "a");
   frame.insert(frame.begin(), hello.begin(), hello.end());
   asio::io_context io;
   auto s = send_raw(io, g[1]->listen_port(), frame);
@@ -114,10 +107,7 @@ TEST_CASE("A connection that says a known worker's name cannot make that worker 
   CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);  // a's own connection to b is up
   {
     asio::io_context io;
-    auto hello = remora::wire::encode_frame(remora::wire::FrameKind::control, 0,
-                                            static_cast<std::uint8_t>(remora::detail::ControlType::hello),
-                                            std::uint32_t{0}, std::string("a"));
-    auto s = send_raw(io, g[1]->listen_port(), bytes_of(hello));
+    auto s = send_raw(io, g[1]->listen_port(), remora::test::hello_bytes(0, "a"));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     s->close();  // the impostor goes away
   }
@@ -219,14 +209,12 @@ TEST_CASE("Under attack from other sockets a worker keeps answering its real cal
   auto g = start_group({"a", "b"});
   const auto port = g[1]->listen_port();
   CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);  // a's own connection first
-  const auto hello = bytes_of(remora::wire::encode_frame(remora::wire::FrameKind::control, 0,
-                                                         static_cast<std::uint8_t>(remora::detail::ControlType::hello),
-                                                         std::uint32_t{0}, std::string("a")));
+  const auto hello = remora::test::hello_bytes(0, "a");
   auto call = [](std::uint64_t rid, int x) {
-    return bytes_of(remora::wire::encode_frame(remora::wire::FrameKind::call, rid,
+    return remora::test::flatten(remora::wire::encode_frame(remora::wire::FrameKind::call, rid,
                                                remora::function_identity<&hostile::add>.id, x, 1));
   };
-  const auto big = bytes_of(remora::wire::encode_frame(remora::wire::FrameKind::call, 9,
+  const auto big = remora::test::flatten(remora::wire::encode_frame(remora::wire::FrameKind::call, 9,
                                                        remora::function_identity<&hostile::add>.id,
                                                        torch::ones({1 << 16})));
   const auto rss_before = resident_kib();
