@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
+#include "wire_support.hpp"
 #include "remora/transport/detail/handshake.hpp"
 
 namespace wire = remora::wire;
@@ -17,9 +18,10 @@ void write(const std::string& dir, const std::vector<std::byte>& bytes) {
   std::ofstream(dir + "/seed" + std::to_string(written++), std::ios::binary)
       .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
+// The harness's input: its first byte chooses the chunking, the rest is the frame.
 std::vector<std::byte> framed(const wire::OutFrame& f, std::uint8_t chunking) {
-  std::vector<std::byte> out{std::byte{chunking}};
-  for (auto s : f.segments()) out.insert(out.end(), s.begin(), s.end());
+  auto out = remora::test::flatten(f);
+  out.insert(out.begin(), std::byte{chunking});
   return out;
 }
 }  // namespace
