@@ -39,6 +39,10 @@ class ScriptModule {
 };
 
 namespace detail {
+// Whether `path` names a torch.export / AOTInductor package (.pt2) rather than a TorchScript file.
+inline bool is_exported_package(const std::string& path) {
+  return path.size() > 4 && path.compare(path.size() - 4, 4, ".pt2") == 0;
+}
 // Loads `path` on this worker onto `device` (a SchemaMismatch-free Error naming the file and the
 // worker if it cannot be read; a .pt2 package is refused: it loads only as RemoteModule<I>).
 REMORA_DECL torch::jit::Module load_script_file(const std::string& path, const c10::Device& device);

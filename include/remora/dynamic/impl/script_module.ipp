@@ -19,7 +19,7 @@ namespace detail {
 REMORA_DECL torch::jit::Module load_script_file(const std::string& path, const c10::Device& device) {
   const std::string where = "worker '" + serving_worker_name() + "'";
   if (!std::ifstream(path).good()) throw Error("remora: cannot read '" + path + "' on " + where);
-  if (path.size() > 4 && path.compare(path.size() - 4, 4, ".pt2") == 0)
+  if (is_exported_package(path))
     throw Error("remora: '" + path + "' is a torch.export / AOTInductor package, which has no methods by name: "
                 "load it with RemoteModule<I>::load (libtorch 2.8 or later; " + where + " has libtorch " TORCH_VERSION ")");
   try {

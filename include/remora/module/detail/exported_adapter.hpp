@@ -34,10 +34,6 @@
 
 namespace remora::detail {
 
-inline bool is_exported_package(const std::string& path) {
-  return path.size() > 4 && path.compare(path.size() - 4, 4, ".pt2") == 0;
-}
-
 // The leaves of a pytree spec as torch.export writes it (JSON; a leaf is a node whose type is
 // null): the number of tensors a package takes or gives. -1 if the spec is not understood.
 inline int pytree_leaves(const std::string& spec) {
