@@ -161,3 +161,28 @@ TEST_CASE("builtin operators: the callee checks what arrives and reports what th
   CHECK(torch::equal(call("aten::add.Tensor", {torch::ones({1}), torch::ones({1}), 1}).toTensor(), torch::full({1}, 2.0)));
   shutdown_group(g);
 }
+
+TEST_CASE("JIT operators by name: prim:: operators and generic list operators", "[dynamic]") {
+  auto g = start_group({"w0", "w1"});
+  auto& a0 = *g[0];
+  // Overloads the JIT registers beside the dispatcher's: aten::add.int, prim::max.int.
+  CHECK(remora::rpc_sync<std::int64_t>(a0, "w1", "aten::add", 2, 3) == 5);
+  CHECK(remora::rpc_sync<std::int64_t>(a0, "w1", "prim::max", 4, 9) == 9);
+  CHECK(remora::rpc_sync<bool>(a0, "w1", "prim::is_sparse", torch::ones({2})) == false);
+  CHECK(remora::rpc_sync<std::vector<std::int64_t>>(a0, "w1", "prim::rangelist", 4) ==
+        std::vector<std::int64_t>{0, 1, 2, 3});
+  // Generic operators: the type variable t binds to what the arguments carry.
+  CHECK(remora::rpc_sync<std::int64_t>(a0, "w1", "aten::len", std::vector<std::int64_t>{1, 2, 3}) == 3);
+  CHECK(remora::rpc_sync<std::string>(a0, "w1", "aten::__getitem__", std::vector<std::string>{"a", "b"}, 1) == "b");
+  c10::IValue got = remora::rpc_sync(a0, "w1", "aten::__getitem__", std::vector<double>{0.5, 1.5}, 0);
+  CHECK(got.isDouble());
+  // A type variable bound twice to different types: refused on the caller.
+  CHECK_THROWS_WITH(remora::rpc_sync(a0, "w1", "aten::append", std::vector<std::int64_t>{1}, std::string("x")),
+                    Catch::Contains("Type variable 't' previously matched to type int is matched to type str"));
+  // Operators that only exist inside a graph (variable argument lists, interpreter special
+  // cases) cannot be called by name.
+  CHECK_THROWS_AS(remora::rpc_sync(a0, "w1", "prim::TupleConstruct", 1, 2), remora::UnknownFunction);
+  CHECK_THROWS_AS(remora::rpc_sync(a0, "w1", "aten::format", std::string("{}"), 1), remora::UnknownFunction);
+  CHECK(a0.pending_calls() == 0);
+  shutdown_group(g);
+}

@@ -22,8 +22,18 @@ REMORA_DECL c10::OperatorName split_operator_name(std::string_view op) {
   return {std::string(op.substr(0, dot)), std::string(op.substr(dot + 1))};
 }
 
-// The overloads of an operator that can be called by name (those of the c10 dispatcher), as
-// this process's registry lists them. Cached: the registry's lookup takes a lock and copies.
+// Whether `op` can run outside a TorchScript graph: operators of the c10 dispatcher, and the
+// JIT's own (prim::min, aten::len.t, aten::add.int) unless they take a variable argument list or
+// are special-cased by the interpreter (those are built from a graph node and need one).
+REMORA_DECL bool callable_by_name(const torch::jit::Operator& op) {
+  if (op.isC10Op()) return true;
+  const auto& schema = op.schema();
+  return !schema.is_vararg() && !schema.is_varret() &&
+         schema.aliasAnalysis() != c10::AliasAnalysisKind::INTERNAL_SPECIAL_CASE;
+}
+
+// The overloads of an operator that can be called by name, as this process's registry lists
+// them. Cached: the registry's lookup takes a lock and copies.
 REMORA_DECL const std::vector<std::shared_ptr<torch::jit::Operator>>& builtin_overloads(const std::string& name) {
   static std::mutex mu;
   static std::unordered_map<std::string, std::vector<std::shared_ptr<torch::jit::Operator>>> cache;
@@ -32,7 +42,7 @@ REMORA_DECL const std::vector<std::shared_ptr<torch::jit::Operator>>& builtin_ov
   std::vector<std::shared_ptr<torch::jit::Operator>> ops;
   if (name.find("::") != std::string::npos && name.find("::") > 0) {
     for (const auto& op : torch::jit::getAllOperatorsFor(c10::Symbol::fromQualString(name)))
-      if (op->isC10Op()) ops.push_back(op);
+      if (callable_by_name(*op)) ops.push_back(op);
   }
   // Not cached when empty: a library loaded later may register it.
   if (ops.empty()) {
@@ -87,18 +97,27 @@ REMORA_DECL Future<c10::IValue> send_builtin(Agent& agent, BuiltinCall call, Cal
   return call_as<&run_builtin>(agent, call.to, call.fn, opts, std::move(call.op), std::move(call.stack));
 }
 
-REMORA_DECL c10::IValue run_builtin(std::string op, std::vector<c10::IValue> stack) {
+// The operator "ns::name.overload" of this process's registry, or null.
+REMORA_DECL std::shared_ptr<torch::jit::Operator> find_builtin(std::string_view op) {
   const auto name = split_operator_name(op);
-  auto handle = c10::Dispatcher::singleton().findSchema(name);
-  if (!handle)
-    throw UnknownFunction(serving_worker_name(), op, "no operator of this name is registered with the dispatcher here");
-  const auto& schema = handle->schema();
+  for (const auto& candidate : builtin_overloads(name.name))
+    if (candidate->schema().overload_name() == name.overload_name) return candidate;
+  return nullptr;
+}
+
+REMORA_DECL c10::IValue run_builtin(std::string op, std::vector<c10::IValue> stack) {
+  auto found = find_builtin(op);
+  if (!found)
+    throw UnknownFunction(serving_worker_name(), op, "no operator of this name is registered here");
+  const auto& schema = found->schema();
   // The stack came from the network: it must be the schema's full argument list, each of its type.
   if (stack.size() != schema.arguments().size())
     throw SchemaMismatch(op, op + " takes " + std::to_string(schema.arguments().size()) + " arguments, " +
                                  std::to_string(stack.size()) + " arrived");
   if (auto why = fit_schema(schema, stack, nullptr, /*complete=*/true)) throw SchemaMismatch(op, op + ": " + *why);
-  handle->callBoxed(stack);
+  // A dispatcher operator's Operation calls it boxed; a JIT operator's runs on the stack as the
+  // interpreter would.
+  found->getOperation()(stack);
   if (stack.size() == 1) return std::move(stack[0]);
   if (stack.empty()) return c10::IValue();
   return c10::ivalue::Tuple::create(std::move(stack));

@@ -26,6 +26,7 @@ REMORA_DECL std::optional<std::string> fit_schema(const c10::FunctionSchema& sch
     return "takes " + std::to_string(positional) + " positional argument(s), " + std::to_string(stack.size()) +
            " given";
   std::size_t used_kwargs = 0;
+  c10::TypeEnv bound;  // type variables ("t" in "t[] l") bound by the arguments so far
   for (std::size_t i = 0; i < params.size(); ++i) {
     const auto& p = params[i];
     if (i >= stack.size()) {
@@ -46,6 +47,11 @@ REMORA_DECL std::optional<std::string> fit_schema(const c10::FunctionSchema& sch
     auto& v = stack[i];
     if (v.isInt() && wants_float(p.type())) v = c10::IValue(static_cast<double>(v.toInt()));
     if (v.isTensor() && p.type()->kind() == c10::TypeKind::TensorType) continue;
+    if (p.type()->hasFreeVariables()) {  // generic JIT operators: aten::len.t(t[] a), prim::min
+      auto matched = c10::matchTypeVariables(p.type(), v.type(), bound);
+      if (!matched.success()) return "argument '" + p.name() + "': " + matched.reason();
+      continue;
+    }
     if (!v.type()->isSubtypeOf(*p.type()))
       return "argument '" + p.name() + "' must be " + p.type()->repr_str() + ", not " + v.type()->repr_str();
   }
@@ -81,6 +87,7 @@ REMORA_DECL void check_result(const c10::FunctionSchema& schema, const c10::Type
                               std::string_view wanted_name) {
   if (!wanted) return;
   auto got = result_type(schema);
+  if (got->hasFreeVariables()) return;  // bound by the arguments; the callee's result is converted then
   if (got->isSubtypeOf(*wanted) || wanted->isSubtypeOf(*got)) return;
   std::ostringstream s;
   s << schema;
