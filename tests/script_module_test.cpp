@@ -77,6 +77,17 @@ struct TestStack : torch::CustomClassHolder {
   std::int64_t size() { return static_cast<std::int64_t>(items.size()); }
 };
 
+// The same with def_pickle: it travels by value.
+struct PickledStack : TestStack {
+  using TestStack::TestStack;
+};
+
+// A typed function that takes a torchbind object by value and gives it back.
+remora::ScriptObject grow(remora::ScriptObject s, std::string item) {
+  s.call("push", std::move(item));
+  return s;
+}
+
 }  // namespace sm
 
 TORCH_LIBRARY(remora_test, m) {
@@ -85,6 +96,14 @@ TORCH_LIBRARY(remora_test, m) {
       .def("push", &sm::TestStack::push)
       .def("pop", &sm::TestStack::pop)
       .def("size", &sm::TestStack::size);
+  m.class_<sm::PickledStack>("PickledStack")
+      .def(torch::init<std::vector<std::string>>())
+      // Lambdas: a method pointer of the base class would bind `self` to Stack.
+      .def("push", [](const c10::intrusive_ptr<sm::PickledStack>& self, std::string s) { self->push(std::move(s)); })
+      .def("pop", [](const c10::intrusive_ptr<sm::PickledStack>& self) { return self->pop(); })
+      .def("size", [](const c10::intrusive_ptr<sm::PickledStack>& self) { return self->size(); })
+      .def_pickle([](const c10::intrusive_ptr<sm::PickledStack>& self) { return self->items; },
+                  [](std::vector<std::string> state) { return c10::make_intrusive<sm::PickledStack>(std::move(state)); });
 }
 
 TEST_CASE("ScriptRemoteModule: methods by name, defaults, kwargs, results of any type", "[dynamic][script]") {
@@ -203,6 +222,36 @@ TEST_CASE("torchbind objects: created on the owner, methods by name, checked the
     CHECK_THROWS_WITH(missing.call("size"), Catch::Contains("no torchbind class 'nowhere.Nothing' is registered on worker 'w1'"));
     auto bad = remora::remote_object(a0, "w1", "remora_test.Stack", 5);
     CHECK_THROWS_WITH(bad.call("size"), Catch::Contains("do not fit its constructor"));
+  }
+  shutdown_group(g);
+  CHECK(remora::rref_stats(*g[1]).owned_values == 0);
+}
+
+TEST_CASE("torchbind objects by value: a def_pickle class travels, one without stays on its owner", "[dynamic][torchbind]") {
+  auto g = start_group({"w0", "w1"});
+  auto& a0 = *g[0];
+  {
+    auto st = remora::remote_object(a0, "w1", "remora_test.PickledStack", std::vector<std::string>{"a", "b"});
+    remora::ScriptObject copy = st.to_here();
+    CHECK(copy.class_name() == "remora_test.PickledStack");
+    CHECK(copy.call<std::string>("pop") == "b");
+    CHECK(copy.call<std::int64_t>("size") == 1);
+    CHECK(st.call<std::int64_t>("size") == 2);  // the owner's object is its own
+    // As the argument and the result of a typed call.
+    remora::ScriptObject grown = a0.rpc_sync<&sm::grow>("w1", copy, std::string("z"));
+    CHECK(grown.call<std::int64_t>("size") == 2);
+    CHECK(grown.call<std::string>("pop") == "z");
+    CHECK(copy.call<std::int64_t>("size") == 1);
+    // A class without def_pickle: to_here fails naming it, and the RRef stays usable.
+    auto plain = remora::remote_object(a0, "w1", "remora_test.Stack", std::vector<std::string>{"a"});
+    CHECK_THROWS_WITH(plain.to_here(),
+                      Catch::Contains("the torchbind class 'remora_test.Stack' cannot travel by value"));
+    CHECK(plain.call<std::int64_t>("size") == 1);
+    // ... and sending one fails on the caller, before anything leaves.
+    remora::ScriptObject local(torch::make_custom_class<sm::TestStack>(std::vector<std::string>{}).toObject(),
+                               "remora_test.Stack");
+    CHECK_THROWS_AS(a0.rpc_sync<&sm::grow>("w1", local, std::string("x")), remora::SerializationError);
+    CHECK_THROWS_WITH(remora::ScriptObject{}.call("size"), Catch::Contains("empty ScriptObject"));
   }
   shutdown_group(g);
   CHECK(remora::rref_stats(*g[1]).owned_values == 0);

@@ -217,6 +217,25 @@ TEST_CASE("IValues of every supported kind round-trip", "[wire][ivalue]") {
   }
 }
 
+namespace {
+// What a peer could send: a torchbind object of a class this process never registered.
+struct ForgedTorchbind {
+  template <class Archive>
+  void serialize(Archive& ar) {
+    std::uint8_t tag = wire::detail::kMaxIValueTag;  // IValueTag::torchbind
+    std::string name = "nowhere.Nothing";
+    c10::IValue state;
+    ar(tag, name, state);
+  }
+};
+}  // namespace
+
+TEST_CASE("A torchbind object of a class not registered here is refused as malformed", "[wire][ivalue]") {
+  auto frame = wire::read_frame(remora::test::encode_bytes(ForgedTorchbind{}));
+  CHECK_THROWS_WITH(wire::decode<c10::IValue>(std::move(frame)),
+                    Catch::Contains("no torchbind class 'nowhere.Nothing' is registered on this worker"));
+}
+
 TEST_CASE("Reading a frame in any chunking gives the same values", "[wire][reader]") {
   auto t = torch::randn({64});
   auto bytes = remora::test::encode_bytes(std::string("chunked"), t, std::vector<int>{1, 2});

@@ -10,6 +10,7 @@
 #endif
 
 #include "remora/wire/impl/codec.ipp"
+#include "remora/wire/impl/torchbind_codec.ipp"
 #include "remora/agent/impl/registry.ipp"
 #include "remora/agent/impl/agent.ipp"
 #include "remora/agent/impl/rpc.ipp"

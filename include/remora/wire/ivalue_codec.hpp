@@ -1,14 +1,17 @@
 #pragma once
 // c10::IValue in a frame, for the dynamic path (builtin ops and TorchScript by name).
 // Supported: None, bool, int, double, complex, string, Device, Tensor, int/double/bool/Tensor
-// lists, generic lists, tuples and dicts, nested to Limits::max_depth. Objects, futures, RRefs
-// and other runtime-only kinds are refused with a SerializationError.
+// lists, generic lists, tuples and dicts, nested to Limits::max_depth, and torchbind objects
+// whose class defines def_pickle (by value: the class's name and its __getstate__, rebuilt by
+// its __setstate__ where they arrive, as torch.save does). Other objects, futures, RRefs and
+// runtime-only kinds are refused with a SerializationError.
 #include <cstdint>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <ATen/core/ivalue.h>
+#include <ATen/core/function.h>
 #include <ATen/core/jit_type.h>
 #include <cereal/types/string.hpp>
 #include <cereal/types/vector.hpp>
@@ -20,9 +23,21 @@ namespace remora::wire {
 namespace detail {
 enum class IValueTag : std::uint8_t {
   none = 0, tensor, real, integer, boolean, string, tuple, list, dict, complex, device,
-  int_list, double_list, bool_list, tensor_list,
+  int_list, double_list, bool_list, tensor_list, torchbind,
 };
-inline constexpr std::uint8_t kMaxIValueTag = static_cast<std::uint8_t>(IValueTag::tensor_list);
+inline constexpr std::uint8_t kMaxIValueTag = static_cast<std::uint8_t>(IValueTag::torchbind);
+
+// torchbind classes are named "__torch__.torch.classes.ns.Name"; the wire carries "ns.Name".
+inline constexpr std::string_view kTorchbindPrefix = "__torch__.torch.classes.";
+
+// The registered torchbind class "ns.Name" (defined in torch/custom_class.h, which this header
+// does not need otherwise), or null.
+REMORA_DECL c10::ClassTypePtr torchbind_class(const std::string& name);
+
+// The state `object` (a torchbind object) travels as: its class's __getstate__.
+REMORA_DECL std::pair<std::string, c10::IValue> torchbind_state(const c10::ivalue::Object& object);
+// The object of class `name` rebuilt from `state` by its __setstate__. Throws ProtocolError.
+REMORA_DECL c10::IValue torchbind_from_state(const std::string& name, c10::IValue state);
 
 // The most specific type covering all of `types` (Any if there is none or they differ).
 inline c10::TypePtr unified(const std::vector<c10::TypePtr>& types) {
@@ -94,6 +109,10 @@ void CEREAL_SAVE_FUNCTION_NAME(BodyWriter& ar, const T& v) {
     auto d = v.toGenericDict();
     ar(cereal::make_size_tag(static_cast<cereal::size_type>(d.size())));
     for (const auto& kv : d) ar(kv.key(), kv.value());
+  } else if (v.isObject()) {
+    auto [name, state] = detail::torchbind_state(*v.toObject());
+    tag(IValueTag::torchbind);
+    ar(name, state);
   } else {
     throw SerializationError("IValue of kind " + v.tagKind() + " cannot travel");
   }
@@ -180,8 +199,19 @@ void CEREAL_LOAD_FUNCTION_NAME(BodyReader& ar, T& v) {
       v = std::move(d);
       break;
     }
+    case IValueTag::torchbind: {
+      std::string name;
+      c10::IValue state;
+      ar(name, state);
+      v = detail::torchbind_from_state(name, std::move(state));
+      break;
+    }
   }
   ar.leave();
 }
 
 }  // namespace remora::wire
+
+#if REMORA_HEADER_ONLY
+#include "remora/wire/impl/torchbind_codec.ipp"
+#endif

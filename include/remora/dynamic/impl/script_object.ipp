@@ -46,6 +46,7 @@ REMORA_DECL std::shared_ptr<ScriptObject> make_script_object(std::string class_n
 }  // namespace detail
 
 REMORA_DECL c10::IValue ScriptObject::call_method(std::string method, std::vector<c10::IValue> args) {
+  if (!object_) throw Error("remora: ScriptObject::call('" + method + "') on an empty ScriptObject");
   auto* fn = object_->type()->findMethod(method);
   if (!fn) {
     std::string names;
@@ -74,7 +75,8 @@ namespace detail {
 [[maybe_unused]] inline const bool script_objects_served =
     AutoRegisterAs<&CreateShim<&make_script_object>::call, CreateShim<&make_script_object>::identity>::registered &&
     AutoRegisterAs<&MethodShim<ScriptObject, &ScriptObject::call_method>::call,
-                   MethodShim<ScriptObject, &ScriptObject::call_method>::identity>::registered;
+                   MethodShim<ScriptObject, &ScriptObject::call_method>::identity>::registered &&
+    AutoRegisterAs<&FetchShim<ScriptObject>::call, FetchShim<ScriptObject>::identity>::registered;
 }  // namespace detail
 
 }  // namespace remora
