@@ -59,7 +59,21 @@ int torchrun_pair(const std::vector<std::string>&) {
   (void)agent;
   return ok;
 }
+// Node 0 of a torchrun job whose node 1 runs stock workers: calls them by name, in a group
+// authenticated with the secret the environment gives every process.
+int torchrun_trainer(const std::vector<std::string>&) {
+  remora::Options o;
+  o.secret = remora::secret_from_env();
+  remora::init_rpc("trainer", std::stoi(std::getenv("RANK")), std::stoi(std::getenv("WORLD_SIZE")), o);
+  auto x = torch::ones({2});
+  int ok = 0;
+  for (const char* worker : {"stock0", "stock1"})
+    if (!torch::equal(remora::rpc_sync<torch::Tensor>(worker, "aten::mul", x, 3), x * 3)) ok = 3;
+  remora::shutdown();
+  return ok;
+}
 remora::test::RegisterRole r1("serve_until_shutdown", &serve_until_shutdown);
+remora::test::RegisterRole r4("torchrun_trainer", &torchrun_trainer);
 remora::test::RegisterRole r2("serve_until_killed", &serve_until_killed);
 remora::test::RegisterRole r3("torchrun_pair", &torchrun_pair);
 }  // namespace
@@ -112,6 +126,33 @@ TEST_CASE("torchrun launches a remora program", "[process][torchrun]") {
                           "--master_port=" + std::to_string(port), "@self", "--role", "torchrun_pair"},
                          "/usr/bin/python3");
   CHECK(wait_exit(run) == 0);
+}
+
+TEST_CASE("torchrun launches remora-worker: two stock workers on one node, a trainer on another", "[process][torchrun]") {
+  REQUIRE(std::filesystem::exists("/usr/bin/python3"));
+  const auto port = [] {
+    asio::io_context io;
+    asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+    return a.local_endpoint().port();
+  }();
+  // Two torchrun agents, as on two hosts: node 0 (whose agent hosts the store) runs the trainer,
+  // node 1 two remora-worker processes named from their local ranks. The environment gives every
+  // process the group's secret.
+  ::setenv("REMORA_SECRET", "torchrun-test-secret", 1);
+  auto node = [&](int node_rank, int procs, std::vector<std::string> command) {
+    std::vector<std::string> args = {"-m", "torch.distributed.run", "--nnodes=2",
+                                     "--node_rank=" + std::to_string(node_rank),
+                                     "--nproc_per_node=" + std::to_string(procs), "--master_addr=127.0.0.1",
+                                     "--master_port=" + std::to_string(port), "--redirects=2", "--tee=2",
+                                     "--no_python"};
+    args.insert(args.end(), command.begin(), command.end());
+    return spawn_self(args, "/usr/bin/python3");
+  };
+  pid_t trainer = node(0, 1, {"@self", "--role", "torchrun_trainer"});
+  pid_t workers = node(1, 2, {REMORA_WORKER, "--name", "stock{local_rank}"});
+  ::unsetenv("REMORA_SECRET");
+  CHECK(wait_exit(trainer) == 0);
+  CHECK(wait_exit(workers) == 0);
 }
 
 TEST_CASE("A serve-only binary serves what REMORA_EXPOSE and REMORA_EXPOSE_REMOTE name", "[process][expose]") {

@@ -23,7 +23,8 @@ Joins a remora group as worker NAME and serves, with no code of the caller's:
 It serves until the whole group shuts down (remora::shutdown() on every worker).
 
 Group:
-  --name NAME             this worker's name (required)
+  --name NAME             this worker's name (required); {rank} and {local_rank} in it become
+                          the rank and $LOCAL_RANK, for several workers per torchrun node
   --rank R                its rank (default: $RANK, as torchrun sets it)
   --world-size N          the number of workers (default: $WORLD_SIZE)
   --init-method URL       env:// (default: $MASTER_ADDR, $MASTER_PORT) or tcp://HOST:PORT
@@ -31,12 +32,18 @@ Group:
   --advertise-host HOST   the address peers connect to (default: the listen address)
   --init-timeout SECONDS  how long to wait for the group (default 60)
 
+Trust:
+  $REMORA_SECRET, or the file $REMORA_SECRET_FILE names: the group's secret (every worker of
+                          the group needs the same; see docs/security.md)
+
 Code:
   --load LIB              dlopen LIB before joining (repeatable); its REMORA_EXPOSE'd
                           functions are served. Build LIB against the same remora and libtorch.
 
 Examples:
   torchrun --nproc-per-node=1 --no-python remora-worker --name ps --load ./libmy_ops.so
+  torchrun --nnodes=2 --node-rank=1 --nproc-per-node=4 --master-addr=HOST --master-port=29500 \
+      --no-python remora-worker --name 'ps{local_rank}'
   remora-worker --name w1 --rank 1 --world-size 2 --init-method tcp://10.0.0.1:29500
 )";
 
@@ -53,6 +60,12 @@ int to_int(const std::string& flag, const std::string& text) {
   } catch (const std::exception&) {
   }
   fail(flag + " wants a non-negative integer, not '" + text + "'");
+}
+
+// `name` with every {key} replaced by its value.
+std::string expand(std::string name, const std::string& key, const std::string& value) {
+  for (std::size_t at; (at = name.find(key)) != std::string::npos;) name.replace(at, key.size(), value);
+  return name;
 }
 
 }  // namespace
@@ -87,6 +100,17 @@ int main(int argc, char** argv) {
   if (rank < 0 && std::getenv("RANK")) rank = to_int("RANK", std::getenv("RANK"));
   if (world < 0 && std::getenv("WORLD_SIZE")) world = to_int("WORLD_SIZE", std::getenv("WORLD_SIZE"));
   if (rank < 0 || world < 0) fail("no rank and world size: pass --rank and --world-size, or set RANK and WORLD_SIZE");
+  name = expand(std::move(name), "{rank}", std::to_string(rank));
+  if (name.find("{local_rank}") != std::string::npos) {
+    const char* local = std::getenv("LOCAL_RANK");
+    if (!local) fail("--name uses {local_rank} but LOCAL_RANK is not set (torchrun sets it)");
+    name = expand(std::move(name), "{local_rank}", std::to_string(to_int("LOCAL_RANK", local)));
+  }
+  try {
+    options.secret = remora::secret_from_env();
+  } catch (const std::exception& e) {
+    fail(e.what());
+  }
 
   // Before joining, so that everything the libraries expose is registered when peers call.
   // RTLD_GLOBAL and this executable's exported symbols give the libraries its function registry.
