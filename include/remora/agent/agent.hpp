@@ -42,7 +42,7 @@ class Agent {
   REMORA_DECL const std::vector<WorkerInfo>& get_worker_infos() const;
   // The TCP port this worker listens on (useful with Options::listen_port = 0).
   REMORA_DECL std::uint16_t listen_port() const;
-  // What carries calls to `worker` now: "tcp", "local", or "" while no connection is open.
+  // What carries calls to `worker` now: "tcp", "tls", "local", or "" while no connection is open.
   REMORA_DECL std::string transport_to(std::string_view worker) const;
   // Bytes of this worker's shared memory that peers still hold (tensors they received and keep).
   REMORA_DECL std::size_t shared_bytes_in_use() const;

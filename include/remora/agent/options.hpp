@@ -7,6 +7,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +35,17 @@ inline std::string secret_from_env() {
   return secret;
 }
 
+// TLS on connections between hosts (Options::tls): this worker's certificate and key, and the
+// certificate authority that signed every worker's certificate, all PEM files. Both sides of a
+// connection present a certificate and check the other's against `ca` (mutual TLS, 1.2 or later);
+// any certificate that CA signed is a member of the group, so give a group its own CA. Worker
+// names are not taken from certificates: add Options::secret to bind each connection to a name.
+struct TlsOptions {
+  std::string certificate;  // this worker's certificate (chain), PEM
+  std::string private_key;  // its private key, PEM
+  std::string ca;           // the CA certificate(s) peers must chain to, PEM
+};
+
 // What carries calls between two workers.
 enum class Transport {
   automatic,  // local to workers on this host, TCP to the others
@@ -57,6 +69,10 @@ struct Options {
   // cannot answer is closed before any of its frames is read. It never travels and is never
   // written to the store. Every worker of a group must have the same one. Needs OpenSSL.
   std::string secret;
+  // TLS for every TCP connection (the local transport between processes of one host stays as it
+  // is: its sockets are local and its shared memory is the process's own). Every worker of a
+  // group must set it, or none. Needs OpenSSL; costs: docs/performance.md.
+  std::optional<TlsOptions> tls;
   // How long init_rpc waits for every worker, and graceful shutdown for every worker to finish.
   std::chrono::milliseconds init_timeout{60'000};
   std::chrono::milliseconds shutdown_timeout{60'000};

@@ -22,6 +22,7 @@ struct PeerAddress {
   std::string host_identity;  // same value: same host (transport/host_identity.hpp)
   std::string local_socket;   // abstract unix socket name, '@' for the leading NUL; empty: none
   bool authenticates = false;  // has a secret (never the secret itself)
+  bool tls = false;            // its TCP connections speak TLS
 };
 
 inline std::string env_or(const char* name, const std::string& fallback) {
@@ -83,7 +84,8 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress
   const bool duplicate = store.add("name/" + name, 1) > 1;
   store.set("worker/" + std::to_string(rank),
             bytes_of((duplicate ? "!" : "") + name + "\n" + self.host + "\n" + std::to_string(self.port) + "\n" +
-                     self.host_identity + "\n" + self.local_socket + "\n" + (self.authenticates ? "secret" : "open")));
+                     self.host_identity + "\n" + self.local_socket + "\n" + (self.authenticates ? "secret" : "open") +
+                     (self.tls ? "+tls" : "")));
   if (duplicate) throw Error("remora: worker name '" + name + "' is already taken by another rank");
   std::vector<std::string> keys;
   for (int r = 0; r < world_size; ++r) keys.push_back("worker/" + std::to_string(r));
@@ -101,13 +103,17 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress
       throw Error("remora: rank " + std::to_string(r) + " tried to join as '" + fields[0].substr(1) +
                   "', a name another rank already has");
     peers[r] = {fields[0], fields[1], static_cast<std::uint16_t>(std::stoi(fields[2])), fields[3], fields[4],
-                fields[5] == "secret"};
+                fields[5].rfind("secret", 0) == 0, fields[5].ends_with("+tls")};
   }
   // A group authenticates all or nothing: say so here rather than as failed connections later.
   for (const auto& p : peers)
     if (p.authenticates != self.authenticates)
       throw Error("remora: worker '" + (self.authenticates ? name : p.name) + "' has a secret (Options::secret) and '" +
                   (self.authenticates ? p.name : name) + "' has none: every worker of a group needs the same secret");
+  for (const auto& p : peers)
+    if (p.tls != self.tls)
+      throw Error("remora: worker '" + (self.tls ? name : p.name) + "' uses TLS (Options::tls) and '" +
+                  (self.tls ? p.name : name) + "' does not: every worker of a group needs TLS, or none");
   return peers;
 }
 

@@ -33,7 +33,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Closes the connection (idempotent); `reason` reaches the close handler.
   virtual void close(const std::string& reason) = 0;
   virtual std::string remote() const = 0;
-  // "tcp" or "local".
+  // "tcp", "tls" or "local".
   virtual const char* kind() const = 0;
   // Bytes of this side's shared memory that the peer still holds (tensors it received and keeps).
   virtual std::size_t shared_bytes_in_use() const { return 0; }

@@ -92,7 +92,7 @@ class PeerLinks {
     return peer < lost_.size() && !lost_[peer].empty();
   }
 
-  // "tcp", "local", or "" while no connection to `peer` is open.
+  // "tcp", "tls", "local", or "" while no connection to `peer` is open.
   std::string kind_to(std::uint32_t peer) const {
     std::lock_guard lock(mu_);
     return links_[peer] ? links_[peer]->kind() : "";

@@ -33,6 +33,7 @@
 #include "remora/agent/rendezvous.hpp"
 #include "remora/transport/host_identity.hpp"
 #include "remora/transport/stream_connection.hpp"
+#include "remora/transport/tls_connection.hpp"
 #include "remora/wire/frame_reader.hpp"
 
 namespace remora {
@@ -126,6 +127,16 @@ class AgentRuntime {
   void stop_now(const std::string& why);
 
   std::shared_ptr<const std::string> secret_;  // null: no handshake
+#if REMORA_OPENSSL
+  std::shared_ptr<asio::ssl::context> tls_;  // null: plain TCP
+#endif
+  bool uses_tls() const {
+#if REMORA_OPENSSL
+    return tls_ != nullptr;
+#else
+    return false;
+#endif
+  }
   std::vector<asio::ip::tcp::endpoint> endpoints_;
   std::vector<std::string> local_sockets_;  // per peer: its local socket when it shares this host
   // Per peer: the device map of calls to it (ours) and of replies to it (the inverse of its map to us).
@@ -167,8 +178,15 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
     log_warning("worker '" + name + "' listens on " + options.listen_host +
                 " without Options::secret: any process that reaches that address can call it");
   }
+  if (options.tls) {
+#if REMORA_OPENSSL
+    tls_ = transport::make_tls_context(options.tls->certificate, options.tls->private_key, options.tls->ca);
+#else
+    throw Error("remora: Options::tls needs OpenSSL, and this program was built without it (REMORA_OPENSSL=0)");
+#endif
+  }
   PeerAddress me{name, options.advertise_host.empty() ? options.listen_host : options.advertise_host,
-                 acceptor_.local_endpoint().port(), transport::host_identity(), "", secret_ != nullptr};
+                 acceptor_.local_endpoint().port(), transport::host_identity(), "", secret_ != nullptr, uses_tls()};
   if (options.transport != Transport::tcp && !me.host_identity.empty()) {
     open_local_acceptor();
     me.local_socket = "@" + local_acceptor_.local_endpoint().path().substr(1);

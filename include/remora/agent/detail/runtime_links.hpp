@@ -11,9 +11,19 @@ void AgentRuntime::accept_next(Acceptor& acceptor) {
   using Socket = typename transport::StreamConnection<Protocol>::Socket;
   acceptor.async_accept(asio::make_strand(io_), [this, &acceptor](std::error_code ec, Socket socket) {
     if (ec) return;  // acceptor closed
-    auto conn = std::make_shared<transport::StreamConnection<Protocol>>(
-        std::move(socket), options.limits, [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); },
-        [this](const Link& c, const std::string& why) { on_close(c, why); }, shared_memory_options(), auth_options());
+    auto on_frame_cb = [this](const Link& c, wire::InFrame&& f) { on_frame(c, std::move(f)); };
+    auto on_close_cb = [this](const Link& c, const std::string& why) { on_close(c, why); };
+    Link conn;
+#if REMORA_OPENSSL
+    if constexpr (std::is_same_v<Protocol, asio::ip::tcp>)
+      if (tls_)
+        conn = std::make_shared<transport::TlsConnection>(std::move(socket), tls_, options.limits, on_frame_cb,
+                                                          on_close_cb, auth_options(), options.hello_timeout);
+#endif
+    if (!conn)
+      conn = std::make_shared<transport::StreamConnection<Protocol>>(std::move(socket), options.limits, on_frame_cb,
+                                                                     on_close_cb, shared_memory_options(),
+                                                                     auth_options());
     std::string address = conn->remote();
     if (auto colon = address.rfind(':'); colon != std::string::npos)  // the host, without the port
       address.resize(colon);
@@ -39,8 +49,14 @@ inline AgentRuntime::Link AgentRuntime::link_to(std::uint32_t peer) {
                                                  options.limits, on_frame_cb, on_close_cb, shared_memory_options(),
                                                  auth_options(peer));
     } else {
-      conn = transport::TcpConnection::connect(io_.get_executor(), endpoints_[peer], options.limits, on_frame_cb,
-                                               on_close_cb, {}, auth_options(peer));
+#if REMORA_OPENSSL
+      if (tls_)
+        conn = transport::TlsConnection::connect(io_.get_executor(), endpoints_[peer], tls_, options.limits,
+                                                 on_frame_cb, on_close_cb, auth_options(peer), options.hello_timeout);
+#endif
+      if (!conn)
+        conn = transport::TcpConnection::connect(io_.get_executor(), endpoints_[peer], options.limits, on_frame_cb,
+                                                 on_close_cb, {}, auth_options(peer));
     }
     conn->peer_id = peer;
     conn->send(wire::encode_frame(wire::FrameKind::control, 0, static_cast<std::uint8_t>(ControlType::hello),
