@@ -66,6 +66,11 @@ int main() {
   remora::Options o;
   o.store = c10::make_intrusive<c10d::HashStore>();
   o.secret = remora::secret_from_env();  // REMORA_SECRET: an authenticated group (scripts/bench)
+  // REMORA_BENCH_TLS=DIR: TLS with DIR/node.pem, DIR/node.key and DIR/ca.pem (scripts/bench).
+  if (const char* dir = std::getenv("REMORA_BENCH_TLS"); dir && *dir) {
+    const std::string d = std::string(dir) + "/";
+    o.tls = remora::TlsOptions{.certificate = d + "node.pem", .private_key = d + "node.key", .ca = d + "ca.pem"};
+  }
   std::unique_ptr<remora::Agent> a, b;
   std::thread tb([&] { b = std::make_unique<remora::Agent>("w1", 1, 2, o); });
   a = std::make_unique<remora::Agent>("w0", 0, 2, o);
