@@ -34,6 +34,11 @@ int slow_add(int a, int b) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   return a + b;
 }
+std::atomic<bool> gate_open{false};
+std::int64_t held(torch::Tensor t) {  // holds its call (and the tensor) until the gate opens
+  while (!gate_open) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return t.numel();
+}
 }  // namespace hostile
 
 namespace {
@@ -100,6 +105,45 @@ TEST_CASE("A continuation that throws on the worker pool is dropped, and the wor
   const auto start = std::chrono::steady_clock::now();
   shutdown_group(g);
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+}
+
+TEST_CASE("A peer's pending calls and bytes are bounded: past them its calls are refused unrun", "[agent][hostile]") {
+  remora::Options o;
+  o.max_pending_calls_per_peer = 3;
+  o.max_pending_bytes_per_peer = 1 << 20;
+  o.num_worker_threads = 4;
+  auto g = start_group({"a", "b"}, o);
+  hostile::gate_open = false;
+  const auto small = torch::ones({1});
+  std::vector<remora::Future<std::int64_t>> held;
+  for (int i = 0; i < 3; ++i) held.push_back(g[0]->rpc_async<&hostile::held>("b", small));
+  REQUIRE(remora::test::eventually([&] { return remora::detail::AgentAccess::pending_from(*g[1], 0) == 3; }));
+  // A fourth call is refused at once, unrun, and says why; the three go on.
+  try {
+    g[0]->rpc_sync<&hostile::add>("b", 1, 2);
+    FAIL("no error");
+  } catch (const remora::Overloaded& e) {
+    CHECK(e.worker() == "b");
+    CHECK_THAT(e.what(), Catch::Contains("3 calls from this worker are already pending there"));
+  }
+  // The other direction has its own budget.
+  CHECK(g[1]->rpc_sync<&hostile::add>("a", 1, 2) == 3);
+  hostile::gate_open = true;
+  for (auto& f : held) CHECK(f.get() == 1);
+  CHECK(remora::test::eventually([&] { return remora::detail::AgentAccess::pending_from(*g[1], 0) == 0; }));
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);
+
+  // Bytes: one 768 KiB call pending, a second one would pass 1 MiB; a small one still fits.
+  hostile::gate_open = false;
+  const auto big = torch::ones({192 << 10});  // 768 KiB of floats
+  auto first = g[0]->rpc_async<&hostile::held>("b", big);
+  REQUIRE(remora::test::eventually([&] { return remora::detail::AgentAccess::pending_from(*g[1], 0) == 1; }));
+  CHECK_THROWS_AS(g[0]->rpc_sync<&hostile::held>("b", big), remora::Overloaded);
+  auto little = g[0]->rpc_async<&hostile::held>("b", small);
+  hostile::gate_open = true;
+  CHECK(first.get() == big.numel());
+  CHECK(little.get() == 1);
+  shutdown_group(g);
 }
 
 TEST_CASE("A connection that says a known worker's name cannot make that worker lost", "[agent][hostile]") {

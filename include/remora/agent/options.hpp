@@ -101,6 +101,11 @@ struct Options {
   std::size_t shared_memory_min_bytes = std::size_t{256} << 10;
   // Bounds on received frames; larger frames are refused.
   wire::Limits limits;
+  // What one peer's calls may hold on this worker at once: calls received and not yet answered,
+  // and their frames' bytes. A call past either bound is refused unrun, and its caller gets
+  // remora::Overloaded; a peer with nothing pending is always admitted.
+  std::uint64_t max_pending_calls_per_peer = 65536;
+  std::uint64_t max_pending_bytes_per_peer = std::uint64_t{2} << 30;
 
   // Device maps, per destination worker: CUDA tensors sent to `worker` arrive on the mapped device
   // (replies come back through the inverse map). Without an entry a CUDA tensor cannot be sent;

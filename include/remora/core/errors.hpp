@@ -57,6 +57,16 @@ class WorkerLost : public CallError {
                   "remora: " + function + " on worker '" + worker + "' failed, worker lost: " + why) {}
 };
 
+// The callee refused the call without running it: too many of this worker's calls, or too many
+// of their bytes, are pending there (Options::max_pending_calls_per_peer, _bytes_per_peer).
+// Retrying later can succeed.
+class Overloaded : public CallError {
+ public:
+  Overloaded(std::string worker, std::string function, const std::string& why)
+      : CallError(worker, function,
+                  "remora: " + function + " on worker '" + worker + "' was refused, worker overloaded: " + why) {}
+};
+
 // The peer does not know the function or type id it was asked for.
 class UnknownFunction : public CallError {
  public:

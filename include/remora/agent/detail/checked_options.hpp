@@ -28,6 +28,8 @@ inline void microseconds_from_env(GetEnv getenv, const char* name, std::chrono::
 inline Options checked_options(Options o, GetEnv getenv = &process_env) {
   if (o.rpc_timeout.count() <= 0) throw Error("remora: Options::rpc_timeout must be positive");
   if (o.hello_timeout.count() <= 0) throw Error("remora: Options::hello_timeout must be positive");
+  if (o.max_pending_calls_per_peer == 0 || o.max_pending_bytes_per_peer == 0)
+    throw Error("remora: Options::max_pending_calls_per_peer and max_pending_bytes_per_peer must be positive");
   if (o.sync_watch.count() < 0) throw Error("remora: Options::sync_watch must not be negative");
   if (o.worker_watch.count() < 0) throw Error("remora: Options::worker_watch must not be negative");
   if (o.io_watch.count() < 0) throw Error("remora: Options::io_watch must not be negative");

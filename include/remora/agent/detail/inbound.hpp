@@ -21,6 +21,7 @@
 #include <asio/io_context.hpp>
 
 #include "remora/agent/detail/grad_hooks.hpp"
+#include "remora/agent/detail/peer_budget.hpp"
 #include "remora/agent/detail/registry.hpp"
 #include "remora/agent/detail/worker_pool.hpp"
 #include "remora/transport/connection.hpp"
@@ -33,16 +34,24 @@ class InboundCalls {
   using Respond = UniqueFunction<void(wire::OutFrame)>;
 
   // `agent` is what served functions see as serving_agent; all references outlive this.
-  InboundCalls(Agent* agent, WorkerPool& pool, asio::io_context& io, const wire::Limits& limits)
-      : agent_(agent), pool_(pool), io_(io), limits_(limits) {}
+  InboundCalls(Agent* agent, WorkerPool& pool, asio::io_context& io, const wire::Limits& limits,
+               std::uint64_t max_pending_calls, std::uint64_t max_pending_bytes)
+      : agent_(agent), pool_(pool), io_(io), limits_(limits), budgets_(max_pending_calls, max_pending_bytes) {}
+
+  // Once the group is known, before any call arrives.
+  void set_group_size(std::size_t workers) { budgets_.resize(workers); }
+  // Calls from `peer` received and not yet answered.
+  std::uint64_t pending_from(std::uint32_t peer) const { return budgets_.pending_calls(peer); }
 
   // A call frame read from `conn`, on the connection's strand. Throws ProtocolError for a call
   // frame without a function id.
   void receive(const Link& conn, wire::InFrame&& frame) {
     const auto* fn = function_of(frame);
-    auto respond = [conn](wire::OutFrame reply) { conn->send(std::move(reply)); };
-    if (!fn) return dispatch(conn->peer_id, std::move(frame), respond);  // answers "unknown function"
-    if (!fn->cheap()) return dispatch_known(*fn, conn->peer_id, std::move(frame), respond);
+    PeerBudgets::Ticket ticket;  // given back with the reply function, once the call is answered
+    if (std::string why; !budgets_.admit(conn->peer_id, frame, ticket, why))
+      return conn->send(error_frame(frame.request_id(), ErrorCode::overloaded, "remora::Overloaded", why));
+    if (!fn) return dispatch(conn->peer_id, std::move(frame), reply_to(conn, std::move(ticket)));  // "unknown function"
+    if (!fn->cheap()) return dispatch_known(*fn, conn->peer_id, std::move(frame), reply_to(conn, std::move(ticket)));
     // This thread's open batch: read handlers run one at a time per thread, and the batch is
     // closed by a job deferred to this thread, which runs once the current handler returns.
     thread_local std::shared_ptr<CallBatch> open;
@@ -50,7 +59,7 @@ class InboundCalls {
     if (open && open->conn == conn) {
       std::unique_lock lock(open->mu);
       if (!open->closed) {
-        open->calls.emplace_back(fn, std::move(frame));
+        open->calls.push_back({fn, std::move(frame), std::move(ticket)});
         if (more && open->calls.size() < CallBatch::kMaxCalls) return;
         lock.unlock();  // the last call read (or a full batch): the batch starts now
         auto batch = std::move(open);
@@ -58,12 +67,12 @@ class InboundCalls {
       }
     }
     open.reset();
-    if (!more) return dispatch_known(*fn, conn->peer_id, std::move(frame), respond);  // a lone call
+    if (!more) return dispatch_known(*fn, conn->peer_id, std::move(frame), reply_to(conn, std::move(ticket)));  // a lone call
     // The rest of what was read may end in a partial frame: then the job deferred here (it runs
     // once the read handler returns) starts the batch.
     open = std::make_shared<CallBatch>();
     open->conn = conn;
-    open->calls.emplace_back(fn, std::move(frame));
+    open->calls.push_back({fn, std::move(frame), std::move(ticket)});
     asio::defer(io_, [this, batch = open] {
       if (open == batch) open.reset();
       run_batch(batch);
@@ -97,8 +106,18 @@ class InboundCalls {
     Link conn;
     std::mutex mu;        // with several I/O threads, the batch may start on another thread
     bool closed = false;  // started: later calls go to a new batch
-    std::vector<std::pair<const RegisteredFunction*, wire::InFrame>> calls;
+    struct Call {
+      const RegisteredFunction* fn;
+      wire::InFrame frame;
+      PeerBudgets::Ticket ticket;
+    };
+    std::vector<Call> calls;
   };
+
+  // Sends a call's reply on `conn`; the call's share of its peer's budget goes with this function.
+  static Respond reply_to(Link conn, PeerBudgets::Ticket ticket) {
+    return [conn = std::move(conn), ticket = std::move(ticket)](wire::OutFrame reply) { conn->send(std::move(reply)); };
+  }
 
   static const RegisteredFunction* function_of(const wire::InFrame& frame) {
     std::uint64_t fid;
@@ -120,9 +139,8 @@ class InboundCalls {
       batch->closed = true;
     }
     if (batch->calls.size() == 1) {
-      auto& [fn, frame] = batch->calls.front();
-      return dispatch_known(*fn, batch->conn->peer_id, std::move(frame),
-                            [conn = batch->conn](wire::OutFrame reply) { conn->send(std::move(reply)); });
+      auto& c = batch->calls.front();
+      return dispatch_known(*c.fn, batch->conn->peer_id, std::move(c.frame), reply_to(batch->conn, std::move(c.ticket)));
     }
     pool_.post([this, batch] { run_together(*batch); });
   }
@@ -147,9 +165,9 @@ class InboundCalls {
     };
     calls_batched_.fetch_add(batch.calls.size(), std::memory_order_relaxed);
     const auto start = std::chrono::steady_clock::now();
-    for (auto& [fn, frame] : batch.calls) {
-      IncomingCall call{std::move(frame), &limits_,
-                        [sink, conn](wire::OutFrame reply) {
+    for (auto& c : batch.calls) {
+      IncomingCall call{std::move(c.frame), &limits_,
+                        [sink, conn, ticket = std::move(c.ticket)](wire::OutFrame reply) {
                           {
                             std::lock_guard lock(sink->mu);
                             if (sink->open) return sink->replies.push_back(std::move(reply));
@@ -157,7 +175,7 @@ class InboundCalls {
                           conn->send(std::move(reply));
                         },
                         agent_, conn->peer_id};
-      run_handler(*fn, std::move(call));
+      run_handler(*c.fn, std::move(call));
       // A batch that turned out slow does not hold finished replies back.
       if (std::chrono::steady_clock::now() - start > std::chrono::microseconds(100)) flush();
     }
@@ -219,6 +237,7 @@ class InboundCalls {
   WorkerPool& pool_;
   asio::io_context& io_;
   const wire::Limits& limits_;
+  PeerBudgets budgets_;
   std::atomic<std::uint64_t> calls_batched_{0};
 };
 

@@ -40,6 +40,8 @@ struct AgentAccess {
                                                  std::uint32_t peer, std::string_view function);
   // Calls this agent served as part of a batch (inbound.hpp), for tests.
   static REMORA_DECL std::uint64_t calls_batched(const Agent& agent);
+  // Calls from worker `peer` that `agent` received and has not answered yet.
+  static REMORA_DECL std::uint64_t pending_from(const Agent& agent, std::uint32_t peer);
   // Runs a continuation of a call's future on the agent's pool, counted as work in flight.
   static REMORA_DECL void dispatch_to_pool(void* agent, UniqueFunction<void()> callback);
 

@@ -14,6 +14,7 @@ enum class ErrorCode : std::uint8_t {
   unknown_function = 2,  // the callee has no function with that id
   bad_request = 3,       // the arguments could not be decoded as the function's parameters
   forwarded = 4,         // a RemoteError that began elsewhere (origin names its worker and function)
+  overloaded = 5,        // refused unrun: too many of the caller's calls are pending on the callee
 };
 
 enum class ControlType : std::uint8_t {

@@ -27,6 +27,8 @@ inline std::exception_ptr error_of_reply(const wire::InFrame& reply, const wire:
       [[fallthrough]];
     case ErrorCode::unknown_function:
       return std::make_exception_ptr(UnknownFunction(worker, fn, message));
+    case ErrorCode::overloaded:
+      return std::make_exception_ptr(Overloaded(worker, fn, message));
     case ErrorCode::bad_request:
       return std::make_exception_ptr(
           RemoteError(worker, fn, type, "the arguments did not decode as its parameters: " + message));

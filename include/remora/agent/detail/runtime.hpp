@@ -94,6 +94,7 @@ class AgentRuntime {
   }
   const wire::DeviceMap& reply_map(std::uint32_t peer) const { return reply_maps_.at(peer); }
   std::uint64_t calls_batched() const { return inbound_.calls_batched(); }
+  std::uint64_t pending_from(std::uint32_t peer) const { return inbound_.pending_from(peer); }
 
   PeerLinks links;
   CallTable calls;
@@ -167,7 +168,9 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
     : agent(a), options(checked_options(std::move(o))), self_id(static_cast<std::uint32_t>(rank)),
       io_loop_(io_, options.io_watch), work_(io_.get_executor()), timer_strand_(asio::make_strand(io_)),
       acceptor_(io_), local_acceptor_(io_), pool_(options.num_worker_threads, options.worker_watch),
-      inbound_(&a, pool_, io_, options.limits), sweep_timer_(timer_strand_) {
+      inbound_(&a, pool_, io_, options.limits, options.max_pending_calls_per_peer,
+               options.max_pending_bytes_per_peer),
+      sweep_timer_(timer_strand_) {
   Registry::global().check_no_clashes();
   listen();
   if (!options.secret.empty()) {
@@ -204,6 +207,7 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
   choose_transports(peers);
   exchange_device_maps();
   links.resize(workers.size());
+  inbound_.set_group_size(workers.size());
   accept_next(acceptor_);
   if (local_acceptor_.is_open()) accept_next(local_acceptor_);
   arm_sweep();

@@ -91,6 +91,9 @@ REMORA_DECL void AgentAccess::dispatch_to_pool(void* agent, UniqueFunction<void(
   static_cast<Agent*>(agent)->rt_->run_counted(std::move(callback));
 }
 REMORA_DECL std::uint64_t AgentAccess::calls_batched(const Agent& agent) { return agent.rt_->calls_batched(); }
+REMORA_DECL std::uint64_t AgentAccess::pending_from(const Agent& agent, std::uint32_t peer) {
+  return agent.rt_->pending_from(peer);
+}
 REMORA_DECL bool AgentAccess::lone_call_in_flight(const Agent& agent) {
   return agent.rt_->calls.lone_call_in_flight();
 }
