@@ -15,6 +15,7 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "remora/core/errors.hpp"
+#include "remora/transport/fault_plan.hpp"
 #include "remora/wire/device_map.hpp"
 #include "remora/wire/limits.hpp"
 
@@ -99,6 +100,9 @@ struct Options {
   // `shared_memory_min_bytes`; 0 bytes: everything goes through the socket.
   std::size_t shared_memory_bytes = std::size_t{1} << 30;
   std::size_t shared_memory_min_bytes = std::size_t{256} << 10;
+  // For tests of failure handling: frames this worker sends that the plan names are dropped,
+  // delayed, or cut their connection (transport/fault_plan.hpp). Null: none.
+  std::shared_ptr<FaultPlan> faults;
   // Bounds on received frames; larger frames are refused.
   wire::Limits limits;
   // What one peer's calls may hold on this worker at once: calls received and not yet answered,

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "remora/transport/fault_plan.hpp"
 #include "remora/wire/frame.hpp"
 
 namespace remora::transport {
@@ -46,8 +47,44 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // frame handler).
   virtual void trust() {}
 
+  // Faults to inject into what this connection sends (Options::faults; tests). Before start().
+  void set_faults(std::shared_ptr<FaultPlan> plan) { faults_ = std::move(plan); }
+
   // Set by the agent once the peer has introduced itself.
   std::uint32_t peer_id = UINT32_MAX;
+
+ protected:
+  // Whether an injected fault took `frame` (dropped it, holds it for later, or cut the
+  // connection); implementations call it first thing in send.
+  bool faulted(wire::OutFrame& frame) {
+    if (!faults_ || releasing_delayed()) return false;
+    auto rule = faults_->match(frame);
+    if (!rule) return false;
+    switch (rule->action) {
+      case FaultPlan::Action::drop:
+        return true;
+      case FaultPlan::Action::cut:
+        close("injected fault: the connection was cut");
+        return true;
+      case FaultPlan::Action::delay:
+        faults_->later(rule->delay, [weak = weak_from_this(), f = std::make_shared<wire::OutFrame>(std::move(frame))] {
+          auto self = weak.lock();
+          if (!self) return;
+          releasing_delayed() = true;
+          self->send(std::move(*f));
+          releasing_delayed() = false;
+        });
+        return true;
+    }
+    return false;
+  }
+
+ private:
+  static bool& releasing_delayed() {
+    thread_local bool releasing = false;
+    return releasing;
+  }
+  std::shared_ptr<FaultPlan> faults_;
 };
 
 }  // namespace remora::transport

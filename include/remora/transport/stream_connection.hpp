@@ -87,32 +87,17 @@ class StreamConnection final : public Connection {
   void start() override { asio::post(socket_.get_executor(), [self = self_ptr()] { self->begin(); }); }
 
   void send(wire::OutFrame frame) override {
-    prepare(frame);
-    std::lock_guard lock(write_mu_);
-    if (closed_) return;
-    // An idle connection writes on the sending thread: no hop to the I/O thread, which only
-    // takes over what the socket does not accept at once (and batches frames queued meanwhile).
-    // A burst is the exception: see in_burst.
-    if (connected_ && !writing_ && queue_.empty() && frame.gates.empty() && !in_burst(frame) && write_now(frame)) {
-      last_direct_write_ = std::chrono::steady_clock::now();
-      reads_at_direct_write_ = reads_.load(std::memory_order_relaxed);
-      direct_writer_ = std::this_thread::get_id();
-      return;
-    }
-    queue_.push_back(std::move(frame));
-    if (connected_ && !writing_) {
-      writing_ = true;
-      asio::post(socket_.get_executor(), [self = self_ptr()] { self->write_more(); });
-    }
+    if (!faulted(frame)) send_unfaulted(std::move(frame));
   }
 
   // The frames go out with one gather write when the connection is idle.
   void send_batch(std::vector<wire::OutFrame> frames) override {
-    if (frames.size() == 1) return send(std::move(frames.front()));
+    std::erase_if(frames, [this](wire::OutFrame& f) { return faulted(f); });
+    if (frames.size() == 1) return send_unfaulted(std::move(frames.front()));
     for (auto& f : frames) prepare(f);
     std::vector<wire::OutFrame> written;  // destroyed after the lock: a deleter may send
     std::lock_guard lock(write_mu_);
-    if (closed_) return;
+    if (closed_ || frames.empty()) return;
     const bool idle = connected_ && !writing_ && queue_.empty();
     for (auto& f : frames) queue_.push_back(std::move(f));
     if (idle && write_queue_now(written)) return;
@@ -149,6 +134,26 @@ class StreamConnection final : public Connection {
   static constexpr std::size_t kMaxIov = detail::kMaxIov;
 
   std::shared_ptr<StreamConnection> self_ptr() { return std::static_pointer_cast<StreamConnection>(shared_from_this()); }
+
+  void send_unfaulted(wire::OutFrame frame) {
+    prepare(frame);
+    std::lock_guard lock(write_mu_);
+    if (closed_) return;
+    // An idle connection writes on the sending thread: no hop to the I/O thread, which only
+    // takes over what the socket does not accept at once (and batches frames queued meanwhile).
+    // A burst is the exception: see in_burst.
+    if (connected_ && !writing_ && queue_.empty() && frame.gates.empty() && !in_burst(frame) && write_now(frame)) {
+      last_direct_write_ = std::chrono::steady_clock::now();
+      reads_at_direct_write_ = reads_.load(std::memory_order_relaxed);
+      direct_writer_ = std::this_thread::get_id();
+      return;
+    }
+    queue_.push_back(std::move(frame));
+    if (connected_ && !writing_) {
+      writing_ = true;
+      asio::post(socket_.get_executor(), [self = self_ptr()] { self->write_more(); });
+    }
+  }
 
   // The connection is up: with a secret, the peer proves itself first (detail/handshake.hpp);
   // until then nothing is read into the frame reader and queued frames wait.

@@ -96,6 +96,7 @@ class TlsConnection final : public Connection {
   void start() override { asio::post(stream_.get_executor(), [self = self_ptr()] { self->begin(); }); }
 
   void send(wire::OutFrame frame) override {
+    if (faulted(frame)) return;
     detail::stage_in_chunks(frame);
     frame.stage_to_host();
     std::lock_guard lock(write_mu_);

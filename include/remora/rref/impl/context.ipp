@@ -276,6 +276,14 @@ REMORA_DECL std::shared_ptr<RRefCore> RRefContext::receive(const WireRRef& w, st
       } catch (const WorkerLost&) {
         core->fail(e);
         core->released = true;
+        // The owner is lost to this worker, so this fork will never count there (had the request
+        // arrived, the owner drops it with this lost worker's other forks): the parent, which
+        // holds its own reference until the owner knows of the fork, may let go. Without this, a
+        // link cut between this worker and the owner alone would keep the value forever.
+        if (auto ctx = core->ctx.lock(); ctx && parent != ctx->self())
+          send_rref_message<&rref_msg::child_accept>(ctx->agent(), parent, core->fork);
+        else if (ctx)
+          ctx->drop_child(core->fork);
       } catch (...) {
         core->fail(e);  // the owner may not know this fork: it must not be used, nor let the parent go
       }
