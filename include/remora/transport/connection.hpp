@@ -1,6 +1,9 @@
 #pragma once
 // What the agent sees of a connection to a peer, whatever carries it (TCP, or a unix socket with
 // shared memory between processes of one host).
+#include <signal.h>
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -62,6 +65,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!rule) return false;
     switch (rule->action) {
       case FaultPlan::Action::drop:
+        return true;
+      case FaultPlan::Action::kill:
+        ::kill(::getpid(), SIGKILL);
         return true;
       case FaultPlan::Action::cut:
         close("injected fault: the connection was cut");

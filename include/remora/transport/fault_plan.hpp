@@ -34,6 +34,7 @@ class FaultPlan {
     drop,   // the frame never leaves
     delay,  // it leaves `delay` later
     cut,    // its connection closes instead, as if the peer's host died as it was sent
+    kill,   // this process dies (SIGKILL) as it sends the frame: kill -9 at that protocol step
   };
   struct Rule {
     std::optional<wire::FrameKind> kind;     // frames of this kind (unset: any)
