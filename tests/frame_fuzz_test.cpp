@@ -108,6 +108,46 @@ TEST_CASE("A header announcing a huge body is refused before allocation", "[wire
   CHECK(reader.next_buffer().size() <= wire::Limits{}.read_ahead_bytes);
 }
 
+TEST_CASE("A frame's tensors are allocated as their bytes arrive, not when announced", "[wire][fuzz]") {
+  // 64 tensors of 1 MiB announced; the peer then sends one and a half tensors' bytes and stalls.
+  const std::uint8_t kFloat = *wire::to_wire(torch::kFloat32);
+  constexpr int kTensors = 64;
+  constexpr std::uint64_t kBytes = 1 << 20;
+  RawFrame f;
+  f.header.kind = 1;
+  f.header.tensor_count = kTensors;
+  put(f.body, std::uint32_t{0});
+  for (int i = 0; i < kTensors; ++i) {
+    wire::TensorDescriptor d;
+    d.dtype = kFloat;
+    d.ndim = 1;
+    d.nbytes = kBytes;
+    put(f.descriptors, d);
+    put(f.descriptors, static_cast<int64_t>(kBytes / 4));
+  }
+  const auto head = f.bytes();
+  wire::FrameReader reader;
+  REQUIRE(reader.feed(head) == head.size());
+  const std::uint64_t meta = f.body.size() + f.descriptors.size();
+  CHECK(reader.held_bytes() == meta + kBytes);  // the first tensor, whose bytes come next
+  std::vector<std::byte> data(kBytes + kBytes / 2, std::byte{1});
+  REQUIRE(reader.feed(data) == data.size());
+  CHECK(reader.held_bytes() == meta + 2 * kBytes);
+  CHECK_FALSE(reader.done());
+
+  // The rest arrives: the frame is whole, its bytes where they belong; the reader then starts
+  // the next frame holding nothing.
+  data.assign(kTensors * kBytes - data.size(), std::byte{1});
+  REQUIRE(reader.feed(data) == data.size());
+  REQUIRE(reader.done());
+  CHECK(reader.held_bytes() == meta + kTensors * kBytes);
+  auto frame = reader.take();
+  REQUIRE(frame.tensors.size() == kTensors);
+  CHECK(frame.tensors.back().tensor.numel() == kBytes / 4);
+  CHECK(static_cast<const std::uint8_t*>(frame.tensors.back().tensor.data_ptr())[kBytes - 1] == 1);
+  CHECK(reader.held_bytes() == 0);
+}
+
 TEST_CASE("Tensor descriptors are validated before any tensor is allocated", "[wire][fuzz]") {
   const std::uint8_t kFloat = *wire::to_wire(torch::kFloat32);
   expect_rejected(one_tensor_frame(250, {2}, 8).bytes(), "unknown dtype 250");

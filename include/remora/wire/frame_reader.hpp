@@ -63,6 +63,9 @@ class FrameReader {
   void set_device_uploader(DeviceUploader upload) { upload_ = std::move(upload); }
 
   bool done() const { return stage_ == Stage::done; }
+  // Memory the frame in progress holds so far: its body and descriptors plus the tensors
+  // allocated, which are those whose bytes have started to arrive (and the empty ones).
+  std::uint64_t held_bytes() const { return frame_.meta.size() + allocated_bytes_; }
 
   // Where the next bytes of the frame go; empty once the frame is complete.
   std::span<std::byte> next_buffer() {
@@ -100,7 +103,7 @@ class FrameReader {
           if (placement_[tensor_index_]) resolve_placed(tensor_index_);
           filled_ = 0;
           ++tensor_index_;
-          skip_empty_tensors();
+          arrive_at_next_nonempty();
         }
         break;
       case Stage::done:
@@ -155,6 +158,7 @@ class FrameReader {
     filled_ = 0;
     tensor_index_ = 0;
     meta_total_ = 0;
+    allocated_bytes_ = 0;
   }
 
   void on_header() {
@@ -228,30 +232,42 @@ class FrameReader {
       placement_.push_back(placement);
     }
     if (p != end) fail("descriptor table has trailing bytes");
-    // Every field checked: now allocate.
-    frame_.tensors.reserve(planned.size());
-    for (std::size_t i = 0; i < planned.size(); ++i) {
-      auto& t = planned[i];
-      // A placed tensor's stream bytes say where it is (an offset, an IPC record): they are read
-      // into a placeholder first.
-      const auto placement = placement_[i];
-      uploads_.push_back(!placement && t.device.is_cuda() && upload_ ? upload_(t.sizes, t.dtype, t.nbytes, t.device)
-                                                                      : nullptr);
-      auto tensor = placement ? torch::empty({static_cast<int64_t>(placements_[placement].record_bytes)}, torch::kUInt8)
-                    : uploads_[i] ? uploads_[i]->staging()
-                                  : BufferPool::global().empty(t.sizes, t.dtype, t.nbytes);
-      frame_.tensors.push_back({std::move(tensor), t.device});
-    }
+    // Every field checked. Each tensor is allocated only when the bytes before it have arrived
+    // (arrive_at), so a peer that announces many large tensors and stalls makes this reader
+    // hold what it sent plus one tensor, not the whole frame.
+    frame_.tensors.resize(planned.size());
+    uploads_.resize(planned.size());
     filled_ = 0;
     tensor_index_ = 0;
     stage_ = Stage::tensors;
-    skip_empty_tensors();
+    arrive_at_next_nonempty();
   }
 
-  void skip_empty_tensors() {
-    while (tensor_index_ < frame_.tensors.size() && frame_.tensors[tensor_index_].tensor.nbytes() == 0)
-      ++tensor_index_;
-    if (tensor_index_ == frame_.tensors.size()) stage_ = Stage::done;
+  // Bytes the stream holds for tensor i: its data, or a placement's record in its place.
+  std::uint64_t stream_bytes(std::size_t i) const {
+    return placement_[i] ? placements_[placement_[i]].record_bytes : planned_[i].nbytes;
+  }
+
+  // Allocates tensor i, whose bytes come next.
+  void allocate(std::size_t i) {
+    const auto& t = planned_[i];
+    // A placed tensor's stream bytes say where it is (an offset, an IPC record): they are read
+    // into a placeholder first.
+    const auto placement = placement_[i];
+    uploads_[i] = !placement && t.device.is_cuda() && upload_ ? upload_(t.sizes, t.dtype, t.nbytes, t.device) : nullptr;
+    auto tensor = placement ? torch::empty({static_cast<int64_t>(placements_[placement].record_bytes)}, torch::kUInt8)
+                  : uploads_[i] ? uploads_[i]->staging()
+                                : BufferPool::global().empty(t.sizes, t.dtype, t.nbytes);
+    allocated_bytes_ += stream_bytes(i);
+    frame_.tensors[i] = {std::move(tensor), t.device};
+  }
+
+  // Moves to the first tensor from tensor_index_ on with bytes to read, allocating the empty
+  // ones passed over and that one; the frame is done when none is left.
+  void arrive_at_next_nonempty() {
+    while (tensor_index_ < planned_.size() && stream_bytes(tensor_index_) == 0) allocate(tensor_index_++);
+    if (tensor_index_ == planned_.size()) stage_ = Stage::done;
+    else allocate(tensor_index_);
   }
 
   void resolve_placed(std::size_t i) {
@@ -290,6 +306,7 @@ class FrameReader {
   std::size_t filled_ = 0;
   std::size_t meta_total_ = 0;
   std::size_t tensor_index_ = 0;
+  std::uint64_t allocated_bytes_ = 0;  // tensor memory allocated for the frame in progress
 };
 
 // Decodes exactly one whole frame from `bytes`; trailing bytes or a short buffer are errors.
