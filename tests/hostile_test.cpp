@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -236,6 +237,56 @@ TEST_CASE("A connection that never says which worker it is is closed after hello
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   CHECK(g[0]->rpc_sync<&hostile::add>("b", 2, 2) == 4);
   CHECK(g[1]->rpc_sync<&hostile::add>("a", 3, 2) == 5);
+  shutdown_group(g);
+}
+
+TEST_CASE("Warnings a peer causes are rate-limited, and say how many were suppressed", "[agent][hostile]") {
+  using remora::detail::WarningLimiter;
+  WarningLimiter limiter;
+  const auto t0 = WarningLimiter::Clock::now();
+  std::uint64_t suppressed = 0;
+  int printed = 0;
+  for (int i = 0; i < 1000; ++i) printed += limiter.admit(t0, suppressed);
+  CHECK(printed == static_cast<int>(WarningLimiter::kBurst));
+  CHECK_FALSE(limiter.admit(t0 + WarningLimiter::kRefill / 2, suppressed));
+  REQUIRE(limiter.admit(t0 + WarningLimiter::kRefill, suppressed));
+  CHECK(suppressed == 1000 - printed + 1);
+  REQUIRE(limiter.admit(t0 + 100 * WarningLimiter::kRefill, suppressed));
+  CHECK(suppressed == 0);
+
+  // A worker that 200 connections send garbage to closes each one and prints a bounded number
+  // of lines about it (stderr is captured in a file meanwhile).
+  auto g = start_group({"a", "b"});
+  std::FILE* capture = std::tmpfile();
+  REQUIRE(capture);
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  ::dup2(::fileno(capture), 2);
+  const auto start = std::chrono::steady_clock::now();
+  asio::io_context io;
+  for (int i = 0; i < 200; ++i) {
+    auto s = send_raw(io, g[1]->listen_port(), std::vector<std::byte>(sizeof(remora::wire::FrameHeader), std::byte{7}));
+    CHECK(remora::test::closed_within(s->native_handle(), std::chrono::seconds(3)));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::rewind(capture);
+  int lines = 0;
+  bool said_suppressed = false;
+  std::array<char, 512> line;
+  while (std::fgets(line.data(), line.size(), capture)) {
+    lines += std::strstr(line.data(), "closing connection") != nullptr;
+    said_suppressed |= std::strstr(line.data(), "more warnings about peers were suppressed") != nullptr;
+  }
+  std::fclose(capture);
+  INFO("lines: " << lines << " in " << seconds << " s");
+  CHECK(lines >= 1);
+  CHECK(lines <= WarningLimiter::kBurst + seconds / std::chrono::duration<double>(WarningLimiter::kRefill).count() + 1);
+  CHECK(lines < 200);
+  if (seconds > 1.5) CHECK(said_suppressed);
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);
   shutdown_group(g);
 }
 

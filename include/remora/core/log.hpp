@@ -1,9 +1,17 @@
 #pragma once
 // Warnings remora prints on its own (closed connections, rejected frames): one line on stderr.
 // REMORA_LOG=quiet silences them.
+//
+// Warnings a peer can cause (a connection closed or refused, a frame rejected) go through
+// log_peer_warning, which is rate-limited: a flood of hostile connections must not become a flood
+// of stderr lines. A burst of WarningLimiter::kBurst lines passes, then one line per
+// WarningLimiter::kRefill; the next line printed says how many were suppressed meanwhile.
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 namespace remora::detail {
@@ -14,6 +22,50 @@ inline void log_warning(const std::string& line) {
     return v && std::strcmp(v, "quiet") == 0;
   }();
   if (!quiet) std::fprintf(stderr, "remora: %s\n", line.c_str());
+}
+
+// A token bucket over lines. Thread-safe; cost: one uncontended mutex per warning.
+class WarningLimiter {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr double kBurst = 20;
+  static constexpr std::chrono::milliseconds kRefill{1000};
+
+  // Whether a line at `now` may be printed; if so, `suppressed` is how many were refused since
+  // the last one printed.
+  bool admit(Clock::time_point now, std::uint64_t& suppressed) {
+    std::lock_guard lock(mu_);
+    if (!started_) {
+      started_ = true;
+      last_ = now;
+    }
+    tokens_ += std::chrono::duration<double>(now - last_) / std::chrono::duration<double>(kRefill);
+    if (tokens_ > kBurst) tokens_ = kBurst;
+    last_ = now;
+    if (tokens_ < 1) {
+      ++suppressed_;
+      return false;
+    }
+    tokens_ -= 1;
+    suppressed = suppressed_;
+    suppressed_ = 0;
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  bool started_ = false;
+  double tokens_ = kBurst;
+  Clock::time_point last_{};
+  std::uint64_t suppressed_ = 0;
+};
+
+inline void log_peer_warning(const std::string& line) {
+  static WarningLimiter limiter;
+  std::uint64_t suppressed = 0;
+  if (!limiter.admit(WarningLimiter::Clock::now(), suppressed)) return;
+  if (suppressed == 0) return log_warning(line);
+  log_warning(line + " (" + std::to_string(suppressed) + " more warnings about peers were suppressed)");
 }
 
 }  // namespace remora::detail

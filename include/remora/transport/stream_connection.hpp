@@ -175,7 +175,7 @@ class StreamConnection final : public Connection {
       self->handshake_timer_.cancel();
       if (self->closed_) return;
       if (failure) {
-        remora::detail::log_warning("closing connection from " + self->remote() + ": authentication failed: " + *failure);
+        remora::detail::log_peer_warning("closing connection from " + self->remote() + ": authentication failed: " + *failure);
         return self->close_now("authentication failed: " + *failure);
       }
       self->authenticated_name_ = handshake->peer_name();
@@ -431,14 +431,14 @@ class StreamConnection final : public Connection {
   }
 
   void reject(const ProtocolError& e) {
-    remora::detail::log_warning("closing connection from " + remote() + ": " + e.reason());
+    remora::detail::log_peer_warning("closing connection from " + remote() + ": " + e.reason());
     close_now(std::string("protocol error: ") + e.reason());
   }
 
   // Anything else a received frame raised (a tensor this process cannot allocate, a device it
   // lacks, an error of the handler it went to): that connection closes, the process goes on.
   void fail_read(const std::exception& e) {
-    remora::detail::log_warning("closing connection from " + remote() + ": a received frame failed: " + e.what());
+    remora::detail::log_peer_warning("closing connection from " + remote() + ": a received frame failed: " + e.what());
     close_now(std::string("a received frame failed: ") + e.what());
   }
 

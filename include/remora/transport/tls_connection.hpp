@@ -142,7 +142,7 @@ class TlsConnection final : public Connection {
     stream_.async_handshake(side, [self = self_ptr()](std::error_code ec) {
       if (self->closed_) return;
       if (ec) {
-        remora::detail::log_warning("closing connection from " + self->remote() + ": TLS handshake failed: " +
+        remora::detail::log_peer_warning("closing connection from " + self->remote() + ": TLS handshake failed: " +
                                     ec.message());
         return self->close_now("TLS handshake failed: " + ec.message());
       }
@@ -161,7 +161,7 @@ class TlsConnection final : public Connection {
     detail::run_handshake(stream_, handshake, [self = self_ptr(), handshake](std::optional<std::string> failure) {
       if (self->closed_) return;
       if (failure) {
-        remora::detail::log_warning("closing connection from " + self->remote() + ": authentication failed: " + *failure);
+        remora::detail::log_peer_warning("closing connection from " + self->remote() + ": authentication failed: " + *failure);
         return self->close_now("authentication failed: " + *failure);
       }
       self->authenticated_name_ = handshake->peer_name();
@@ -269,11 +269,11 @@ class TlsConnection final : public Connection {
   }
 
   void reject(const ProtocolError& e) {
-    remora::detail::log_warning("closing connection from " + remote() + ": " + e.reason());
+    remora::detail::log_peer_warning("closing connection from " + remote() + ": " + e.reason());
     close_now(std::string("protocol error: ") + e.reason());
   }
   void fail_read(const std::exception& e) {
-    remora::detail::log_warning("closing connection from " + remote() + ": a received frame failed: " + e.what());
+    remora::detail::log_peer_warning("closing connection from " + remote() + ": a received frame failed: " + e.what());
     close_now(std::string("a received frame failed: ") + e.what());
   }
 

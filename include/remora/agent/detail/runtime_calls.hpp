@@ -57,7 +57,7 @@ inline void AgentRuntime::on_reply(std::uint32_t from, wire::InFrame&& frame) {
   auto p = calls.take(frame.request_id());
   if (!p) return;  // late (timed out) or unknown: dropped
   if (p->peer != from) {
-    log_warning("worker '" + workers[self_id].name + "': reply for request " + std::to_string(frame.request_id()) +
+    log_peer_warning("worker '" + workers[self_id].name + "': reply for request " + std::to_string(frame.request_id()) +
                 " came from the wrong worker");
     return finish(std::move(*p), nullptr,
                   std::make_exception_ptr(ProtocolError("reply from the wrong worker", workers[from].name)));
@@ -114,7 +114,7 @@ inline void AgentRuntime::arm_sweep() {
 inline void AgentRuntime::close_silent_connections() {
   for (auto& conn : links.silent_since(std::chrono::steady_clock::now() - options.hello_timeout)) {
     const std::string why = "no hello within " + std::to_string(options.hello_timeout.count()) + " ms";
-    log_warning("worker '" + workers[self_id].name + "': closing connection from " + conn->remote() + ": " + why);
+    log_peer_warning("worker '" + workers[self_id].name + "': closing connection from " + conn->remote() + ": " + why);
     conn->close(why);
   }
 }

@@ -31,7 +31,7 @@ void AgentRuntime::accept_next(Acceptor& acceptor) {
     if (links.accepted(conn, address)) {
       conn->start();
     } else {
-      log_warning("worker '" + workers[self_id].name + "': refusing a connection from " + address + ": " +
+      log_peer_warning("worker '" + workers[self_id].name + "': refusing a connection from " + address + ": " +
                   std::to_string(PeerLinks::kMaxUnknownPerAddress) + " of its connections have not said who they are");
       conn->close("too many unidentified connections from " + address);
     }
@@ -97,8 +97,8 @@ inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
         throw ProtocolError("unexpected frame kind " + std::to_string(frame.header.kind));
     }
   } catch (const ProtocolError& e) {
-    log_warning("worker '" + workers[self_id].name + "': closing connection from " + conn->remote() + ": " +
-                e.reason());
+    log_peer_warning("worker '" + workers[self_id].name + "': closing connection from " + conn->remote() + ": " +
+                     e.reason());
     conn->close("protocol error: " + e.reason());
   }
 }
