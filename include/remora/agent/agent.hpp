@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "remora/agent/debug_info.hpp"
 #include "remora/agent/detail/wire_context.hpp"
 #include "remora/agent/options.hpp"
 #include "remora/config.hpp"
@@ -61,6 +62,8 @@ class Agent {
   REMORA_DECL bool is_running() const;
   // Calls currently awaiting a reply from a peer (or from this worker).
   REMORA_DECL std::size_t pending_calls() const;
+  // A snapshot of calls, connections, traffic and references (debug_info.hpp).
+  REMORA_DECL DebugInfo debug_info() const;
 
  private:
   friend struct detail::AgentAccess;

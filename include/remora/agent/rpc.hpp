@@ -34,6 +34,9 @@ auto rpc_sync(std::string_view to, As&&... args) {
 
 inline WorkerInfo get_worker_info(std::string_view name) { return current_agent().get_worker_info(name); }
 inline WorkerInfo get_worker_info() { return current_agent().self(); }
+// What the process's agent is doing now: calls in flight per peer, connections, bytes sent and
+// received, RRefs owned and forked, autograd contexts (as PyTorch's _get_debug_info).
+inline DebugInfo get_debug_info() { return current_agent().debug_info(); }
 
 // Stops the process's agent (graceful: after every worker's outstanding calls are answered).
 REMORA_DECL void shutdown(bool graceful = true);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -56,10 +57,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Set by the agent once the peer has introduced itself.
   std::uint32_t peer_id = UINT32_MAX;
 
+  // Frames handed to send (counted before faults take any) and frames received, with their
+  // bytes (header, body, descriptors and tensor bytes; a tensor in shared memory counts its
+  // size). For get_debug_info; relaxed atomics.
+  struct Traffic {
+    std::atomic<std::uint64_t> frames_sent{0}, bytes_sent{0}, frames_received{0}, bytes_received{0};
+  };
+  const Traffic& traffic() const { return traffic_; }
+  // Called by the agent for each frame it takes from this connection.
+  void count_received(const wire::InFrame& frame) {
+    std::uint64_t n = sizeof(wire::FrameHeader) + frame.meta.size();
+    for (const auto& t : frame.tensors) n += t.tensor.defined() ? t.tensor.nbytes() : 0;
+    traffic_.frames_received.fetch_add(1, std::memory_order_relaxed);
+    traffic_.bytes_received.fetch_add(n, std::memory_order_relaxed);
+  }
+
  protected:
-  // Whether an injected fault took `frame` (dropped it, holds it for later, or cut the
-  // connection); implementations call it first thing in send.
+  // Counts `frame` as sent and says whether an injected fault took it (dropped it, holds it for
+  // later, or cut the connection); implementations call it first thing in send.
   bool faulted(wire::OutFrame& frame) {
+    if (!releasing_delayed()) {
+      traffic_.frames_sent.fetch_add(1, std::memory_order_relaxed);
+      traffic_.bytes_sent.fetch_add(frame.total_bytes(), std::memory_order_relaxed);
+    }
     if (!faults_ || releasing_delayed()) return false;
     auto rule = faults_->match(frame);
     if (!rule) return false;
@@ -91,6 +111,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     return releasing;
   }
   std::shared_ptr<FaultPlan> faults_;
+  Traffic traffic_;
 };
 
 }  // namespace remora::transport

@@ -109,6 +109,14 @@ class CallTable {
     std::lock_guard lock(mu_);
     return pending_.size();
   }
+  // Calls awaiting a reply, per peer (a vector of `peers` counts).
+  std::vector<std::size_t> size_per_peer(std::size_t peers) const {
+    std::vector<std::size_t> out(peers);
+    std::lock_guard lock(mu_);
+    for (const auto& [id, p] : pending_)
+      if (p.peer < peers) ++out[p.peer];
+    return out;
+  }
   bool lone_call_in_flight() const {
     std::lock_guard lock(mu_);
     return outstanding_ == 1;

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -22,6 +24,7 @@
 
 #include "remora/agent/detail/grad_hooks.hpp"
 #include "remora/agent/detail/peer_budget.hpp"
+#include "remora/agent/detail/profiling.hpp"
 #include "remora/agent/detail/registry.hpp"
 #include "remora/agent/detail/worker_pool.hpp"
 #include "remora/transport/connection.hpp"
@@ -38,8 +41,12 @@ class InboundCalls {
                std::uint64_t max_pending_calls, std::uint64_t max_pending_bytes)
       : agent_(agent), pool_(pool), io_(io), limits_(limits), budgets_(max_pending_calls, max_pending_bytes) {}
 
-  // Once the group is known, before any call arrives.
-  void set_group_size(std::size_t workers) { budgets_.resize(workers); }
+  // Once the group is known, before any call arrives: its workers' names by id, and this one's id.
+  void set_group(std::vector<std::string> names, std::uint32_t self) {
+    budgets_.resize(names.size());
+    names_ = std::move(names);
+    self_ = self;
+  }
   // Calls from `peer` received and not yet answered.
   std::uint64_t pending_from(std::uint32_t peer) const { return budgets_.pending_calls(peer); }
 
@@ -191,6 +198,7 @@ class InboundCalls {
     serving_agent = agent_;
     serving_peer = call.from;
     const auto start = std::chrono::steady_clock::now();
+    ServeSpan span(fn.name, name_of(call.from), name_of(self_));
     fn.handler(std::move(call));
     fn.record_cost(std::chrono::steady_clock::now() - start);
     serving_agent = nullptr;
@@ -238,6 +246,9 @@ class InboundCalls {
   asio::io_context& io_;
   const wire::Limits& limits_;
   PeerBudgets budgets_;
+  std::vector<std::string> names_;  // by worker id, for profiler spans
+  std::uint32_t self_ = 0;
+  std::string_view name_of(std::uint32_t id) const { return id < names_.size() ? std::string_view(names_[id]) : "?"; }
   std::atomic<std::uint64_t> calls_batched_{0};
 };
 

@@ -2,6 +2,7 @@
 // An agent's connections: per peer the one connection that carries calls both ways, the
 // accepted connections whose peer has not said who it is yet, and why a peer was lost.
 // Thread-safe; one mutex guards everything.
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +24,7 @@ class PeerLinks {
     std::lock_guard lock(mu_);
     links_.resize(workers);
     lost_.resize(workers);
+    closed_traffic_.resize(workers);
   }
 
   // The connection to `peer`, made by `connect()` (under the lock: one connection per peer) when
@@ -75,6 +77,7 @@ class PeerLinks {
     std::lock_guard lock(mu_);
     std::erase_if(accepted_, [&](const Accepted& a) { return a.conn == conn; });
     const std::uint32_t peer = conn->peer_id;
+    if (peer < closed_traffic_.size()) add(closed_traffic_[peer], *conn);
     if (peer == UINT32_MAX || links_[peer] != conn) return false;
     links_[peer].reset();
     if (!running) return false;
@@ -107,6 +110,34 @@ class PeerLinks {
     return n;
   }
 
+  // Per peer: frames and bytes of its connections, open and closed, and how many are open.
+  struct PeerTraffic {
+    std::uint64_t frames_sent = 0, bytes_sent = 0, frames_received = 0, bytes_received = 0;
+    std::size_t connections = 0;
+  };
+  std::vector<PeerTraffic> traffic() const {
+    std::lock_guard lock(mu_);
+    auto out = closed_traffic_;
+    auto count = [&](const Link& conn) {
+      if (conn->peer_id >= out.size()) return;  // not introduced yet
+      add(out[conn->peer_id], *conn);
+      ++out[conn->peer_id].connections;
+    };
+    for (const auto& a : accepted_) count(a.conn);
+    for (const auto& l : links_)
+      if (l && std::none_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) { return a.conn == l; }))
+        count(l);
+    return out;
+  }
+  // Connections open now, introduced or not.
+  std::size_t open_connections() const {
+    std::lock_guard lock(mu_);
+    std::size_t n = accepted_.size();
+    for (const auto& l : links_)
+      if (l && std::none_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) { return a.conn == l; })) ++n;
+    return n;
+  }
+
   // Asks every connection to close (each reports it through its close handler).
   void close_all(const std::string& reason) {
     std::lock_guard lock(mu_);
@@ -132,6 +163,15 @@ class PeerLinks {
   };
   std::vector<Accepted> accepted_;
   std::vector<std::string> lost_;  // per peer rank: why it is gone; empty while it is alive
+  std::vector<PeerTraffic> closed_traffic_;  // per peer rank: its closed connections' traffic
+
+  static void add(PeerTraffic& to, const transport::Connection& conn) {
+    const auto& t = conn.traffic();
+    to.frames_sent += t.frames_sent.load(std::memory_order_relaxed);
+    to.bytes_sent += t.bytes_sent.load(std::memory_order_relaxed);
+    to.frames_received += t.frames_received.load(std::memory_order_relaxed);
+    to.bytes_received += t.bytes_received.load(std::memory_order_relaxed);
+  }
 };
 
 }  // namespace remora::detail

@@ -207,7 +207,11 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
   choose_transports(peers);
   exchange_device_maps();
   links.resize(workers.size());
-  inbound_.set_group_size(workers.size());
+  {
+    std::vector<std::string> names;
+    for (const auto& w : workers) names.push_back(w.name);
+    inbound_.set_group(std::move(names), self_id);
+  }
   accept_next(acceptor_);
   if (local_acceptor_.is_open()) accept_next(local_acceptor_);
   arm_sweep();

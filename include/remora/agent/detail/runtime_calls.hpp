@@ -2,6 +2,7 @@
 // AgentRuntime's outgoing calls: sending, matching replies to the table of calls in flight,
 // deadlines, calls to self, and stopping (graceful or not).
 #include "remora/agent/detail/group_shutdown.hpp"
+#include "remora/agent/detail/profiling.hpp"
 #include "remora/agent/detail/runtime.hpp"
 
 namespace remora::detail {
@@ -20,6 +21,7 @@ inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, st
   }
   if (grad_scope.context && grad_scope.agent == &agent)  // a call made inside an autograd context
     grad_recorder.load(std::memory_order_acquire)->call_sent(agent, to, frame);
+  complete = profiled_call(std::move(complete), function, workers[self_id].name, worker);
   calls.add(request_id, to, function, timeout, std::move(complete), std::move(keep));
   if (to == self_id)
     call_self(std::move(frame));

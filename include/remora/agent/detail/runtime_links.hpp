@@ -69,6 +69,7 @@ inline AgentRuntime::Link AgentRuntime::link_to(std::uint32_t peer) {
 
 // On the connection's strand. A frame that breaks the agent's protocol closes its connection.
 inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
+  conn->count_received(frame);
   try {
     switch (frame.kind()) {
       case wire::FrameKind::control: {

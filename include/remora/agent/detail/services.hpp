@@ -2,6 +2,8 @@
 // State a layer above the agent keeps per agent (the RRef tables, say), made on first use and
 // told about the agent's life events. AgentAccess::service<S>(agent) finds or makes it.
 #include <cstdint>
+#include <map>
+#include <string>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -18,6 +20,8 @@ class AgentService {
   virtual void on_group_quiet() {}
   // The agent stopped: its threads are gone; drop everything.
   virtual void on_stop() {}
+  // Adds this layer's counts to Agent::debug_info's (`counters`, by name).
+  virtual void add_debug_info(std::map<std::string, std::int64_t>& counters) const {}
 };
 
 // One address per service type: the key it is found under.

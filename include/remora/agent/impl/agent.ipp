@@ -68,6 +68,39 @@ REMORA_DECL void Agent::shutdown(bool graceful) { rt_->shutdown(graceful); }
 REMORA_DECL bool Agent::is_running() const { return rt_->state() == detail::AgentRuntime::State::running; }
 REMORA_DECL std::size_t Agent::pending_calls() const { return rt_->calls.size(); }
 
+REMORA_DECL DebugInfo Agent::debug_info() const {
+  auto& rt = *rt_;
+  DebugInfo d;
+  d.worker = rt.workers[rt.self_id].name;
+  d.id = rt.self_id;
+  d.running = rt.state() == detail::AgentRuntime::State::running;
+  d.calls_in_flight = rt.calls.size();
+  d.connections = rt.links.open_connections();
+  const auto traffic = rt.links.traffic();
+  const auto in_flight = rt.calls.size_per_peer(rt.workers.size());
+  for (const auto& w : rt.workers) {
+    PeerDebugInfo p;
+    p.name = w.name;
+    p.id = w.id;
+    p.transport = w.id == rt.self_id ? "self" : rt.links.kind_to(w.id);
+    p.lost_reason = rt.links.lost_reason(w.id);
+    p.lost = !p.lost_reason.empty();
+    p.calls_in_flight = in_flight[w.id];
+    p.calls_pending_here = rt.pending_from(w.id);
+    if (w.id < traffic.size()) {
+      const auto& t = traffic[w.id];
+      p.connections = t.connections;
+      p.frames_sent = t.frames_sent;
+      p.bytes_sent = t.bytes_sent;
+      p.frames_received = t.frames_received;
+      p.bytes_received = t.bytes_received;
+    }
+    d.peers.push_back(std::move(p));
+  }
+  for (const auto& s : rt.services.snapshot()) s->add_debug_info(d.counters);
+  return d;
+}
+
 namespace detail {
 
 REMORA_DECL std::uint32_t AgentAccess::id_of(const Agent& agent, std::string_view name) {

@@ -97,6 +97,12 @@ class GradContexts : public remora::detail::AgentService {
 
   REMORA_DECL void on_peer_lost(std::uint32_t peer) override;
   REMORA_DECL void on_stop() override;
+  void add_debug_info(std::map<std::string, std::int64_t>& counters) const override {
+    const auto s = stats();
+    counters["autograd.contexts"] = static_cast<std::int64_t>(s.contexts);
+    counters["autograd.send_functions"] = static_cast<std::int64_t>(s.send_functions);
+    counters["autograd.recv_functions"] = s.recv_functions;
+  }
 
  private:
   Agent& agent_;

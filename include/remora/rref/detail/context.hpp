@@ -81,6 +81,13 @@ class RRefContext : public AgentService, public std::enable_shared_from_this<RRe
   REMORA_DECL void on_peer_lost(std::uint32_t peer) override;
   REMORA_DECL void on_group_quiet() override;
   REMORA_DECL void on_stop() override;
+  void add_debug_info(std::map<std::string, std::int64_t>& counters) const override {
+    const auto s = stats();
+    counters["rref.owned_values"] = s.owned_values;
+    counters["rref.forks"] = static_cast<std::int64_t>(s.forks);
+    counters["rref.user_rrefs"] = static_cast<std::int64_t>(s.user_rrefs);
+    counters["rref.pending_children"] = static_cast<std::int64_t>(s.pending_children);
+  }
 
  private:
   struct Entry {
