@@ -118,23 +118,18 @@ class PeerLinks {
   std::vector<PeerTraffic> traffic() const {
     std::lock_guard lock(mu_);
     auto out = closed_traffic_;
-    auto count = [&](const Link& conn) {
+    for_each_open([&](const Link& conn) {
       if (conn->peer_id >= out.size()) return;  // not introduced yet
       add(out[conn->peer_id], *conn);
       ++out[conn->peer_id].connections;
-    };
-    for (const auto& a : accepted_) count(a.conn);
-    for (const auto& l : links_)
-      if (l && std::none_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) { return a.conn == l; }))
-        count(l);
+    });
     return out;
   }
   // Connections open now, introduced or not.
   std::size_t open_connections() const {
     std::lock_guard lock(mu_);
-    std::size_t n = accepted_.size();
-    for (const auto& l : links_)
-      if (l && std::none_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) { return a.conn == l; })) ++n;
+    std::size_t n = 0;
+    for_each_open([&](const Link&) { ++n; });
     return n;
   }
 
@@ -164,6 +159,14 @@ class PeerLinks {
   std::vector<Accepted> accepted_;
   std::vector<std::string> lost_;  // per peer rank: why it is gone; empty while it is alive
   std::vector<PeerTraffic> closed_traffic_;  // per peer rank: its closed connections' traffic
+
+  // Each open connection once (a link to a peer may also be one it accepted); under mu_.
+  template <class F>
+  void for_each_open(F&& f) const {
+    for (const auto& a : accepted_) f(a.conn);
+    for (const auto& l : links_)
+      if (l && std::none_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) { return a.conn == l; })) f(l);
+  }
 
   static void add(PeerTraffic& to, const transport::Connection& conn) {
     const auto& t = conn.traffic();
