@@ -74,6 +74,11 @@ struct Options {
   // is: its sockets are local and its shared memory is the process's own). Every worker of a
   // group must set it, or none. Needs OpenSSL; costs: docs/performance.md.
   std::optional<TlsOptions> tls;
+  // A TCP link whose peer acknowledges nothing for this long (neither data nor the keepalive
+  // probes its kernel answers even while the worker is busy) fails, and that peer is lost: its
+  // calls fail with WorkerLost. What notices a host that went down or a network that was cut;
+  // also bounds connecting. 0: the kernel's defaults (hours). Same-host links are not affected.
+  std::chrono::milliseconds link_timeout{30'000};
   // How long init_rpc waits for every worker, and graceful shutdown for every worker to finish.
   std::chrono::milliseconds init_timeout{60'000};
   std::chrono::milliseconds shutdown_timeout{60'000};

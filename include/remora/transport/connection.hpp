@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -53,6 +54,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Faults to inject into what this connection sends (Options::faults; tests). Before start().
   void set_faults(std::shared_ptr<FaultPlan> plan) { faults_ = std::move(plan); }
+  // How long a TCP peer may acknowledge nothing before the connection fails (Options::
+  // link_timeout; detail/link_watch.hpp); zero: the kernel's defaults. Before start() (a dialing
+  // connection takes it in connect()). Unix sockets ignore it.
+  void set_link_timeout(std::chrono::milliseconds timeout) { link_timeout_ = timeout; }
 
   // Set by the agent once the peer has introduced itself.
   std::uint32_t peer_id = UINT32_MAX;
@@ -112,6 +117,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   std::shared_ptr<FaultPlan> faults_;
   Traffic traffic_;
+
+ protected:
+  std::chrono::milliseconds link_timeout_{0};
 };
 
 }  // namespace remora::transport

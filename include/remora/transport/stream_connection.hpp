@@ -38,6 +38,7 @@
 #include "remora/transport/detail/frame_queue.hpp"
 #include "remora/transport/detail/gather_send.hpp"
 #include "remora/transport/detail/handshake.hpp"
+#include "remora/transport/detail/link_watch.hpp"
 #include "remora/transport/detail/local_sharing.hpp"
 #include "remora/transport/detail/write_list.hpp"
 #include "remora/core/log.hpp"
@@ -72,13 +73,20 @@ class StreamConnection final : public Connection {
   static std::shared_ptr<StreamConnection> connect(asio::io_context::executor_type ex,
                                                    typename Protocol::endpoint endpoint, const wire::Limits& limits,
                                                    FrameHandler on_frame, CloseHandler on_close,
-                                                   SharedMemoryOptions shared = {}, AuthOptions auth = {}) {
+                                                   SharedMemoryOptions shared = {}, AuthOptions auth = {},
+                                                   std::chrono::milliseconds link_timeout = {}) {
     auto c = std::make_shared<StreamConnection>(asio::make_strand(ex), limits, std::move(on_frame),
                                                 std::move(on_close), shared, std::move(auth));
     c->dialed_ = true;
+    if constexpr (!is_local) {  // before connecting: the timeout bounds the SYNs too
+      c->set_link_timeout(link_timeout);
+      std::error_code ignored;
+      c->socket_.open(endpoint.protocol(), ignored);
+      detail::watch_link(c->socket_.native_handle(), link_timeout);
+    }
     c->reader_.set_limits(limits);  // this side chose the peer: its frames are trusted from the first
-    c->socket_.async_connect(endpoint, [c](std::error_code ec) {
-      if (ec) return c->close_now("cannot connect: " + ec.message());
+    c->socket_.async_connect(endpoint, [c, endpoint](std::error_code ec) {
+      if (ec) return c->close_now(is_local ? "cannot connect: " + ec.message() : detail::connect_failure(endpoint, ec));
       c->begin();
     });
     return c;
@@ -197,6 +205,7 @@ class StreamConnection final : public Connection {
       } else {
         std::error_code ignored;
         socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+        detail::watch_link(socket_.native_handle(), link_timeout_);
       }
       connected_ = true;
       queued = writing_ = !queue_.empty();

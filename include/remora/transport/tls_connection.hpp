@@ -10,6 +10,7 @@
 // throws into Asio.
 #include "remora/config.hpp"
 #include "remora/transport/detail/handshake.hpp"
+#include "remora/transport/detail/link_watch.hpp"
 
 #if REMORA_OPENSSL
 #include <atomic>
@@ -81,13 +82,18 @@ class TlsConnection final : public Connection {
   static std::shared_ptr<TlsConnection> connect(asio::io_context::executor_type ex, asio::ip::tcp::endpoint endpoint,
                                                 std::shared_ptr<asio::ssl::context> tls, const wire::Limits& limits,
                                                 FrameHandler on_frame, CloseHandler on_close, AuthOptions auth,
-                                                std::chrono::milliseconds timeout) {
+                                                std::chrono::milliseconds timeout,
+                                                std::chrono::milliseconds link_timeout = {}) {
     auto c = std::make_shared<TlsConnection>(asio::make_strand(ex), std::move(tls), limits, std::move(on_frame),
                                              std::move(on_close), std::move(auth), timeout);
     c->dialed_ = true;
+    c->set_link_timeout(link_timeout);
+    std::error_code ignored;
+    c->stream_.lowest_layer().open(endpoint.protocol(), ignored);
+    detail::watch_link(c->stream_.lowest_layer().native_handle(), link_timeout);
     c->reader_.set_limits(limits);  // this side chose the peer
-    c->stream_.lowest_layer().async_connect(endpoint, [c](std::error_code ec) {
-      if (ec) return c->close_now("cannot connect: " + ec.message());
+    c->stream_.lowest_layer().async_connect(endpoint, [c, endpoint](std::error_code ec) {
+      if (ec) return c->close_now(detail::connect_failure(endpoint, ec));
       c->begin();
     });
     return c;
@@ -133,6 +139,7 @@ class TlsConnection final : public Connection {
   void begin() {
     std::error_code ignored;
     stream_.lowest_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
+    detail::watch_link(stream_.lowest_layer().native_handle(), link_timeout_);
     handshake_timer_.expires_after(timeout_);
     handshake_timer_.async_wait([self = self_ptr()](std::error_code ec) {
       if (!ec && !self->connected_)

@@ -30,6 +30,9 @@ inline Options checked_options(Options o, GetEnv getenv = &process_env) {
   if (o.hello_timeout.count() <= 0) throw Error("remora: Options::hello_timeout must be positive");
   if (o.max_pending_calls_per_peer == 0 || o.max_pending_bytes_per_peer == 0)
     throw Error("remora: Options::max_pending_calls_per_peer and max_pending_bytes_per_peer must be positive");
+  if (o.link_timeout.count() != 0 && o.link_timeout < std::chrono::seconds(2))
+    throw Error("remora: Options::link_timeout must be 0 (the kernel's defaults) or at least 2 s (keepalive "
+                "probes are a second apart)");
   if (o.sync_watch.count() < 0) throw Error("remora: Options::sync_watch must not be negative");
   if (o.worker_watch.count() < 0) throw Error("remora: Options::worker_watch must not be negative");
   if (o.io_watch.count() < 0) throw Error("remora: Options::io_watch must not be negative");

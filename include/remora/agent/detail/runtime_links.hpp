@@ -25,6 +25,7 @@ void AgentRuntime::accept_next(Acceptor& acceptor) {
                                                                      on_close_cb, shared_memory_options(),
                                                                      auth_options());
     conn->set_faults(options.faults);
+    conn->set_link_timeout(options.link_timeout);
     std::string address = conn->remote();
     if (auto colon = address.rfind(':'); colon != std::string::npos)  // the host, without the port
       address.resize(colon);
@@ -53,11 +54,12 @@ inline AgentRuntime::Link AgentRuntime::link_to(std::uint32_t peer) {
 #if REMORA_OPENSSL
       if (tls_)
         conn = transport::TlsConnection::connect(io_.get_executor(), endpoints_[peer], tls_, options.limits,
-                                                 on_frame_cb, on_close_cb, auth_options(peer), options.hello_timeout);
+                                                 on_frame_cb, on_close_cb, auth_options(peer), options.hello_timeout,
+                                                 options.link_timeout);
 #endif
       if (!conn)
         conn = transport::TcpConnection::connect(io_.get_executor(), endpoints_[peer], options.limits, on_frame_cb,
-                                                 on_close_cb, {}, auth_options(peer));
+                                                 on_close_cb, {}, auth_options(peer), options.link_timeout);
     }
     conn->peer_id = peer;
     conn->set_faults(options.faults);
@@ -105,8 +107,9 @@ inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
 }
 
 inline void AgentRuntime::on_close(const Link& conn, const std::string& reason) {
-  const std::uint32_t peer = conn->peer_id;
   if (!links.closed(conn, reason, state_.load() == State::running)) return;
+  // After closed(): a dialing link gets its peer's id under the links' lock, which closed() takes.
+  const std::uint32_t peer = conn->peer_id;
   fail_calls(calls.take_to(peer), reason, false);
   pool_.post([this, peer] {
     for (auto& s : services.snapshot()) s->on_peer_lost(peer);
