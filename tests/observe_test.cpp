@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -14,7 +18,9 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "agent_support.hpp"
+#include "remora/core/log.hpp"
 #include "remora/rref.hpp"
+#include "roles.hpp"
 
 using remora::test::eventually;
 using remora::test::shutdown_group;
@@ -142,4 +148,33 @@ TEST_CASE("Calls appear in the profiler on both sides, named by function and wor
   }
   CHECK_THAT(trace.str(), Catch::Contains("remora::rpc#observe_fns::add(w0 -> w1)"));
   shutdown_group(agents);
+}
+
+namespace {
+// Prints one remora warning, after c10::initLogging() (as torch's Python module runs it).
+int log_probe(const std::vector<std::string>&) {
+  c10::initLogging();
+  remora::detail::log_warning("log probe");
+  return 0;
+}
+remora::test::RegisterRole log_probe_role("log_probe", &log_probe);
+
+// What the test binary in role log_probe writes to stderr, with `env` (NAME=value ...) set.
+std::string log_probe_output(const std::string& env) {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe");
+  const std::string file = std::filesystem::temp_directory_path() / ("remora_log_" + std::to_string(::getpid()));
+  REQUIRE(std::system(("env " + env + " " + self + " --role log_probe 2>" + file).c_str()) == 0);
+  std::ifstream in(file);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::filesystem::remove(file);
+  return text;
+}
+}  // namespace
+
+TEST_CASE("Warnings go through c10's logging and follow libtorch's log level", "[observe]") {
+  CHECK_THAT(log_probe_output("REMORA_TEST_UNUSED=1"), Catch::Contains("remora: log probe"));
+  // glog builds (Debian's) read GLOG_minloglevel; others TORCH_CPP_LOG_LEVEL: 2 is ERROR in both.
+  CHECK_THAT(log_probe_output("GLOG_minloglevel=2 TORCH_CPP_LOG_LEVEL=ERROR"),
+             !Catch::Contains("remora: log probe"));
+  CHECK_THAT(log_probe_output("REMORA_LOG=quiet"), !Catch::Contains("remora: log probe"));
 }

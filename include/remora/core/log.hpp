@@ -1,6 +1,8 @@
 #pragma once
-// Warnings remora prints on its own (closed connections, rejected frames): one line on stderr.
-// REMORA_LOG=quiet silences them.
+// Warnings remora prints on its own (closed connections, rejected frames): one line each through
+// c10's LOG(WARNING), so they follow the program's libtorch log settings (GLOG_minloglevel with a
+// glog build such as Debian's; TORCH_CPP_LOG_LEVEL once c10::initLogging() has run, as torch's
+// Python module does). REMORA_LOG=quiet silences them whatever those say.
 //
 // Warnings a peer can cause (a connection closed or refused, a frame rejected) go through
 // log_peer_warning, which is rate-limited: a flood of hostile connections must not become a flood
@@ -8,11 +10,12 @@
 // WarningLimiter::kRefill; the next line printed says how many were suppressed meanwhile.
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
+
+#include <c10/util/Logging.h>
 
 namespace remora::detail {
 
@@ -21,7 +24,7 @@ inline void log_warning(const std::string& line) {
     const char* v = std::getenv("REMORA_LOG");
     return v && std::strcmp(v, "quiet") == 0;
   }();
-  if (!quiet) std::fprintf(stderr, "remora: %s\n", line.c_str());
+  if (!quiet) LOG(WARNING) << "remora: " << line;
 }
 
 // A token bucket over lines. Thread-safe; cost: one uncontended mutex per warning.
