@@ -12,6 +12,7 @@
 #include <string>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -97,7 +98,9 @@ int main(int argc, char** argv) {
   }
   const auto big = std::size_t{64} << 20;
   auto small_cpu = torch::ones({1});
-  {
+  // REMORA_GPU_BENCH=mapped: only the two processes with a device map (the A/B of scripts/gpu-test).
+  const bool only_mapped = std::getenv("REMORA_GPU_BENCH") && std::string(std::getenv("REMORA_GPU_BENCH")) == "mapped";
+  if (!only_mapped) {
     Pair p;  // one process, no device map: CPU tensors in and out, as PyTorch's anchor without --device-map
     auto cpu_module = Module::create<gpu_bench::Echo>(*p.a, "w1/cpu");
     auto gpu_module = Module::create<gpu_bench::Echo>(*p.a, "w1/cuda:0");

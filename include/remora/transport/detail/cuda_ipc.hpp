@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 #include <map>
@@ -54,6 +55,27 @@ inline void cuda_check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(std::string("remora: ") + what + ": " + cudaGetErrorString(e));
 }
 
+// How the receiver's copy waits for the sender's data (REMORA_CUDA_IPC_WAIT: "stream", a stream
+// wait on the sender's event, the default; "host", cudaEventSynchronize; "spin", cudaEventQuery
+// until done; "sender", the sender synchronizes its event before the handle leaves and the
+// receiver copies at once). For the A/B of benchmarks/cuda_ipc_floor.cpp (docs/gpu.md).
+struct IpcWait {
+  enum Receiver { stream, host, spin, none } receiver = stream;
+  bool sender_sync = false;
+};
+inline const IpcWait& ipc_wait() {
+  static const IpcWait w = [] {
+    IpcWait out;
+    const char* v = std::getenv("REMORA_CUDA_IPC_WAIT");
+    const std::string s = v ? v : "";
+    if (s == "host") out.receiver = IpcWait::host;
+    else if (s == "spin") out.receiver = IpcWait::spin;
+    else if (s == "sender") out = {IpcWait::none, true};
+    return out;
+  }();
+  return w;
+}
+
 // What the sender keeps until the receiver has copied: the tensor and its event.
 struct CudaExport {
   torch::Tensor tensor;
@@ -83,6 +105,7 @@ class CudaExports {
     e.event = take_event(e.device);
     cuda_check(cudaEventRecord(e.event, c10::cuda::getCurrentCUDAStream(t.device().index()).stream()),
                "cannot record a CUDA event");
+    if (ipc_wait().sender_sync) cuda_check(cudaEventSynchronize(e.event), "cannot wait for a CUDA event");
     CudaIpcRecord r{};
     std::size_t segment_bytes = 0;
     void* base = c10::cuda::CUDACachingAllocator::getBaseAllocation(t.data_ptr(), &segment_bytes);
@@ -261,7 +284,15 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
   }
   auto stream = c10::cuda::getStreamFromPool(false, device.index());
   auto out = torch::empty(sizes, torch::TensorOptions().dtype(dtype).device(device));
-  cudaError_t e = cudaStreamWaitEvent(stream.stream(), event, 0);
+  cudaError_t e = cudaSuccess;
+  switch (ipc_wait().receiver) {
+    case IpcWait::stream: e = cudaStreamWaitEvent(stream.stream(), event, 0); break;
+    case IpcWait::host: e = cudaEventSynchronize(event); break;
+    case IpcWait::spin:
+      while ((e = cudaEventQuery(event)) == cudaErrorNotReady) {}
+      break;
+    case IpcWait::none: break;
+  }
   if (e == cudaSuccess) e = cudaMemcpyAsync(out.data_ptr(), src, nbytes, cudaMemcpyDeviceToDevice, stream.stream());
   if (e == cudaSuccess) e = cudaStreamSynchronize(stream.stream());
   if (e != cudaSuccess) throw ProtocolError(std::string("copy from the peer's GPU memory failed: ") + cudaGetErrorString(e));
