@@ -355,3 +355,29 @@ TEST_CASE("Distributed autograd with CUDA tensors, with a device map and without
   }
   shutdown_group(g);
 }
+
+TEST_CASE("get_worker_info says whether a worker's CUDA work goes through an MPS server", "[cuda]") {
+  // An MPS control daemon is known by its socket in the pipe directory: a file stands in for it
+  // here (the CUDA context of this process was made long before, so nothing connects to it).
+  const auto dir = std::filesystem::temp_directory_path() / ("remora_mps_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const char* saved = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
+  const std::string before = saved ? saved : "";
+  {
+    ::setenv("CUDA_MPS_PIPE_DIRECTORY", dir.c_str(), 1);
+    auto g = start_group({"a", "b"});
+    CHECK_FALSE(g[0]->get_worker_info("b").cuda_mps);  // no daemon's socket there yet
+    shutdown_group(g);
+  }
+  std::ofstream(dir / "control") << "";
+  {
+    auto g = start_group({"a", "b"});
+    CHECK(g[0]->get_worker_info("b").cuda_mps);
+    CHECK(g[1]->get_worker_info("a").cuda_mps);
+    shutdown_group(g);
+  }
+  if (saved) ::setenv("CUDA_MPS_PIPE_DIRECTORY", before.c_str(), 1);
+  else ::unsetenv("CUDA_MPS_PIPE_DIRECTORY");
+  std::filesystem::remove(dir / "control");  // not remove_all: see tls_test.cpp
+  std::filesystem::remove(dir);
+}

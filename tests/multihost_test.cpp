@@ -112,7 +112,8 @@ int mh_cut(const std::vector<std::string>& a) {
   int status = 0;
   if (rank == 0) {
     if (remora::rpc_sync<&hostfns::whoami>(other) != other) status = failed("no answer before the cut");
-    auto pending = remora::rpc_async<&hostfns::sleepy>(other, 60000);
+    // Longer than detection takes; short because the callee's shutdown waits for it to return.
+    auto pending = remora::rpc_async<&hostfns::sleepy>(other, 8000);
     std::this_thread::sleep_for(500ms);
     const auto cut_at = std::chrono::steady_clock::now();
     if (std::system(a.at(5).c_str()) != 0) return failed("cannot pull the cable: " + a.at(5));

@@ -136,6 +136,10 @@ struct Options {
 struct WorkerInfo {
   std::string name;
   std::uint32_t id = 0;
+  // Its CUDA work goes through an MPS server (an MPS control daemon was running for it when it
+  // joined). Two processes on one GPU hand tensors to each other in ~40-100 us with MPS and
+  // ~300-600 us without: docs/gpu.md.
+  bool cuda_mps = false;
   friend bool operator==(const WorkerInfo&, const WorkerInfo&) = default;
 };
 

@@ -99,6 +99,7 @@ class AgentRuntime {
   PeerLinks links;
   CallTable calls;
   c10d::Store& store() { return *store_; }  // the group's (prefixed) rendezvous store
+  const c10::intrusive_ptr<c10d::Store>& store_ptr() const { return store_; }
 
  private:
   void listen();
@@ -255,6 +256,8 @@ inline void AgentRuntime::exchange_device_maps() {
   std::vector<std::string> records;
   for (std::size_t r = 0; r < workers.size(); ++r)
     records.push_back(string_of(store_->get("devices/" + std::to_string(r))));
+  for (std::size_t r = 0; r < workers.size(); ++r)
+    workers[r].cuda_mps = split_lines(records[r]).front().ends_with(" mps");
   auto maps = check_device_maps(workers, self_id, records);
   call_maps_ = std::move(maps.call);
   reply_maps_ = std::move(maps.reply);
