@@ -16,7 +16,7 @@ import pathlib, re, sys
 RANK = {"core": 0, "wire": 1, "transport": 2, "agent": 3, "rref": 4, "autograd": 4, "dynamic": 5, "module": 6,
         "optim": 7}
 # Public headers a layer may include as a whole (each includes only layers at or below its own).
-PUBLIC = {"config.hpp": 0, "version.hpp": 0, "rpc.hpp": 3, "rref.hpp": 4, "dynamic.hpp": 6, "module.hpp": 6,
+PUBLIC = {"config.hpp": 0, "version.hpp": 0, "rpc.hpp": 3, "rref.hpp": 4, "dynamic.hpp": 6, "module.hpp": 6, "mesh.hpp": 6,
           "autograd.hpp": 7}
 
 root = pathlib.Path(sys.argv[1]) / "remora"

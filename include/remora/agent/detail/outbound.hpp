@@ -38,6 +38,8 @@ struct AgentAccess {
   // The exception an error frame from `peer` stands for (reply_decoding.hpp).
   static REMORA_DECL std::exception_ptr error_of(const Agent& agent, const wire::InFrame& reply,
                                                  std::uint32_t peer, std::string_view function);
+  // The group's rendezvous store (prefixed), for what else rendezvouses through it (process groups).
+  static REMORA_DECL c10::intrusive_ptr<c10d::Store> store(const Agent& agent);
   // Calls this agent served as part of a batch (inbound.hpp), for tests.
   static REMORA_DECL std::uint64_t calls_batched(const Agent& agent);
   // Calls from worker `peer` that `agent` received and has not answered yet.

@@ -1,0 +1,139 @@
+#pragma once
+// c10d process groups over the workers of a DeviceMesh, rendezvoused through the store init_rpc
+// already uses: no second launch configuration, and collectives mix freely with remora's calls
+// in one program.
+//
+//   auto pg = remora::process_group(mesh, "dp");   // this worker's slice along "dp"
+//   std::vector<torch::Tensor> t = {grad};
+//   pg->allreduce(t)->wait();
+//
+// Like every c10d constructor it is collective: each worker of the group calls it, in the same
+// order as the others' other process_group calls. Gloo for CPU meshes; NCCL for CUDA meshes when
+// libtorch has it. Cost: Gloo's own connections (one per pair of members), made here.
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO  // libtorch is built with Gloo; its header shows the class only with this
+#endif
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#if defined(USE_C10D_NCCL)
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include "remora/agent/agent.hpp"
+#include "remora/agent/detail/outbound.hpp"
+#include "remora/agent/rpc.hpp"
+#include "remora/core/errors.hpp"
+#include "remora/module/device_mesh.hpp"
+
+namespace remora {
+namespace detail {
+
+// A ProcessGroup carrying `backend` for `device`: the backend itself in libtorch 1.x, where
+// backends are process groups; wrapped in one (libtorch 2.x, where they are c10d::Backend).
+enum class BackendKind { gloo, nccl };
+
+template <class PG = c10d::ProcessGroup, class B>
+c10::intrusive_ptr<c10d::ProcessGroup> as_process_group(c10::intrusive_ptr<B> backend,
+                                                        const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                        int size, c10::DeviceType device, BackendKind kind) {
+  const char* name = kind == BackendKind::gloo ? "gloo" : "nccl";
+  if constexpr (std::is_base_of_v<PG, B>) {
+    (void)store, (void)rank, (void)size, (void)device, (void)name;
+    return backend;
+  } else {
+    const auto type = kind == BackendKind::gloo ? PG::BackendType::GLOO : PG::BackendType::NCCL;
+    c10::intrusive_ptr<PG> pg;
+    if constexpr (std::is_constructible_v<PG, const c10::intrusive_ptr<c10d::Store>&, int, int>)
+      pg = c10::make_intrusive<PG>(store, rank, size);
+    else
+      pg = c10::make_intrusive<PG>(store, rank, size, c10::make_intrusive<typename PG::Options>(name));
+    if constexpr (requires(PG& p) { p.setDefaultBackend(type); }) pg->setDefaultBackend(type);
+    pg->setBackend(device, type, backend);
+    return pg;
+  }
+}
+
+// Process-wide: how many groups each agent made over each set of members (every member makes
+// them in the same order, so the count names the same group everywhere).
+inline int next_group_generation(const Agent& agent, const std::string& key) {
+  static std::mutex mu;
+  static std::map<std::pair<const Agent*, std::string>, int> made;
+  std::lock_guard lock(mu);
+  return made[{&agent, key}]++;
+}
+
+inline c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(Agent& agent, const DeviceMesh& members,
+                                                                 std::int64_t rank, const std::string& what) {
+  bool cuda = false, cpu = false;
+  std::string key;
+  for (const auto& point : members.devices()) {
+    const auto where = RemoteDevice::parse(point);
+    (where.device.is_cuda() ? cuda : cpu) = true;
+    key += point + ",";
+  }
+  if (cuda && cpu) throw Error("remora: process_group(" + what + "): its points mix CPU and CUDA devices");
+  const int size = static_cast<int>(members.size());
+  auto store = c10::make_intrusive<c10d::PrefixStore>(
+      "mesh/" + key + std::to_string(next_group_generation(agent, key)), AgentAccess::store(agent));
+  const auto timeout = agent.options().rpc_timeout;
+  if (cuda) {
+#if defined(USE_C10D_NCCL)
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = timeout;
+    auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, static_cast<int>(rank), size, options);
+    return as_process_group(nccl, store, static_cast<int>(rank), size, c10::DeviceType::CUDA, BackendKind::nccl);
+#else
+    throw Error("remora: process_group(" + what + "): a CUDA mesh needs NCCL, and this libtorch has none");
+#endif
+  }
+  auto options = c10d::ProcessGroupGloo::Options::create();
+  options->timeout = timeout;
+  const auto& o = agent.options();
+  const std::string host = o.advertise_host.empty() ? o.listen_host : o.advertise_host;
+  options->devices.push_back(host.empty() || host == "0.0.0.0" ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                                                : c10d::ProcessGroupGloo::createDeviceForHostname(host));
+  auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, static_cast<int>(rank), size, options);
+  return as_process_group(gloo, store, static_cast<int>(rank), size, c10::DeviceType::CPU, BackendKind::gloo);
+}
+
+}  // namespace detail
+
+// The process group of this worker's slice of `mesh` along `dim` (the members whose other
+// coordinates are this worker's), ranked by their position along `dim`. Throws remora::Error when
+// this worker has no point in the mesh or the dimension is unknown.
+inline c10::intrusive_ptr<c10d::ProcessGroup> process_group(Agent& agent, const DeviceMesh& mesh, std::string_view dim) {
+  auto [slice, rank] = mesh.slice_through(dim, agent.self().name);
+  return detail::make_process_group(agent, slice, rank, "\"" + std::string(dim) + "\"");
+}
+inline c10::intrusive_ptr<c10d::ProcessGroup> process_group(const DeviceMesh& mesh, std::string_view dim) {
+  return process_group(current_agent(), mesh, dim);
+}
+
+// The process group of every point of `mesh`, ranked in the mesh's order. One point per worker.
+inline c10::intrusive_ptr<c10d::ProcessGroup> process_group(Agent& agent, const DeviceMesh& mesh) {
+  std::int64_t rank = -1;
+  for (std::int64_t i = 0; i < mesh.size(); ++i) {
+    const auto worker = RemoteDevice::parse(mesh.devices()[i]).worker;
+    for (std::int64_t j = 0; j < i; ++j)
+      if (RemoteDevice::parse(mesh.devices()[j]).worker == worker)
+        throw Error("remora: process_group(mesh): worker '" + worker +
+                    "' has two points in the mesh, and a process group has one rank per process");
+    if (worker == agent.self().name) rank = i;
+  }
+  if (rank < 0) throw Error("remora: worker '" + agent.self().name + "' has no point in the mesh");
+  return detail::make_process_group(agent, DeviceMesh(mesh.devices()), rank, "the whole mesh");
+}
+inline c10::intrusive_ptr<c10d::ProcessGroup> process_group(const DeviceMesh& mesh) {
+  return process_group(current_agent(), mesh);
+}
+
+}  // namespace remora
