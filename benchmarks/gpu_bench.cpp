@@ -132,7 +132,10 @@ int main(int argc, char** argv) {
     }
     time_calls("is_pinned_4B", 3000, 4, [&] { (void)small_cpu.is_pinned(); });
   }
-  // Two processes with a device map cuda:0 -> cuda:0, as the anchor with --device-map.
+  // Two processes with a device map cuda:0 -> cuda:0 (REMORA_GPU_BENCH_TARGET=cuda:1: -> cuda:1,
+  // the module there too), as the anchor with --device-map [--target].
+  const char* target_env = std::getenv("REMORA_GPU_BENCH_TARGET");
+  const std::string target = target_env && *target_env ? target_env : "cuda:0";
   const std::string port = argc > 1 ? argv[1] : "29841";
   const std::string self = std::filesystem::read_symlink("/proc/self/exe");
   std::vector<std::string> child_args = {self, "--serve", port};
@@ -143,9 +146,9 @@ int main(int argc, char** argv) {
   if (posix_spawn(&child, self.c_str(), nullptr, nullptr, cargv.data(), environ) != 0) return 1;
   {
     auto o = pair_options(port);
-    o.set_device_map("w1", {{"cuda:0", "cuda:0"}});
+    o.set_device_map("w1", {{"cuda:0", target}});
     remora::Agent client("w0", 0, 2, o);
-    auto gpu_module = Module::create<gpu_bench::Echo>(client, "w1/cuda:0");
+    auto gpu_module = Module::create<gpu_bench::Echo>(client, "w1/" + target);
     auto small_gpu = torch::ones({1}, torch::kCUDA);
     time_calls("two_processes_rpc_cpu_4B", 3000, 4, [&] { client.rpc_sync<&gpu_bench::echo>("w1", small_cpu); });
     time_calls("two_processes_rpc_cuda_mapped_4B", 3000, 4, [&] { client.rpc_sync<&gpu_bench::echo>("w1", small_gpu); });
@@ -160,7 +163,8 @@ int main(int argc, char** argv) {
     time_calls("echo_cpu_64MiB", 50, big, [&] { client.rpc_sync<&gpu_bench::echo>("w1", big_cpu); });
 
     // The physical reference: two device-to-device copies of 64 MiB (out and back).
-    auto d1 = torch::empty_like(big_gpu), d2 = torch::empty_like(big_gpu);
+    // (With another target, the first copy goes to it and back: two peer copies.)
+    auto d1 = torch::empty_like(big_gpu, torch::TensorOptions().device(target)), d2 = torch::empty_like(big_gpu);
     time_calls("two_d2d_copies_64MiB", 50, big, [&] {
       d1.copy_(big_gpu);
       d2.copy_(d1);
