@@ -147,6 +147,37 @@ TEST_CASE("Calls appear in the profiler on both sides, named by function and wor
     CHECK(agents[0]->rpc_sync<&observe_fns::add>("w1", 1, 1) == 2);
   }
   CHECK_THAT(trace.str(), Catch::Contains("remora::rpc#observe_fns::add(w0 -> w1)"));
+  // The callee's own span came back with the answer and is in the caller's trace too.
+  CHECK_THAT(trace.str(), Catch::Contains("remora::serve#observe_fns::add(w0 -> w1)"));
+  shutdown_group(agents);
+}
+
+namespace observe_fns {
+torch::Tensor square_relu(torch::Tensor x) { return torch::mm(x, x).relu(); }
+}  // namespace observe_fns
+
+TEST_CASE("A caller's legacy profile gets the callee's events, with the callee's node id", "[agent][observe]") {
+  namespace prof = torch::autograd::profiler;
+  auto agents = start_group({"w0", "w1"});
+  auto x = torch::ones({4, 4});
+  const auto want = torch::mm(x, x).relu();  // before the profile: the caller records no aten::mm
+  prof::thread_event_lists lists;
+  {
+    prof::TLSLegacyProfilerGuard guard(torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU),
+                                       [&](const prof::thread_event_lists& l) { lists = l; });
+    CHECK(torch::equal(agents[0]->rpc_sync<&observe_fns::square_relu>("w1", x), want));
+    CHECK(agents[0]->rpc_async<&observe_fns::add>("w1", 1, 2).get() == 3);
+  }
+  int remote_mm = 0, local_mm = 0, remote_serve = 0;
+  for (const auto& thread : lists)
+    for (const auto& e : thread) {
+      const std::string name = e.name();
+      if (name == "aten::mm") (e.nodeId() == 1 ? remote_mm : local_mm) += 1;
+      if (name.find("remora::serve#observe_fns::") != std::string::npos && e.nodeId() == 1) ++remote_serve;
+    }
+  CHECK(remote_mm >= 1);      // the callee's matrix product, from worker 1
+  CHECK(local_mm == 0);       // the caller ran none
+  CHECK(remote_serve >= 2);   // both calls' serve spans
   shutdown_group(agents);
 }
 

@@ -47,6 +47,9 @@ struct FrameHeader {
   std::uint32_t reserved = 0;  // must be zero
 };
 static_assert(sizeof(FrameHeader) == 32 && std::is_trivially_copyable_v<FrameHeader>);
+// FrameHeader::flags of a call: the caller is profiling; the callee sends its events back
+// (agent/detail/remote_profile.hpp). (Bit 0 is kGradRecord, wire/grad_record.hpp.)
+inline constexpr std::uint8_t kProfiled = 2;
 
 // Fixed part of a tensor descriptor; `ndim` int64 sizes follow it.
 struct TensorDescriptor {

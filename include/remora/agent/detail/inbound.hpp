@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -25,6 +26,7 @@
 #include "remora/agent/detail/grad_hooks.hpp"
 #include "remora/agent/detail/peer_budget.hpp"
 #include "remora/agent/detail/profiling.hpp"
+#include "remora/agent/detail/remote_profile.hpp"
 #include "remora/agent/detail/registry.hpp"
 #include "remora/agent/detail/worker_pool.hpp"
 #include "remora/transport/connection.hpp"
@@ -194,6 +196,7 @@ class InboundCalls {
   }
 
   void run_handler(const RegisteredFunction& fn, IncomingCall&& call) {
+    if (call.frame.header.flags & wire::kProfiled) return run_profiled(fn, std::move(call));
     if (call.frame.header.flags & wire::kGradRecord) return run_in_grad_context(fn, std::move(call));
     serving_agent = agent_;
     serving_peer = call.from;
@@ -203,6 +206,47 @@ class InboundCalls {
     fn.record_cost(std::chrono::steady_clock::now() - start);
     serving_agent = nullptr;
     serving_peer = UINT32_MAX;
+  }
+
+  // A call whose caller is profiling (remote_profile.hpp): it runs under the legacy profiler, and
+  // its events leave just before its reply (a reply sent while it runs is held until then).
+  void run_profiled(const RegisteredFunction& fn, IncomingCall&& call) {
+    call.frame.header.flags &= static_cast<std::uint8_t>(~wire::kProfiled);
+    if (legacy_profiler_on()) return run_handler(fn, std::move(call));  // this thread already records
+    const std::uint64_t rid = call.frame.request_id();
+    struct Held {
+      std::mutex mu;
+      bool open = true;
+      std::optional<wire::OutFrame> reply;
+    };
+    auto held = std::make_shared<Held>();
+    auto inner = std::make_shared<UniqueFunction<void(wire::OutFrame)>>(std::move(call.respond));
+    call.respond = [held, inner](wire::OutFrame reply) {
+      {
+        std::lock_guard lock(held->mu);
+        if (held->open) return void(held->reply = std::move(reply));
+      }
+      (*inner)(std::move(reply));
+    };
+    std::vector<c10::IValue> events;
+    try {
+      events = profile_serving([&] { run_handler(fn, std::move(call)); });
+    } catch (const std::exception&) {  // the profiler refused: the call ran (or runs) unrecorded
+    }
+    if (!events.empty()) {
+      try {
+        (*inner)(wire::encode_frame(wire::FrameKind::control, rid, limits_,
+                                    static_cast<std::uint8_t>(ControlType::profile_events), events));
+      } catch (const std::exception&) {  // more events than a frame may carry: the caller gets none
+      }
+    }
+    std::optional<wire::OutFrame> reply;
+    {
+      std::lock_guard lock(held->mu);
+      held->open = false;
+      reply = std::move(held->reply);
+    }
+    if (reply) (*inner)(std::move(*reply));
   }
 
   // A call made inside a distributed autograd context: its tensors join the graph, the handler

@@ -3,7 +3,8 @@
 //   call:    body = function id (u64), then the arguments
 //   reply:   body = the result (nothing for void)
 //   error:   body = ErrorCode (u8), exception type, message, origin (forwarded: worker, function)
-//   control: body = ControlType (u8), then its fields (hello: rank, name)
+//   control: body = ControlType (u8), then its fields (hello: rank, name; profile_events: the
+//            callee's profiled events as IValues, for the call the header's request id names)
 #include <cstdint>
 #include <string>
 
@@ -18,7 +19,8 @@ enum class ErrorCode : std::uint8_t {
 };
 
 enum class ControlType : std::uint8_t {
-  hello = 1,  // first frame on a connection: who is calling
+  hello = 1,           // first frame on a connection: who is calling
+  profile_events = 2,  // a profiled call's events, sent just before its reply
 };
 
 }  // namespace remora::detail

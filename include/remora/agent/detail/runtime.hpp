@@ -28,6 +28,7 @@
 #include "remora/agent/detail/inbound.hpp"
 #include "remora/agent/detail/io_loop.hpp"
 #include "remora/agent/detail/links.hpp"
+#include "remora/agent/detail/remote_profile.hpp"
 #include "remora/agent/detail/services.hpp"
 #include "remora/agent/detail/worker_pool.hpp"
 #include "remora/agent/rendezvous.hpp"
@@ -98,6 +99,7 @@ class AgentRuntime {
 
   PeerLinks links;
   CallTable calls;
+  RemoteProfiles remote_profiles;  // events of profiled calls in flight, from their callees
   c10d::Store& store() { return *store_; }  // the group's (prefixed) rendezvous store
   const c10::intrusive_ptr<c10d::Store>& store_ptr() const { return store_; }
 

@@ -3,6 +3,7 @@
 // deadlines, calls to self, and stopping (graceful or not).
 #include "remora/agent/detail/group_shutdown.hpp"
 #include "remora/agent/detail/profiling.hpp"
+#include "remora/agent/detail/remote_profile.hpp"
 #include "remora/agent/detail/runtime.hpp"
 
 namespace remora::detail {
@@ -22,6 +23,10 @@ inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, st
   if (grad_scope.context && grad_scope.agent == &agent)  // a call made inside an autograd context
     grad_recorder.load(std::memory_order_acquire)->call_sent(agent, to, frame);
   complete = profiled_call(std::move(complete), function, workers[self_id].name, worker);
+  if (to != self_id && legacy_profiler_on()) {  // the callee's events join this thread's profile
+    mark_profiled(frame);
+    complete = remote_profiles.expect(request_id, to, std::move(complete));
+  }
   calls.add(request_id, to, function, timeout, std::move(complete), std::move(keep));
   if (to == self_id)
     call_self(std::move(frame));

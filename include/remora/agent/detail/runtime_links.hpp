@@ -75,6 +75,15 @@ inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
   try {
     switch (frame.kind()) {
       case wire::FrameKind::control: {
+        if (const auto body = frame.body();
+            !body.empty() && std::to_integer<std::uint8_t>(body[0]) ==
+                                 static_cast<std::uint8_t>(ControlType::profile_events)) {
+          if (conn->peer_id == UINT32_MAX) throw ProtocolError("profile events before hello");
+          std::uint8_t type;
+          std::vector<c10::IValue> events;
+          wire::decode_into(frame, options.limits, type, events);
+          return remote_profiles.receive(frame.request_id(), std::move(events));
+        }
         std::uint8_t type;
         std::uint32_t rank;
         std::string name;
