@@ -9,8 +9,10 @@
 #include <thread>
 #include <vector>
 
+#include <remora/mesh.hpp>
 #include <remora/remora.hpp>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/nn.h>
 
 namespace bench {
 struct Block {

@@ -63,6 +63,7 @@ ax.set_xscale("log", base=2)
 ax.set_yscale("log")
 ax.set_xticks(sizes, labels)
 ax.set_xlabel("tensor sent and returned (RemoteModule forward of an echo module)")
+ax.text(0.99, 0.02, "raw socket probe: blocking threads (remora polls)", transform=ax.transAxes, ha="right", fontsize=7, alpha=0.7)
 ax.set_ylabel("round trip, mean (us)")
 ax.set_title("Round trip against payload, one host, loopback")
 ax.grid(True, which="both", alpha=0.3)
@@ -79,11 +80,11 @@ bars = [
 if m := re.search(r"async forward 4B pipelined: ([\d.]+) calls", text("pytorch.txt")):
     bars.append(("PyTorch RemoteModule forward_async", float(m.group(1))))
 bars = [(n, v) for n, v in bars if v]
-fig, ax = plt.subplots(figsize=(7, 3.5))
+fig, ax = plt.subplots(figsize=(7.5, 3.5))
 ax.barh([n for n, _ in bars][::-1], [v for _, v in bars][::-1], color="#4c72b0")
 for i, (_, v) in enumerate(bars[::-1]):
     ax.text(v, i, f" {v:,.0f}", va="center", fontsize=8)
-ax.set_xlabel("4 B calls per second (remora: 20,000 in flight; PyTorch: 5,000)")
+ax.set_xlabel("4 B calls/s (in flight: remora 20,000, PyTorch 5,000)")
 ax.set_title("Asynchronous throughput, one caller, one host")
 ax.set_xlim(0, max(v for _, v in bars) * 1.25)
 fig.tight_layout()
