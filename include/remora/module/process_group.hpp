@@ -30,6 +30,7 @@
 
 #include "remora/agent/agent.hpp"
 #include "remora/agent/detail/outbound.hpp"
+#include "remora/agent/detail/services.hpp"
 #include "remora/agent/rpc.hpp"
 #include "remora/core/errors.hpp"
 #include "remora/module/device_mesh.hpp"
@@ -62,13 +63,22 @@ c10::intrusive_ptr<c10d::ProcessGroup> as_process_group(c10::intrusive_ptr<B> ba
   }
 }
 
-// Process-wide: how many groups each agent made over each set of members (every member makes
-// them in the same order, so the count names the same group everywhere).
-inline int next_group_generation(const Agent& agent, const std::string& key) {
-  static std::mutex mu;
-  static std::map<std::pair<const Agent*, std::string>, int> made;
-  std::lock_guard lock(mu);
-  return made[{&agent, key}]++;
+// How many groups an agent made over each set of members: every member makes them in the same
+// order, so the count names the same group everywhere. Lives as long as the agent (a service).
+class MeshGroupCounts : public AgentService {
+ public:
+  explicit MeshGroupCounts(Agent&) {}
+  int next(const std::string& key) {
+    std::lock_guard lock(mu_);
+    return made_[key]++;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, int> made_;
+};
+inline int next_group_generation(Agent& agent, const std::string& key) {
+  return AgentAccess::service<MeshGroupCounts>(agent)->next(key);
 }
 
 inline c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(Agent& agent, const DeviceMesh& members,
