@@ -34,6 +34,7 @@
 #include <asio/write.hpp>
 
 #include "remora/transport/connection.hpp"
+#include "remora/transport/detail/burst_detector.hpp"
 #include "remora/transport/detail/cuda_staging.hpp"
 #include "remora/transport/detail/frame_queue.hpp"
 #include "remora/transport/detail/gather_send.hpp"
@@ -149,11 +150,10 @@ class StreamConnection final : public Connection {
     if (closed_) return;
     // An idle connection writes on the sending thread: no hop to the I/O thread, which only
     // takes over what the socket does not accept at once (and batches frames queued meanwhile).
-    // A burst is the exception: see in_burst.
-    if (connected_ && !writing_ && queue_.empty() && frame.gates.empty() && !in_burst(frame) && write_now(frame)) {
-      last_direct_write_ = std::chrono::steady_clock::now();
-      reads_at_direct_write_ = reads_.load(std::memory_order_relaxed);
-      direct_writer_ = std::this_thread::get_id();
+    // A burst is the exception (detail/burst_detector.hpp).
+    if (connected_ && !writing_ && queue_.empty() && frame.gates.empty() && !burst_.in_burst(frame) &&
+        write_now(frame)) {
+      burst_.direct_write_done();
       return;
     }
     queue_.push_back(std::move(frame));
@@ -249,22 +249,6 @@ class StreamConnection final : public Connection {
     }
     front_written_ = written;
     return queue_.empty();
-  }
-
-  // Whether `frame` is part of a burst of calls: a call, from the thread that made the previous
-  // direct write, under kBurst ago, with nothing read from the peer since (so no ping-pong, where
-  // each call follows a reply; no set of threads each making its own calls; and no reply, which
-  // someone waits for). A burst's frames queue for the I/O thread, which writes all that queued
-  // meanwhile with one gather write: on loopback each write also runs the receiver's network
-  // stack on the sending thread, so one write per call is what limits pipelined calls. A lone
-  // call still leaves at once on its caller's thread.
-  static constexpr std::chrono::microseconds kBurst{50};
-  bool in_burst(const wire::OutFrame& frame) const {
-    return frame.head.size() >= sizeof(wire::FrameHeader) &&
-           frame.header().kind == static_cast<std::uint8_t>(wire::FrameKind::call) &&
-           direct_writer_ == std::this_thread::get_id() &&
-           reads_.load(std::memory_order_relaxed) == reads_at_direct_write_ &&
-           std::chrono::steady_clock::now() - last_direct_write_ < kBurst;
   }
 
   // Writes `frame` with one non-blocking call; true if it went out whole (or the connection
@@ -403,7 +387,7 @@ class StreamConnection final : public Connection {
       socket_.async_read_some(asio::buffer(direct.data(), direct.size()),
                               [self = self_ptr()](std::error_code ec, std::size_t n) {
                                 if (ec) return self->close_now(describe(ec));
-                                self->reads_.fetch_add(1, std::memory_order_relaxed);
+                                self->burst_.read_done();
                                 try {
                                   self->reader_.commit(n);
                                   self->deliver_if_done();
@@ -418,7 +402,7 @@ class StreamConnection final : public Connection {
     }
     socket_.async_read_some(asio::buffer(recv_), [self = self_ptr()](std::error_code ec, std::size_t n) {
       if (ec) return self->close_now(describe(ec));
-      self->reads_.fetch_add(1, std::memory_order_relaxed);
+      self->burst_.read_done();
       self->recv_begin_ = 0;
       self->recv_end_ = n;
       self->consume();
@@ -483,11 +467,7 @@ class StreamConnection final : public Connection {
   detail::WriteList write_list_;  // the write in flight on the strand
   asio::steady_timer gate_timer_;  // retries a write held up by a gate
   bool writing_ = false;    // a write is in flight on the strand
-  // For in_burst (under write_mu_, except reads_, counted by the strand's reads).
-  std::chrono::steady_clock::time_point last_direct_write_{};
-  std::uint64_t reads_at_direct_write_ = 0;
-  std::thread::id direct_writer_;
-  std::atomic<std::uint64_t> reads_{0};
+  detail::BurstDetector burst_;  // under write_mu_, except its read count
   bool connected_ = false;  // frames queue until begin_frames()
   AuthOptions auth_;
   bool dialed_ = false;             // this side connected (connect()); else accepted
