@@ -4,9 +4,13 @@
 // bridge that lives in a namespace of its own (the switch), so nothing touches the machine's own
 // network and two tests never see each other's addresses. Needs root (CAP_NET_ADMIN and
 // CAP_SYS_ADMIN) and iproute2; `available()` says whether they were there.
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -19,6 +23,7 @@ class NetnsHosts {
       why_ = "needs root to make network namespaces";
       return;
     }
+    remove_orphans();
     if (!run("ip netns add " + sw())) {
       why_ = "`ip netns add` failed (no iproute2, or no CAP_SYS_ADMIN/CAP_NET_ADMIN here)";
       return;
@@ -55,6 +60,25 @@ class NetnsHosts {
 
  private:
   std::string sw() const { return prefix_ + "sw"; }
+  // Namespaces a test process that died (a crash, a kill) left behind: "remora<pid>-..." whose
+  // pid no longer runs.
+  static void remove_orphans() {
+    std::FILE* list = ::popen("ip netns list 2>/dev/null", "r");
+    if (!list) return;
+    char line[256];
+    std::vector<std::string> orphans;
+    while (std::fgets(line, sizeof line, list)) {
+      const std::string name(line, std::strcspn(line, " \n"));
+      if (name.rfind("remora", 0) != 0) continue;
+      const auto dash = name.find('-');
+      if (dash == std::string::npos) continue;
+      const std::string pid = name.substr(6, dash - 6);
+      if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+      if (::kill(std::stoi(pid), 0) != 0 && errno == ESRCH) orphans.push_back(name);
+    }
+    ::pclose(list);
+    for (const auto& ns : orphans) run("ip netns del " + ns);
+  }
   static bool run(const std::string& command) { return std::system((command + " >/dev/null 2>&1").c_str()) == 0; }
 
   std::string prefix_, why_;
