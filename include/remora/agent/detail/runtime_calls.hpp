@@ -23,7 +23,9 @@ inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, st
   if (grad_scope.context && grad_scope.agent == &agent)  // a call made inside an autograd context
     grad_recorder.load(std::memory_order_acquire)->call_sent(agent, to, frame);
   complete = profiled_call(std::move(complete), function, workers[self_id].name, worker);
-  if (to != self_id && legacy_profiler_on()) {  // the callee's events join this thread's profile
+  // The callee's events join this thread's legacy profile (which registers a callback: when
+  // none is registered, one flag check skips the thread-local lookup).
+  if (to != self_id && at::hasCallbacks() && legacy_profiler_on()) {
     mark_profiled(frame);
     complete = remote_profiles.expect(request_id, to, std::move(complete));
   }
