@@ -82,6 +82,10 @@ using Module = remora::RemoteModule<gpu_bench::EchoInterface>;
 remora::Options pair_options(const std::string& port) {
   remora::Options o;
   o.init_method = "tcp://127.0.0.1:" + port;
+  // REMORA_GPU_BENCH_IPC_MIN=BYTES: the size from which tensors cross by shared memory or CUDA
+  // IPC handle (Options::shared_memory_min_bytes; 0: every GPU tensor by handle), for the A/B of
+  // small mapped calls.
+  if (const char* v = std::getenv("REMORA_GPU_BENCH_IPC_MIN"); v && *v) o.shared_memory_min_bytes = std::stoull(v);
   return o;
 }
 }  // namespace

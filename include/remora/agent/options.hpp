@@ -101,8 +101,9 @@ struct Options {
   // The environment variable REMORA_TRANSPORT (auto, tcp, local) overrides this.
   Transport transport = Transport::automatic;
   // Local transport: each side of a connection shares up to `shared_memory_bytes` (virtual; pages
-  // are used as tensors need them, and stay while the connection lives) for tensors of at least
-  // `shared_memory_min_bytes`; 0 bytes: everything goes through the socket.
+  // are used as tensors need them, and stay while the connection lives) for CPU tensors of at
+  // least `shared_memory_min_bytes`; 0 bytes: they all go through the socket. (CUDA tensors cross
+  // by CUDA IPC handle at any size.)
   std::size_t shared_memory_bytes = std::size_t{1} << 30;
   std::size_t shared_memory_min_bytes = std::size_t{256} << 10;
   // For tests of failure handling: frames this worker sends that the plan names are dropped,
