@@ -169,15 +169,21 @@ remora::test::RegisterRole r3("mh_cut", &mh_cut);
 remora::test::RegisterRole r4("mh_torchrun_trainer", &mh_torchrun_trainer);
 
 // Runs this test binary in `role` on host `h`, with `env` (NAME=value) added.
+// Runs `command` (program first; "@self" is this test binary) on host `h`.
+pid_t run_on(const NetnsHosts& hosts, int h, const std::vector<std::string>& command) {
+  auto argv = hosts.on(h);
+  const std::string ip = argv.front();
+  argv.erase(argv.begin());
+  argv.insert(argv.end(), command.begin(), command.end());
+  return spawn_self(argv, ip);
+}
 pid_t on_host(const NetnsHosts& hosts, int h, const std::vector<std::string>& env, const std::string& role,
               const std::vector<std::string>& args) {
-  auto argv = hosts.on(h);
-  argv.erase(argv.begin());
-  argv.push_back("/usr/bin/env");
-  argv.insert(argv.end(), env.begin(), env.end());
-  argv.insert(argv.end(), {"@self", "--role", role});
-  argv.insert(argv.end(), args.begin(), args.end());
-  return spawn_self(argv, hosts.on(h).front());
+  std::vector<std::string> command = {"/usr/bin/env"};
+  command.insert(command.end(), env.begin(), env.end());
+  command.insert(command.end(), {"@self", "--role", role});
+  command.insert(command.end(), args.begin(), args.end());
+  return run_on(hosts, h, command);
 }
 
 #define REMORA_NEED_HOSTS(hosts)                        \
@@ -249,10 +255,7 @@ TEST_CASE("torchrun --nnodes=2 across two hosts: a trainer on one, two stock wor
                                      "--master_port=" + std::to_string(kStorePort), "--redirects=2", "--tee=2",
                                      "--no_python"};
     args.insert(args.end(), command.begin(), command.end());
-    auto argv = hosts.on(h);
-    argv.erase(argv.begin());
-    argv.insert(argv.end(), args.begin(), args.end());
-    return spawn_self(argv, hosts.on(h).front());
+    return run_on(hosts, h, args);
   };
   pid_t trainer = node(0, 1, {"@self", "--role", "mh_torchrun_trainer", NetnsHosts::address(0)});
   pid_t workers = node(1, 2, {REMORA_WORKER, "--name", "stock{local_rank}", "--listen-host", NetnsHosts::address(1)});

@@ -10,6 +10,7 @@
 // Like every c10d constructor it is collective: each worker of the group calls it, in the same
 // order as the others' other process_group calls. Gloo for CPU meshes; NCCL for CUDA meshes when
 // libtorch has it. Cost: Gloo's own connections (one per pair of members), made here.
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO  // libtorch is built with Gloo; its header shows the class only with this
@@ -131,13 +133,14 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> process_group(const DeviceMesh& me
 // The process group of every point of `mesh`, ranked in the mesh's order. One point per worker.
 inline c10::intrusive_ptr<c10d::ProcessGroup> process_group(Agent& agent, const DeviceMesh& mesh) {
   std::int64_t rank = -1;
-  for (std::int64_t i = 0; i < mesh.size(); ++i) {
-    const auto worker = RemoteDevice::parse(mesh.devices()[i]).worker;
-    for (std::int64_t j = 0; j < i; ++j)
-      if (RemoteDevice::parse(mesh.devices()[j]).worker == worker)
-        throw Error("remora: process_group(mesh): worker '" + worker +
-                    "' has two points in the mesh, and a process group has one rank per process");
-    if (worker == agent.self().name) rank = i;
+  std::vector<std::string> workers;  // of the points so far
+  for (const auto& point : mesh.devices()) {
+    auto worker = RemoteDevice::parse(point).worker;
+    if (std::find(workers.begin(), workers.end(), worker) != workers.end())
+      throw Error("remora: process_group(mesh): worker '" + worker +
+                  "' has two points in the mesh, and a process group has one rank per process");
+    if (worker == agent.self().name) rank = static_cast<std::int64_t>(workers.size());
+    workers.push_back(std::move(worker));
   }
   if (rank < 0) throw Error("remora: worker '" + agent.self().name + "' has no point in the mesh");
   return detail::make_process_group(agent, DeviceMesh(mesh.devices()), rank, "the whole mesh");

@@ -65,32 +65,28 @@ auto piece_for(const A& a, std::size_t i, std::size_t n) {
   }
 }
 
-// Waits for every future, then returns their values or rethrows the first failure.
+// Waits for every future, then returns their values (nothing for void) or rethrows the first failure.
 template <class R>
-std::vector<R> gather_all(std::vector<Future<R>>& futures) {
+auto gather_all(std::vector<Future<R>>& futures) {
   std::exception_ptr first;
-  std::vector<R> out;
-  out.reserve(futures.size());
-  for (auto& f : futures) {
-    try {
-      out.push_back(std::move(f).get());
-    } catch (...) {
-      if (!first) first = std::current_exception();
+  auto take = [&](auto&& on_value) {
+    for (auto& f : futures) {
+      try {
+        on_value(f);
+      } catch (...) {
+        if (!first) first = std::current_exception();
+      }
     }
+    if (first) std::rethrow_exception(first);
+  };
+  if constexpr (std::is_void_v<R>) {
+    take([](Future<R>& f) { std::move(f).get(); });
+  } else {
+    std::vector<R> out;
+    out.reserve(futures.size());
+    take([&](Future<R>& f) { out.push_back(std::move(f).get()); });
+    return out;
   }
-  if (first) std::rethrow_exception(first);
-  return out;
-}
-inline void gather_all(std::vector<Future<void>>& futures) {
-  std::exception_ptr first;
-  for (auto& f : futures) {
-    try {
-      std::move(f).get();
-    } catch (...) {
-      if (!first) first = std::current_exception();
-    }
-  }
-  if (first) std::rethrow_exception(first);
 }
 
 template <class R>
@@ -140,17 +136,9 @@ class RemoteModuleGroup {
   // member, in mesh order. Throws remora::Error for a placement that does not fit, before any call.
   template <class... As>
   std::vector<Future<result_type>> forward_each(const As&... args) const {
-    (detail::check_placement(args, "forward", size()), ...);
-    std::vector<Future<result_type>> out;
-    out.reserve(size());
-    for (std::size_t i = 0; i < size(); ++i) {
-      try {  // a member already known lost refuses at once: its future carries that, not the group call
-        out.push_back(members_[i].forward_async(detail::piece_for(args, i, size())...));
-      } catch (const Error&) {
-        out.push_back(make_exceptional_future<result_type>(std::current_exception()));
-      }
-    }
-    return out;
+    return each("forward", [&](const Member& m, std::size_t i) {
+      return m.forward_async(detail::piece_for(args, i, size())...);
+    }, args...);
   }
 
   // forward on every member, results combined as `placement` says (Shard(dim), Partial(),
@@ -171,18 +159,9 @@ class RemoteModuleGroup {
   // Method M of I on every member (arguments placed as for forward); one future per member.
   template <auto M, class... As>
   auto call_each(const As&... args) const {
-    (detail::check_placement(args, "call", size()), ...);
-    using F = decltype(members_[0].template call_async<M>(detail::piece_for(args, 0, 1)...));
-    std::vector<F> out;
-    out.reserve(size());
-    for (std::size_t i = 0; i < size(); ++i) {
-      try {
-        out.push_back(members_[i].template call_async<M>(detail::piece_for(args, i, size())...));
-      } catch (const Error&) {
-        out.push_back(F(make_exceptional_future<typename F::value_type>(std::current_exception())));
-      }
-    }
-    return out;
+    return each("call", [&](const Member& m, std::size_t i) {
+      return m.template call_async<M>(detail::piece_for(args, i, size())...);
+    }, args...);
   }
   // The members' results in mesh order (nothing for a void method).
   template <auto M, class... As>
@@ -193,6 +172,25 @@ class RemoteModuleGroup {
 
  private:
   explicit RemoteModuleGroup(DeviceMesh mesh) : mesh_(std::make_shared<const DeviceMesh>(std::move(mesh))) {}
+
+  // `call(member, i)` for every member, after checking `args`' placements (before anything is
+  // sent). A member already known lost refuses at once: its future carries that, not the group call.
+  template <class Call, class... As>
+  auto each(const char* what, Call&& call, const As&... args) const {
+    (detail::check_placement(args, what, size()), ...);
+    using F = decltype(call(members_.at(0), 0));
+    std::vector<F> out;
+    out.reserve(size());
+    for (std::size_t i = 0; i < size(); ++i) {
+      try {
+        out.push_back(call(members_[i], i));
+      } catch (const Error&) {
+        out.push_back(make_exceptional_future<typename F::value_type>(std::current_exception()));
+      }
+    }
+    return out;
+  }
+
 
   result_type combine(std::vector<result_type> results, const Shard& s) const {
     static_assert(std::is_same_v<result_type, torch::Tensor>, "remora: Shard(dim) combines tensor results only");
