@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -27,6 +28,14 @@ namespace cuda_fns {
 torch::Tensor scale(torch::Tensor t, double f) { return t * f; }
 std::string device_of(torch::Tensor t) { return t.device().str(); }
 double sum_of(torch::Tensor t) { return t.sum().item<double>(); }
+std::tuple<double, double> min_max(torch::Tensor t) { return {t.min().item<double>(), t.max().item<double>()}; }
+// Copies of calls' GPU arguments whose sender has not been told to let go yet, after a
+// second for them to finish.
+std::size_t copies_pending() {
+  auto& watch = remora::transport::detail::CopyWatch::instance();
+  for (int i = 0; i < 1000 && watch.pending(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return watch.pending();
+}
 // A tensor in a segment of its own: the cache is emptied first, so each call exports a new
 // segment (a new IPC handle) once the previous reply was released.
 torch::Tensor in_new_segment(double value) {
@@ -294,6 +303,38 @@ TEST_CASE("GPU tensors cross between two processes by CUDA IPC handle, both ways
       CHECK(y.device() == torch::Device("cuda:0"));
       CHECK(torch::allclose(y, x * 2));
     }
+    client.shutdown();
+  }
+  CHECK(remora::test::wait_exit(child) == 0);
+}
+
+TEST_CASE("A call's GPU arguments reach the call complete, and the caller's memory is reused only after the copy",
+          "[cuda][process]") {
+  const auto hosted = remora::test::host_store();
+  pid_t child = remora::test::spawn_self({"--role", "cuda_server", std::to_string(hosted.port)});
+  {
+    auto o = remora::test::hosted_options(hosted);
+    o.set_device_map("server", {{"cuda:0", "cuda:0"}});
+    remora::Agent client("client", 0, 2, o);
+    auto stream = c10::cuda::getStreamFromPool();
+    c10::cuda::CUDAStreamGuard guard(stream);
+    auto a = torch::randn({1024, 1024}, torch::kCUDA);
+    std::vector<remora::Future<std::tuple<double, double>>> results;
+    for (int round = 0; round < 24; ++round) {
+      // Still being produced when sent, and dropped here at once: if the server let go of it
+      // before its copy ran, the next rounds' tensors would take its memory.
+      auto x = a;
+      for (int i = 0; i < 4; ++i) x = torch::tanh(x.matmul(a) / 1024.0);
+      auto filled = torch::full({4 << 20}, double(round), torch::kCUDA) + x.sum() * 0;
+      results.push_back(client.rpc_async<&cuda_fns::min_max>("server", filled));
+    }
+    for (int round = 0; round < 24; ++round) {
+      auto [lo, hi] = results[static_cast<std::size_t>(round)].get();
+      CHECK(lo == round);
+      CHECK(hi == round);
+    }
+    // Every copy the server queued has finished and been released to this side.
+    CHECK(client.rpc_sync<&cuda_fns::copies_pending>("server") == 0);
     client.shutdown();
   }
   CHECK(remora::test::wait_exit(child) == 0);

@@ -23,9 +23,11 @@
 namespace remora::wire {
 
 // Makes the tensor a descriptor of a transport's placement stands for, on `device`, from the
-// record the stream held in its place. Throws ProtocolError when the record is not valid.
-using PlacementResolver = std::function<torch::Tensor(std::span<const std::byte> record, c10::IntArrayRef sizes,
-                                                      c10::ScalarType dtype, std::uint64_t nbytes, c10::Device device)>;
+// record the stream held in its place. `frame` is the frame it belongs to, its header complete: a
+// resolver may add to its before_use. Throws ProtocolError when the record is not valid.
+using PlacementResolver =
+    std::function<torch::Tensor(std::span<const std::byte> record, c10::IntArrayRef sizes, c10::ScalarType dtype,
+                                std::uint64_t nbytes, c10::Device device, InFrame& frame)>;
 
 // A tensor that arrives for a GPU, copied there while the rest of its bytes are still read: the
 // reader reads into staging() and reports progress(); finish() gives the tensor on its device,
@@ -275,7 +277,7 @@ class FrameReader {
     auto& slot = frame_.tensors[i].tensor;
     const auto& placement = placements_[placement_[i]];
     std::span<const std::byte> record(static_cast<const std::byte*>(slot.data_ptr()), placement.record_bytes);
-    slot = placement.resolve(record, t.sizes, t.dtype, t.nbytes, t.device);
+    slot = placement.resolve(record, t.sizes, t.dtype, t.nbytes, t.device, frame_);
   }
 
   std::string over_limit(std::uint64_t n) const {

@@ -196,6 +196,8 @@ class InboundCalls {
   }
 
   void run_handler(const RegisteredFunction& fn, IncomingCall&& call) {
+    for (auto& wait_for_arguments : call.frame.before_use) wait_for_arguments();  // on this thread's streams
+    call.frame.before_use.clear();
     if (call.frame.header.flags & wire::kProfiled) return run_profiled(fn, std::move(call));
     if (call.frame.header.flags & wire::kGradRecord) return run_in_grad_context(fn, std::move(call));
     serving_agent = agent_;

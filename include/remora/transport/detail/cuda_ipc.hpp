@@ -2,9 +2,10 @@
 // GPU tensors between processes of one host without host staging: the sender exports the
 // tensor's memory (a CUDA IPC handle of the caching allocator's segment, plus the offset) and an
 // interprocess event recorded on its current stream after the work that produced the tensor; the
-// receiver opens the memory, makes a stream wait for the event, copies into its own tensor on the
-// mapped device, and synchronizes that stream (not the device) before the tensor is handed on.
-// Then it tells the sender, which lets go of its tensor and event. A peer in the same process
+// receiver opens the memory, makes a stream wait for the event and copies into its own tensor on
+// the mapped device. A reply's receiver synchronizes that stream (not the device) before the
+// tensor is handed on; a call's receiver does not (the call's thread waits on the GPU instead).
+// Once the copy is done the receiver tells the sender, which lets go of its tensor and event. A peer in the same process
 // (two agents in one program) gets the pointer and the event itself: CUDA refuses to open an IPC
 // handle in the process that made it.
 //
@@ -22,16 +23,20 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <utility>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <torch/types.h>
 
 #include "remora/core/errors.hpp"
+#include "remora/transport/detail/cuda_copy_watch.hpp"
 #include "remora/wire/frame_reader.hpp"
 
 namespace remora::transport::detail {
@@ -59,9 +64,12 @@ inline void cuda_check(cudaError_t e, const char* what) {
 // wait on the sender's event, the default; "host", cudaEventSynchronize; "spin", cudaEventQuery
 // until done; "sender", the sender synchronizes its event before the handle leaves and the
 // receiver copies at once). For the A/B of benchmarks/cuda_ipc_floor.cpp (docs/gpu.md).
+// REMORA_CUDA_IPC_DEFER=0 makes a callee wait on its host for each argument's copy before the
+// call runs, as a reply's receiver does (import_cuda_tensor), for the A/B of the deferral.
 struct IpcWait {
   enum Receiver { stream, host, spin, none } receiver = stream;
   bool sender_sync = false;
+  bool defer_calls = true;
 };
 inline const IpcWait& ipc_wait() {
   static const IpcWait w = [] {
@@ -70,7 +78,12 @@ inline const IpcWait& ipc_wait() {
     const std::string s = v ? v : "";
     if (s == "host") out.receiver = IpcWait::host;
     else if (s == "spin") out.receiver = IpcWait::spin;
-    else if (s == "sender") out = {IpcWait::none, true};
+    else if (s == "sender") {
+      out.receiver = IpcWait::none;
+      out.sender_sync = true;
+    }
+    const char* d = std::getenv("REMORA_CUDA_IPC_DEFER");
+    out.defer_calls = !(d && std::string(d) == "0");
     return out;
   }();
   return w;
@@ -252,19 +265,26 @@ class OpenedSegments {
   std::uint64_t closed_ = 0;
 };
 
-// The receiver's side: a copy of the exported tensor on `device`, complete for every stream.
+// The receiver's side: a copy of the exported tensor on `device`, made on a stream of its own
+// behind the sender's event; `release` lets the sender reuse its memory. With `before_use` null
+// the copy is complete for every stream on return, and `release` has run. Otherwise (a call's
+// argument) the host does not wait: `before_use` gets what makes the stream of the thread that
+// runs the call wait for the copy, and `release` runs on CopyWatch's thread once the copy is
+// done. That spares the callee's host a wait for the GPU to switch to its context and back;
+// the caller, which takes the reply on its own thread, still waits once per round trip.
 inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef sizes, c10::ScalarType dtype,
-                                        std::uint64_t nbytes, c10::Device device) {
+                                        std::uint64_t nbytes, c10::Device device, std::function<void()> release,
+                                        std::vector<std::function<void()>>* before_use) {
   c10::cuda::CUDAGuard guard(device);
   const bool same_process = r.pid == static_cast<std::uint64_t>(::getpid());
   const std::byte* src = nullptr;
   cudaEvent_t event = nullptr;
-  std::optional<OpenedSegments::Lease> segment;  // open until the copy below is done
+  std::shared_ptr<OpenedSegments::Lease> segment;  // open until the copy below is done
   if (same_process) {
     src = reinterpret_cast<const std::byte*>(static_cast<std::uintptr_t>(r.pointer));
     event = reinterpret_cast<cudaEvent_t>(static_cast<std::uintptr_t>(r.event_ptr));
   } else {
-    segment.emplace(r.memory, device.index());
+    segment = std::make_shared<OpenedSegments::Lease>(r.memory, device.index());
     {
       // Opened events are kept: the sender reuses its events, so the same handles come back.
       static std::mutex mu;
@@ -294,8 +314,24 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
     case IpcWait::none: break;
   }
   if (e == cudaSuccess) e = cudaMemcpyAsync(out.data_ptr(), src, nbytes, cudaMemcpyDeviceToDevice, stream.stream());
-  if (e == cudaSuccess) e = cudaStreamSynchronize(stream.stream());
   if (e != cudaSuccess) throw ProtocolError(std::string("copy from the peer's GPU memory failed: ") + cudaGetErrorString(e));
+  if (before_use && ipc_wait().defer_calls) {
+    // `out` was allocated for this thread's current stream but is written on `stream`: the
+    // allocator must not hand its memory out again before that copy is done.
+    c10::cuda::CUDACachingAllocator::recordStream(out.storage().data_ptr(), stream);
+    auto done = CopyWatch::instance().record(stream);
+    before_use->push_back([done] { done->wait_on_current_stream(); });
+    CopyWatch::instance().when_done(std::move(done),
+                                    [release = std::move(release), segment = std::move(segment)]() mutable {
+                                      segment.reset();
+                                      release();
+                                    });
+    return out;
+  }
+  e = cudaStreamSynchronize(stream.stream());
+  if (e != cudaSuccess) throw ProtocolError(std::string("copy from the peer's GPU memory failed: ") + cudaGetErrorString(e));
+  segment.reset();
+  release();
   return out;
 }
 

@@ -105,7 +105,8 @@ class LocalSharing {
   // Received shared tensors view the peer's arena; the last reference gone, the range goes back.
   static wire::PlacementResolver shared_resolver(std::shared_ptr<Mapping> mapping, SendRelease release) {
     return [mapping = std::move(mapping), release](std::span<const std::byte> record, c10::IntArrayRef sizes,
-                                                   c10::ScalarType dtype, std::uint64_t nbytes, c10::Device) {
+                                                   c10::ScalarType dtype, std::uint64_t nbytes, c10::Device,
+                                                   wire::InFrame&) {
       std::uint64_t offset;
       std::memcpy(&offset, record.data(), sizeof offset);
       if (offset % kSharedAlignment != 0 || offset > mapping->size() || nbytes > mapping->size() - offset)
@@ -146,15 +147,17 @@ class LocalSharing {
       std::memcpy(t.data_ptr(), &record, sizeof record);
     });
   }
+  // A call's GPU arguments are handed on while their copies still run (import_cuda_tensor); a
+  // reply's, complete.
   static wire::PlacementResolver cuda_resolver(SendRelease release) {
     return [release](std::span<const std::byte> bytes, c10::IntArrayRef sizes, c10::ScalarType dtype,
-                     std::uint64_t nbytes, c10::Device device) {
+                     std::uint64_t nbytes, c10::Device device, wire::InFrame& frame) {
       if (!device.is_cuda()) throw ProtocolError("a GPU handle for a tensor that arrives on the CPU");
       CudaIpcRecord r;
       std::memcpy(&r, bytes.data(), sizeof r);
-      auto out = import_cuda_tensor(r, sizes, dtype, nbytes, device);
-      release(r.id, kReleaseCuda);
-      return out;
+      const bool call = frame.kind() == wire::FrameKind::call;
+      return import_cuda_tensor(r, sizes, dtype, nbytes, device, [release, id = r.id] { release(id, kReleaseCuda); },
+                                call ? &frame.before_use : nullptr);
     };
   }
   CudaExports cuda_exports_;
