@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/cuda.h>
 
 #include <asio/post.hpp>
@@ -38,6 +39,20 @@ struct Echo : torch::nn::Module, EchoInterface {
 // the cuda:0 call costs beyond this one is remora's.
 struct GpuRoundTrip : torch::nn::Module, EchoInterface {
   torch::Tensor forward(torch::Tensor x) override { return x.to(torch::kCUDA, true).cpu(); }
+};
+// The same through pinned buffers kept from call to call: both copies queued, one stream wait.
+struct PinnedGpuRoundTrip : torch::nn::Module, EchoInterface {
+  torch::Tensor forward(torch::Tensor x) override {
+    if (!in.defined() || in.sizes() != x.sizes()) {
+      in = torch::empty_like(x).pin_memory();
+      out = torch::empty_like(x).pin_memory();
+    }
+    in.copy_(x);
+    out.copy_(in.to(torch::kCUDA, true), true);
+    c10::cuda::getCurrentCUDAStream().synchronize();
+    return out.clone();
+  }
+  torch::Tensor in, out;
 };
 }  // namespace gpu_bench
 
@@ -64,10 +79,13 @@ void time_calls(const char* name, int iters, std::size_t bytes, F&& call) {
 
 struct Pair {
   std::unique_ptr<remora::Agent> a, b;
-  Pair() {
+  // `server_threads`: w1's worker threads (Options::num_worker_threads; 0: the default).
+  explicit Pair(int server_threads = 0) {
     remora::Options o;
     o.store = c10::make_intrusive<c10d::HashStore>();
-    std::thread tb([&] { b = std::make_unique<remora::Agent>("w1", 1, 2, o); });
+    remora::Options ob = o;
+    if (server_threads) ob.num_worker_threads = server_threads;
+    std::thread tb([&] { b = std::make_unique<remora::Agent>("w1", 1, 2, ob); });
     a = std::make_unique<remora::Agent>("w0", 0, 2, o);
     tb.join();
   }
@@ -102,8 +120,29 @@ int main(int argc, char** argv) {
   }
   const auto big = std::size_t{64} << 20;
   auto small_cpu = torch::ones({1});
+  const std::string part = std::getenv("REMORA_GPU_BENCH") ? std::getenv("REMORA_GPU_BENCH") : "";
+  if (part == "module") {
+    // REMORA_GPU_BENCH=module: the A/B of a cuda:0 module called with CPU tensors. Its calls on
+    // one worker thread (one thread per device, for a worker with one GPU) against the default
+    // pool; and the copies such a call makes, through pinned buffers kept between calls against
+    // from pageable memory, done by a CPU module. Taken in turns: this GPU's figures drift.
+    for (int round = 0; round < 2; ++round) {
+      for (int threads : {0, 1}) {
+        Pair p(threads);
+        auto gpu_module = Module::create<gpu_bench::Echo>(*p.a, "w1/cuda:0");
+        const std::string name = "forward_cuda_module_server_threads_" + std::to_string(threads ? threads : 4) + "_4B";
+        time_calls(name.c_str(), 3000, 4, [&] { gpu_module.forward(small_cpu); });
+      }
+      Pair p;
+      auto pageable = Module::create<gpu_bench::GpuRoundTrip>(*p.a, "w1/cpu");
+      auto pinned = Module::create<gpu_bench::PinnedGpuRoundTrip>(*p.a, "w1/cpu");
+      time_calls("forward_cpu_module_doing_gpu_work_pageable_4B", 3000, 4, [&] { pageable.forward(small_cpu); });
+      time_calls("forward_cpu_module_doing_gpu_work_pinned_4B", 3000, 4, [&] { pinned.forward(small_cpu); });
+    }
+    return 0;
+  }
   // REMORA_GPU_BENCH=mapped: only the two processes with a device map (the A/B of scripts/gpu-test).
-  const bool only_mapped = std::getenv("REMORA_GPU_BENCH") && std::string(std::getenv("REMORA_GPU_BENCH")) == "mapped";
+  const bool only_mapped = part == "mapped";
   if (!only_mapped) {
     Pair p;  // one process, no device map: CPU tensors in and out, as PyTorch's anchor without --device-map
     auto cpu_module = Module::create<gpu_bench::Echo>(*p.a, "w1/cpu");
