@@ -1,10 +1,13 @@
 // Distributed autograd and DistributedOptimizer, in-process groups: gradients through
 // rpc_sync/rpc_async, remote + to_here, RRef proxies, RemoteModule, nested calls over three
-// workers, tensors nested in containers; retain_graph; errors in a remote backward; a dead
-// worker; two trainers sharing a parameter server; and no context, send or receive function left
-// anywhere once a context ends. (Behaviours ported from PyTorch's dist_autograd_test.py and
-// dist_optimizer_test.py where they apply.)
+// workers, tensors nested in containers, a TorchScript module (typed and by name); retain_graph;
+// errors in a remote backward; a dead worker; two trainers sharing a parameter server; and no
+// context, send or receive function left anywhere once a context ends. (Behaviours ported from
+// PyTorch's dist_autograd_test.py and dist_optimizer_test.py where they apply.)
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -308,6 +311,65 @@ TEST_CASE("DistributedOptimizer trains a RemoteModule exactly as the same model 
     CHECK(torch::allclose(params[0].to_here(), local.fc->weight, 1e-6, 1e-6));
     CHECK(torch::allclose(params[1].to_here(), local.fc->bias, 1e-6, 1e-6));
   }
+  check_nothing_left(g);
+  shutdown_group(g);
+}
+
+TEST_CASE("A TorchScript module on a worker trains through its typed forward and by name", "[autograd][dynamic]") {
+  // The module a Python user would script: y = x @ w.t() + b, scaled.
+  torch::jit::Module script("Affine");
+  torch::manual_seed(3);
+  script.register_parameter("w", torch::randn({2, 4}).requires_grad_(true), false);
+  script.register_parameter("b", torch::randn({2}).requires_grad_(true), false);
+  script.define(R"JIT(
+def forward(self, x: Tensor, scale: float = 1.0) -> Tensor:
+    return (x.matmul(self.w.t()) + self.b) * scale
+)JIT");
+  const auto path = (std::filesystem::temp_directory_path() / ("remora_" + std::to_string(::getpid()) + "_affine.pt")).string();
+  script.save(path);
+  auto g = start_group({"trainer", "ps"});
+  auto& trainer = *g[0];
+  {
+    auto typed = RemoteModule<dag::Scorer>::load(trainer, "ps/cpu", path);
+    auto by_name = remora::ScriptRemoteModule::load(trainer, "ps/cpu", path);
+    // The same model here, from the file's parameters.
+    auto w = script.attr("w").toTensor().detach().clone().requires_grad_(true);
+    auto b = script.attr("b").toTensor().detach().clone().requires_grad_(true);
+    torch::optim::SGD local_opt({w, b}, torch::optim::SGDOptions(0.1));
+    remora::optim::DistributedOptimizer<torch::optim::SGD> opt(typed.remote_parameters(), torch::optim::SGDOptions(0.1));
+    remora::optim::DistributedOptimizer<torch::optim::SGD> opt_by_name(by_name.remote_parameters(),
+                                                                       torch::optim::SGDOptions(0.1));
+    for (int step = 0; step < 6; ++step) {
+      auto x = torch::randn({5, 4});
+      auto target = torch::randn({5, 2});
+      {
+        ag::Context ctx(trainer);
+        auto loss = torch::mse_loss(typed.forward(x, 2.0), target);
+        ag::backward(ctx, {loss});
+        opt.step(ctx);
+      }
+      {
+        ag::Context ctx(trainer);
+        auto y = by_name.call("forward", x, 2.0).toTensor();
+        REQUIRE(y.requires_grad());
+        ag::backward(ctx, {torch::mse_loss(y, target)});
+        opt_by_name.step(ctx);
+      }
+      local_opt.zero_grad();
+      torch::mse_loss((x.matmul(w.t()) + b) * 2.0, target).backward();
+      local_opt.step();
+    }
+    // Each of the two copies on ps took the same steps as the local one.
+    auto typed_params = typed.remote_parameters();
+    auto named_params = by_name.remote_parameters();
+    REQUIRE(typed_params.size() == 2);
+    REQUIRE(named_params.size() == 2);
+    CHECK(torch::allclose(typed_params[0].to_here(), w, 1e-6, 1e-6));
+    CHECK(torch::allclose(typed_params[1].to_here(), b, 1e-6, 1e-6));
+    CHECK(torch::allclose(named_params[0].to_here(), w, 1e-6, 1e-6));
+    CHECK(torch::allclose(named_params[1].to_here(), b, 1e-6, 1e-6));
+  }
+  std::filesystem::remove(path);
   check_nothing_left(g);
   shutdown_group(g);
 }

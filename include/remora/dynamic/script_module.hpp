@@ -10,10 +10,11 @@
 
 #include "remora/config.hpp"
 #include "remora/core/future.hpp"
+#include "remora/dynamic/detail/script_access.hpp"
 
 namespace remora {
 
-class ScriptModule {
+class ScriptModule : public detail::ScriptAccess {
  public:
   ScriptModule(torch::jit::Module module, std::string path) : module_(std::move(module)), path_(std::move(path)) {}
   virtual ~ScriptModule() = default;
@@ -31,6 +32,7 @@ class ScriptModule {
   REMORA_DECL std::vector<std::string> method_schemas() const;
 
   torch::jit::Module& module() { return module_; }
+  torch::jit::Module& jit_module() override { return module_; }
   const std::string& path() const { return path_; }
 
  private:

@@ -111,7 +111,8 @@ class RemoteModule {
   const RRef<I>& module_rref() const { return module_; }
   // The module's parameters as RRefs owned by its worker (for a distributed optimizer).
   std::vector<RRef<torch::Tensor>> remote_parameters(bool recurse = true) const;
-  // train() / eval() of the module on its worker (it must be a torch::nn::Module).
+  // train() / eval() of the module on its worker. Both need a torch::nn::Module or a TorchScript
+  // module behind the interface (an Error otherwise: an AOTInductor package has neither).
   void train(bool on = true) const;
   void eval() const { train(false); }
 

@@ -57,6 +57,14 @@ class ScriptRemoteModule {
     return module_.call<&ScriptModule::run_method>(std::string(method), fitted(method, std::forward<As>(args)...));
   }
 
+  // The script's parameters, each as an RRef owned by the module's worker (the tensors the
+  // module uses), for a DistributedOptimizer; and its train mode.
+  std::vector<RRef<torch::Tensor>> remote_parameters(bool recurse = true) const {
+    return module_.remote_parameters(recurse);
+  }
+  void train(bool on = true) const { module_.train(on); }
+  void eval() const { train(false); }
+
   // The module itself, for code on its owner (local_value() there gives the ScriptModule).
   const RRef<ScriptModule>& module_rref() const { return module_.module_rref(); }
   // The methods' schemas, self excluded.

@@ -13,6 +13,7 @@
 
 #include "remora/config.hpp"
 #include "remora/core/errors.hpp"
+#include "remora/dynamic/detail/script_access.hpp"
 
 namespace remora::detail {
 

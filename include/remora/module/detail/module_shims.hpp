@@ -88,21 +88,40 @@ struct ModuleMethodShim<I, M, std::tuple<Qs...>> {
                                      function_identity<M>.name};
 };
 
+// What stands behind an interface object that has parameters and a train mode: a
+// torch::nn::Module or a TorchScript module. Throws Error for anything else (an AOTInductor
+// package, a plain class).
 template <class I>
-std::shared_ptr<torch::nn::Module> required_nn_module(const std::shared_ptr<I>& obj) {
-  auto m = nn_module_of(obj);
-  if (!m)
-    throw Error("remora: the module behind RemoteModule<" + std::string(type_identity_of<I>.name) +
-                "> is not a torch::nn::Module");
-  return m;
-}
+struct TrainableModule {
+  std::shared_ptr<torch::nn::Module> nn;
+  ScriptAccess* script = nullptr;
 
-// train(mode) / eval() of the torch::nn::Module behind the interface.
+  explicit TrainableModule(const std::shared_ptr<I>& obj) : nn(nn_module_of(obj)) {
+    if (!nn) script = dynamic_cast<ScriptAccess*>(obj.get());
+    if (!nn && !script)
+      throw Error("remora: the module behind RemoteModule<" + std::string(type_identity_of<I>.name) +
+                  "> is neither a torch::nn::Module nor a TorchScript module");
+  }
+  std::vector<torch::Tensor> parameters(bool recurse) const {
+    if (nn) return nn->parameters(recurse);
+    std::vector<torch::Tensor> out;
+    for (const auto& p : script->jit_module().parameters(recurse)) out.push_back(p);
+    return out;
+  }
+  void train(bool mode) const {
+    if (nn)
+      nn->train(mode);
+    else
+      script->jit_module().train(mode);
+  }
+};
+
+// train(mode) / eval() of the module behind the interface.
 template <class I>
 struct TrainShim {
   static Future<void> call(RRefId id, bool mode) {
     return typed_value<I>(rref_msg::requested_state(id)).then([mode](const std::shared_ptr<I>& obj) {
-      required_nn_module(obj)->train(mode);
+      TrainableModule<I>(obj).train(mode);
     });
   }
   static constexpr Identity identity{mix_id("remora/module/train", type_identity_of<I>.id), "Module::train"};
@@ -116,7 +135,7 @@ struct ParametersShim {
     auto ctx = serving_rref_context();
     return typed_value<I>(rref_msg::requested_state(id)).then([ctx, recurse](const std::shared_ptr<I>& obj) {
       std::vector<RRef<torch::Tensor>> out;
-      for (auto& p : required_nn_module(obj)->parameters(recurse))
+      for (auto& p : TrainableModule<I>(obj).parameters(recurse))
         out.push_back(make_local_rref<torch::Tensor>(*ctx, std::make_shared<torch::Tensor>(p)));
       return out;
     });

@@ -29,7 +29,7 @@ class ScriptAdapter {
 };
 
 template <class I, class C, class R, class... Ps>
-class ScriptAdapter<I, R (C::*)(Ps...)> : public I {
+class ScriptAdapter<I, R (C::*)(Ps...)> : public I, public ScriptAccess {
  public:
   // `forward` is the script's forward, checked by check().
   ScriptAdapter(std::shared_ptr<ScriptModule> script, torch::jit::Method forward)
@@ -61,6 +61,7 @@ class ScriptAdapter<I, R (C::*)(Ps...)> : public I {
   }
 
   ScriptModule& script() { return *script_; }
+  torch::jit::Module& jit_module() override { return script_->module(); }
 
  private:
   std::shared_ptr<ScriptModule> script_;
