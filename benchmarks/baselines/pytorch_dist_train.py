@@ -2,7 +2,7 @@
 workers (stage 1 on s1, stage 2 on s2, each a RemoteModule), driven by a trainer with
 dist_autograd and DistributedOptimizer, as PyTorch's model-parallel RPC tutorial trains.
 
-usage: /usr/bin/python3 benchmarks/baselines/pytorch_dist_train.py [--port 29613]
+usage: /usr/bin/python3 benchmarks/baselines/pytorch_dist_train.py [--port 29613] [--sizes small,large]
 Three processes on this host (TensorPipe agent). Prints `train_<size>_step_us <median>` lines.
 """
 import argparse, os, time, torch
@@ -36,6 +36,8 @@ def run(rank, args):
     rpc.init_rpc(name, rank=rank, world_size=3, rpc_backend_options=opts)
     if rank == 0:
         for size, batch, n_in, hidden, n_out, warm, steps in SIZES:
+            if size not in args.sizes.split(","):
+                continue
             torch.manual_seed(0)
             s1 = RemoteModule("s1/cpu", Layer, args=(n_in, hidden, True))
             s2 = RemoteModule("s2/cpu", Layer, args=(hidden, n_out, False))
@@ -65,5 +67,6 @@ def run(rank, args):
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=29613)
+    p.add_argument("--sizes", default="small,large")
     args = p.parse_args()
     mp.spawn(run, args=(args,), nprocs=3)
