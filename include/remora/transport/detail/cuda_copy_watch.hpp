@@ -20,13 +20,13 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
 
 #include "remora/core/errors.hpp"
+#include "remora/transport/detail/cuda_event_pool.hpp"
 
 namespace remora::transport::detail {
 
@@ -34,10 +34,11 @@ namespace remora::transport::detail {
 // wait of the thread that runs the call and the watch each hold one.
 class CopyDone {
  public:
-  CopyDone(cudaEvent_t event, c10::DeviceIndex device) : event_(event), device_(device) {}
+  CopyDone(cudaEvent_t event, c10::DeviceIndex device, CudaEventPool& pool)
+      : event_(event), device_(device), pool_(pool) {}
   CopyDone(const CopyDone&) = delete;
   CopyDone& operator=(const CopyDone&) = delete;
-  ~CopyDone();
+  ~CopyDone() { pool_.give_back(device_, event_); }
   cudaEvent_t event() const { return event_; }
   c10::DeviceIndex device() const { return device_; }
 
@@ -50,6 +51,7 @@ class CopyDone {
  private:
   cudaEvent_t event_;
   c10::DeviceIndex device_;
+  CudaEventPool& pool_;  // CopyWatch's, which is never destroyed
 };
 
 class CopyWatch {
@@ -65,12 +67,12 @@ class CopyWatch {
 
   // Records an event on `stream` behind the work queued there so far. Throws Error when CUDA fails.
   std::shared_ptr<const CopyDone> record(const c10::cuda::CUDAStream& stream) {
-    cudaEvent_t e = take_event(stream.device_index());
+    cudaEvent_t e = events_.take(stream.device_index());
     if (cudaEventRecord(e, stream.stream()) != cudaSuccess) {
-      give_back(e, stream.device_index());
+      events_.give_back(stream.device_index(), e);
       throw Error("remora: cannot record a CUDA event behind a copy");
     }
-    return std::make_shared<const CopyDone>(e, stream.device_index());
+    return std::make_shared<const CopyDone>(e, stream.device_index(), events_);
   }
 
   // Runs `action` on the watch's thread once `done` is complete, or failed (then the copy will
@@ -89,11 +91,6 @@ class CopyWatch {
     return pending_.size();
   }
 
-  void give_back(cudaEvent_t e, c10::DeviceIndex device) {
-    std::lock_guard lock(mu_);
-    idle_.emplace(device, e);
-  }
-
  private:
   CopyWatch() = default;
 
@@ -101,22 +98,6 @@ class CopyWatch {
     std::shared_ptr<const CopyDone> done;
     std::function<void()> action;
   };
-
-  cudaEvent_t take_event(c10::DeviceIndex device) {
-    {
-      std::lock_guard lock(mu_);
-      if (auto it = idle_.find(device); it != idle_.end()) {
-        auto e = it->second;
-        idle_.erase(it);
-        return e;
-      }
-    }
-    c10::cuda::CUDAGuard guard(device);
-    cudaEvent_t e;
-    if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess)
-      throw Error("remora: cannot create a CUDA event");
-    return e;
-  }
 
   // The oldest copy first: later ones wait behind it, which only delays their releases. Polls
   // with a backoff from 20 us to 1 ms while the oldest is not done, so it never blocks in CUDA
@@ -149,11 +130,9 @@ class CopyWatch {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Pending> pending_;
-  std::multimap<c10::DeviceIndex, cudaEvent_t> idle_;
+  CudaEventPool events_{cudaEventDisableTiming};
   std::thread thread_;
 };
-
-inline CopyDone::~CopyDone() { CopyWatch::instance().give_back(event_, device_); }
 
 }  // namespace remora::transport::detail
 #endif

@@ -5,9 +5,9 @@
 // receiver opens the memory, makes a stream wait for the event and copies into its own tensor on
 // the mapped device. A reply's receiver synchronizes that stream (not the device) before the
 // tensor is handed on; a call's receiver does not (the call's thread waits on the GPU instead).
-// Once the copy is done the receiver tells the sender, which lets go of its tensor and event. A peer in the same process
-// (two agents in one program) gets the pointer and the event itself: CUDA refuses to open an IPC
-// handle in the process that made it.
+// Once the copy is done the receiver tells the sender, which lets go of its tensor and event. A
+// peer in the same process (two agents in one program) gets the pointer and the event itself:
+// CUDA refuses to open an IPC handle in the process that made it.
 //
 // Compiled only when libtorch has CUDA (REMORA_CUDA_IPC, remora/config.hpp).
 #include "remora/config.hpp"
@@ -28,7 +28,6 @@
 #include <utility>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -37,6 +36,7 @@
 
 #include "remora/core/errors.hpp"
 #include "remora/transport/detail/cuda_copy_watch.hpp"
+#include "remora/transport/detail/cuda_event_pool.hpp"
 #include "remora/wire/frame_reader.hpp"
 
 namespace remora::transport::detail {
@@ -106,7 +106,6 @@ class CudaExports {
   CudaExports& operator=(const CudaExports&) = delete;
   ~CudaExports() {
     for (auto& [id, e] : live_) cudaEventDestroy(e.event);
-    for (auto& [device, e] : idle_events_) cudaEventDestroy(e);
   }
 
   // Exports `t` (contiguous, on a CUDA device) after the work queued on this thread's current stream.
@@ -115,7 +114,7 @@ class CudaExports {
     CudaExport e;
     e.tensor = t;
     e.device = t.device().index();
-    e.event = take_event(e.device);
+    e.event = events_.take(e.device);
     cuda_check(cudaEventRecord(e.event, c10::cuda::getCurrentCUDAStream(t.device().index()).stream()),
                "cannot record a CUDA event");
     if (ipc_wait().sender_sync) cuda_check(cudaEventSynchronize(e.event), "cannot wait for a CUDA event");
@@ -141,7 +140,7 @@ class CudaExports {
     std::lock_guard lock(mu_);
     auto it = live_.find(id);
     if (it == live_.end()) return false;
-    idle_events_.emplace(it->second.device, it->second.event);
+    events_.give_back(it->second.device, it->second.event);
     live_.erase(it);
     return true;
   }
@@ -151,25 +150,10 @@ class CudaExports {
   }
 
  private:
-  cudaEvent_t take_event(c10::DeviceIndex device) {
-    {
-      std::lock_guard lock(mu_);
-      if (auto it = idle_events_.find(device); it != idle_events_.end()) {
-        auto e = it->second;
-        idle_events_.erase(it);
-        return e;
-      }
-    }
-    cudaEvent_t e;
-    cuda_check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming | cudaEventInterprocess),
-               "cannot create a CUDA event");
-    return e;
-  }
-
   mutable std::mutex mu_;
   std::uint64_t next_id_ = 1;
   std::map<std::uint64_t, CudaExport> live_;
-  std::multimap<c10::DeviceIndex, cudaEvent_t> idle_events_;
+  CudaEventPool events_{cudaEventDisableTiming | cudaEventInterprocess};
 };
 
 // The peers' GPU segments this process has opened, by handle and device. CUDA refuses a second
