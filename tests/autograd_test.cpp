@@ -321,9 +321,13 @@ TEST_CASE("A TorchScript module on a worker trains through its typed forward and
   torch::manual_seed(3);
   script.register_parameter("w", torch::randn({2, 4}).requires_grad_(true), false);
   script.register_parameter("b", torch::randn({2}).requires_grad_(true), false);
+  script.register_attribute("training", c10::BoolType::get(), true);  // as a Python-scripted module has
   script.define(R"JIT(
 def forward(self, x: Tensor, scale: float = 1.0) -> Tensor:
     return (x.matmul(self.w.t()) + self.b) * scale
+
+def is_training(self) -> bool:
+    return self.training
 )JIT");
   const auto path = (std::filesystem::temp_directory_path() / ("remora_" + std::to_string(::getpid()) + "_affine.pt")).string();
   script.save(path);
@@ -359,6 +363,12 @@ def forward(self, x: Tensor, scale: float = 1.0) -> Tensor:
       torch::mse_loss((x.matmul(w.t()) + b) * 2.0, target).backward();
       local_opt.step();
     }
+    // train() and eval() reach the script too.
+    by_name.eval();
+    CHECK(!by_name.call("is_training").toBool());
+    by_name.train();
+    CHECK(by_name.call("is_training").toBool());
+    typed.eval();
     // Each of the two copies on ps took the same steps as the local one.
     auto typed_params = typed.remote_parameters();
     auto named_params = by_name.remote_parameters();
