@@ -1,9 +1,11 @@
 // The agent, in-process: typed calls, self calls, async callees, errors, timeouts, garbage on the
 // wire, concurrency and shutdown. Process-level behaviour is in process_test.cpp.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
 #include <map>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -50,6 +52,22 @@ remora::Task<int> chain_via_c(int x) {
   co_return from_c + 1;
 }
 remora::Task<int> doubled_later(int x) { co_return x * 2; }
+
+// Notifications: what each one noted, on the callee.
+std::mutex noted_mu;
+std::vector<int> noted_values;
+void note(int v) {
+  std::lock_guard lock(noted_mu);
+  noted_values.push_back(v);
+}
+void note_then_fail(int v) {
+  note(v);
+  throw std::runtime_error("a notification's failure is not reported");
+}
+bool was_noted(int v) {
+  std::lock_guard lock(noted_mu);
+  return std::find(noted_values.begin(), noted_values.end(), v) != noted_values.end();
+}
 }  // namespace fns
 
 TEST_CASE("rpc_sync and rpc_async call typed functions on another worker", "[agent]") {
@@ -70,6 +88,31 @@ TEST_CASE("rpc_sync and rpc_async call typed functions on another worker", "[age
   CHECK(trainer.get_worker_infos().size() == 2);
   CHECK_THROWS_WITH(trainer.rpc_sync<&fns::add>("nobody", 1, 2), Catch::Contains("'nobody' is not part"));
   shutdown_group(g);
+}
+
+TEST_CASE("Notifications run on the callee and answer nothing, and held ones leave with the next call or a sweep",
+          "[agent]") {
+  using remora::detail::notify_as;
+  auto g = start_group({"a", "b"});
+  auto& a = *g[0];
+  constexpr auto& note_id = remora::function_identity<&fns::note>;
+  CHECK(notify_as<&fns::note>(a, 1, note_id, false, 1));
+  CHECK(remora::test::eventually([] { return fns::was_noted(1); }));
+  // Held, then a call to the same worker takes it along.
+  CHECK(notify_as<&fns::note>(a, 1, note_id, true, 2));
+  CHECK(a.rpc_sync<&fns::add>("b", 1, 2) == 3);
+  CHECK(remora::test::eventually([] { return fns::was_noted(2); }));
+  // Held with no call after it: the sweep sends it.
+  CHECK(notify_as<&fns::note>(a, 1, note_id, true, 3));
+  CHECK(remora::test::eventually([] { return fns::was_noted(3); }));
+  // A failure on the callee comes back to nobody, and nothing waits for an answer.
+  CHECK(notify_as<&fns::note_then_fail>(a, 1, remora::function_identity<&fns::note_then_fail>, false, 4));
+  CHECK(remora::test::eventually([] { return fns::was_noted(4); }));
+  CHECK(a.debug_info().calls_in_flight == 0);
+  CHECK(a.rpc_sync<&fns::add>("b", 2, 2) == 4);
+  shutdown_group(g);
+  // A stopped agent sends none.
+  CHECK_FALSE(notify_as<&fns::note>(a, 1, note_id, false, 5));
 }
 
 TEST_CASE("A call to self keeps the serialization boundary", "[agent]") {

@@ -50,6 +50,9 @@ static_assert(sizeof(FrameHeader) == 32 && std::is_trivially_copyable_v<FrameHea
 // FrameHeader::flags of a call: the caller is profiling; the callee sends its events back
 // (agent/detail/remote_profile.hpp). (Bit 0 is kGradRecord, wire/grad_record.hpp.)
 inline constexpr std::uint8_t kProfiled = 2;
+// FrameHeader::flags of a call: a notification. The callee runs it and answers nothing, not even
+// an error; the caller registered nothing to answer (AgentRuntime::notify).
+inline constexpr std::uint8_t kNoReply = 4;
 
 // Fixed part of a tensor descriptor; `ndim` int64 sizes follow it.
 struct TensorDescriptor {

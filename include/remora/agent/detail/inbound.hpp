@@ -57,10 +57,15 @@ class InboundCalls {
   void receive(const Link& conn, wire::InFrame&& frame) {
     const auto* fn = function_of(frame);
     PeerBudgets::Ticket ticket;  // given back with the reply function, once the call is answered
-    if (std::string why; !budgets_.admit(conn->peer_id, frame, ticket, why))
+    if (std::string why; !budgets_.admit(conn->peer_id, frame, ticket, why)) {
+      if (frame.header.flags & wire::kNoReply) return;  // a notification hears nothing back
       return conn->send(error_frame(frame.request_id(), ErrorCode::overloaded, "remora::Overloaded", why));
-    if (!fn) return dispatch(conn->peer_id, std::move(frame), reply_to(conn, std::move(ticket)));  // "unknown function"
-    if (!fn->cheap()) return dispatch_known(*fn, conn->peer_id, std::move(frame), reply_to(conn, std::move(ticket)));
+    }
+    if (!fn || !fn->cheap()) {
+      auto respond = reply_to(conn, frame, std::move(ticket));
+      if (!fn) return dispatch(conn->peer_id, std::move(frame), std::move(respond));  // "unknown function"
+      return dispatch_known(*fn, conn->peer_id, std::move(frame), std::move(respond));
+    }
     // This thread's open batch: read handlers run one at a time per thread, and the batch is
     // closed by a job deferred to this thread, which runs once the current handler returns.
     thread_local std::shared_ptr<CallBatch> open;
@@ -76,7 +81,10 @@ class InboundCalls {
       }
     }
     open.reset();
-    if (!more) return dispatch_known(*fn, conn->peer_id, std::move(frame), reply_to(conn, std::move(ticket)));  // a lone call
+    if (!more) {  // a lone call
+      auto respond = reply_to(conn, frame, std::move(ticket));
+      return dispatch_known(*fn, conn->peer_id, std::move(frame), std::move(respond));
+    }
     // The rest of what was read may end in a partial frame: then the job deferred here (it runs
     // once the read handler returns) starts the batch.
     open = std::make_shared<CallBatch>();
@@ -124,7 +132,9 @@ class InboundCalls {
   };
 
   // Sends a call's reply on `conn`; the call's share of its peer's budget goes with this function.
-  static Respond reply_to(Link conn, PeerBudgets::Ticket ticket) {
+  // Answers `frame` through `conn`; a notification (wire::kNoReply) gets no answer at all.
+  static Respond reply_to(Link conn, const wire::InFrame& frame, PeerBudgets::Ticket ticket) {
+    if (frame.header.flags & wire::kNoReply) return [ticket = std::move(ticket)](wire::OutFrame) {};
     return [conn = std::move(conn), ticket = std::move(ticket)](wire::OutFrame reply) { conn->send(std::move(reply)); };
   }
 
@@ -149,7 +159,8 @@ class InboundCalls {
     }
     if (batch->calls.size() == 1) {
       auto& c = batch->calls.front();
-      return dispatch_known(*c.fn, batch->conn->peer_id, std::move(c.frame), reply_to(batch->conn, std::move(c.ticket)));
+      auto respond = reply_to(batch->conn, c.frame, std::move(c.ticket));
+      return dispatch_known(*c.fn, batch->conn->peer_id, std::move(c.frame), std::move(respond));
     }
     pool_.post([this, batch] { run_together(*batch); });
   }
@@ -175,8 +186,10 @@ class InboundCalls {
     calls_batched_.fetch_add(batch.calls.size(), std::memory_order_relaxed);
     const auto start = std::chrono::steady_clock::now();
     for (auto& c : batch.calls) {
+      const bool no_reply = c.frame.header.flags & wire::kNoReply;
       IncomingCall call{std::move(c.frame), &limits_,
-                        [sink, conn, ticket = std::move(c.ticket)](wire::OutFrame reply) {
+                        [sink, conn, no_reply, ticket = std::move(c.ticket)](wire::OutFrame reply) {
+                          if (no_reply) return;
                           {
                             std::lock_guard lock(sink->mu);
                             if (sink->open) return sink->replies.push_back(std::move(reply));

@@ -35,6 +35,11 @@ struct AgentAccess {
   static REMORA_DECL bool submit(Agent& agent, std::uint32_t to, std::string_view function,
                                  std::uint64_t request_id, wire::OutFrame frame, std::chrono::milliseconds timeout,
                                  std::shared_ptr<const void> keep, Completion complete);
+  // Sends the call `frame` as a notification (wire::kNoReply): nothing waits for an answer,
+  // nothing times out, and a failure on the callee is not reported. With `with_next_call` it is
+  // held to leave with the next call to `to` (or the next sweep, within 5 ms). False when `to`
+  // is lost or the agent stopped (then nothing is sent).
+  static REMORA_DECL bool notify(Agent& agent, std::uint32_t to, wire::OutFrame frame, bool with_next_call);
   // The exception an error frame from `peer` stands for (reply_decoding.hpp).
   static REMORA_DECL std::exception_ptr error_of(const Agent& agent, const wire::InFrame& reply,
                                                  std::uint32_t peer, std::string_view function);
@@ -145,6 +150,27 @@ auto call_keeping(Agent& agent, std::shared_ptr<const void> keep, std::uint32_t 
 template <auto F, class... As>
 auto call_as(Agent& agent, std::uint32_t to, const Identity& fn, CallOptions opts, As&&... args) {
   return call_keeping<F>(agent, nullptr, to, fn, opts, std::forward<As>(args)...);
+}
+
+// Runs the void function registered as `fn` on worker `to` without waiting for it or hearing
+// back (AgentAccess::notify): for the library's own messages whose only answer would be "done",
+// such as an autograd context's release. Cost: one frame, held for the next call to `to` when
+// `with_next_call`; no entry in the call table, no reply. False when not sent.
+template <auto F, class... As>
+bool notify_as(Agent& agent, std::uint32_t to, const Identity& fn, bool with_next_call, As&&... args) {
+  using Tr = fn_traits<decltype(F)>;
+  static_assert(std::is_void_v<typename Tr::result>, "remora: only a function returning void can be a notification");
+  (void)AutoRegister<F>::registered;
+  WireScope scope(&agent, to);
+  auto frame = std::apply(
+      [&](const auto&... typed) {
+        return wire::encode_frame_to(wire_context.devices, wire::FrameKind::call, AgentAccess::next_request_id(agent),
+                                     agent.options().limits, fn.id, typed...);
+      },
+      typename Tr::args(std::forward<As>(args)...));
+  const bool sent = AgentAccess::notify(agent, to, std::move(frame), with_next_call);
+  if (sent) scope.commit();
+  return sent;
 }
 
 template <class... As>

@@ -25,6 +25,7 @@
 #include "remora/agent/detail/call_table.hpp"
 #include "remora/agent/detail/checked_options.hpp"
 #include "remora/agent/detail/device_maps.hpp"
+#include "remora/agent/detail/held_frames.hpp"
 #include "remora/agent/detail/inbound.hpp"
 #include "remora/agent/detail/io_loop.hpp"
 #include "remora/agent/detail/links.hpp"
@@ -68,6 +69,8 @@ class AgentRuntime {
   // See AgentAccess::submit.
   bool submit(std::uint32_t to, std::string_view function, std::uint64_t request_id, wire::OutFrame frame,
               std::chrono::milliseconds timeout, std::shared_ptr<const void> keep, Completion complete);
+  // See AgentAccess::notify.
+  bool notify(std::uint32_t to, wire::OutFrame frame, bool with_next_call);
   void shutdown(bool graceful);
   // Runs a continuation on the pool, counted as work in flight.
   void run_counted(UniqueFunction<void()> job) {
@@ -127,6 +130,7 @@ class AgentRuntime {
   void fail_calls(std::vector<CallTable::Pending> failed, const std::string& why, bool timed_out);
   void call_self(wire::OutFrame frame);
   void arm_sweep();
+  void send_held();
   void close_silent_connections();
   void stop_now(const std::string& why);
 
@@ -159,6 +163,7 @@ class AgentRuntime {
   InboundCalls inbound_;
   asio::steady_timer sweep_timer_;
   std::uint64_t sweeps_ = 0;  // on the timer strand
+  HeldFrames held_;           // notifications waiting for the next call to their peer
   std::atomic<State> state_{State::running};
   std::atomic<std::uint64_t> next_request_id_{1};
 

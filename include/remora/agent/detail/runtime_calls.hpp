@@ -30,11 +30,36 @@ inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, st
     complete = remote_profiles.expect(request_id, to, std::move(complete));
   }
   calls.add(request_id, to, function, timeout, std::move(complete), std::move(keep));
+  if (to == self_id) {
+    call_self(std::move(frame));
+  } else if (auto held = held_.take(to); held.empty()) {
+    link_to(to)->send(std::move(frame));
+  } else {  // notifications held for this peer go first, in the same write
+    held.push_back(std::move(frame));
+    link_to(to)->send_batch(std::move(held));
+  }
+  return true;
+}
+
+inline bool AgentRuntime::notify(std::uint32_t to, wire::OutFrame frame, bool with_next_call) {
+  if (state_.load() == State::stopped || !links.lost_reason(to).empty()) return false;
+  wire::FrameHeader h;
+  std::memcpy(&h, frame.head.data(), sizeof h);
+  h.flags |= wire::kNoReply;
+  std::memcpy(frame.head.data(), &h, sizeof h);
   if (to == self_id)
     call_self(std::move(frame));
+  else if (with_next_call)
+    held_.hold(to, std::move(frame));
   else
     link_to(to)->send(std::move(frame));
   return true;
+}
+
+// What no call picked up: each peer's in one write (those of a lost peer are dropped).
+inline void AgentRuntime::send_held() {
+  for (auto& [peer, frames] : held_.take_all())
+    if (links.lost_reason(peer).empty() && state_.load() != State::stopped) link_to(peer)->send_batch(std::move(frames));
 }
 
 // A frame to self read back as if it had crossed the network. GPU tensors are staged on the
@@ -114,6 +139,7 @@ inline void AgentRuntime::arm_sweep() {
   sweep_timer_.async_wait([this](std::error_code ec) {
     if (ec || state_.load() == State::stopped) return;  // a stopped agent lets its I/O threads end
     fail_calls(calls.take_overdue(), "", true);
+    send_held();
     if (++sweeps_ % 20 == 0) close_silent_connections();  // every 100 ms
     arm_sweep();
   });
@@ -131,6 +157,7 @@ inline void AgentRuntime::close_silent_connections() {
 inline void AgentRuntime::shutdown(bool graceful) {
   State expected = State::running;
   if (!state_.compare_exchange_strong(expected, State::stopping)) return;
+  send_held();
   if (graceful) {
     try {
       wait_for_group_quiet(*store_, static_cast<int>(workers.size()), calls, services, options.shutdown_timeout);

@@ -116,6 +116,9 @@ REMORA_DECL bool AgentAccess::submit(Agent& agent, std::uint32_t to, std::string
                                      std::shared_ptr<const void> keep, Completion complete) {
   return agent.rt_->submit(to, function, request_id, std::move(frame), timeout, std::move(keep), std::move(complete));
 }
+REMORA_DECL bool AgentAccess::notify(Agent& agent, std::uint32_t to, wire::OutFrame frame, bool with_next_call) {
+  return agent.rt_->notify(to, std::move(frame), with_next_call);
+}
 REMORA_DECL std::exception_ptr AgentAccess::error_of(const Agent& agent, const wire::InFrame& reply,
                                                      std::uint32_t peer, std::string_view function) {
   return error_of_reply(reply, agent.rt_->options.limits, agent.rt_->workers[peer].name, function);

@@ -3,7 +3,8 @@
 // between workers and end contexts. The messages are ordinary remora calls (request ids,
 // timeouts, WorkerLost), compiled once (autograd/impl/backward_pass.ipp).
 //   gradients(context, batches, retain)  receiver -> sender  the gradients of what it sent
-//   release(context)                     any -> peers        the context ended; forget it
+//   release(context)                     any -> peers        the context ended; forget it (a
+//                                                            notification, held for the next call)
 #include <cstdint>
 #include <map>
 #include <utility>

@@ -152,7 +152,8 @@ REMORA_DECL void release_on_peers(Agent& agent, GradContext& ctx, std::uint32_t 
   for (std::uint32_t p : peers) {
     if (p == except || p == agent.self().id) continue;
     try {
-      (void)remora::detail::call_as<&msg::release>(agent, p, function_identity<&msg::release>, CallOptions{}, ctx.id);
+      // Held for the next call to `p` (the next step's, in a training loop): no write of its own.
+      (void)remora::detail::notify_as<&msg::release>(agent, p, function_identity<&msg::release>, true, ctx.id);
     } catch (...) {  // the agent stopped: every table goes with it
     }
   }
