@@ -124,6 +124,18 @@ Future<T> start_call(Agent& agent, std::uint32_t to, std::string_view function, 
   return future;
 }
 
+// The call frame of `fn` with `args` as F's parameter types, under request `rid`. Inside the
+// WireScope of its peer, which decides the device map and records forked RRefs.
+template <auto F, class... As>
+wire::OutFrame encode_call(Agent& agent, std::uint64_t rid, const Identity& fn, As&&... args) {
+  return std::apply(
+      [&](const auto&... typed) {
+        return wire::encode_frame_to(wire_context.devices, wire::FrameKind::call, rid, agent.options().limits, fn.id,
+                                     typed...);
+      },
+      typename fn_traits<decltype(F)>::args(std::forward<As>(args)...));
+}
+
 // Calls the handler registered as `fn` on worker `to`, with F's parameter and result types,
 // holding `keep` until the call completed.
 template <auto F, class... As>
@@ -134,12 +146,7 @@ auto call_keeping(Agent& agent, std::shared_ptr<const void> keep, std::uint32_t 
   // Values that fork references for the peer (RRefs) record undo actions: they run if the frame
   // is never sent, or the peer is already known to be lost.
   WireScope scope(&agent, to);
-  auto frame = std::apply(
-      [&](const auto&... typed) {
-        return wire::encode_frame_to(wire_context.devices, wire::FrameKind::call, rid, agent.options().limits, fn.id,
-                                     typed...);
-      },
-      typename Tr::args(std::forward<As>(args)...));
+  auto frame = encode_call<F>(agent, rid, fn, std::forward<As>(args)...);
   bool sent = false;
   auto future = start_call<typename Tr::result>(agent, to, fn.name, rid, std::move(frame), opts.timeout,
                                                 std::move(keep), &sent);
@@ -162,12 +169,7 @@ bool notify_as(Agent& agent, std::uint32_t to, const Identity& fn, bool with_nex
   static_assert(std::is_void_v<typename Tr::result>, "remora: only a function returning void can be a notification");
   (void)AutoRegister<F>::registered;
   WireScope scope(&agent, to);
-  auto frame = std::apply(
-      [&](const auto&... typed) {
-        return wire::encode_frame_to(wire_context.devices, wire::FrameKind::call, AgentAccess::next_request_id(agent),
-                                     agent.options().limits, fn.id, typed...);
-      },
-      typename Tr::args(std::forward<As>(args)...));
+  auto frame = encode_call<F>(agent, AgentAccess::next_request_id(agent), fn, std::forward<As>(args)...);
   const bool sent = AgentAccess::notify(agent, to, std::move(frame), with_next_call);
   if (sent) scope.commit();
   return sent;
