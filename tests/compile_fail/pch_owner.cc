@@ -1,0 +1,1 @@
+// Owns the precompiled header the compile-fail snippets reuse (CMakeLists.txt here).
