@@ -32,6 +32,8 @@ namespace dag {
 
 torch::Tensor mul_add(torch::Tensor a, torch::Tensor b) { return a * b + a; }
 torch::Tensor square(torch::Tensor a) { return a * a; }
+// The callee passes `a` on untouched to `next`, and its result back.
+torch::Tensor square_on(std::string next, torch::Tensor a) { return remora::rpc_sync<&square>(next, a); }
 // b -> c: the callee calls on.
 torch::Tensor square_then_mul_add_on(std::string next, torch::Tensor a, torch::Tensor b) {
   return remora::rpc_sync<&mul_add>(next, a * a, b);
@@ -179,6 +181,39 @@ TEST_CASE("a tensor a worker only passes on gets its gradient back where it came
     auto hl = xl * xl;
     ((hl * hl + hl).sum() + (hl * hl).sum()).backward();
     CHECK(torch::allclose(grad_of(ag::get_gradients(ctx), x), xl.grad()));
+  }
+  check_nothing_left(g);
+  shutdown_group(g);
+}
+
+TEST_CASE("a gradient skips the workers that only passed its tensor on, over any number of hops", "[autograd]") {
+  auto g = start_group({"a", "b", "c", "d"});
+  auto& a = *g[0];
+  auto served = [&](int i) { return ag::stats(*g[i]).gradient_messages; };
+  {
+    auto x = torch::tensor({1.0, -2.0, 0.5}, torch::requires_grad());
+    ag::Context ctx(a);
+    // h = x*x is made on b; a passes it to c, c to d, which squares it; d's result comes back
+    // through c untouched. Neither a (for h) nor c does any work in the backward pass: the
+    // gradient of z goes from a straight to d, that of h from d straight to b, and b's to a.
+    auto h = a.rpc_sync<&dag::square>("b", x);
+    auto z = a.rpc_sync<&dag::square_on>("c", std::string("d"), h);
+    const std::uint64_t before[4] = {served(0), served(1), served(2), served(3)};
+    ag::backward(ctx, {z.sum()}, /*retain_graph=*/true);  // b's part is run again below
+    CHECK(torch::allclose(grad_of(ag::get_gradients(ctx), x), 4 * x.detach().pow(3)));
+    CHECK(served(0) - before[0] == 1);  // x's, from b
+    CHECK(served(1) - before[1] == 1);  // h's, from d
+    CHECK(served(2) - before[2] == 0);
+    CHECK(served(3) - before[3] == 1);  // z's, from a
+    // Where a worker did work on the tensor, its gradient goes through it as before: here a
+    // doubles h before sending it on.
+    auto z2 = a.rpc_sync<&dag::square_on>("c", std::string("d"), h * 2);
+    const std::uint64_t again[2] = {served(0), served(1)};
+    ag::backward(ctx, {z2.sum()});
+    CHECK(served(0) - again[0] == 2);  // 2h's, from d, and x's, from b
+    CHECK(served(1) - again[1] == 1);  // h's, from a
+    CHECK(torch::allclose(grad_of(ag::get_gradients(ctx), x), 4 * x.detach().pow(3) * 5));
+    CHECK(a.debug_info().counters.at("autograd.gradient_messages") == static_cast<std::int64_t>(served(0)));
   }
   check_nothing_left(g);
   shutdown_group(g);

@@ -293,7 +293,7 @@ TEST_CASE("large received tensors reuse pooled memory", "[wire]") {
 TEST_CASE("An autograd record rides at the end of the body and comes off before decoding", "[wire]") {
   auto frame = wire::encode_frame(wire::FrameKind::call, 7, std::string("args"), torch::arange(6).reshape({2, 3}),
                                   torch::ones({2}));
-  wire::append_grad_record(frame, {0x0001000000000005ull, 42});
+  wire::append_grad_record(frame, {0x0001000000000005ull, 42, {}});
   CHECK(frame.header().flags == wire::kGradRecord);
   auto in = wire::read_frame(remora::test::flatten(frame));
   auto record = wire::take_grad_record(in);
@@ -310,4 +310,42 @@ TEST_CASE("An autograd record rides at the end of the body and comes off before 
   auto bare = wire::read_frame(remora::test::flatten(wire::encode_frame(wire::FrameKind::reply, 8)));
   bare.header.flags = wire::kGradRecord;
   CHECK_THROWS_AS(wire::take_grad_record(bare), remora::ProtocolError);
+}
+
+TEST_CASE("An autograd record carries the origins of passed-on tensors, and bad ones are refused", "[wire]") {
+  auto make = [](std::vector<wire::GradOrigin> origins) {
+    auto frame = wire::encode_frame(wire::FrameKind::call, 7, std::string("args"), torch::ones({3}));
+    wire::GradRecord record;
+    record.context = 9;
+    record.message = 4;
+    record.origins = std::move(origins);
+    wire::append_grad_record(frame, record);
+    return wire::read_frame(remora::test::flatten(frame));
+  };
+  auto in = make({{0, 2, 17, 1, 3}, {2, 1, 5, 0, 1}});
+  CHECK(in.header.flags == (wire::kGradRecord | wire::kGradOrigins));
+  auto record = wire::take_grad_record(in);
+  REQUIRE(record);
+  CHECK(record->context == 9);
+  CHECK(record->message == 4);
+  REQUIRE(record->origins.size() == 2);
+  CHECK(record->origins[0].worker == 2);
+  CHECK(record->origins[0].message == 17);
+  CHECK(record->origins[0].input == 1);
+  CHECK(record->origins[0].inputs == 3);
+  CHECK(record->origins[1].slot == 2);
+  CHECK(in.header.flags == 0);
+  auto [s, t] = wire::decode<std::string, torch::Tensor>(in);
+  CHECK(s == "args");
+  CHECK(torch::equal(t, torch::ones({3})));
+  // Out of order, an input past the message's count, or a count the body cannot hold: refused.
+  auto unordered = make({{1, 2, 17, 0, 1}, {1, 2, 18, 0, 1}});
+  CHECK_THROWS_AS(wire::take_grad_record(unordered), remora::ProtocolError);
+  auto past = make({{0, 2, 17, 3, 3}});
+  CHECK_THROWS_AS(wire::take_grad_record(past), remora::ProtocolError);
+  auto empty = wire::encode_frame(wire::FrameKind::reply, 8);
+  wire::append_grad_record(empty, {9, 4, {}});
+  auto short_body = wire::read_frame(remora::test::flatten(empty));
+  short_body.header.flags |= wire::kGradOrigins;
+  CHECK_THROWS_AS(wire::take_grad_record(short_body), remora::ProtocolError);
 }

@@ -13,11 +13,13 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include <torch/csrc/autograd/function.h>
 
 #include "remora/agent/agent.hpp"
 #include "remora/agent/detail/services.hpp"
+#include "remora/wire/grad_record.hpp"
 
 namespace remora::autograd::detail {
 
@@ -42,6 +44,9 @@ class RecvBackward final : public torch::autograd::Node {
   const std::uint64_t context;
   const std::uint32_t from;
   const std::uint64_t message;
+  // Per input, where its gradient may go straight (`inputs` 0: nowhere but `from`): set when
+  // `from` had only passed the tensor on, before the node joins the graph; read-only after.
+  std::vector<wire::GradOrigin> origins;
 
  private:
   std::shared_ptr<std::atomic<std::int64_t>> live_;
@@ -68,6 +73,7 @@ struct GradStats {
   std::size_t contexts = 0;
   std::size_t send_functions = 0;
   std::int64_t recv_functions = 0;  // alive, anywhere (the graph holds them)
+  std::uint64_t gradient_messages = 0;  // gradients received from peers, ever (one per message)
 };
 
 class GradContexts : public remora::detail::AgentService {
@@ -89,6 +95,7 @@ class GradContexts : public remora::detail::AgentService {
   REMORA_DECL std::shared_ptr<GradContext> take(std::uint64_t id);
 
   std::uint64_t next_message() { return next_message_.fetch_add(1, std::memory_order_relaxed); }
+  void count_gradient_message() { gradient_messages_.fetch_add(1, std::memory_order_relaxed); }
   const std::shared_ptr<std::atomic<std::int64_t>>& recv_counter() const { return recv_live_; }
   REMORA_DECL GradStats stats() const;
 
@@ -102,6 +109,7 @@ class GradContexts : public remora::detail::AgentService {
     counters["autograd.contexts"] = static_cast<std::int64_t>(s.contexts);
     counters["autograd.send_functions"] = static_cast<std::int64_t>(s.send_functions);
     counters["autograd.recv_functions"] = s.recv_functions;
+    counters["autograd.gradient_messages"] = static_cast<std::int64_t>(s.gradient_messages);
   }
 
  private:
@@ -114,6 +122,7 @@ class GradContexts : public remora::detail::AgentService {
   std::unordered_set<std::uint64_t> ended_;
   std::atomic<std::uint64_t> next_context_{1};
   std::atomic<std::uint64_t> next_message_{1};
+  std::atomic<std::uint64_t> gradient_messages_{0};
   std::shared_ptr<std::atomic<std::int64_t>> recv_live_ = std::make_shared<std::atomic<std::int64_t>>(0);
 };
 

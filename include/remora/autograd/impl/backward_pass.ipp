@@ -19,6 +19,30 @@ using remora::detail::GradScopeGuard;
 
 namespace {
 
+// Adds `g`, the gradients of recv's inputs (undefined: none reached it), to what is due to other
+// workers: each to the worker its tensor came from, or straight to the worker that one had it
+// from untouched (its origin). Only gradients on the CPU take the short route: no device map
+// need exist between this worker and the origin. Sums gradients due to the same input.
+void add_due(GradsByWorker& due, const RecvBackward& recv, std::vector<torch::Tensor> g) {
+  auto add = [&](std::uint32_t worker, std::uint64_t message, std::size_t inputs, std::size_t input,
+                 torch::Tensor grad) {
+    auto& batches = due[worker];
+    auto it = std::find_if(batches.begin(), batches.end(), [&](const MessageGrads& b) { return b.first == message; });
+    if (it == batches.end()) it = batches.insert(batches.end(), {message, std::vector<torch::Tensor>(inputs)});
+    auto& slot = it->second[input];
+    slot = slot.defined() ? slot + grad : std::move(grad);
+  };
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    if (!g[i].defined()) continue;
+    const bool straight = i < recv.origins.size() && recv.origins[i].inputs != 0 && g[i].device().is_cpu();
+    if (straight)
+      add(recv.origins[i].worker, recv.origins[i].message, recv.origins[i].inputs, recv.origins[i].input,
+          std::move(g[i]));
+    else
+      add(recv.from, recv.message, g.size(), i, std::move(g[i]));
+  }
+}
+
 // The gradients `grads` of received tensors (`roots`, each an input of a RecvBackward), per
 // sender and message, summed where one tensor was passed on more than once.
 GradsByWorker route_to_senders(const torch::autograd::edge_list& roots, torch::autograd::variable_list grads) {
@@ -31,7 +55,7 @@ GradsByWorker route_to_senders(const torch::autograd::edge_list& roots, torch::a
     slot = slot.defined() ? slot + grads[i] : std::move(grads[i]);
   }
   GradsByWorker due;
-  for (auto& [recv, g] : per_message) due[recv->from].emplace_back(recv->message, std::move(g));
+  for (auto& [recv, g] : per_message) add_due(due, *recv, std::move(g));
   return due;
 }
 
@@ -98,13 +122,10 @@ REMORA_DECL GradsByWorker run_local_pass(GradContext& ctx, const torch::autograd
     }
   }
   GradsByWorker due;
-  for (auto& [recv, first] : recvs) {
-    std::vector<torch::Tensor> g(out.begin() + static_cast<std::ptrdiff_t>(first),
-                                 out.begin() + static_cast<std::ptrdiff_t>(first + recv->num_inputs()));
-    bool any = false;
-    for (const auto& t : g) any = any || t.defined();
-    if (any) due[recv->from].emplace_back(recv->message, std::move(g));
-  }
+  for (auto& [recv, first] : recvs)
+    add_due(due, *recv,
+            std::vector<torch::Tensor>(out.begin() + static_cast<std::ptrdiff_t>(first),
+                                       out.begin() + static_cast<std::ptrdiff_t>(first + recv->num_inputs())));
   return due;
 }
 
@@ -172,7 +193,9 @@ namespace msg {
 
 REMORA_DECL Future<void> gradients(std::uint64_t context, std::vector<MessageGrads> batches, bool retain_graph) {
   Agent& agent = *remora::detail::serving_agent;
-  auto ctx = grad_contexts(agent)->find(context);
+  auto table = grad_contexts(agent);
+  table->count_gradient_message();
+  auto ctx = table->find(context);
   if (!ctx)
     throw Error("remora: worker '" + agent.self().name + "' has no autograd context " + std::to_string(context) +
                 " (it ended)");

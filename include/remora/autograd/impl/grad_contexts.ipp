@@ -1,5 +1,7 @@
 // Distributed autograd's tables and the recorder the agent calls at its frame boundaries
 // (compiled once; see autograd/context.hpp).
+#include <optional>
+
 #include <torch/csrc/autograd/variable.h>
 
 #include "remora/agent/detail/outbound.hpp"
@@ -68,6 +70,7 @@ REMORA_DECL GradStats GradContexts::stats() const {
     s.send_functions += ctx->sends.size();
   }
   s.recv_functions = recv_live_->load();
+  s.gradient_messages = gradient_messages_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -111,11 +114,30 @@ REMORA_DECL torch::autograd::edge_list edges_of(wire::OutFrame& frame) {
   return edges;
 }
 
+// Where the gradient of a tensor hanging from `edge` is due, if not at this worker: the worker
+// it came from untouched (or where that one had it from), unless that is `to`.
+std::optional<wire::GradOrigin> origin_of(const torch::autograd::Edge& edge, std::uint64_t context, std::uint32_t to) {
+  const auto* recv = dynamic_cast<const RecvBackward*>(edge.function.get());
+  if (!recv || recv->context != context) return std::nullopt;
+  if (edge.input_nr < recv->origins.size() && recv->origins[edge.input_nr].inputs != 0) {
+    auto o = recv->origins[edge.input_nr];
+    if (o.worker == to) return std::nullopt;
+    return o;
+  }
+  if (recv->from == to) return std::nullopt;
+  return wire::GradOrigin{0, recv->from, recv->message, edge.input_nr, recv->num_inputs()};
+}
+
 // Records the send function of `frame` (if it has tensors that require grad) and appends the
-// frame's record.
+// frame's record, with the origins of the tensors this worker only passes on.
 REMORA_DECL void record_send(GradContexts& table, GradContext& ctx, std::uint32_t to, wire::OutFrame& frame, bool always) {
   auto edges = edges_of(frame);
-  wire::GradRecord record{ctx.id, 0};
+  wire::GradRecord record{ctx.id, 0, {}};
+  for (std::size_t i = 0; i < edges.size(); ++i)
+    if (auto o = origin_of(edges[i], ctx.id, to)) {
+      o->slot = static_cast<std::uint32_t>(i);
+      record.origins.push_back(*o);
+    }
   {
     std::lock_guard lock(ctx.mu);
     ctx.peers.insert(to);
@@ -151,6 +173,15 @@ class Recorder final : public remora::detail::GradRecorder {
       r.tensor.requires_grad_(false);  // a leaf as the frame reader made it; now it hangs from the sender
       const auto input = node->add_input_metadata(r.tensor);
       torch::autograd::impl::set_gradient_edge(r.tensor, {node, input});
+    }
+    if (record.origins.empty()) return;
+    const auto workers = agent.get_worker_infos().size();
+    if (!node || record.origins.back().slot >= node->num_inputs())
+      throw ProtocolError("autograd origin for a tensor the frame does not have", agent.get_worker_info(from).name);
+    node->origins.resize(node->num_inputs());
+    for (const auto& o : record.origins) {
+      if (o.worker >= workers) throw ProtocolError("autograd origin names no worker", agent.get_worker_info(from).name);
+      if (o.worker != agent.self().id) node->origins[o.slot] = o;  // due here: the sender's route is as short
     }
   }
 
