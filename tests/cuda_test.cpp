@@ -397,6 +397,28 @@ TEST_CASE("Distributed autograd with CUDA tensors, with a device map and without
   shutdown_group(g);
 }
 
+TEST_CASE("A GPU gradient of a passed-on tensor goes back the way it came: no map joins its two ends", "[cuda][autograd]") {
+  remora::Options o;
+  o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+  o.set_device_map("c", {{"cuda:0", "cuda:0"}});
+  auto g = start_group({"a", "b", "c"}, o);  // a maps to b and to c; b and c have no map between them
+  auto& a = *g[0];
+  auto served = [&](int i) { return remora::autograd::stats(*g[i]).gradient_messages; };
+  {
+    auto x = torch::randn({1024}, torch::TensorOptions(torch::kCUDA).requires_grad(true));
+    remora::autograd::Context ctx(a);
+    auto h = a.rpc_sync<&cuda_fns::scale>("b", x, 3.0);  // on a's GPU, from b
+    auto z = a.rpc_sync<&cuda_fns::scale>("c", h, 2.0);  // passed on to c untouched
+    const std::uint64_t before[3] = {served(0), served(1), served(2)};
+    remora::autograd::backward(ctx, {z.sum()});
+    CHECK(torch::allclose(remora::autograd::get_gradients(ctx).at(x).cpu(), torch::full({1024}, 6.0)));
+    CHECK(served(2) - before[2] == 1);  // z's, from a
+    CHECK(served(0) - before[0] == 2);  // h's, from c (not straight to b: it is on the GPU), and x's
+    CHECK(served(1) - before[1] == 1);  // h's, from a
+  }
+  shutdown_group(g);
+}
+
 TEST_CASE("get_worker_info says whether a worker's CUDA work goes through an MPS server", "[cuda]") {
   // An MPS control daemon is known by its socket in the pipe directory: a file stands in for it
   // here (the CUDA context of this process was made long before, so nothing connects to it).
