@@ -232,6 +232,56 @@ TEST_CASE("when_all waits for every input and keeps the first error", "[future][
   CHECK(remora::when_all(std::vector<Future<int>>{}).get().empty());
 }
 
+TEST_CASE("when_all completes where its last input completes, and its continuations go where the inputs' go", "[future][when_all]") {
+  // A dispatch that queues continuations (as an agent hands them to its pool) until run.
+  struct Queue {
+    std::vector<remora::detail::UniqueFunction<void()>> jobs;
+    static void post(void* self, remora::detail::UniqueFunction<void()> job) {
+      static_cast<Queue*>(self)->jobs.push_back(std::move(job));
+    }
+    void run() {
+      auto now = std::move(jobs);
+      jobs.clear();
+      for (auto& j : now) j();
+    }
+  } pool;
+  std::vector<Promise<int>> ps(3);
+  std::vector<Future<int>> fs;
+  for (auto& p : ps) {
+    p.set_dispatch(&Queue::post, &pool);
+    fs.push_back(p.get_future());
+  }
+  auto all = remora::when_all(fs);
+  bool continued = false;
+  auto after = all.then([&](std::vector<int> v) {
+    continued = true;
+    return v.size();
+  });
+  for (int i = 0; i < 3; ++i) ps[i].set_value(i);
+  // Complete without a hop through the pool: a thread waiting on `all` wakes at once...
+  CHECK(all.is_ready());
+  CHECK((all.get() == std::vector<int>{0, 1, 2}));
+  // ...but what the user chained after it still runs on the pool, never on the completing thread.
+  CHECK_FALSE(continued);
+  CHECK(pool.jobs.size() == 1);
+  pool.run();
+  CHECK(continued);
+  CHECK(after.get() == 3);
+
+  // The same for the tuple form, where only some inputs dispatch (a ready one does not).
+  Promise<void> q;
+  q.set_dispatch(&Queue::post, &pool);
+  auto pair = remora::when_all(remora::make_ready_future<int>(7), q.get_future());
+  bool paired = false;
+  auto chained = pair.then([&](std::tuple<int, remora::detail::Unit>) { paired = true; });
+  q.set_value();
+  CHECK(pair.is_ready());
+  CHECK_FALSE(paired);
+  pool.run();
+  CHECK(paired);
+  chained.get();
+}
+
 TEST_CASE("An Asio coroutine awaits a future without blocking its I/O thread", "[future][asio]") {
   asio::io_context io;
   Promise<int> p;

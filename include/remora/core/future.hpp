@@ -28,6 +28,7 @@ namespace detail {
 // Watches `f` for up to `budget` instead of sleeping (for the agent's sync calls).
 template <class T>
 bool spin_until_ready(const Future<T>& f, std::chrono::microseconds budget);
+struct FutureAccess;
 template <class T>
 struct is_future : std::false_type {};
 template <class T>
@@ -141,6 +142,7 @@ class Future {
   friend class Future;
   template <class U>
   friend bool detail::spin_until_ready(const Future<U>& f, std::chrono::microseconds budget);
+  friend struct detail::FutureAccess;
 
   detail::FutureState<T>& checked() const {
     if (!state_) throw Error("remora: use of an empty Future (default-constructed or moved from)");
@@ -228,6 +230,25 @@ template <class T>
 bool spin_until_ready(const Future<T>& f, std::chrono::microseconds budget) {
   return f.checked().spin_until_ready(budget);
 }
+
+// The library's own hooks into a future, which users never need.
+struct FutureAccess {
+  // Runs `cb()` on the thread that completes `f` (or now, if it is complete), even where `f`'s
+  // continuations go to a pool: for bookkeeping that is short and never blocks, such as
+  // when_all's countdown, which would otherwise cost a hand-off per input.
+  template <class T, class F>
+  static void on_ready_inline(const Future<T>& f, F&& cb) {
+    UniqueFunction<void()> fn(std::forward<F>(cb));
+    if (!f.checked().add_if_pending(fn, true)) fn();
+  }
+  // Sends `to`'s continuations where `from`'s go, if `from`'s do not run inline; true if so.
+  template <class T, class U>
+  static bool share_dispatch(Promise<T>& to, const Future<U>& from) {
+    auto [dispatch, context] = from.checked().dispatch();
+    if (dispatch) to.set_dispatch(dispatch, context);
+    return dispatch != nullptr;
+  }
+};
 }  // namespace detail
 
 template <class T>

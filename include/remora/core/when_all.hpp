@@ -1,7 +1,9 @@
 #pragma once
 // when_all: one future for many. It completes when every input has completed (never earlier,
 // so no input is left running unobserved); if any failed, it holds the first failure in
-// argument order.
+// argument order. It completes on the thread that completes the last input (an agent's I/O
+// thread, for calls): its waiters wake at once, with no hop through the worker pool, and its
+// continuations run where the inputs' would.
 #include <atomic>
 #include <cstddef>
 #include <memory>
@@ -20,13 +22,14 @@ struct Countdown {
   std::atomic<std::size_t> left;
 };
 
+// Takes the value out of `f`, which is left empty (moved where nothing else shares it).
 template <class T>
-stored_t<T> value_of(const Future<T>& f) {
+stored_t<T> value_of(Future<T>& f) {
   if constexpr (std::is_void_v<T>) {
-    f.get();
+    std::move(f).get();
     return {};
   } else {
-    return f.get();
+    return std::move(f).get();
   }
 }
 }  // namespace detail
@@ -49,12 +52,14 @@ Future<std::tuple<detail::stored_t<Ts>...>> when_all(Future<Ts>... fs) {
     auto finish = [shared] {
       try {
         shared->promise.set_value(
-            std::apply([](const auto&... f) { return Result(detail::value_of(f)...); }, shared->inputs));
+            std::apply([](auto&... f) { return Result(detail::value_of(f)...); }, shared->inputs));
       } catch (...) {
         shared->promise.set_exception(std::current_exception());
       }
     };
-    (fs.on_ready([shared, finish] {
+    std::apply([&](const auto&... f) { (detail::FutureAccess::share_dispatch(shared->promise, f) || ...); },
+               shared->inputs);
+    (detail::FutureAccess::on_ready_inline(fs, [shared, finish] {
       if (shared->countdown.arrive()) finish();
     }),
      ...);
@@ -78,12 +83,12 @@ auto when_all(std::vector<Future<T>> fs) {
   auto finish = [shared] {
     try {
       if constexpr (std::is_void_v<T>) {
-        for (auto& f : shared->inputs) f.get();
+        for (auto& f : shared->inputs) detail::value_of(f);
         shared->promise.set_value();
       } else {
         std::vector<T> values;
         values.reserve(shared->inputs.size());
-        for (auto& f : shared->inputs) values.push_back(f.get());
+        for (auto& f : shared->inputs) values.push_back(detail::value_of(f));
         shared->promise.set_value(std::move(values));
       }
     } catch (...) {
@@ -91,8 +96,10 @@ auto when_all(std::vector<Future<T>> fs) {
     }
   };
   if (n == 0) finish();
+  for (const auto& f : shared->inputs)
+    if (detail::FutureAccess::share_dispatch(shared->promise, f)) break;
   for (auto& f : shared->inputs)
-    f.on_ready([shared, finish] {
+    detail::FutureAccess::on_ready_inline(f, [shared, finish] {
       if (shared->countdown.arrive()) finish();
     });
   return out;

@@ -122,7 +122,9 @@ class DistributedOptimizer {
     std::vector<Future<void>> steps;
     for (const auto& l : locals_)
       steps.push_back(l.rpc_async().template call<&detail::LocalOptimizer<Opt>::step>(ctx.id()));
-    when_all(std::move(steps)).get();
+    auto all = when_all(std::move(steps));
+    remora::detail::AgentAccess::await_sync(*agent_, all, locals_.size());
+    all.get();
   }
 
  private:

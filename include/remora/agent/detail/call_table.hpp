@@ -117,9 +117,10 @@ class CallTable {
       if (p.peer < peers) ++out[p.peer];
     return out;
   }
-  bool lone_call_in_flight() const {
+  // True if no more than `calls` calls (and begin_work jobs) are outstanding.
+  bool at_most_in_flight(std::size_t calls) const {
     std::lock_guard lock(mu_);
-    return outstanding_ == 1;
+    return outstanding_ <= static_cast<std::int64_t>(calls);
   }
 
   struct Counts {

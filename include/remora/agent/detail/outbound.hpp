@@ -62,11 +62,12 @@ struct AgentAccess {
         }));
   }
 
-  // Waits for `f`, the answer to a sync call made through `agent`. When it is the only call in
-  // flight and no other thread is waiting for one, the caller watches it for a while before it
-  // sleeps (sync_wait.hpp).
+  // Waits for `f`, the answer to a sync call made through `agent` (or to `calls` calls made at
+  // once, `f` completing when all have). When they are all the calls in flight and no other
+  // thread is waiting for one, the caller watches `f` for a while before it sleeps
+  // (sync_wait.hpp).
   template <class T>
-  static void await_sync(const Agent& agent, const Future<T>& f) {
+  static void await_sync(const Agent& agent, const Future<T>& f, std::size_t calls = 1) {
     if (f.is_ready()) return;
     struct Waiting {
       std::atomic<int>& n;
@@ -74,12 +75,12 @@ struct AgentAccess {
       ~Waiting() { n.fetch_sub(1, std::memory_order_relaxed); }
     } waiting{agent.sync_waiters_};
     const auto watch = agent.options().sync_watch;
-    if (watch.count() > 0 && waiting.alone && lone_call_in_flight(agent)) SyncWaitPolicy::mine().watch(f, watch);
+    if (watch.count() > 0 && waiting.alone && only_calls_in_flight(agent, calls)) SyncWaitPolicy::mine().watch(f, watch);
     f.wait();
   }
 
  private:
-  static REMORA_DECL bool lone_call_in_flight(const Agent& agent);
+  static REMORA_DECL bool only_calls_in_flight(const Agent& agent, std::size_t calls);
   static REMORA_DECL std::shared_ptr<AgentService> find_or_add_service(
       Agent& agent, const void* key, std::shared_ptr<AgentService> (*make)(Agent&));
 };

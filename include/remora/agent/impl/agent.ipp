@@ -131,8 +131,8 @@ REMORA_DECL std::uint64_t AgentAccess::calls_batched(const Agent& agent) { retur
 REMORA_DECL std::uint64_t AgentAccess::pending_from(const Agent& agent, std::uint32_t peer) {
   return agent.rt_->pending_from(peer);
 }
-REMORA_DECL bool AgentAccess::lone_call_in_flight(const Agent& agent) {
-  return agent.rt_->calls.lone_call_in_flight();
+REMORA_DECL bool AgentAccess::only_calls_in_flight(const Agent& agent, std::size_t calls) {
+  return agent.rt_->calls.at_most_in_flight(calls);
 }
 REMORA_DECL std::shared_ptr<AgentService> AgentAccess::find_or_add_service(
     Agent& agent, const void* key, std::shared_ptr<AgentService> (*make)(Agent&)) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "remora/core/detail/unique_function.hpp"
@@ -70,10 +71,12 @@ class FutureState {
   }
 
   // Registers `cb` and returns true if not ready yet; returns false (and keeps `cb`) if ready.
-  bool add_if_pending(UniqueFunction<void()>& cb) {
+  // An `inline_cb` runs on the completing thread even where continuations are dispatched: for
+  // the library's own bookkeeping, which is short and never blocks (when_all's countdown).
+  bool add_if_pending(UniqueFunction<void()>& cb, bool inline_cb = false) {
     std::lock_guard lock(mu_);
     if (ready_.load(std::memory_order_relaxed)) return false;
-    callbacks_.push_back(std::move(cb));
+    (inline_cb ? inline_callbacks_ : callbacks_).push_back(std::move(cb));
     return true;
   }
 
@@ -86,6 +89,10 @@ class FutureState {
     dispatch_ = dispatch;
     dispatch_context_ = context;
   }
+  std::pair<Dispatch, void*> dispatch() const {
+    std::lock_guard lock(mu_);
+    return {dispatch_, dispatch_context_};
+  }
 
   // Only valid once ready (is_ready() read the flag with acquire, which orders these reads).
   const std::exception_ptr& error() const { return error_; }
@@ -94,15 +101,17 @@ class FutureState {
  private:
   template <class Set>
   bool complete(Set&& set) {
-    std::vector<UniqueFunction<void()>> callbacks;
+    std::vector<UniqueFunction<void()>> callbacks, inline_callbacks;
     {
       std::lock_guard lock(mu_);
       if (ready_.load(std::memory_order_relaxed)) return false;
       set();
       ready_.store(true, std::memory_order_release);
       callbacks.swap(callbacks_);
+      inline_callbacks.swap(inline_callbacks_);
     }
     cv_.notify_all();
+    for (auto& cb : inline_callbacks) cb();
     for (auto& cb : callbacks) {
       if (dispatch_)
         dispatch_(dispatch_context_, std::move(cb));
@@ -118,6 +127,7 @@ class FutureState {
   std::optional<value_type> value_;
   std::exception_ptr error_;
   std::vector<UniqueFunction<void()>> callbacks_;
+  std::vector<UniqueFunction<void()>> inline_callbacks_;
   Dispatch dispatch_ = nullptr;
   void* dispatch_context_ = nullptr;
 };
