@@ -3,7 +3,8 @@
 // between workers and end contexts. The messages are ordinary remora calls (request ids,
 // timeouts, WorkerLost), compiled once (autograd/impl/backward_pass.ipp).
 //   gradients(context, batches, retain)  receiver -> sender  the gradients of what it sent
-//   release(context)                     any -> peers        the context ended; forget it (a
+//   release(context, told)               any -> peers        the context ended; forget it, and tell
+//                                                            your peers not in `told` (a
 //                                                            notification, held for the next call)
 #include <cstdint>
 #include <map>
@@ -36,13 +37,16 @@ REMORA_DECL Future<void> send_gradients(Agent& agent, GradContext& ctx, GradsByW
 
 namespace msg {
 REMORA_DECL Future<void> gradients(std::uint64_t context, std::vector<MessageGrads> batches, bool retain_graph);
-REMORA_DECL void release(std::uint64_t context);
+REMORA_DECL void release(std::uint64_t context, std::vector<std::uint32_t> told);
 }  // namespace msg
 
 // The gradients accumulated in context `context` on `agent`'s worker.
 REMORA_DECL c10::Dict<torch::Tensor, torch::Tensor> gradients_in(Agent& agent, std::uint64_t context);
 
-// Tells ctx's peers (but `except`) that it ended. Never throws.
-REMORA_DECL void release_on_peers(Agent& agent, GradContext& ctx, std::uint32_t except);
+// Tells ctx's peers that it ended, but those in `told` (sorted), which hear of it already. Each
+// is also told whom this wave reaches, so that it passes the news on only to the workers it
+// alone knows: a context that spanned a trainer and two stages ends with two messages, not four.
+// Never throws.
+REMORA_DECL void release_on_peers(Agent& agent, GradContext& ctx, std::vector<std::uint32_t> told);
 
 }  // namespace remora::autograd::detail

@@ -1,6 +1,7 @@
 // The backward pass through one worker's graph and the messages between workers (compiled once;
 // see autograd/detail/backward_pass.hpp).
 #include <algorithm>
+#include <iterator>
 #include <unordered_set>
 
 #include <torch/csrc/autograd/engine.h>
@@ -163,18 +164,25 @@ REMORA_DECL Future<void> send_gradients(Agent& agent, GradContext& ctx, GradsByW
   return when_all(std::move(done));
 }
 
-REMORA_DECL void release_on_peers(Agent& agent, GradContext& ctx, std::uint32_t except) {
-  std::set<std::uint32_t> peers;
+REMORA_DECL void release_on_peers(Agent& agent, GradContext& ctx, std::vector<std::uint32_t> told) {
+  std::vector<std::uint32_t> targets;
   {
     std::lock_guard lock(ctx.mu);
-    peers = ctx.peers;
+    std::set_difference(ctx.peers.begin(), ctx.peers.end(), told.begin(), told.end(), std::back_inserter(targets));
   }
+  std::erase(targets, agent.self().id);
+  if (targets.empty()) return;
+  std::vector<std::uint32_t> reached;
+  reached.reserve(told.size() + targets.size() + 1);
+  std::set_union(told.begin(), told.end(), targets.begin(), targets.end(), std::back_inserter(reached));
+  if (!std::binary_search(reached.begin(), reached.end(), agent.self().id))
+    reached.insert(std::upper_bound(reached.begin(), reached.end(), agent.self().id), agent.self().id);
   GradScopeGuard outside({});
-  for (std::uint32_t p : peers) {
-    if (p == except || p == agent.self().id) continue;
+  for (std::uint32_t p : targets) {
     try {
       // Held for the next call to `p` (the next step's, in a training loop): no write of its own.
-      (void)remora::detail::notify_as<&msg::release>(agent, p, function_identity<&msg::release>, true, ctx.id);
+      (void)remora::detail::notify_as<&msg::release>(agent, p, function_identity<&msg::release>, true, ctx.id,
+                                                     reached);
     } catch (...) {  // the agent stopped: every table goes with it
     }
   }
@@ -218,9 +226,15 @@ REMORA_DECL Future<void> gradients(std::uint64_t context, std::vector<MessageGra
   return send_gradients(agent, *ctx, std::move(due), retain_graph);
 }
 
-REMORA_DECL void release(std::uint64_t context) {
+REMORA_DECL void release(std::uint64_t context, std::vector<std::uint32_t> told) {
   Agent& agent = *remora::detail::serving_agent;
-  if (auto ctx = grad_contexts(agent)->take(context)) release_on_peers(agent, *ctx, remora::detail::serving_peer);
+  auto ctx = grad_contexts(agent)->take(context);
+  if (!ctx) return;
+  // `told` comes from a peer: put it in order (and in it the peer) before it is searched.
+  told.push_back(remora::detail::serving_peer);
+  std::sort(told.begin(), told.end());
+  told.erase(std::unique(told.begin(), told.end()), told.end());
+  release_on_peers(agent, *ctx, std::move(told));
 }
 
 }  // namespace msg

@@ -20,7 +20,7 @@ REMORA_DECL Context::~Context() {
   remora::detail::grad_scope = saved_;
   try {
     detail::grad_contexts(*agent_)->take(state_->id);
-    detail::release_on_peers(*agent_, *state_, UINT32_MAX);
+    detail::release_on_peers(*agent_, *state_, {});
   } catch (...) {
   }
 }
