@@ -68,11 +68,11 @@ TEST_CASE("Injected faults: a dropped or late call or reply fails its call with 
     CHECK(caller_plan->applied() == 1);
   }
   SECTION("the reply is dropped") {
-    callee_plan->add({.kind = remora::wire::FrameKind::reply, .action = FaultPlan::Action::drop});
+    callee_plan->add({.kind = remora::wire::FrameKind::reply, .function = {}, .action = FaultPlan::Action::drop});
     timed_out_in_time([&] { return a.rpc_sync<&faults::add>("w1", quick, 2, 3); });
   }
   SECTION("the reply comes after the deadline, and is then ignored") {
-    callee_plan->add({.kind = remora::wire::FrameKind::reply, .action = FaultPlan::Action::delay, .delay = 700ms});
+    callee_plan->add({.kind = remora::wire::FrameKind::reply, .function = {}, .action = FaultPlan::Action::delay, .delay = 700ms});
     timed_out_in_time([&] { return a.rpc_sync<&faults::add>("w1", quick, 2, 3); });
     std::this_thread::sleep_for(700ms);  // the late reply arrives for a call that is gone
   }

@@ -250,7 +250,7 @@ TEST_CASE("Warnings a peer causes are rate-limited, and say how many were suppre
   CHECK(printed == static_cast<int>(WarningLimiter::kBurst));
   CHECK_FALSE(limiter.admit(t0 + WarningLimiter::kRefill / 2, suppressed));
   REQUIRE(limiter.admit(t0 + WarningLimiter::kRefill, suppressed));
-  CHECK(suppressed == 1000 - printed + 1);
+  CHECK(suppressed == static_cast<std::uint64_t>(1000 - printed + 1));
   REQUIRE(limiter.admit(t0 + 100 * WarningLimiter::kRefill, suppressed));
   CHECK(suppressed == 0);
 

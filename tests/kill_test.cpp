@@ -49,7 +49,7 @@ std::shared_ptr<FaultPlan> plan_for(const std::string& step) {
   using remora::detail::rref_msg::user_delete;
   auto plan = std::make_shared<FaultPlan>();
   const auto kill = FaultPlan::Action::kill;
-  if (step == "reply") plan->add({.kind = remora::wire::FrameKind::reply, .action = kill});
+  if (step == "reply") plan->add({.kind = remora::wire::FrameKind::reply, .function = {}, .action = kill});
   if (step == "fork") plan->add(FaultPlan::call<&kt::take>(kill));
   if (step == "fork_request") plan->add(FaultPlan::call<&fork_request>(kill));
   if (step == "child_accept") plan->add(FaultPlan::call<&child_accept>(kill));

@@ -159,7 +159,7 @@ class RemoteModuleGroup {
   // Method M of I on every member (arguments placed as for forward); one future per member.
   template <auto M, class... As>
   auto call_each(const As&... args) const {
-    return each("call", [&](const Member& m, std::size_t i) {
+    return each("call", [&](const Member& m, [[maybe_unused]] std::size_t i) {
       return m.template call_async<M>(detail::piece_for(args, i, size())...);
     }, args...);
   }
@@ -176,7 +176,7 @@ class RemoteModuleGroup {
   // `call(member, i)` for every member, after checking `args`' placements (before anything is
   // sent). A member already known lost refuses at once: its future carries that, not the group call.
   template <class Call, class... As>
-  auto each(const char* what, Call&& call, const As&... args) const {
+  auto each([[maybe_unused]] const char* what, Call&& call, const As&... args) const {
     (detail::check_placement(args, what, size()), ...);
     using F = decltype(call(members_.at(0), 0));
     std::vector<F> out;
