@@ -172,11 +172,10 @@ REMORA_DECL void release_on_peers(Agent& agent, GradContext& ctx, std::vector<st
   }
   std::erase(targets, agent.self().id);
   if (targets.empty()) return;
+  // Whom this wave reaches (each receiver adds this worker itself: it never answers its sender).
   std::vector<std::uint32_t> reached;
-  reached.reserve(told.size() + targets.size() + 1);
+  reached.reserve(told.size() + targets.size());
   std::set_union(told.begin(), told.end(), targets.begin(), targets.end(), std::back_inserter(reached));
-  if (!std::binary_search(reached.begin(), reached.end(), agent.self().id))
-    reached.insert(std::upper_bound(reached.begin(), reached.end(), agent.self().id), agent.self().id);
   GradScopeGuard outside({});
   for (std::uint32_t p : targets) {
     try {
