@@ -3,7 +3,10 @@ workers (stage 1 on s1, stage 2 on s2, each a RemoteModule), driven by a trainer
 dist_autograd and DistributedOptimizer, as PyTorch's model-parallel RPC tutorial trains.
 
 usage: /usr/bin/python3 benchmarks/baselines/pytorch_dist_train.py [--port 29613] [--sizes small,large]
-Three processes on this host (TensorPipe agent). Prints `train_<size>_step_us <median>` lines.
+                                                                   [--transports uv]
+Three processes on this host (TensorPipe agent). By default TensorPipe picks its transport, which
+on one host is shared memory (shm); `--transports uv` makes it TCP, as remora's REMORA_TRANSPORT=tcp.
+Prints `train_<size>_step_us <median>` lines.
 """
 import argparse, os, time, torch
 import torch.distributed.autograd as dist_autograd
@@ -31,7 +34,8 @@ def run(rank, args):
     torch.set_num_threads(1)
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(args.port)
-    opts = rpc.TensorPipeRpcBackendOptions(num_worker_threads=8)
+    opts = rpc.TensorPipeRpcBackendOptions(
+        num_worker_threads=8, _transports=args.transports.split(",") if args.transports else None)
     name = ["trainer", "s1", "s2"][rank]
     rpc.init_rpc(name, rank=rank, world_size=3, rpc_backend_options=opts)
     if rank == 0:
@@ -68,5 +72,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=29613)
     p.add_argument("--sizes", default="small,large")
+    p.add_argument("--transports", default="", help="TensorPipe transports, e.g. uv (default: its own choice)")
     args = p.parse_args()
     mp.spawn(run, args=(args,), nprocs=3)
