@@ -15,6 +15,7 @@
 
 #include "agent_support.hpp"
 #include "remora/agent/detail/io_loop.hpp"
+#include "remora/agent/rendezvous.hpp"
 #include "remora/agent/detail/worker_pool.hpp"
 
 using namespace std::chrono_literals;
@@ -286,6 +287,20 @@ TEST_CASE("Non-graceful shutdown fails pending calls at once", "[agent][shutdown
   CHECK_THROWS_AS(f.get(), remora::WorkerLost);
   CHECK(std::chrono::steady_clock::now() - start < 5s);
   g[1]->shutdown(false);
+}
+
+TEST_CASE("A shutdown barrier that a worker never reaches says which barrier, how many came, and no backtrace",
+          "[agent][shutdown]") {
+  c10d::HashStore store;
+  try {
+    remora::detail::sum_over_workers(store, "stop", 3, {0}, 50ms);
+    FAIL("the barrier did not time out");
+  } catch (const remora::Error& e) {
+    const std::string what = e.what();
+    CHECK_THAT(what, Catch::Contains("barrier 'stop'") && Catch::Contains("within 50 ms") &&
+                         Catch::Contains("1 of 3 had arrived"));
+    CHECK_THAT(what, !Catch::Contains("frame #"));
+  }
 }
 
 TEST_CASE("Rendezvous rejects a duplicate name and a bad rank", "[agent][rendezvous]") {

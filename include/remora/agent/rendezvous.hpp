@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <c10/util/Exception.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -122,8 +123,17 @@ inline std::vector<std::int64_t> sum_over_workers(c10d::Store& store, const std:
                                                   const std::vector<std::int64_t>& values,
                                                   std::chrono::milliseconds timeout) {
   for (std::size_t i = 0; i < values.size(); ++i) store.add(key + "/sum" + std::to_string(i), values[i]);
-  if (store.add(key + "/arrived", 1) == world_size) store.set(key + "/done", bytes_of("1"));
-  store.wait({key + "/done"}, timeout);
+  const auto arrived = store.add(key + "/arrived", 1);
+  if (arrived == world_size) store.set(key + "/done", bytes_of("1"));
+  try {
+    store.wait({key + "/done"}, timeout);
+  } catch (const std::exception& e) {  // c10::Error (TCPStore), std::system_error (HashStore)
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);  // said without its backtrace
+    throw Error("remora: the group's barrier '" + key + "' was not reached by every worker within " +
+                std::to_string(timeout.count()) + " ms (" + std::to_string(arrived) + " of " +
+                std::to_string(world_size) + " had arrived when this one did; a worker is gone or still busy): " +
+                (c10_error ? c10_error->what_without_backtrace() : e.what()));
+  }
   std::vector<std::int64_t> totals;
   for (std::size_t i = 0; i < values.size(); ++i) totals.push_back(store.add(key + "/sum" + std::to_string(i), 0));
   return totals;

@@ -161,6 +161,9 @@ inline void AgentRuntime::shutdown(bool graceful) {
   if (graceful) {
     try {
       wait_for_group_quiet(*store_, static_cast<int>(workers.size()), calls, services, options.shutdown_timeout);
+    } catch (const c10::Error& e) {  // the store itself failed (its host is gone, say)
+      log_warning("worker '" + workers[self_id].name + "': graceful shutdown failed (the rendezvous store: " +
+                  e.what_without_backtrace() + "); stopping now");
     } catch (const std::exception& e) {
       log_warning("worker '" + workers[self_id].name + "': graceful shutdown failed (" + e.what() +
                   "); stopping now");
