@@ -1,5 +1,6 @@
-"""Conan 2 recipe for remora: a header-only package whose package() runs remora's own CMake
-install, so consumers load the real remoraConfig.cmake (find_package(remora), remora::remora).
+"""Conan 2 recipe for remora: the headers and remora::compiled (remora's non-template code built
+once, as a static library), installed by remora's own CMake install, so consumers load the real
+remoraConfig.cmake (find_package(remora); remora::remora header-only, remora::compiled).
 
     conan create . -pr debian          # asio and cereal from the profile ([platform_requires])
 
@@ -15,11 +16,11 @@ class RemoraConan(ConanFile):
     name = "remora"
     version = "0.1.0"
     license = "MIT"
-    description = "Typed remote calls for libtorch programs (C++20, header-only)"
+    description = "Typed remote calls for libtorch programs (C++20, header-only or compiled)"
     topics = ("rpc", "libtorch", "distributed", "header-only")
-    package_type = "header-library"
+    package_type = "static-library"
     settings = "os", "arch", "compiler", "build_type"
-    exports_sources = "CMakeLists.txt", "LICENSE", "cmake/*", "include/*", "tools/*"
+    exports_sources = "CMakeLists.txt", "LICENSE", "cmake/*", "include/*", "src/*", "tools/*"
     no_copy_source = True
 
     def requirements(self):
@@ -37,17 +38,14 @@ class RemoraConan(ConanFile):
         cmake = CMake(self)
         cmake.configure(variables={"REMORA_BUILD_TESTS": "OFF", "REMORA_BUILD_EXAMPLES": "OFF",
                                    "REMORA_BUILD_WORKER": "OFF"})
+        cmake.build()
 
     def package(self):
         CMake(self).install()
         copy(self, "LICENSE", self.source_folder, f"{self.package_folder}/licenses")
-
-    def package_id(self):
-        self.info.clear()
 
     def package_info(self):
         # Consumers use remora's own package files, not ones Conan would generate.
         self.cpp_info.set_property("cmake_find_mode", "none")
         self.cpp_info.builddirs = ["lib/cmake/remora"]
         self.cpp_info.bindirs = []
-        self.cpp_info.libdirs = []

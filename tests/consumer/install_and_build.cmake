@@ -1,4 +1,6 @@
-# Installs remora into a scratch prefix, then configures, builds and runs tests/consumer against it.
+# Installs remora into a scratch prefix as docs/packaging.md says (configure with tests and examples
+# off, build, install), then configures, builds and runs tests/consumer against it: a program of
+# three translation units, header-only and with remora::compiled, as two processes.
 file(REMOVE_RECURSE "${WORK}")
 set(prefix "${WORK}/prefix")
 function(run)
@@ -14,4 +16,5 @@ run(${CMAKE_COMMAND} --install ${WORK}/remora)
 run(${CMAKE_COMMAND} -S ${CONSUMER} -B ${WORK}/consumer -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
 run(${CMAKE_COMMAND} --build ${WORK}/consumer)
 run(${WORK}/consumer/consumer)
-message(STATUS "consumer built against the installed remora and ran")
+run(${WORK}/consumer/consumer_compiled)
+message(STATUS "consumer (header-only and remora::compiled) built against the installed remora and ran")
