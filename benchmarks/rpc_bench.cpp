@@ -66,6 +66,7 @@ int main() {
   remora::Options o;
   o.store = c10::make_intrusive<c10d::HashStore>();
   o.secret = remora::secret_from_env();  // REMORA_SECRET: an authenticated group (scripts/bench)
+  o.serve_operators = {"aten::add"};    // the by-name row
   // REMORA_BENCH_TLS=DIR: TLS with DIR/node.pem, DIR/node.key and DIR/ca.pem (scripts/bench).
   if (const char* dir = std::getenv("REMORA_BENCH_TLS"); dir && *dir) {
     const std::string d = std::string(dir) + "/";

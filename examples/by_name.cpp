@@ -18,7 +18,12 @@ struct Scorer {
 
 int main(int argc, char** argv) {
   const int rank = example::launch_group(2);
-  remora::init_rpc(rank == 0 ? "trainer" : "w1");
+  // A worker serves by name only what its program lists: these operators, and model files below
+  // the temporary directory.
+  remora::Options options;
+  options.serve_operators = {"aten::add", "aten::topk", "aten::ones"};
+  options.model_dirs = {std::filesystem::temp_directory_path().string()};
+  remora::init_rpc(rank == 0 ? "trainer" : "w1", options);
 
   if (rank == 0) {
     auto a = torch::ones({2, 2});

@@ -11,7 +11,7 @@
 
 int main() {
   const int rank = example::launch_group(3, REMORA_WORKER_PATH, [](int r) -> std::vector<std::string> {
-    return {"--name", "w" + std::to_string(r)};
+    return {"--name", "w" + std::to_string(r), "--operators", "aten::mv"};
   });
   if (rank != 0) return 1;  // ranks 1 and 2 are remora-worker processes
   remora::init_rpc("trainer");

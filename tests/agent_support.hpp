@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -42,6 +43,14 @@ inline bool closed_within(int fd, std::chrono::milliseconds within) {
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return true;
   }
   return false;
+}
+
+// `base` serving every operator by name that "*" covers, and model files below the temporary
+// directory: for tests of calls by name (the default serves neither).
+inline Options serving_by_name(Options base = {}) {
+  base.serve_operators = {"*"};
+  base.model_dirs = {std::filesystem::temp_directory_path().string()};
+  return base;
 }
 
 inline std::vector<std::unique_ptr<Agent>> start_group(std::vector<std::string> names, Options base = {}) {

@@ -28,6 +28,12 @@ torch::Tensor scale(const torch::Tensor& t, double f) { return t * f; }
 std::string whoami() { return remora::current_agent().self().name; }
 void nothing() {}
 int fails(int x) { throw std::out_of_range("index " + std::to_string(x) + " out of range"); }
+std::atomic<int> gates_open{0}, gated_running{0};
+int gated(int i) {  // answers once the test opens gate i
+  ++gated_running;
+  while (!(gates_open.load() & (1 << i))) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  return i;
+}
 int sleepy(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;
@@ -71,7 +77,7 @@ bool was_noted(int v) {
 }
 }  // namespace fns
 
-TEST_CASE("rpc_sync and rpc_async call typed functions on another worker", "[agent]") {
+TEST_CASE("Rpc_sync and rpc_async call typed functions on another worker", "[agent]") {
   auto g = start_group({"trainer", "ps"});
   auto& trainer = *g[0];
   CHECK(trainer.rpc_sync<&fns::add>("ps", 1, 2) == 3);
@@ -189,7 +195,9 @@ TEST_CASE("A callee returning Task awaits another worker without holding a pool 
 }
 
 TEST_CASE("Many concurrent callers and replies arrive out of order", "[agent][concurrency]") {
-  auto g = start_group({"a", "b"});
+  remora::Options o;
+  o.num_worker_threads = 8;  // four gated calls hold four threads
+  auto g = start_group({"a", "b"}, o);
   auto& a = *g[0];
   std::vector<std::thread> callers;
   std::atomic<int> wrong{0};
@@ -198,17 +206,20 @@ TEST_CASE("Many concurrent callers and replies arrive out of order", "[agent][co
       for (int i = 0; i < 200; ++i)
         if (a.rpc_sync<&fns::add>("b", t, i) != t + i) ++wrong;
     });
-  // Slow calls issued first finish last.
-  std::vector<remora::Future<int>> slow;
-  for (int ms : {60, 40, 20, 0}) slow.push_back(a.rpc_async<&fns::sleepy>("b", ms));
-  auto first_done = [&]() -> remora::Task<int> {
-    int sum = 0;
-    for (auto& f : slow) sum += co_await f;
-    co_return sum;
-  }();
+  // Four calls held on the callee until the test opens their gates, last issued first: each reply
+  // arrives while every call issued before it is still unanswered.
+  fns::gates_open = 0;
+  fns::gated_running = 0;
+  std::vector<remora::Future<int>> held;
+  for (int i = 0; i < 4; ++i) held.push_back(a.rpc_async<&fns::gated>("b", i));
+  REQUIRE(remora::test::eventually([] { return fns::gated_running == 4; }));
+  for (int i = 3; i >= 0; --i) {
+    fns::gates_open |= 1 << i;
+    CHECK(held[i].get() == i);
+    for (int earlier = 0; earlier < i; ++earlier) CHECK_FALSE(held[earlier].is_ready());
+  }
   for (auto& c : callers) c.join();
   CHECK(wrong == 0);
-  CHECK(first_done.get() == 120);
   shutdown_group(g);
 }
 
@@ -445,3 +456,41 @@ TEST_CASE("An I/O loop that watches runs handlers and timers, and ends when its 
     CHECK(io.stopped());
   }
 }
+
+namespace fns {
+// A user's type: its cereal load is user code, and records whether it ran on an I/O thread.
+std::atomic<int> loads_on_io{0}, loads{0};
+struct Report {
+  int value = 0;
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(value);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(value);
+    ++loads;
+    if (remora::detail::on_io_thread) ++loads_on_io;
+  }
+};
+Report report(int v) { return Report{v}; }
+torch::Tensor twice(torch::Tensor t) { return t * 2; }
+}  // namespace fns
+
+TEST_CASE("A reply's user type decodes on the worker pool, never on an I/O thread", "[agent][threads]") {
+  auto g = start_group({"a", "b"});
+  fns::loads = fns::loads_on_io = 0;
+  for (int i = 0; i < 50; ++i) CHECK(g[0]->rpc_sync<&fns::report>("b", i).value == i);
+  std::vector<remora::Future<fns::Report>> many;
+  for (int i = 0; i < 50; ++i) many.push_back(g[0]->rpc_async<&fns::report>("b", i));
+  for (int i = 0; i < 50; ++i) CHECK(many[i].get().value == i);
+  CHECK(fns::loads == 100);  // one per reply
+  CHECK(fns::loads_on_io == 0);
+  // Tensors and numbers keep the short way (decoded where they are read), and still arrive.
+  CHECK(torch::equal(g[0]->rpc_sync<&fns::twice>("b", torch::ones({3})), torch::full({3}, 2.0)));
+  static_assert(remora::detail::decodes_without_user_code<std::vector<std::tuple<int, torch::Tensor>>>);
+  static_assert(!remora::detail::decodes_without_user_code<fns::Report>);
+  static_assert(!remora::detail::decodes_without_user_code<std::optional<c10::IValue>>);
+  shutdown_group(g);
+}
+

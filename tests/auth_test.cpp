@@ -4,10 +4,17 @@
 // disagree on having a secret does not start; secret_from_env reads the environment and files.
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
+#include <future>
 #include <vector>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <asio.hpp>
 #include <catch2/catch.hpp>
@@ -15,6 +22,7 @@
 #include "agent_support.hpp"
 #include "raw_peer.hpp"
 #include "remora/transport/detail/handshake.hpp"
+#include "remora/transport/stream_connection.hpp"
 
 using remora::test::shutdown_group;
 using remora::test::start_group;
@@ -77,6 +85,7 @@ TEST_CASE("A group with a secret calls as usual, over TCP and the local transpor
     CHECK(g[0]->rpc_sync<&auth::add>("b", 2, 3) == 5);
     CHECK(g[1]->rpc_sync<&auth::add>("c", 4, 5) == 9);
     CHECK(g[2]->rpc_async<&auth::add>("a", 1, 1).get() == 2);
+    CHECK(g[0]->options().secret.empty());  // the agent hands out no secret
     shutdown_group(g);
   }
 }
@@ -179,9 +188,246 @@ TEST_CASE("Workers that disagree on the secret do not start: none on one, or ano
     CHECK_THAT(e, Catch::Contains("worker 'b' could not authenticate with worker 'a'") &&
                       Catch::Contains("authentication failed") && Catch::Contains("needs the same secret"));
 }
+
+namespace {
+// A unix socket connected to the abstract name `at` ("@name", as DebugInfo::local_socket gives).
+int connect_abstract(const std::string& at) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string name = at.substr(1);
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+// What a same-host worker sends first on a connection it dialed (after the handshake, if any):
+// the local preface (no shared memory), then hello_then_call.
+std::vector<std::byte> local_hello_then_call(std::uint32_t rank, const std::string& name) {
+  remora::transport::detail::LocalPreface preface;
+  std::vector<std::byte> out(sizeof preface);
+  std::memcpy(out.data(), &preface, sizeof preface);
+  auto rest = hello_then_call(rank, name);
+  out.insert(out.end(), rest.begin(), rest.end());
+  return out;
+}
+bool write_all(int fd, const std::vector<std::byte>& bytes) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+// Runs `child` in a forked process as user `uid` (only raw system calls in it: the test process
+// has threads); returns its exit status, or -1 when this process cannot change users.
+template <class F>
+int as_other_user(uid_t uid, F&& child) {
+  if (::geteuid() != 0) return -1;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgid(uid) != 0 || ::setuid(uid) != 0) ::_exit(99);
+    ::_exit(child());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 98;
+}
+}  // namespace
+
+TEST_CASE("The local transport runs the secret's handshake and admits only this user's processes",
+          "[agent][auth][local]") {
+  auth::calls = 0;
+  SECTION("with a secret: the group calls over local links, a stranger without the proof runs nothing") {
+    auto o = with_secret("s3cret");
+    o.transport = remora::Transport::local;
+    auto g = start_group({"a", "b"}, o);
+    CHECK(g[0]->rpc_sync<&auth::add>("b", 2, 3) == 5);
+    CHECK(g[1]->rpc_sync<&auth::add>("a", 2, 3) == 5);
+    CHECK(g[0]->transport_to("b") == "local");
+    CHECK(g[1]->transport_to("a") == "local");
+    const auto at = g[1]->debug_info().local_socket;
+    REQUIRE(at.size() > 1);
+    const int fd = connect_abstract(at);
+    REQUIRE(fd >= 0);
+    CHECK(write_all(fd, local_hello_then_call(0, "a")));
+    CHECK(remora::test::closed_within(fd, std::chrono::seconds(5)));
+    ::close(fd);
+    CHECK(auth::calls == 2);
+    shutdown_group(g);
+  }
+  SECTION("without a secret: another user's process is refused before it is read") {
+    remora::Options o;
+    o.transport = remora::Transport::local;
+    auto g = start_group({"a", "b"}, o);
+    const auto at = g[1]->debug_info().local_socket;
+    const auto bytes = local_hello_then_call(0, "a");
+    const int status = as_other_user(65534, [&] {
+      const int fd = connect_abstract(at);
+      if (fd < 0) return 2;
+      write_all(fd, bytes);
+      return remora::test::closed_within(fd, std::chrono::seconds(5)) ? 0 : 3;
+    });
+    if (status == -1) {
+      WARN("not root: another user's process cannot be made here");
+    } else {
+      CHECK(status == 0);
+      CHECK(auth::calls == 0);
+    }
+    // This user's processes (the test itself) are served as before.
+    const int fd = connect_abstract(at);
+    REQUIRE(fd >= 0);
+    CHECK(write_all(fd, bytes));
+    CHECK(remora::test::eventually([] { return auth::calls == 1; }));
+    ::close(fd);
+    CHECK(g[0]->rpc_sync<&auth::add>("b", 1, 1) == 2);
+    shutdown_group(g);
+  }
+}
+
+TEST_CASE("A dialer that meets a fake acceptor on the local transport hands it nothing", "[transport][auth][local]") {
+  using remora::transport::LocalConnection;
+  asio::io_context io;
+  const std::string name = "remora-fake-" + std::to_string(::getpid());
+  asio::local::stream_protocol::endpoint ep(std::string(1, '\0') + name);
+  asio::local::stream_protocol::acceptor fake(io, ep);
+  std::promise<std::string> closed;
+  auto dial = [&] {
+    remora::transport::AuthOptions auth{std::make_shared<const std::string>("s3cret"), "a", "b", std::chrono::seconds(5)};
+    auto conn = LocalConnection::connect(
+        io.get_executor(), ep, remora::wire::Limits{}, [](const auto&, remora::wire::InFrame&&) {},
+        [&](const auto&, const std::string& why) { closed.set_value(why); }, {}, auth);
+    // A frame queued before the connection is up: it must never reach the fake.
+    conn->send(remora::wire::encode_frame(remora::wire::FrameKind::call, 7, remora::function_identity<&auth::add>.id, 2, 3));
+    return conn;
+  };
+  auto conn = dial();
+  asio::local::stream_protocol::socket s(io);
+  std::thread runner([&] { io.run_for(std::chrono::seconds(10)); });
+  fake.accept(s);
+  // The fake greets as 'b' and answers the proof with noise.
+  td::Handshake hs({std::make_shared<const std::string>("a guess"), "b", "", std::chrono::seconds(5)}, false);
+  asio::write(s, asio::buffer(hs.greeting()));
+  std::vector<std::byte> noise(td::kProofBytes, std::byte{0x5A});
+  asio::write(s, asio::buffer(noise));
+  std::vector<std::byte> got;
+  std::error_code ec;
+  for (;;) {
+    std::byte buf[4096];
+    const auto n = s.read_some(asio::buffer(buf), ec);
+    if (ec) break;
+    got.insert(got.end(), buf, buf + n);
+  }
+  auto f = closed.get_future();
+  CHECK(f.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK_THAT(f.get(), Catch::Contains("authentication failed"));
+  // Its greeting and its proof, nothing more: no frame.
+  CHECK(got.size() == td::kGreetingFixed + 1 + td::kProofBytes);
+  conn.reset();
+  io.stop();
+  runner.join();
+}
+
+TEST_CASE("A dialer does not talk to another user's process behind a local socket name", "[transport][local]") {
+  using remora::transport::LocalConnection;
+  if (::geteuid() != 0) {
+    WARN("not root: another user's process cannot be made here");
+    return;
+  }
+  const std::string name = "remora-squat-" + std::to_string(::getpid());
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {  // another user listens on the name, accepts, and waits to be read to
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(99);
+    const int lfd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path + 1, name.data(), name.size());
+    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+    if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(lfd, 1) != 0) ::_exit(2);
+    (void)!::write(ready[1], "r", 1);
+    const int fd = ::accept(lfd, nullptr, nullptr);
+    char buf[4096];
+    std::size_t total = 0;
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) total += static_cast<std::size_t>(n);
+    ::_exit(total == 0 ? 0 : 3);  // read nothing before the dialer closed
+  }
+  char r;
+  REQUIRE(::read(ready[0], &r, 1) == 1);
+  asio::io_context io;
+  std::promise<std::string> closed;
+  auto conn = LocalConnection::connect(
+      io.get_executor(), asio::local::stream_protocol::endpoint(std::string(1, '\0') + name), remora::wire::Limits{},
+      [](const auto&, remora::wire::InFrame&&) {}, [&](const auto&, const std::string& why) { closed.set_value(why); });
+  conn->send(remora::wire::encode_frame(remora::wire::FrameKind::call, 7, remora::function_identity<&auth::add>.id, 2, 3));
+  auto f = closed.get_future();
+  for (int i = 0; i < 500 && f.wait_for(std::chrono::seconds(0)) != std::future_status::ready; ++i)
+    io.run_for(std::chrono::milliseconds(10));
+  REQUIRE(f.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
+  CHECK_THAT(f.get(), Catch::Contains("runs as uid 65534"));
+  conn.reset();
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
 #endif
 
-TEST_CASE("secret_from_env reads REMORA_SECRET, else the file REMORA_SECRET_FILE names", "[agent][auth]") {
+namespace {
+// What `run` writes to stderr (libtorch's LOG(WARNING) among it).
+template <class F>
+std::string stderr_of(F&& run) {
+  std::FILE* capture = std::tmpfile();
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  ::dup2(::fileno(capture), 2);
+  run();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::rewind(capture);
+  std::string out;
+  for (int c; (c = std::fgetc(capture)) != EOF;) out.push_back(static_cast<char>(c));
+  std::fclose(capture);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("A worker listening beyond loopback without a secret or TLS warns once that anyone can call it",
+          "[agent][auth]") {
+  remora::Options o;
+  o.listen_host = "0.0.0.0";
+  o.advertise_host = "127.0.0.1";
+  o.transport = remora::Transport::tcp;
+  const auto open = stderr_of([&] {
+    auto g = start_group({"a", "b"}, o);
+    shutdown_group(g);
+  });
+  CHECK_THAT(open, Catch::Contains("worker 'a' listens on 0.0.0.0 without Options::secret or Options::tls: anyone who "
+                                   "can reach that port can call every function it exposes"));
+  const auto loopback = stderr_of([&] {
+    auto g = start_group({"a", "b"});
+    shutdown_group(g);
+  });
+  CHECK_THAT(loopback, !Catch::Contains("without Options::secret"));
+#if REMORA_OPENSSL
+  o.secret = "s3cret";
+  const auto with_secret = stderr_of([&] {
+    auto g = start_group({"a", "b"}, o);
+    shutdown_group(g);
+  });
+  CHECK_THAT(with_secret, !Catch::Contains("without Options::secret"));
+#endif
+}
+
+TEST_CASE("Secret_from_env reads REMORA_SECRET, else the file REMORA_SECRET_FILE names", "[agent][auth]") {
   ::unsetenv("REMORA_SECRET");
   ::unsetenv("REMORA_SECRET_FILE");
   CHECK(remora::secret_from_env().empty());

@@ -105,8 +105,8 @@ torch::Tensor grad_of(const c10::Dict<torch::Tensor, torch::Tensor>& grads, cons
 }
 }  // namespace
 
-TEST_CASE("gradients of a remote call come back to the caller's leaves, not to .grad", "[autograd]") {
-  auto g = start_group({"a", "b"});
+TEST_CASE("Gradients of a remote call come back to the caller's leaves, not to .grad", "[autograd]") {
+  auto g = start_group({"a", "b"}, remora::test::serving_by_name());
   auto& a = *g[0];
   {
     auto x = torch::tensor({1.0, 2.0, 3.0}, torch::requires_grad());
@@ -135,7 +135,7 @@ TEST_CASE("gradients of a remote call come back to the caller's leaves, not to .
   shutdown_group(g);
 }
 
-TEST_CASE("a callee's own parameters get their gradient in its context, and nested calls over three workers", "[autograd]") {
+TEST_CASE("A callee's own parameters get their gradient in its context, and nested calls over three workers", "[autograd]") {
   auto g = start_group({"a", "b", "c"});
   auto& a = *g[0];
   {
@@ -165,7 +165,7 @@ TEST_CASE("a callee's own parameters get their gradient in its context, and nest
   shutdown_group(g);
 }
 
-TEST_CASE("a tensor a worker only passes on gets its gradient back where it came from, summed over each use", "[autograd]") {
+TEST_CASE("A tensor a worker only passes on gets its gradient back where it came from, summed over each use", "[autograd]") {
   auto g = start_group({"a", "b", "c"});
   auto& a = *g[0];
   {
@@ -186,7 +186,7 @@ TEST_CASE("a tensor a worker only passes on gets its gradient back where it came
   shutdown_group(g);
 }
 
-TEST_CASE("a gradient skips the workers that only passed its tensor on, over any number of hops", "[autograd]") {
+TEST_CASE("A gradient skips the workers that only passed its tensor on, over any number of hops", "[autograd]") {
   auto g = start_group({"a", "b", "c", "d"});
   auto& a = *g[0];
   auto served = [&](int i) { return ag::stats(*g[i]).gradient_messages; };
@@ -219,7 +219,7 @@ TEST_CASE("a gradient skips the workers that only passed its tensor on, over any
   shutdown_group(g);
 }
 
-TEST_CASE("ending a context tells each worker once: stages that the trainer told do not tell each other", "[autograd]") {
+TEST_CASE("Ending a context tells each worker once: stages that the trainer told do not tell each other", "[autograd]") {
   auto g = start_group({"trainer", "s1", "s2"});
   auto& t = *g[0];
   auto frames_from = [&](int to, int from) {
@@ -243,15 +243,19 @@ TEST_CASE("ending a context tells each worker once: stages that the trainer told
     CHECK(s2_from_s1 > 0);  // its answer
   }
   // The trainer's release reaches both stages (held for the next call, or sent within 5 ms);
-  // each learns that the other was told too, so neither passes it on.
+  // each learns that the other was told too, so neither passes it on: once each stage has handled
+  // the release (counted after it told whom it tells), only the trainer has sent any.
   check_nothing_left(g);
-  std::this_thread::sleep_for(50ms);  // several of the stages' sweeps of held notifications
+  CHECK(eventually([&] { return ag::stats(*g[1]).releases_received == 1 && ag::stats(*g[2]).releases_received == 1; }));
+  CHECK(ag::stats(t).releases_sent == 2);
+  CHECK(ag::stats(*g[1]).releases_sent == 0);
+  CHECK(ag::stats(*g[2]).releases_sent == 0);
   CHECK(frames_from(1, 2) == s1_from_s2);
   CHECK(frames_from(2, 1) == s2_from_s1);
   shutdown_group(g);
 }
 
-TEST_CASE("tensors nested in structs and containers, and RRefs: remote, to_here, proxies", "[autograd]") {
+TEST_CASE("Tensors nested in structs and containers, and RRefs: remote, to_here, proxies", "[autograd]") {
   auto g = start_group({"a", "b"});
   auto& a = *g[0];
   {
@@ -282,7 +286,7 @@ TEST_CASE("tensors nested in structs and containers, and RRefs: remote, to_here,
   shutdown_group(g);
 }
 
-TEST_CASE("retain_graph allows a second pass, and without it the second pass fails on the callee", "[autograd]") {
+TEST_CASE("Retain_graph allows a second pass, and without it the second pass fails on the callee", "[autograd]") {
   auto g = start_group({"a", "b"});
   auto& a = *g[0];
   {
@@ -299,7 +303,7 @@ TEST_CASE("retain_graph allows a second pass, and without it the second pass fai
   shutdown_group(g);
 }
 
-TEST_CASE("errors: a failing remote backward, a local backward of a received tensor, bad roots", "[autograd]") {
+TEST_CASE("Errors: a failing remote backward, a local backward of a received tensor, bad roots", "[autograd]") {
   auto g = start_group({"a", "b"});
   auto& a = *g[0];
   {
@@ -323,7 +327,7 @@ TEST_CASE("errors: a failing remote backward, a local backward of a received ten
   shutdown_group(g);
 }
 
-TEST_CASE("a worker lost before the backward pass fails it with WorkerLost, and its contexts go", "[autograd]") {
+TEST_CASE("A worker lost before the backward pass fails it with WorkerLost, and its contexts go", "[autograd]") {
   auto g = start_group({"a", "b", "c"});
   auto& a = *g[0];
   {
@@ -398,7 +402,7 @@ def is_training(self) -> bool:
 )JIT");
   const auto path = (std::filesystem::temp_directory_path() / ("remora_" + std::to_string(::getpid()) + "_affine.pt")).string();
   script.save(path);
-  auto g = start_group({"trainer", "ps"});
+  auto g = start_group({"trainer", "ps"}, remora::test::serving_by_name());
   auto& trainer = *g[0];
   {
     auto typed = RemoteModule<dag::Scorer>::load(trainer, "ps/cpu", path);
@@ -451,7 +455,7 @@ def is_training(self) -> bool:
   shutdown_group(g);
 }
 
-TEST_CASE("two trainers share a parameter server: each context keeps its own gradients", "[autograd]") {
+TEST_CASE("Two trainers share a parameter server: each context keeps its own gradients", "[autograd]") {
   auto g = start_group({"t1", "t2", "ps"});
   dag::weight = torch::full({3}, 2.0).requires_grad_(true);
   {
@@ -478,5 +482,26 @@ TEST_CASE("two trainers share a parameter server: each context keeps its own gra
     CHECK(torch::allclose(dag::weight, torch::full({3}, 2.0 - 0.1 * (10 * 1.0 + 10 * 3.0))));
   }
   check_nothing_left(g);
+  shutdown_group(g);
+}
+
+TEST_CASE("A context another worker made ends after autograd_context_timeout without news, one made here does not",
+          "[autograd]") {
+  remora::Options o;
+  o.autograd_context_timeout = 200ms;
+  auto g = start_group({"a", "b"}, o);
+  auto table = remora::autograd::detail::grad_contexts(*g[1]);
+  // As if a's release of its context never came: b knows the context, nobody ends it.
+  const std::uint64_t made_by_a = std::uint64_t{1} << 48 | 999;
+  REQUIRE(table->join(made_by_a, 0) != nullptr);
+  auto own = table->create();
+  CHECK(ag::stats(*g[1]).contexts == 2);
+  CHECK(eventually([&] { return g[1]->debug_info().counters["autograd.contexts_expired"] == 1; }, 10s));
+  CHECK(table->find(made_by_a) == nullptr);
+  CHECK(table->find(own->id) != nullptr);  // the maker's own context lives until its Context ends
+  CHECK(table->join(made_by_a, 0) == nullptr);  // a late message does not bring it back
+  table->take(own->id);
+  own.reset();
+  table.reset();
   shutdown_group(g);
 }

@@ -22,6 +22,7 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 
 using remora::test::shutdown_group;
+using remora::test::serving_by_name;
 using remora::test::start_group;
 
 namespace cuda_fns {
@@ -80,7 +81,7 @@ remora::test::RegisterRole role("cuda_server", &cuda_server);
 
 TEST_CASE("A RemoteModule on cuda:0 gets CPU arguments on its GPU and answers on the CPU", "[cuda]") {
   REQUIRE(torch::cuda::device_count() >= 1);
-  auto g = start_group({"a", "b"});
+  auto g = start_group({"a", "b"}, serving_by_name());
   auto m = remora::RemoteModule<cuda_fns::Inspector>::create<cuda_fns::Doubler>(*g[0], "b/cuda:0");
   CHECK(m.device() == torch::Device("cuda:0"));
   auto x = torch::arange(4, torch::kFloat);
@@ -101,7 +102,7 @@ TEST_CASE("A RemoteModule on cuda:0 gets CPU arguments on its GPU and answers on
 TEST_CASE("With a device map CUDA tensors arrive on the mapped device, and replies come back", "[cuda]") {
   remora::Options o;
   o.set_device_map("b", {{"cuda:0", "cuda:0"}});
-  auto g = start_group({"a", "b"}, o);
+  auto g = start_group({"a", "b"}, serving_by_name(o));
   auto x = torch::randn({1 << 20}, torch::kCUDA);  // 4 MiB: the local transport's shared memory too
   CHECK(g[0]->rpc_sync<&cuda_fns::device_of>("b", x) == "cuda:0");
   auto y = g[0]->rpc_sync<&cuda_fns::scale>("b", x, 3.0);
@@ -139,7 +140,7 @@ def where(self, x: Tensor) -> str:
   script.save(path);
   remora::Options o;
   o.set_device_map("b", {{"cuda:0", "cuda:0"}});
-  auto g = start_group({"a", "b"}, o);
+  auto g = start_group({"a", "b"}, serving_by_name(o));
   auto x = torch::ones({4});
   {
     // CPU arguments go to the module's GPU; results come back on the CPU (as create<M>), or stay
@@ -176,7 +177,7 @@ struct ExportedTwoOut {
 };
 }  // namespace cuda_fns
 
-TEST_CASE("torch.export / AOTInductor packages as remote modules, on cuda:0 and on the CPU", "[cuda][dynamic][aoti]") {
+TEST_CASE("Torch.export / AOTInductor packages as remote modules, on cuda:0 and on the CPU", "[cuda][dynamic][aoti]") {
 #if !REMORA_AOTI
   WARN("this libtorch (" TORCH_VERSION ") has no AOTInductor package loader");
 #else
@@ -185,7 +186,7 @@ TEST_CASE("torch.export / AOTInductor packages as remote modules, on cuda:0 and 
   REQUIRE(dir != nullptr);
   remora::Options o;
   o.set_device_map("b", {{"cuda:0", "cuda:0"}});
-  auto g = start_group({"a", "b"}, o);
+  auto g = start_group({"a", "b"}, serving_by_name(o));
   int loaded = 0;
   for (std::string device : {"cuda", "cpu"}) {
     const std::string package = std::string(dir) + "/scorer_" + device + ".pt2";
@@ -206,7 +207,7 @@ TEST_CASE("torch.export / AOTInductor packages as remote modules, on cuda:0 and 
       CHECK(on_gpu.device() == torch::Device("cuda:0"));
       CHECK(torch::allclose(on_gpu.cpu(), y, 1e-4, 1e-5));
       // Without a device map the result comes back on the CPU, as from create<M>.
-      auto h = start_group({"c", "d"});
+      auto h = start_group({"c", "d"}, serving_by_name());
       auto plain = remora::RemoteModule<cuda_fns::Exported>::load(*h[0], "d/cuda:0", package);
       auto back = plain.forward(x);
       CHECK(back.device() == torch::Device("cpu"));
@@ -232,7 +233,7 @@ TEST_CASE("torch.export / AOTInductor packages as remote modules, on cuda:0 and 
 TEST_CASE("Tensors sent while the caller's stream is still producing them arrive complete", "[cuda]") {
   remora::Options o;
   o.set_device_map("b", {{"cuda:0", "cuda:0"}});
-  auto g = start_group({"a", "b"}, o);
+  auto g = start_group({"a", "b"}, serving_by_name(o));
   auto stream = c10::cuda::getStreamFromPool();
   c10::cuda::CUDAStreamGuard guard(stream);
   for (int round = 0; round < 5; ++round) {
@@ -253,7 +254,7 @@ TEST_CASE("Large GPU tensors over TCP go through pinned memory in chunks, and ar
   remora::Options o;
   o.transport = remora::Transport::tcp;  // no CUDA IPC: host staging, chunked both ways
   o.set_device_map("b", {{"cuda:0", "cuda:0"}});
-  auto g = start_group({"a", "b"}, o);
+  auto g = start_group({"a", "b"}, serving_by_name(o));
   auto stream = c10::cuda::getStreamFromPool();
   c10::cuda::CUDAStreamGuard guard(stream);
   // Sizes around the 1 MiB threshold and the 4 MiB chunk, one not a multiple of anything.
@@ -368,7 +369,7 @@ TEST_CASE("A process keeps a bounded number of a peer's GPU segments open", "[cu
 TEST_CASE("Distributed autograd with CUDA tensors, with a device map and without one", "[cuda][autograd]") {
   remora::Options o;
   o.set_device_map("b", {{"cuda:0", "cuda:0"}});
-  auto g = start_group({"a", "b", "c"}, o);  // a maps to b; nobody maps to c
+  auto g = start_group({"a", "b", "c"}, serving_by_name(o));  // a maps to b; nobody maps to c
   auto& a = *g[0];
   {
     auto x = torch::randn({1 << 20}, torch::TensorOptions(torch::kCUDA).requires_grad(true));
@@ -401,7 +402,7 @@ TEST_CASE("A GPU gradient of a passed-on tensor goes back the way it came: no ma
   remora::Options o;
   o.set_device_map("b", {{"cuda:0", "cuda:0"}});
   o.set_device_map("c", {{"cuda:0", "cuda:0"}});
-  auto g = start_group({"a", "b", "c"}, o);  // a maps to b and to c; b and c have no map between them
+  auto g = start_group({"a", "b", "c"}, serving_by_name(o));  // a maps to b and to c; b and c have no map between them
   auto& a = *g[0];
   auto served = [&](int i) { return remora::autograd::stats(*g[i]).gradient_messages; };
   {
@@ -419,7 +420,7 @@ TEST_CASE("A GPU gradient of a passed-on tensor goes back the way it came: no ma
   shutdown_group(g);
 }
 
-TEST_CASE("get_worker_info says whether a worker's CUDA work goes through an MPS server", "[cuda]") {
+TEST_CASE("Get_worker_info says whether a worker's CUDA work goes through an MPS server", "[cuda]") {
   // An MPS control daemon is known by its socket in the pipe directory: a file stands in for it
   // here (the CUDA context of this process was made long before, so nothing connects to it).
   const auto dir = std::filesystem::temp_directory_path() / ("remora_mps_" + std::to_string(::getpid()));
@@ -428,13 +429,13 @@ TEST_CASE("get_worker_info says whether a worker's CUDA work goes through an MPS
   const std::string before = saved ? saved : "";
   {
     ::setenv("CUDA_MPS_PIPE_DIRECTORY", dir.c_str(), 1);
-    auto g = start_group({"a", "b"});
+    auto g = start_group({"a", "b"}, serving_by_name());
     CHECK_FALSE(g[0]->get_worker_info("b").cuda_mps);  // no daemon's socket there yet
     shutdown_group(g);
   }
   std::ofstream(dir / "control") << "";
   {
-    auto g = start_group({"a", "b"});
+    auto g = start_group({"a", "b"}, serving_by_name());
     CHECK(g[0]->get_worker_info("b").cuda_mps);
     CHECK(g[1]->get_worker_info("a").cuda_mps);
     shutdown_group(g);

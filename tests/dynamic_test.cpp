@@ -1,20 +1,23 @@
 // The dynamic path: builtin operators by name (ported from PyTorch's rpc_test.py builtin cases:
 // test_builtin_remote_ret, test_py_built_in, test_rpc_sync_kwargs, nonexistent ops), checked on
 // the caller before sending and again on the callee.
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include "agent_support.hpp"
 #include "remora/dynamic.hpp"
 
 using remora::test::shutdown_group;
+using remora::test::serving_by_name;
 using remora::test::start_group;
 
 namespace dyn {
 torch::Tensor typed_add(torch::Tensor a, torch::Tensor b) { return a + b; }
 }  // namespace dyn
 
-TEST_CASE("builtin operators by name: typed, untyped, async, remote, kwargs", "[dynamic]") {
-  auto g = start_group({"w0", "w1"});
+TEST_CASE("Builtin operators by name: typed, untyped, async, remote, kwargs", "[dynamic]") {
+  auto g = start_group({"w0", "w1"}, serving_by_name());
   auto& a0 = *g[0];
   auto a = torch::rand({2, 3});
   auto b = torch::rand({2, 3});
@@ -59,8 +62,8 @@ TEST_CASE("builtin operators by name: typed, untyped, async, remote, kwargs", "[
   CHECK(remora::rref_stats(*g[1]).owned_values == 0);
 }
 
-TEST_CASE("builtin operators: every overload kind", "[dynamic]") {
-  auto g = start_group({"w0", "w1"});
+TEST_CASE("Builtin operators: every overload kind", "[dynamic]") {
+  auto g = start_group({"w0", "w1"}, serving_by_name());
   auto& a0 = *g[0];
   auto t = torch::arange(6, torch::kFloat).reshape({2, 3});
 
@@ -92,8 +95,8 @@ TEST_CASE("builtin operators: every overload kind", "[dynamic]") {
   shutdown_group(g);
 }
 
-TEST_CASE("builtin operators: misuse fails on the caller, before anything is sent", "[dynamic]") {
-  auto g = start_group({"w0", "w1"});
+TEST_CASE("Builtin operators: misuse fails on the caller, before anything is sent", "[dynamic]") {
+  auto g = start_group({"w0", "w1"}, serving_by_name());
   auto& a0 = *g[0];
   auto t = torch::ones({2});
 
@@ -134,8 +137,8 @@ TEST_CASE("builtin operators: misuse fails on the caller, before anything is sen
   CHECK(remora::rref_stats(*g[1]).owned_values == 0);
 }
 
-TEST_CASE("builtin operators: the callee checks what arrives and reports what the operator throws", "[dynamic]") {
-  auto g = start_group({"w0", "w1"});
+TEST_CASE("Builtin operators: the callee checks what arrives and reports what the operator throws", "[dynamic]") {
+  auto g = start_group({"w0", "w1"}, serving_by_name());
   auto& a0 = *g[0];
   // The operator's own error, with the worker and the operator named.
   try {
@@ -163,7 +166,7 @@ TEST_CASE("builtin operators: the callee checks what arrives and reports what th
 }
 
 TEST_CASE("JIT operators by name: prim:: operators and generic list operators", "[dynamic]") {
-  auto g = start_group({"w0", "w1"});
+  auto g = start_group({"w0", "w1"}, serving_by_name());
   auto& a0 = *g[0];
   // Overloads the JIT registers beside the dispatcher's: aten::add.int, prim::max.int.
   CHECK(remora::rpc_sync<std::int64_t>(a0, "w1", "aten::add", 2, 3) == 5);
@@ -185,4 +188,82 @@ TEST_CASE("JIT operators by name: prim:: operators and generic list operators", 
   CHECK_THROWS_AS(remora::rpc_sync(a0, "w1", "aten::format", std::string("{}"), 1), remora::UnknownFunction);
   CHECK(a0.pending_calls() == 0);
   shutdown_group(g);
+}
+
+TEST_CASE("A worker serves by name only the operators and model directories its program listed", "[dynamic][serve]") {
+  namespace fs = std::filesystem;
+  const auto dir = fs::temp_directory_path() / ("remora_serve_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "models");
+  const auto model = (dir / "models" / "half.pt").string();
+  const auto stray = (dir / "stray.pt").string();
+  {
+    torch::jit::Module m("Half");
+    m.define("def forward(self, x: Tensor) -> Tensor:\n    return x / 2\n");
+    m.save(model);
+    m.save(stray);
+  }
+  const auto x = torch::ones({2});
+  SECTION("the default serves nothing by name, and says which option would") {
+    auto g = start_group({"w0", "w1"});
+    auto& a0 = *g[0];
+    try {
+      remora::rpc_sync<torch::Tensor>(a0, "w1", "aten::add", x, x);
+      FAIL("served");
+    } catch (const remora::UnknownFunction& e) {
+      CHECK(e.worker() == "w1");
+      CHECK_THAT(e.what(), Catch::Contains("Options::serve_operators on worker 'w1'") && Catch::Contains("aten::add"));
+    }
+    CHECK_THROWS_WITH(remora::remote<torch::Tensor>(a0, "w1", "aten::ones", std::vector<int64_t>{2}).to_here(),
+                      Catch::Contains("Options::serve_operators"));
+    CHECK_THROWS_WITH(remora::ScriptRemoteModule::load(a0, "w1/cpu", model),
+                      Catch::Contains("Options::model_dirs on worker 'w1'"));
+    // What a worker asks of itself is its own program's choice.
+    CHECK(torch::equal(remora::rpc_sync<torch::Tensor>(a0, "w0", "aten::add", x, x), x * 2));
+    CHECK(torch::equal(remora::ScriptRemoteModule::load(a0, "w0/cpu", stray).call("forward", x).toTensor(), x / 2));
+    shutdown_group(g);
+  }
+  SECTION("a list serves those operators, every overload or one") {
+    remora::Options o;
+    o.serve_operators = {"aten::add", "aten::mul.Tensor"};
+    auto g = start_group({"w0", "w1"}, o);
+    auto& a0 = *g[0];
+    CHECK(torch::equal(remora::rpc_sync<torch::Tensor>(a0, "w1", "aten::add", x, x), x * 2));
+    CHECK(remora::rpc_sync<std::int64_t>(a0, "w1", "aten::add", 2, 3) == 5);
+    CHECK(torch::equal(remora::rpc_sync<torch::Tensor>(a0, "w1", "aten::mul", x, x), x));
+    CHECK_THROWS_AS(remora::rpc_sync<torch::Tensor>(a0, "w1", "aten::mul", x, 2), remora::UnknownFunction);
+    CHECK_THROWS_AS(remora::rpc_sync<torch::Tensor>(a0, "w1", "aten::sub", x, x), remora::UnknownFunction);
+    shutdown_group(g);
+  }
+  SECTION("\"*\" leaves out what touches files; model_dirs bounds loads after resolving the path") {
+    remora::Options o;
+    o.serve_operators = {"*"};
+    o.model_dirs = {(dir / "models").string()};
+    auto g = start_group({"w0", "w1"}, o);
+    auto& a0 = *g[0];
+    CHECK(torch::equal(remora::rpc_sync<torch::Tensor>(a0, "w1", "aten::sub", x, x), x * 0));
+    const auto written = (dir / "written.pt").string();
+    CHECK_THROWS_WITH(remora::rpc_sync(a0, "w1", "aten::save", x, written),
+                      Catch::Contains("touches files") && Catch::Contains("aten::save"));
+    CHECK_FALSE(fs::exists(written));
+    CHECK_THROWS_AS(remora::rpc_sync<torch::Tensor>(a0, "w1", "aten::from_file", stray), remora::UnknownFunction);
+    CHECK(torch::equal(remora::ScriptRemoteModule::load(a0, "w1/cpu", model).call("forward", x).toTensor(), x / 2));
+    CHECK_THROWS_AS(remora::ScriptRemoteModule::load(a0, "w1/cpu", stray), remora::UnknownFunction);
+    CHECK_THROWS_AS(remora::ScriptRemoteModule::load(a0, "w1/cpu", (dir / "models" / ".." / "stray.pt").string()),
+                    remora::UnknownFunction);
+    fs::create_symlink(stray, dir / "models" / "link.pt");
+    CHECK_THROWS_AS(remora::ScriptRemoteModule::load(a0, "w1/cpu", (dir / "models" / "link.pt").string()),
+                    remora::UnknownFunction);
+    CHECK(remora::test::eventually([&] { return a0.pending_calls() == 0; }));
+    shutdown_group(g);
+  }
+  SECTION("naming a file operator serves it") {
+    remora::Options o;
+    o.serve_operators = {"*", "aten::save"};
+    auto g = start_group({"w0", "w1"}, o);
+    const auto written = (dir / "written.pt").string();
+    remora::rpc_sync(*g[0], "w1", "aten::save", x, written);
+    CHECK(fs::exists(written));
+    shutdown_group(g);
+  }
+  fs::remove_all(dir);
 }

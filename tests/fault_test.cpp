@@ -70,11 +70,14 @@ TEST_CASE("Injected faults: a dropped or late call or reply fails its call with 
   SECTION("the reply is dropped") {
     callee_plan->add({.kind = remora::wire::FrameKind::reply, .function = {}, .action = FaultPlan::Action::drop});
     timed_out_in_time([&] { return a.rpc_sync<&faults::add>("w1", quick, 2, 3); });
+    CHECK(callee_plan->applied() == 1);
   }
   SECTION("the reply comes after the deadline, and is then ignored") {
     callee_plan->add({.kind = remora::wire::FrameKind::reply, .function = {}, .action = FaultPlan::Action::delay, .delay = 700ms});
     timed_out_in_time([&] { return a.rpc_sync<&faults::add>("w1", quick, 2, 3); });
-    std::this_thread::sleep_for(700ms);  // the late reply arrives for a call that is gone
+    CHECK(callee_plan->applied() == 1);
+    // The reply arrives for a call that is gone: dropped, and counted.
+    CHECK(remora::test::eventually([&] { return a.debug_info().late_replies == 1; }, 10s));
   }
   SECTION("the call is late but within its deadline") {
     caller_plan->add(FaultPlan::call<&faults::add>(FaultPlan::Action::delay, 100ms));

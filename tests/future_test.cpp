@@ -53,7 +53,7 @@ TEST_CASE("Future<void> and an empty Future", "[future]") {
   CHECK_THROWS_AS(empty.wait(), remora::Error);
 }
 
-TEST_CASE("get() on the only handle moves the value out", "[future]") {
+TEST_CASE("Get() on the only handle moves the value out", "[future]") {
   Future<std::vector<int>> f;
   {
     Promise<std::vector<int>> p;
@@ -86,7 +86,7 @@ TEST_CASE("A Promise completes once and an abandoned one fails its future", "[fu
   CHECK_THROWS_WITH(orphan.get(), Catch::Contains("abandoned"));
 }
 
-TEST_CASE("then() chains values and skips on error and flattens futures", "[future]") {
+TEST_CASE("Then() chains values and skips on error and flattens futures", "[future]") {
   Promise<int> p;
   auto f = p.get_future();
   auto doubled = f.then([](int v) { return v * 2; });
@@ -117,7 +117,7 @@ TEST_CASE("then() chains values and skips on error and flattens futures", "[futu
   CHECK_THROWS_AS(thrown.get(), std::logic_error);
 }
 
-TEST_CASE("then() on a complete future runs at once, on this thread, with the same outcomes", "[future]") {
+TEST_CASE("Then() on a complete future runs at once, on this thread, with the same outcomes", "[future]") {
   auto ready = remora::make_ready_future<int>(21);
   const auto caller = std::this_thread::get_id();
   std::thread::id ran_on;
@@ -199,7 +199,7 @@ TEST_CASE("Task<T> awaits futures and is itself a future", "[future][task]") {
   CHECK(n.get() == 30);
 }
 
-TEST_CASE("when_all waits for every input and keeps the first error", "[future][when_all]") {
+TEST_CASE("When_all waits for every input and keeps the first error", "[future][when_all]") {
   Promise<int> a;
   Promise<std::string> b;
   Promise<void> c;
@@ -232,7 +232,7 @@ TEST_CASE("when_all waits for every input and keeps the first error", "[future][
   CHECK(remora::when_all(std::vector<Future<int>>{}).get().empty());
 }
 
-TEST_CASE("when_all completes where its last input completes, and its continuations go where the inputs' go", "[future][when_all]") {
+TEST_CASE("When_all completes where its last input completes, and its continuations go where the inputs' go", "[future][when_all]") {
   // A dispatch that queues continuations (as an agent hands them to its pool) until run.
   struct Queue {
     std::vector<remora::detail::UniqueFunction<void()>> jobs;

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -24,6 +25,8 @@
 
 #include "agent_support.hpp"
 #include "raw_peer.hpp"
+#include "remora/agent/detail/io_loop.hpp"
+#include "remora/agent/detail/remote_profile.hpp"
 #include "remora/wire/dtype.hpp"
 
 using remora::test::shutdown_group;
@@ -150,13 +153,18 @@ TEST_CASE("A peer's pending calls and bytes are bounded: past them its calls are
 TEST_CASE("A connection that says a known worker's name cannot make that worker lost", "[agent][hostile]") {
   auto g = start_group({"a", "b"});
   CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);  // a's own connection to b is up
+  auto connections_from_a = [&] { return g[1]->debug_info().peers.at(0).connections; };
+  REQUIRE(connections_from_a() == 1);
   {
     asio::io_context io;
     auto s = send_raw(io, g[1]->listen_port(), remora::test::hello_bytes(0, "a"));
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // b took the hello: the impostor's connection now counts as one of a's.
+    CHECK(remora::test::eventually([&] { return connections_from_a() == 2; }));
     s->close();  // the impostor goes away
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // b saw it close, and a is not lost for it.
+  CHECK(remora::test::eventually([&] { return connections_from_a() == 1; }));
+  CHECK_FALSE(g[1]->debug_info().peers.at(0).lost);
   CHECK(g[1]->rpc_sync<&hostile::add>("a", 2, 3) == 5);  // b still reaches the real a
   CHECK(g[0]->rpc_sync<&hostile::add>("b", 3, 3) == 6);
   shutdown_group(g);
@@ -406,4 +414,112 @@ TEST_CASE("Under attack from other sockets a worker keeps answering its real cal
 #endif
   CHECK(g[1]->rpc_sync<&hostile::add>("a", 2, 3) == 5);
   shutdown_group(g);
+}
+
+namespace hostile {
+// A served function whose answer comes later, from outside the agent: the test completes it.
+std::mutex late_mu;
+std::vector<remora::Promise<int>> late_promises;
+remora::Future<int> answered_later(int x) {
+  remora::Promise<int> p;
+  auto f = p.get_future();
+  std::lock_guard lock(late_mu);
+  late_promises.push_back(std::move(p));
+  return f;
+}
+}  // namespace hostile
+
+TEST_CASE("A served Future that completes after its agent stopped, or was destroyed, is dropped safely",
+          "[agent][hostile][late]") {
+  for (bool destroyed : {false, true}) {
+    INFO("agent destroyed " << destroyed);
+    {
+      std::lock_guard lock(hostile::late_mu);
+      hostile::late_promises.clear();
+    }
+    remora::Options o;
+    o.rpc_timeout = std::chrono::seconds(20);
+    auto g = start_group({"a", "b"}, o);
+    auto pending = g[0]->rpc_async<&hostile::answered_later>("b", 1);
+    auto to_self = g[1]->rpc_async<&hostile::answered_later>("b", 2);  // a call to self as well
+    REQUIRE(remora::test::eventually([] {
+      std::lock_guard lock(hostile::late_mu);
+      return hostile::late_promises.size() == 2;
+    }));
+    for (auto& a : g) a->shutdown(/*graceful=*/false);
+    CHECK_THROWS_AS(pending.get(), remora::Error);
+    CHECK_THROWS_AS(to_self.get(), remora::Error);
+    if (destroyed) g.clear();  // ~Agent: its limits, budgets, connections and io_context are gone
+    // Under ASan a use of any of them here is a heap-use-after-free.
+    std::lock_guard lock(hostile::late_mu);
+    for (auto& p : hostile::late_promises) p.set_value(42);
+    hostile::late_promises.clear();
+  }
+}
+
+TEST_CASE("A reply that cannot be sent reaches its caller as an error, not as a timeout", "[agent][hostile]") {
+  // handle_call's answer goes through `respond`; one that throws (as a transport that cannot stage
+  // a tensor would) is followed by the error frame.
+  std::vector<remora::wire::OutFrame> sent;
+  int tries = 0;
+  auto frame = remora::wire::read_frame(remora::test::flatten(remora::wire::encode_frame(
+      remora::wire::FrameKind::call, 9, remora::function_identity<&hostile::add>.id, 2, 3)));
+  remora::wire::Limits limits;
+  remora::detail::IncomingCall call{std::move(frame), &limits, [&](remora::wire::OutFrame reply) {
+                                      if (++tries == 1) throw std::runtime_error("cannot stage the reply");
+                                      sent.push_back(std::move(reply));
+                                    },
+                                    nullptr, UINT32_MAX, nullptr};
+  remora::detail::handle_call<&hostile::add>(std::move(call));
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].header().kind == static_cast<std::uint8_t>(remora::wire::FrameKind::error));
+  CHECK(sent[0].header().request_id == 9);
+}
+
+TEST_CASE("An I/O handler that throws is logged and dropped, and the loop goes on", "[agent][hostile][io]") {
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  remora::detail::IoLoop loop(io, std::chrono::microseconds(200));
+  std::atomic<bool> after{false};
+  asio::post(io, [] { throw std::runtime_error("a handler's bug"); });
+  asio::post(io, [&] {
+    after = true;
+    work.reset();
+  });
+  std::thread t([&] { loop.run(); });
+  t.join();
+  CHECK(after);
+}
+
+TEST_CASE("A bad MASTER_PORT and a rendezvous that times out say what is wrong, without a backtrace",
+          "[agent][hostile][rendezvous]") {
+  ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+  ::setenv("MASTER_PORT", "29x00", 1);
+  CHECK_THROWS_WITH(remora::Agent("a", 0, 1, remora::Options{}),
+                    Catch::Contains("MASTER_PORT is '29x00', which is not a port number"));
+  ::unsetenv("MASTER_PORT");
+  ::unsetenv("MASTER_ADDR");
+  remora::Options o;
+  o.store = c10::make_intrusive<c10d::HashStore>();
+  o.init_timeout = std::chrono::milliseconds(200);
+  try {
+    remora::Agent a("first", 0, 3, o);
+    FAIL("the rendezvous did not time out");
+  } catch (const remora::Error& e) {
+    const std::string what = e.what();
+    CHECK_THAT(what, Catch::Contains("waiting for all 3 workers to join; joined: 'first' (rank 0); missing ranks: 1, 2"));
+    CHECK_THAT(what, !Catch::Contains("frame #"));
+  }
+}
+
+TEST_CASE("Profile events are taken only from the worker that served the call they name", "[agent][hostile]") {
+  remora::detail::RemoteProfiles profiles;
+  bool completed = false;
+  auto complete = profiles.expect(5, /*callee=*/1, [&](remora::wire::InFrame*, std::exception_ptr) { completed = true; });
+  std::vector<c10::IValue> events{c10::IValue(1)};
+  CHECK_FALSE(profiles.receive(/*from=*/2, 5, events));  // another worker: refused
+  CHECK(profiles.receive(1, 5, events));                 // the callee: kept
+  CHECK(profiles.receive(2, 77, events));                // a call nobody expects: dropped quietly
+  complete(nullptr, std::make_exception_ptr(std::runtime_error("ended")));
+  CHECK(completed);
 }

@@ -129,7 +129,7 @@ void lost_promptly(F&& call) {
 }
 }  // namespace
 
-TEST_CASE("kill -9 matrix: the owner dies as it answers a call, a creation, a module create", "[process][kill]") {
+TEST_CASE("Kill -9 matrix: the owner dies as it answers a call, a creation, a module create", "[process][kill]") {
   SECTION("a call") {
     Survivors s(1, "reply");
     lost_promptly([&] { return s.at(0).rpc_sync<&kt::add>("w1", 1, 2); });
@@ -153,7 +153,7 @@ TEST_CASE("kill -9 matrix: the owner dies as it answers a call, a creation, a mo
   }
 }
 
-TEST_CASE("kill -9 matrix: the user dies as it hands an RRef on, and as it deletes its own", "[process][kill]") {
+TEST_CASE("Kill -9 matrix: the user dies as it hands an RRef on, and as it deletes its own", "[process][kill]") {
   // w0 (the user) creates a value on w1, hands it to w2 (a fork), then lets go (a delete).
   for (const char* step : {"fork", "delete"}) {
     INFO("killed at " << step);
@@ -163,7 +163,7 @@ TEST_CASE("kill -9 matrix: the user dies as it hands an RRef on, and as it delet
   }
 }
 
-TEST_CASE("kill -9 matrix: the forwarding worker dies at each step of receiving an RRef", "[process][kill]") {
+TEST_CASE("Kill -9 matrix: the forwarding worker dies at each step of receiving an RRef", "[process][kill]") {
   // w0 hands its RRef to w1's value to w2 (the victim), which dies as it asks the owner to count
   // it, tells w0 it was counted, or deletes it.
   for (const char* step : {"fork_request", "child_accept", "delete"}) {
@@ -185,7 +185,7 @@ TEST_CASE("kill -9 matrix: the forwarding worker dies at each step of receiving 
   }
 }
 
-TEST_CASE("kill -9 matrix: a worker killed while the group shuts down", "[process][kill]") {
+TEST_CASE("Kill -9 matrix: a worker killed while the group shuts down", "[process][kill]") {
   Survivors s(2, "none", 5s);
   CHECK(s.at(0).rpc_sync<&kt::add>("w1", 1, 2) == 3);
   CHECK(s.at(0).rpc_sync<&kt::add>("w2", 1, 2) == 3);  // its connections are up

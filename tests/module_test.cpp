@@ -261,7 +261,7 @@ TEST_CASE("RemoteModule: nested arguments and results, void forward, adapted mod
   check_no_leaks(g);
 }
 
-TEST_CASE("to_device walks nested values and user structs", "[module]") {
+TEST_CASE("To_device walks nested values and user structs", "[module]") {
   const c10::Device meta("meta");  // a device every build has: tensors without storage
   mt::Batch b{torch::ones({2}), {torch::ones({1}), torch::zeros({3})}, torch::ones({2})};
   auto moved = remora::to_device(b, meta);

@@ -35,7 +35,7 @@ int slow(int ms) {
 }
 }  // namespace observe_fns
 
-TEST_CASE("get_debug_info: calls in flight per peer, traffic, connections and RRefs", "[agent][observe]") {
+TEST_CASE("Get_debug_info: calls in flight per peer, traffic, connections and RRefs", "[agent][observe]") {
   auto agents = start_group({"w0", "w1"});
   auto& w0 = *agents[0];
   auto& w1 = *agents[1];
@@ -92,7 +92,7 @@ TEST_CASE("get_debug_info: calls in flight per peer, traffic, connections and RR
   CHECK_FALSE(w0.debug_info().running);
 }
 
-TEST_CASE("get_debug_info names a lost peer and why", "[agent][observe]") {
+TEST_CASE("Get_debug_info names a lost peer and why", "[agent][observe]") {
   auto agents = start_group({"w0", "w1"});
   CHECK(agents[0]->rpc_sync<&observe_fns::add>("w1", 1, 1) == 2);
   agents[1]->shutdown(false);

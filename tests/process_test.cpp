@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -24,6 +25,8 @@ using namespace std::chrono_literals;
 
 namespace procfns {
 int add(int a, int b) { return a + b; }
+torch::Tensor plus_one(torch::Tensor t) { return t + 1; }
+int my_pid() { return static_cast<int>(::getpid()); }
 int sleepy(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;
@@ -72,6 +75,16 @@ int torchrun_trainer(const std::vector<std::string>&) {
   remora::shutdown();
   return ok;
 }
+// Rank 1 over the local transport (started in a PID namespace of its own).
+int serve_local_until_shutdown(const std::vector<std::string>& args) {
+  auto o = tcp_options(static_cast<std::uint16_t>(std::stoi(args.at(0))));
+  o.init_method = "tcp://127.0.0.1:" + args.at(0);
+  o.transport = remora::Transport::local;
+  remora::Agent agent("server", 1, 2, o);
+  agent.shutdown();
+  return 0;
+}
+remora::test::RegisterRole r5("serve_local_until_shutdown", &serve_local_until_shutdown);
 remora::test::RegisterRole r1("serve_until_shutdown", &serve_until_shutdown);
 remora::test::RegisterRole r4("torchrun_trainer", &torchrun_trainer);
 remora::test::RegisterRole r2("serve_until_killed", &serve_until_killed);
@@ -110,7 +123,7 @@ TEST_CASE("A killed peer fails pending and later calls with WorkerLost, promptly
   CHECK(wait_exit(child) == 128 + SIGKILL);
 }
 
-TEST_CASE("torchrun launches a remora program", "[process][torchrun]") {
+TEST_CASE("Torchrun launches a remora program", "[process][torchrun]") {
   REQUIRE(std::filesystem::exists("/usr/bin/python3"));  // scripts/bootstrap installs python3-torch
   // torchrun's agent hosts the store on a port it is given: one the kernel just chose, released
   // for it (the window in which another process could take it is torchrun's start-up).
@@ -128,7 +141,7 @@ TEST_CASE("torchrun launches a remora program", "[process][torchrun]") {
   CHECK(wait_exit(run) == 0);
 }
 
-TEST_CASE("torchrun launches remora-worker: two stock workers on one node, a trainer on another", "[process][torchrun]") {
+TEST_CASE("Torchrun launches remora-worker: two stock workers on one node, a trainer on another", "[process][torchrun]") {
   REQUIRE(std::filesystem::exists("/usr/bin/python3"));
   const auto port = [] {
     asio::io_context io;
@@ -149,7 +162,7 @@ TEST_CASE("torchrun launches remora-worker: two stock workers on one node, a tra
     return spawn_self(args, "/usr/bin/python3");
   };
   pid_t trainer = node(0, 1, {"@self", "--role", "torchrun_trainer"});
-  pid_t workers = node(1, 2, {REMORA_WORKER, "--name", "stock{local_rank}"});
+  pid_t workers = node(1, 2, {REMORA_WORKER, "--name", "stock{local_rank}", "--operators", "aten::mul"});
   ::unsetenv("REMORA_SECRET");
   CHECK(wait_exit(trainer) == 0);
   CHECK(wait_exit(workers) == 0);
@@ -173,17 +186,22 @@ TEST_CASE("A serve-only binary serves what REMORA_EXPOSE and REMORA_EXPOSE_REMOT
   CHECK(wait_exit(server) == 0);
 }
 
-TEST_CASE("remora-worker serves builtin operators, script modules and the functions of libraries it loads",
+TEST_CASE("The stock worker serves builtin operators, script modules and the functions of libraries it loads",
           "[process][worker]") {
   auto hosted = host_store();
+  const auto models = std::filesystem::temp_directory_path() / ("remora_worker_" + std::to_string(getpid()));
+  std::filesystem::create_directories(models);
+  const auto path = (models / "half.pt").string();
+  const auto outside = (std::filesystem::temp_directory_path() / ("remora_outside_" + std::to_string(getpid()) + ".pt")).string();
   pid_t worker = spawn_self({"--name", "stock", "--rank", "1", "--world-size", "2", "--init-method",
-                             "tcp://127.0.0.1:" + std::to_string(hosted.port), "--load", REMORA_TEST_OPS},
+                             "tcp://127.0.0.1:" + std::to_string(hosted.port), "--load", REMORA_TEST_OPS,
+                             "--operators", "*", "--model-dir", models.string()},
                             REMORA_WORKER);
-  const auto path = (std::filesystem::temp_directory_path() / ("remora_worker_" + std::to_string(getpid()) + ".pt")).string();
   {
     torch::jit::Module m("Half");
     m.define("def forward(self, x: Tensor) -> Tensor:\n    return x / 2\n");
     m.save(path);
+    m.save(outside);
     remora::Agent client("client", 0, 2, hosted_options(hosted));
     auto x = torch::ones({2});
     CHECK(torch::equal(client.rpc_sync<&worker_ops::triple>("stock", x), x * 3));
@@ -192,19 +210,52 @@ TEST_CASE("remora-worker serves builtin operators, script modules and the functi
     CHECK(torch::equal(remora::remote<torch::Tensor>(client, "stock", "aten::ones", std::vector<int64_t>{2}).to_here(), x));
     auto half = remora::ScriptRemoteModule::load(client, "stock/cpu", path);
     CHECK(torch::equal(half.call("forward", x).toTensor(), x / 2));
+    // '*' leaves out what writes files; a model outside --model-dir (or reached through "..") is
+    // not loaded.
+    CHECK_THROWS_WITH(remora::rpc_sync(client, "stock", "aten::save", x, path + ".saved"),
+                      Catch::Contains("does not serve this operator") && Catch::Contains("aten::save"));
+    CHECK_FALSE(std::filesystem::exists(path + ".saved"));
+    CHECK_THROWS_AS(remora::ScriptRemoteModule::load(client, "stock/cpu", outside), remora::UnknownFunction);
+    CHECK_THROWS_WITH(remora::ScriptRemoteModule::load(client, "stock/cpu", (models / ".." / std::filesystem::path(outside).filename()).string()),
+                      Catch::Contains("--model-dir"));
     // Functions nobody exposed there are unknown, as on any worker.
     CHECK_THROWS_AS(client.rpc_sync<&expose_fns::add>("stock", 1, 2), remora::UnknownFunction);
     half = {};
     client.shutdown();
   }
   CHECK(wait_exit(worker) == 0);
-  std::filesystem::remove(path);
+  std::filesystem::remove_all(models);
+  std::filesystem::remove(outside);
 }
 
-TEST_CASE("remora-worker: --help, and clear errors for a bad library or missing options", "[process][worker]") {
+TEST_CASE("The stock worker: --help, and clear errors for a bad library or missing options", "[process][worker]") {
   CHECK(wait_exit(spawn_self({"--help"}, REMORA_WORKER)) == 0);
   CHECK(wait_exit(spawn_self({"--name", "w", "--rank", "0", "--world-size", "1", "--load", "/nonexistent/libx.so"},
                              REMORA_WORKER)) == 2);
   CHECK(wait_exit(spawn_self({"--rank", "0"}, REMORA_WORKER)) == 2);
   CHECK(wait_exit(spawn_self({"--name", "w", "--rank", "x"}, REMORA_WORKER)) == 2);
+}
+
+TEST_CASE("Processes in separate PID namespaces of one host exchange tensors through shared memory",
+          "[process][local][pidns]") {
+  // unshare(1) makes the server pid 1 of a new PID namespace (root only; skipped elsewhere).
+  if (::geteuid() != 0 || std::system("unshare --pid --fork true >/dev/null 2>&1") != 0) {
+    WARN("skipped: this process cannot make a PID namespace (unshare --pid)");
+    return;
+  }
+  auto hosted = host_store();
+  pid_t server = spawn_self({"--pid", "--fork", "@self", "--role", "serve_local_until_shutdown",
+                             std::to_string(hosted.port)},
+                            "/usr/bin/unshare");
+  {
+    auto o = hosted_options(hosted);
+    o.transport = remora::Transport::local;
+    remora::Agent client("client", 0, 2, o);
+    CHECK(client.rpc_sync<&procfns::my_pid>("server") == 1);  // it is in a namespace of its own
+    auto big = torch::arange(1 << 20, torch::kFloat);  // 4 MiB: through the shared memory arena
+    CHECK(torch::equal(client.rpc_sync<&procfns::plus_one>("server", big), big + 1));
+    CHECK(client.transport_to("server") == "local");
+    client.shutdown();
+  }
+  CHECK(wait_exit(server) == 0);
 }

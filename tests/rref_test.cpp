@@ -112,7 +112,7 @@ std::string tables(std::vector<std::unique_ptr<remora::Agent>>& g) {
 
 }  // namespace
 
-TEST_CASE("remote returns at once and to_here copies the value", "[rref]") {
+TEST_CASE("Remote returns at once and to_here copies the value", "[rref]") {
   auto g = start_group({"a", "b"});
   {
     RRef<torch::Tensor> r = remora::remote<&rr::make_table>(*g[0], "b", std::int64_t{3}, std::int64_t{4});
@@ -133,7 +133,7 @@ TEST_CASE("remote returns at once and to_here copies the value", "[rref]") {
   check_no_leaks(g);
 }
 
-TEST_CASE("an RRef passed to a third worker and back to its owner", "[rref]") {
+TEST_CASE("An RRef passed to a third worker and back to its owner", "[rref]") {
   auto g = start_group({"a", "b", "c"});
   auto& a = *g[0];
   {
@@ -151,7 +151,7 @@ TEST_CASE("an RRef passed to a third worker and back to its owner", "[rref]") {
   check_no_leaks(g);
 }
 
-TEST_CASE("self-owned RRefs: remote to self, forked out, returned", "[rref]") {
+TEST_CASE("Self-owned RRefs: remote to self, forked out, returned", "[rref]") {
   auto g = start_group({"a", "b"});
   auto& a = *g[0];
   {
@@ -195,7 +195,7 @@ TEST_CASE("RRefs made by a callee come back in results, nested in containers", "
   check_no_leaks(g);
 }
 
-TEST_CASE("an RRef passed across many hops", "[rref]") {
+TEST_CASE("An RRef passed across many hops", "[rref]") {
   auto g = start_group({"a", "b", "c", "d"});
   auto& a = *g[0];
   {
@@ -208,7 +208,7 @@ TEST_CASE("an RRef passed across many hops", "[rref]") {
   check_no_leaks(g);
 }
 
-TEST_CASE("an error in creation is raised by every use of the RRef", "[rref]") {
+TEST_CASE("An error in creation is raised by every use of the RRef", "[rref]") {
   auto g = start_group({"a", "b", "c"});
   auto& a = *g[0];
   {
@@ -230,7 +230,7 @@ TEST_CASE("an error in creation is raised by every use of the RRef", "[rref]") {
   check_no_leaks(g);
 }
 
-TEST_CASE("to_here honours its timeout while the value is still being made", "[rref]") {
+TEST_CASE("To_here honours its timeout while the value is still being made", "[rref]") {
   auto g = start_group({"a", "b"});
   {
     auto r = remora::remote<&rr::slow_table>(*g[0], "b", 1500);
@@ -242,7 +242,7 @@ TEST_CASE("to_here honours its timeout while the value is still being made", "[r
   check_no_leaks(g);
 }
 
-TEST_CASE("proxies run methods of an object on its owner", "[rref]") {
+TEST_CASE("Proxies run methods of an object on its owner", "[rref]") {
   auto g = start_group({"a", "b"});
   auto& a = *g[0];
   {
@@ -266,7 +266,7 @@ TEST_CASE("proxies run methods of an object on its owner", "[rref]") {
   check_no_leaks(g);
 }
 
-TEST_CASE("many concurrent remote and to_here calls leave nothing behind", "[rref]") {
+TEST_CASE("Many concurrent remote and to_here calls leave nothing behind", "[rref]") {
   auto g = start_group({"a", "b", "c"});
   std::vector<std::thread> threads;
   std::atomic<int> ok{0};
@@ -290,7 +290,7 @@ TEST_CASE("many concurrent remote and to_here calls leave nothing behind", "[rre
   check_no_leaks(g);
 }
 
-TEST_CASE("graceful shutdown releases RRefs that are still held", "[rref]") {
+TEST_CASE("Graceful shutdown releases RRefs that are still held", "[rref]") {
   auto g = start_group({"a", "b"});
   auto r = remora::remote<&rr::make_table>(*g[0], "b", std::int64_t{2}, std::int64_t{2});
   r.to_here();
@@ -300,7 +300,7 @@ TEST_CASE("graceful shutdown releases RRefs that are still held", "[rref]") {
   CHECK_THROWS_AS(r.to_here(), remora::Error);
 }
 
-TEST_CASE("graceful shutdown deletes held RRefs through the protocol, before the owner stops", "[rref]") {
+TEST_CASE("Graceful shutdown deletes held RRefs through the protocol, before the owner stops", "[rref]") {
   auto g = start_group({"a", "b"});
   rr::freed_by_message = 0;
   RRef<rr::Tracked> kept = remora::remote<&rr::make_tracked>(*g[0], "b");
@@ -316,7 +316,7 @@ TEST_CASE("graceful shutdown deletes held RRefs through the protocol, before the
   check_no_leaks(g);
 }
 
-TEST_CASE("a dead owner fails to_here and proxies with WorkerLost", "[rref]") {
+TEST_CASE("A dead owner fails to_here and proxies with WorkerLost", "[rref]") {
   auto g = start_group({"a", "b"});
   auto r = remora::remote<&rr::make_table>(*g[0], "b", std::int64_t{2}, std::int64_t{2});
   auto c = remora::remote<&rr::make_counter>(*g[0], "b");
@@ -328,7 +328,7 @@ TEST_CASE("a dead owner fails to_here and proxies with WorkerLost", "[rref]") {
   check_no_leaks(g);
 }
 
-TEST_CASE("a user that dies holding a fork does not keep the value alive", "[rref]") {
+TEST_CASE("A user that dies holding a fork does not keep the value alive", "[rref]") {
   auto g = start_group({"a", "b", "c"});
   {
     auto r = remora::remote<&rr::make_table>(*g[0], "b", std::int64_t{2}, std::int64_t{2});
@@ -350,7 +350,7 @@ TEST_CASE("a user that dies holding a fork does not keep the value alive", "[rre
   check_no_leaks(g);
 }
 
-TEST_CASE("an RRef outside a remora message cannot be encoded", "[rref]") {
+TEST_CASE("An RRef outside a remora message cannot be encoded", "[rref]") {
   auto g = start_group({"a", "b"});
   {
     auto r = remora::remote<&rr::make_table>(*g[0], "b", std::int64_t{1}, std::int64_t{1});

@@ -13,6 +13,7 @@
 #include "remora/dynamic.hpp"
 
 using remora::test::shutdown_group;
+using remora::test::serving_by_name;
 using remora::test::start_group;
 
 namespace sm {
@@ -108,7 +109,7 @@ TORCH_LIBRARY(remora_test, m) {
 
 TEST_CASE("ScriptRemoteModule: methods by name, defaults, kwargs, results of any type", "[dynamic][script]") {
   auto path = sm::save_scorer();
-  auto g = start_group({"w0", "w1"});
+  auto g = start_group({"w0", "w1"}, serving_by_name());
   auto& a0 = *g[0];
   auto x = torch::ones({4});
   {
@@ -151,7 +152,7 @@ TEST_CASE("ScriptRemoteModule: methods by name, defaults, kwargs, results of any
 
 TEST_CASE("RemoteModule<I>::load: a script module behind a C++ interface, checked at load", "[dynamic][script]") {
   auto path = sm::save_scorer();
-  auto g = start_group({"w0", "w1"});
+  auto g = start_group({"w0", "w1"}, serving_by_name());
   auto& a0 = *g[0];
   auto x = torch::ones({4});
   {
@@ -200,8 +201,8 @@ TEST_CASE("RemoteModule<I>::load: a script module behind a C++ interface, checke
   std::remove(path.c_str());
 }
 
-TEST_CASE("torchbind objects: created on the owner, methods by name, checked there", "[dynamic][torchbind]") {
-  auto g = start_group({"w0", "w1"});
+TEST_CASE("Torchbind objects: created on the owner, methods by name, checked there", "[dynamic][torchbind]") {
+  auto g = start_group({"w0", "w1"}, serving_by_name());
   auto& a0 = *g[0];
   {
     remora::RRef<remora::ScriptObject> st =
@@ -227,8 +228,8 @@ TEST_CASE("torchbind objects: created on the owner, methods by name, checked the
   CHECK(remora::rref_stats(*g[1]).owned_values == 0);
 }
 
-TEST_CASE("torchbind objects by value: a def_pickle class travels, one without stays on its owner", "[dynamic][torchbind]") {
-  auto g = start_group({"w0", "w1"});
+TEST_CASE("Torchbind objects by value: a def_pickle class travels, one without stays on its owner", "[dynamic][torchbind]") {
+  auto g = start_group({"w0", "w1"}, serving_by_name());
   auto& a0 = *g[0];
   {
     auto st = remora::remote_object(a0, "w1", "remora_test.PickledStack", std::vector<std::string>{"a", "b"});
@@ -259,7 +260,7 @@ TEST_CASE("torchbind objects by value: a def_pickle class travels, one without s
 
 // Saved by Python's torch.jit (Debian's python3-torch, as scripts/bootstrap installs it): the C++
 // TorchScript frontend cannot spell torch.jit._fork.
-TEST_CASE("a script method that returns a Future answers when the Future completes", "[dynamic][script]") {
+TEST_CASE("A script method that returns a Future answers when the Future completes", "[dynamic][script]") {
   const auto path = sm::temp_path("later.pt");
   const std::string script = R"PY(
 import sys, torch
@@ -277,7 +278,7 @@ torch.jit.save(torch.jit.script(Later()), sys.argv[1])
     WARN("skipped: /usr/bin/python3 with torch is not available to save the module");
     return;
   }
-  auto g = start_group({"w0", "w1"});
+  auto g = start_group({"w0", "w1"}, serving_by_name());
   {
     auto d = remora::ScriptRemoteModule::load(*g[0], "w1/cpu", path);
     auto x = torch::arange(3, torch::kFloat);

@@ -2,7 +2,10 @@
 // checked both ways; a worker with a certificate from another CA, or a peer that does not speak
 // TLS, is closed before any frame runs; a group that disagrees on TLS does not start; unusable
 // files are named at init.
+#include <atomic>
 #include <cstdlib>
+#include <future>
+#include <thread>
 #include <filesystem>
 #include <string>
 
@@ -12,13 +15,18 @@
 
 #include "agent_support.hpp"
 #include "raw_peer.hpp"
+#include "remora/transport/tls_connection.hpp"
 
 using remora::test::shutdown_group;
 using remora::test::start_group;
 
 namespace tls_fns {
 torch::Tensor echo(torch::Tensor t) { return t; }
-int add(int a, int b) { return a + b; }
+std::atomic<int> adds{0};
+int add(int a, int b) {
+  ++adds;
+  return a + b;
+}
 }  // namespace tls_fns
 
 #if REMORA_OPENSSL
@@ -209,5 +217,94 @@ TEST_CASE("TLS: a group that disagrees on TLS does not start, and unusable files
                       return missing;
                     }()),
                     Catch::Contains("TlsOptions::private_key '/nonexistent/node.key' cannot be used"));
+}
+namespace {
+// A relay in the middle: it holds a certificate of the group's CA (not the secret), accepts one
+// TLS connection, opens another to `to`, and passes the bytes between the two sessions.
+struct TlsRelay {
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor{io, {asio::ip::make_address("127.0.0.1"), 0}};
+  std::shared_ptr<asio::ssl::context> tls;
+  std::thread thread;
+
+  TlsRelay(const remora::TlsOptions& cert, std::uint16_t to)
+      : tls(remora::transport::make_tls_context(cert.certificate, cert.private_key, cert.ca)) {
+    thread = std::thread([this, to] {
+      std::error_code ec;
+      asio::ssl::stream<asio::ip::tcp::socket> in(io, *tls), out(io, *tls);
+      acceptor.accept(in.lowest_layer(), ec);
+      if (!ec) in.handshake(asio::ssl::stream_base::server, ec);
+      if (!ec) out.lowest_layer().connect({asio::ip::make_address("127.0.0.1"), to}, ec);
+      if (!ec) out.handshake(asio::ssl::stream_base::client, ec);
+      if (ec) return;
+      std::array<char, 16384> up{}, down{};
+      std::function<void(asio::ssl::stream<asio::ip::tcp::socket>&, asio::ssl::stream<asio::ip::tcp::socket>&,
+                         std::array<char, 16384>&)>
+          pump = [&](auto& from, auto& into, auto& buf) {
+            from.async_read_some(asio::buffer(buf), [&](std::error_code e, std::size_t n) {
+              if (e) return io.stop();
+              asio::async_write(into, asio::buffer(buf.data(), n), [&](std::error_code e2, std::size_t) {
+                if (e2) return io.stop();
+                pump(from, into, buf);
+              });
+            });
+          };
+      pump(in, out, up);
+      pump(out, in, down);
+      io.run_for(std::chrono::seconds(10));
+    });
+  }
+  std::uint16_t port() const { return acceptor.local_endpoint().port(); }
+  ~TlsRelay() {
+    io.stop();
+    thread.join();
+  }
+};
+}  // namespace
+
+TEST_CASE("TLS with a secret: the proofs are bound to the TLS session, so a relay between two sessions fails",
+          "[agent][tls][auth]") {
+  TestPki pki;
+  if (!pki.ok) {
+    WARN("skipped: the openssl tool is not available to make test certificates");
+    return;
+  }
+  auto o = tls_options(pki.options("node"));
+  o.secret = "s3cret";
+  auto g = start_group({"a", "b"}, o);
+  tls_fns::adds = 0;
+  CHECK(g[0]->rpc_sync<&tls_fns::add>("b", 1, 2) == 3);  // the group itself: bound proofs agree
+  const auto cert = pki.options("node");
+  // Worker a's side of a connection, dialed to `port` as a dials b, sending a hello and a call.
+  auto dial = [&](std::uint16_t port) {
+    asio::io_context io;
+    std::promise<std::string> closed;
+    auto conn = remora::transport::TlsConnection::connect(
+        io.get_executor(), {asio::ip::make_address("127.0.0.1"), port},
+        remora::transport::make_tls_context(cert.certificate, cert.private_key, cert.ca), remora::wire::Limits{},
+        [](const auto&, remora::wire::InFrame&&) {}, [&](const auto&, const std::string& why) { closed.set_value(why); },
+        remora::transport::AuthOptions{std::make_shared<const std::string>("s3cret"), "a", "b", std::chrono::seconds(5)},
+        std::chrono::seconds(5));
+    conn->send(remora::wire::encode_frame(remora::wire::FrameKind::control, 0,
+                                          static_cast<std::uint8_t>(remora::detail::ControlType::hello),
+                                          std::uint32_t{0}, std::string("a")));
+    conn->send(remora::wire::encode_frame(remora::wire::FrameKind::call, 7,
+                                          remora::function_identity<&tls_fns::add>.id, 2, 3));
+    auto f = closed.get_future();
+    io.run_for(std::chrono::seconds(3));
+    std::string why = f.wait_for(std::chrono::seconds(0)) == std::future_status::ready ? f.get() : "";
+    conn->close("done");
+    io.run_for(std::chrono::milliseconds(100));
+    return why;
+  };
+  {
+    TlsRelay relay(cert, g[1]->listen_port());
+    CHECK_THAT(dial(relay.port()), Catch::Contains("authentication failed"));
+  }
+  CHECK(tls_fns::adds == 1);
+  // The same dialer straight to b authenticates, and its call runs.
+  CHECK(dial(g[1]->listen_port()).find("authentication failed") == std::string::npos);
+  CHECK(remora::test::eventually([] { return tls_fns::adds == 2; }));
+  shutdown_group(g);
 }
 #endif  // REMORA_OPENSSL

@@ -205,14 +205,24 @@ TEST_CASE("Options::transport and REMORA_TRANSPORT choose TCP", "[transport]") {
     CHECK(g[0]->shared_bytes_in_use() == 0);
     shutdown_group(g);
   }
-  // REMORA_TRANSPORT overrides Options::transport; a value it does not know is an error.
+  // REMORA_TRANSPORT fills in Options::transport when the program left it unset, and never
+  // overrides a program's choice; a value it does not know is an error.
   using remora::detail::checked_options;
+  auto tcp_env = [](const char* n) -> const char* { return std::string_view(n) == "REMORA_TRANSPORT" ? "tcp" : nullptr; };
   o.transport = remora::Transport::local;
-  CHECK(checked_options(o, [](const char* n) -> const char* {
-          return std::string_view(n) == "REMORA_TRANSPORT" ? "tcp" : nullptr;
-        }).transport == remora::Transport::tcp);
+  CHECK(checked_options(o, tcp_env).transport == remora::Transport::local);
   CHECK(checked_options(o, [](const char*) -> const char* { return nullptr; }).transport ==
         remora::Transport::local);
+  o.transport.reset();
+  CHECK(checked_options(o, tcp_env).transport == remora::Transport::tcp);
+  CHECK(checked_options(o, [](const char*) -> const char* { return nullptr; }).transport ==
+        remora::Transport::automatic);
+  // The watches alike: the environment fills in, the program's setting stays.
+  auto watch_env = [](const char* n) -> const char* { return std::string_view(n) == "REMORA_IO_WATCH_US" ? "7" : nullptr; };
+  CHECK(*checked_options(o, watch_env).io_watch == std::chrono::microseconds(7));
+  CHECK(*checked_options(o, watch_env).sync_watch == std::chrono::microseconds(200));
+  o.io_watch = std::chrono::microseconds(0);
+  CHECK(*checked_options(o, watch_env).io_watch == std::chrono::microseconds(0));
   CHECK_THROWS_WITH(checked_options(o, [](const char* n) -> const char* {
                       return std::string_view(n) == "REMORA_TRANSPORT" ? "carrier-pigeon" : nullptr;
                     }),

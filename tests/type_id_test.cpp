@@ -55,7 +55,7 @@ std::string canonical_builtins(std::string_view s) {
 }
 }  // namespace
 
-TEST_CASE("normalize() maps both compilers' spellings to one", "[type_id]") {
+TEST_CASE("Normalize() maps both compilers' spellings to one", "[type_id]") {
   CHECK(normalize("&ns::add") == "ns::add");
   CHECK(normalize("{anonymous}::f") == "(anonymous)::f");
   CHECK(normalize("(anonymous namespace)::f") == "(anonymous)::f");

@@ -80,7 +80,7 @@ TEST_CASE("Only the viewed bytes travel and straight from the tensor's memory", 
   CHECK(v.storage().nbytes() == 10 * sizeof(float));
 }
 
-TEST_CASE("requires_grad and undefined tensors and conjugate views", "[wire][tensor]") {
+TEST_CASE("Requires_grad and undefined tensors and conjugate views", "[wire][tensor]") {
   auto w = torch::randn({3}, torch::requires_grad());
   auto plain = torch::randn({3});
   auto [a, b, undef] = roundtrip(w, plain, torch::Tensor());
@@ -271,7 +271,7 @@ TEST_CASE("Back-to-back frames in one buffer are split correctly", "[wire][reade
   CHECK(s == "second");
 }
 
-TEST_CASE("large received tensors reuse pooled memory", "[wire]") {
+TEST_CASE("Large received tensors reuse pooled memory", "[wire]") {
   auto& pool = remora::wire::BufferPool::global();
   const std::size_t bytes = (std::size_t{4} << 20) + 3 * 4096;  // a size no other test uses
   void* first = nullptr;

@@ -17,10 +17,13 @@ namespace {
 constexpr const char* kUsage = R"(usage: remora-worker --name NAME [options]
 
 Joins a remora group as worker NAME and serves, with no code of the caller's:
-  builtin operators by name     remora::rpc_sync<R>(NAME, "aten::add", a, b)
+  builtin operators by name     remora::rpc_sync<R>(NAME, "aten::add", a, b)    with --operators
   TorchScript modules           remora::ScriptRemoteModule::load(NAME + "/cpu", "m.pt")
+                                                                                with --model-dir
   functions of loaded libraries those a library marks with REMORA_EXPOSE / REMORA_EXPOSE_REMOTE
-It serves until the whole group shuts down (remora::shutdown() on every worker).
+It serves until the whole group shuts down (remora::shutdown() on every worker). By default it
+serves no operator by name and loads no model file: a peer could otherwise write and read files
+as this worker's user (aten::save, aten::from_file) or load a model, which carries code.
 
 Group:
   --name NAME             this worker's name (required); {rank} and {local_rank} in it become
@@ -37,13 +40,19 @@ Trust:
                           the group needs the same; see docs/security.md)
 
 Code:
+  --operators LIST        the operators peers may call by name, comma-separated: "aten::add"
+                          (every overload) or "aten::add.Tensor" (one); '*' for every operator
+                          except those that touch files or start programs (aten::save,
+                          aten::from_file: name them to serve them). Default: none
+  --model-dir DIR         peers may load TorchScript and AOTInductor files below DIR
+                          (repeatable). Default: none
   --load LIB              dlopen LIB before joining (repeatable); its REMORA_EXPOSE'd
                           functions are served. Build LIB against the same remora and libtorch.
 
 Examples:
   torchrun --nproc-per-node=1 --no-python remora-worker --name ps --load ./libmy_ops.so
   torchrun --nnodes=2 --node-rank=1 --nproc-per-node=4 --master-addr=HOST --master-port=29500 \
-      --no-python remora-worker --name 'ps{local_rank}'
+      --no-python remora-worker --name 'ps{local_rank}' --operators '*' --model-dir /srv/models
   remora-worker --name w1 --rank 1 --world-size 2 --init-method tcp://10.0.0.1:29500
 )";
 
@@ -60,6 +69,19 @@ int to_int(const std::string& flag, const std::string& text) {
   } catch (const std::exception&) {
   }
   fail(flag + " wants a non-negative integer, not '" + text + "'");
+}
+
+// "a,b,,c" -> {"a", "b", "c"}.
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const auto comma = text.find(',', start);
+    const auto end = comma == std::string::npos ? text.size() : comma;
+    if (end > start) out.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
 }
 
 // `name` with every {key} replaced by its value.
@@ -94,6 +116,10 @@ int main(int argc, char** argv) {
     else if (flag == "--advertise-host") options.advertise_host = value;
     else if (flag == "--init-timeout") options.init_timeout = std::chrono::seconds(to_int(flag, value));
     else if (flag == "--load") libraries.push_back(value);
+    else if (flag == "--operators") {
+      for (auto& op : split_list(value)) options.serve_operators.push_back(std::move(op));
+      if (options.serve_operators.empty()) fail("--operators wants operator names or '*', not '" + value + "'");
+    } else if (flag == "--model-dir") options.model_dirs.push_back(value);
     else fail("unknown option " + flag);
   }
   if (name.empty()) fail("--name is required");

@@ -35,7 +35,8 @@ class Agent {
   Agent& operator=(const Agent&) = delete;
 
   REMORA_DECL const WorkerInfo& self() const;
-  // The options in force: the ones given, with the environment's overrides.
+  // The options in force: the ones given, what they left unset filled in from the environment or
+  // the defaults; `secret` is empty (the agent keeps the only copy, for its handshakes).
   REMORA_DECL const Options& options() const;
   // Throws remora::Error for a name or id that is not in the group.
   REMORA_DECL WorkerInfo get_worker_info(std::string_view name) const;

@@ -30,6 +30,8 @@ struct DebugInfo {
   bool running = false;
   std::size_t calls_in_flight = 0;  // awaiting a reply, to every peer and to self
   std::size_t connections = 0;      // open now, including ones whose peer has not said who it is
+  std::string local_socket;         // its same-host socket ("@" and the abstract name; "" when none)
+  std::uint64_t late_replies = 0;   // replies that came after their call had ended (timed out): dropped
   std::vector<PeerDebugInfo> peers;  // by id, this worker included
   // Counts from the layers above, by name: "rref.owned_values", "rref.forks", "rref.user_rrefs",
   // "rref.pending_children" once an RRef was used, "autograd.contexts", "autograd.send_functions",

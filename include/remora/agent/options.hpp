@@ -70,6 +70,17 @@ struct Options {
   // cannot answer is closed before any of its frames is read. It never travels and is never
   // written to the store. Every worker of a group must have the same one. Needs OpenSSL.
   std::string secret;
+  // Operators a peer may run on this worker by name (remora::rpc_sync<R>(to, "aten::add", ...)):
+  // "aten::add" (every overload) or "aten::add.Tensor" (one). Empty (the default): none; a call
+  // by name fails on its caller with UnknownFunction naming this option. {"*"}: every operator
+  // except those that read or write files or start programs (docs/security.md lists them; name
+  // one explicitly to serve it). Calls a worker makes on itself are not checked.
+  std::vector<std::string> serve_operators;
+  // Directories below which a peer may have this worker load a TorchScript or AOTInductor file
+  // (ScriptRemoteModule::load, RemoteModule<I>::load). Empty (the default): none. A path is
+  // resolved (symbolic links and "..") before it is compared. Not checked for loads a worker
+  // asks of itself.
+  std::vector<std::string> model_dirs;
   // TLS for every TCP connection (the local transport between processes of one host stays as it
   // is: its sockets are local and its shared memory is the process's own). Every worker of a
   // group must set it, or none. Needs OpenSSL; costs: docs/performance.md.
@@ -79,6 +90,10 @@ struct Options {
   // calls fail with WorkerLost. What notices a host that went down or a network that was cut;
   // also bounds connecting. 0: the kernel's defaults (hours). Same-host links are not affected.
   std::chrono::milliseconds link_timeout{30'000};
+  // A distributed autograd context another worker made ends on this worker after this long
+  // without news of it (a call or gradients in it): its maker's release may have been lost (a
+  // context whose maker is lost ends at once). 0: never.
+  std::chrono::milliseconds autograd_context_timeout{std::chrono::minutes(30)};
   // How long init_rpc waits for every worker, and graceful shutdown for every worker to finish.
   std::chrono::milliseconds init_timeout{60'000};
   std::chrono::milliseconds shutdown_timeout{60'000};
@@ -86,20 +101,21 @@ struct Options {
   int num_worker_threads = 4;
   int num_io_threads = 1;
   // How long a sync call that is the only one in flight watches for its answer before the
-  // caller sleeps (docs/threading.md); 0: callers sleep at once. REMORA_SYNC_WATCH_US overrides it.
-  std::chrono::microseconds sync_watch{200};
+  // caller sleeps (docs/threading.md); 0: callers sleep at once. Unset: REMORA_SYNC_WATCH_US, or
+  // else 200 us (the environment fills in only what the program left unset).
+  std::optional<std::chrono::microseconds> sync_watch;
   // How long an idle worker thread watches for the next call before it sleeps (one worker at a
-  // time; docs/threading.md); 0: workers sleep at once. REMORA_WORKER_WATCH_US overrides it.
-  std::chrono::microseconds worker_watch{200};
+  // time; docs/threading.md); 0: workers sleep at once. Unset: REMORA_WORKER_WATCH_US, or 200 us.
+  std::optional<std::chrono::microseconds> worker_watch;
   // How long an I/O thread polls the sockets after an event before it blocks (one thread at a
-  // time; docs/threading.md); 0: I/O threads block at once. REMORA_IO_WATCH_US overrides it.
-  std::chrono::microseconds io_watch{200};
+  // time; docs/threading.md); 0: I/O threads block at once. Unset: REMORA_IO_WATCH_US, or 200 us.
+  std::optional<std::chrono::microseconds> io_watch;
   // Address this worker listens on (port 0: any free port) and the host it tells peers to use.
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 0;
   std::string advertise_host;  // empty: listen_host
-  // The environment variable REMORA_TRANSPORT (auto, tcp, local) overrides this.
-  Transport transport = Transport::automatic;
+  // Unset: the environment variable REMORA_TRANSPORT (auto, tcp, local), or else automatic.
+  std::optional<Transport> transport;
   // Local transport: each side of a connection shares up to `shared_memory_bytes` (virtual; pages
   // are used as tensors need them, and stay while the connection lives) for CPU tensors of at
   // least `shared_memory_min_bytes`; 0 bytes: they all go through the socket. (CUDA tensors cross

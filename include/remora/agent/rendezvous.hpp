@@ -32,6 +32,26 @@ inline std::string env_or(const char* name, const std::string& fallback) {
 }
 
 inline std::vector<std::uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+
+// `text` as a port number; throws Error naming `what` (an environment variable, a rank's address)
+// when it is not one.
+inline std::uint16_t port_of(const std::string& text, const std::string& what) {
+  std::size_t used = 0;
+  long v = -1;
+  try {
+    v = std::stol(text, &used);
+  } catch (const std::exception&) {
+  }
+  if (used != text.size() || v < 0 || v > 65535)
+    throw Error("remora: " + what + " is '" + text + "', which is not a port number (0-65535)");
+  return static_cast<std::uint16_t>(v);
+}
+
+// What a store's exception says, without libtorch's C++ backtrace.
+inline std::string store_reason(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  return c10_error ? c10_error->what_without_backtrace() : e.what();
+}
 inline std::string string_of(const std::vector<std::uint8_t>& b) { return {b.begin(), b.end()}; }
 
 // The store the options name, namespaced under "remora/" (and torchrun's restart count, so a
@@ -55,7 +75,8 @@ inline c10::intrusive_ptr<c10d::Store> open_store(const Options& o, int rank, in
       throw Error("remora: unknown init_method '" + o.init_method + "' (use env:// or tcp://host:port)");
     }
     c10d::TCPStoreOptions so;
-    so.port = static_cast<std::uint16_t>(std::stoi(port));
+    so.port = port_of(port, o.init_method.rfind("env://", 0) == 0 ? std::string("MASTER_PORT")
+                                                                   : "the port of init_method " + o.init_method);
     // torchrun's agent already hosts the store; otherwise rank 0 does.
     so.isServer = rank == 0 && env_or("TORCHELASTIC_USE_AGENT_STORE", "") != "True";
     so.numWorkers = world_size;
@@ -72,6 +93,13 @@ inline std::vector<std::string> split_lines(const std::string& v) {
   for (std::size_t nl; (nl = v.find('\n', start)) != std::string::npos; start = nl + 1) out.push_back(v.substr(start, nl - start));
   out.push_back(v.substr(start));
   return out;
+}
+
+// The worker name in a published address ("name\nhost\n...").
+inline std::string split_name(const std::vector<std::uint8_t>& published) {
+  std::string s = string_of(published);
+  s = s.substr(0, s.find('\n'));
+  return "'" + (!s.empty() && s[0] == '!' ? s.substr(1) : s) + "'";
 }
 
 // Publishes this worker (`self.name` and its addresses) and returns every worker's, indexed by rank.
@@ -93,8 +121,21 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress
   try {
     store.wait(keys, timeout);
   } catch (const std::exception& e) {
-    throw Error("remora: worker '" + name + "' timed out waiting for all " + std::to_string(world_size) +
-                " workers to join: " + e.what());
+    // Who came and who did not, as far as the store still answers.
+    std::string joined, missing;
+    for (int r = 0; r < world_size; ++r) {
+      bool there = false;
+      try {
+        there = store.check({keys[r]});
+        if (there) joined += (joined.empty() ? "" : ", ") + split_name(store.get(keys[r])) + " (rank " + std::to_string(r) + ")";
+      } catch (const std::exception&) {
+      }
+      if (!there) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    }
+    throw Error("remora: worker '" + name + "' timed out after " + std::to_string(timeout.count()) +
+                " ms waiting for all " + std::to_string(world_size) + " workers to join; joined: " +
+                (joined.empty() ? std::string("none") : joined) + "; missing ranks: " +
+                (missing.empty() ? std::string("none") : missing) + " (" + store_reason(e) + ")");
   }
   std::vector<PeerAddress> peers(world_size);
   for (int r = 0; r < world_size; ++r) {
@@ -103,7 +144,7 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress
     if (!fields[0].empty() && fields[0][0] == '!')
       throw Error("remora: rank " + std::to_string(r) + " tried to join as '" + fields[0].substr(1) +
                   "', a name another rank already has");
-    peers[r] = {fields[0], fields[1], static_cast<std::uint16_t>(std::stoi(fields[2])), fields[3], fields[4],
+    peers[r] = {fields[0], fields[1], port_of(fields[2], "the port rank " + std::to_string(r) + " published"), fields[3], fields[4],
                 fields[5].rfind("secret", 0) == 0, fields[5].ends_with("+tls")};
   }
   // A group authenticates all or nothing: say so here rather than as failed connections later.
@@ -128,11 +169,10 @@ inline std::vector<std::int64_t> sum_over_workers(c10d::Store& store, const std:
   try {
     store.wait({key + "/done"}, timeout);
   } catch (const std::exception& e) {  // c10::Error (TCPStore), std::system_error (HashStore)
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);  // said without its backtrace
     throw Error("remora: the group's barrier '" + key + "' was not reached by every worker within " +
                 std::to_string(timeout.count()) + " ms (" + std::to_string(arrived) + " of " +
                 std::to_string(world_size) + " had arrived when this one did; a worker is gone or still busy): " +
-                (c10_error ? c10_error->what_without_backtrace() : e.what()));
+                store_reason(e));
   }
   std::vector<std::int64_t> totals;
   for (std::size_t i = 0; i < values.size(); ++i) totals.push_back(store.add(key + "/sum" + std::to_string(i), 0));

@@ -67,12 +67,19 @@ class Overloaded : public CallError {
                   "remora: " + function + " on worker '" + worker + "' was refused, worker overloaded: " + why) {}
 };
 
-// The peer does not know the function or type id it was asked for.
+// The peer does not know the function or type id it was asked for, or does not serve it to
+// this caller (an operator by name, a model file: Options::serve_operators, model_dirs).
 class UnknownFunction : public CallError {
  public:
   UnknownFunction(std::string worker, std::string function, const std::string& why)
       : CallError(worker, function,
-                  "remora: worker '" + worker + "' does not expose " + function + ": " + why) {}
+                  "remora: worker '" + worker + "' does not expose " + function + ": " + why),
+        why_(why) {}
+  // Why, without the worker and function.
+  const std::string& reason() const noexcept { return why_; }
+
+ private:
+  std::string why_;
 };
 
 // Bytes that are not a valid remora frame. `peer` is who sent them, when known.

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <string>
 
@@ -69,6 +70,21 @@ inline void log_peer_warning(const std::string& line) {
   if (!limiter.admit(WarningLimiter::Clock::now(), suppressed)) return;
   if (suppressed == 0) return log_warning(line);
   log_warning(line + " (" + std::to_string(suppressed) + " more warnings about peers were suppressed)");
+}
+
+// What a thread's last-resort catch says of the exception in flight: a handler of remora's own
+// threads (I/O, the CUDA copy watch, a fault plan's timer) threw, and the thread goes on.
+inline void log_current_exception(const char* where) noexcept {
+  try {
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      log_warning(std::string(where) + " threw " + e.what() + "; dropped, the thread goes on");
+    } catch (...) {
+      log_warning(std::string(where) + " threw a non-standard exception; dropped, the thread goes on");
+    }
+  } catch (...) {  // logging itself failed (no memory): nothing more to do
+  }
 }
 
 }  // namespace remora::detail

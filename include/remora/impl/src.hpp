@@ -17,6 +17,7 @@
 #include "remora/rref/impl/context.ipp"
 #include "remora/module/impl/module.ipp"
 #include "remora/dynamic/impl/schema_match.ipp"
+#include "remora/dynamic/impl/serve_policy.ipp"
 #include "remora/dynamic/impl/builtin.ipp"
 #include "remora/dynamic/impl/script_module.ipp"
 #include "remora/module/impl/script_adapter.ipp"

@@ -20,6 +20,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+
+#include "remora/core/log.hpp"
 #include <thread>
 #include <vector>
 
@@ -119,7 +121,11 @@ class FaultPlan {
         auto job = std::move(due_.begin()->second);
         due_.erase(due_.begin());
         lock.unlock();
-        job();
+        try {
+          job();
+        } catch (...) {
+          remora::detail::log_current_exception("a fault plan's delayed frame");
+        }
         lock.lock();
       }
     }

@@ -36,6 +36,7 @@
 #include "remora/transport/detail/cuda_staging.hpp"
 #include "remora/transport/detail/frame_writer.hpp"
 #include "remora/transport/detail/handshake.hpp"
+#include "remora/transport/detail/peer_credentials.hpp"
 #include "remora/transport/detail/link_watch.hpp"
 #include "remora/transport/detail/local_sharing.hpp"
 #include "remora/core/log.hpp"
@@ -143,6 +144,13 @@ class StreamConnection final : public Connection {
   // The connection is up: with a secret, the peer proves itself first (detail/handshake.hpp);
   // until then nothing is read into the frame reader and queued frames wait.
   void begin() {
+    if constexpr (is_local) {  // same user or root only, whatever the group's settings
+      if (auto why = detail::untrusted_local_peer(socket_.native_handle())) {
+        remora::detail::log_peer_warning(std::string(dialed_ ? "not talking to" : "refusing") +
+                                         " a local connection: " + *why);
+        return close_now("refused: " + *why);
+      }
+    }
     if (!auth_.enabled()) return begin_frames();
     std::shared_ptr<detail::Handshake> handshake;
     try {

@@ -162,6 +162,7 @@ class TlsConnection final : public Connection {
     std::shared_ptr<detail::Handshake> handshake;
     try {
       handshake = std::make_shared<detail::Handshake>(auth_, dialed_);
+      handshake->bind_channel(exported_keying_material());
     } catch (const Error& e) {
       return close_now(e.what());
     }
@@ -174,6 +175,17 @@ class TlsConnection final : public Connection {
       self->authenticated_name_ = handshake->peer_name();
       self->begin_frames();
     });
+  }
+
+  // 32 bytes both ends of this TLS session (and nobody else) can compute (RFC 5705): what the
+  // secret's proofs are bound to.
+  std::vector<std::uint8_t> exported_keying_material() {
+    static constexpr char kLabel[] = "EXPORTER-remora-auth";
+    std::vector<std::uint8_t> out(32);
+    if (SSL_export_keying_material(stream_.native_handle(), out.data(), out.size(), kLabel, sizeof kLabel - 1,
+                                   nullptr, 0, 0) != 1)
+      throw Error("remora: OpenSSL could not export keying material from the TLS session");
+    return out;
   }
 
   void begin_frames() {

@@ -1,7 +1,9 @@
 #pragma once
-// Options as an agent uses them: the environment's overrides applied, every field checked.
+// Options as an agent uses them: what the program left unset filled in from the environment (or
+// the defaults), every field checked. After this every optional setting holds a value.
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "remora/agent/options.hpp"
@@ -13,8 +15,10 @@ namespace remora::detail {
 using GetEnv = const char* (*)(const char*);
 inline const char* process_env(const char* name) { return std::getenv(name); }
 
-// A microseconds setting from the environment variable `name`, if set.
-inline void microseconds_from_env(GetEnv getenv, const char* name, std::chrono::microseconds& setting) {
+// A microseconds setting the program left unset: from the environment variable `name`, else 200 us.
+inline void microseconds_from_env(GetEnv getenv, const char* name, std::optional<std::chrono::microseconds>& setting) {
+  if (setting) return;
+  setting = std::chrono::microseconds(200);
   const char* w = getenv(name);
   if (!w || !*w) return;
   char* end = nullptr;
@@ -33,16 +37,17 @@ inline Options checked_options(Options o, GetEnv getenv = &process_env) {
   if (o.link_timeout.count() != 0 && o.link_timeout < std::chrono::seconds(2))
     throw Error("remora: Options::link_timeout must be 0 (the kernel's defaults) or at least 2 s (keepalive "
                 "probes are a second apart)");
-  if (o.sync_watch.count() < 0) throw Error("remora: Options::sync_watch must not be negative");
-  if (o.worker_watch.count() < 0) throw Error("remora: Options::worker_watch must not be negative");
-  if (o.io_watch.count() < 0) throw Error("remora: Options::io_watch must not be negative");
-  if (const char* t = getenv("REMORA_TRANSPORT"); t && *t) {
+  if (o.sync_watch && o.sync_watch->count() < 0) throw Error("remora: Options::sync_watch must not be negative");
+  if (o.worker_watch && o.worker_watch->count() < 0) throw Error("remora: Options::worker_watch must not be negative");
+  if (o.io_watch && o.io_watch->count() < 0) throw Error("remora: Options::io_watch must not be negative");
+  if (const char* t = getenv("REMORA_TRANSPORT"); !o.transport && t && *t) {
     const std::string v = t;
     if (v == "auto") o.transport = Transport::automatic;
     else if (v == "tcp") o.transport = Transport::tcp;
     else if (v == "local") o.transport = Transport::local;
     else throw Error("remora: REMORA_TRANSPORT must be auto, tcp or local, not '" + v + "'");
   }
+  if (!o.transport) o.transport = Transport::automatic;
   microseconds_from_env(getenv, "REMORA_SYNC_WATCH_US", o.sync_watch);
   microseconds_from_env(getenv, "REMORA_WORKER_WATCH_US", o.worker_watch);
   microseconds_from_env(getenv, "REMORA_IO_WATCH_US", o.io_watch);

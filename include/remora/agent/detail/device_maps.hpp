@@ -51,7 +51,11 @@ inline PeerDeviceMaps check_device_maps(const std::vector<WorkerInfo>& workers, 
   std::vector<std::vector<std::pair<std::string, wire::DeviceMap>>> maps(n);  // per rank: worker -> map
   for (std::size_t r = 0; r < n; ++r) {
     auto lines = split_lines(records[r]);
-    counts[r] = std::stoi(lines[0]);
+    try {
+      counts[r] = std::stoi(lines[0]);
+    } catch (const std::exception&) {
+      throw Error("remora: rank " + std::to_string(r) + " published devices this build cannot read");
+    }
     for (std::size_t i = 1; i + 2 < lines.size(); i += 3) {
       auto it = std::find_if(maps[r].begin(), maps[r].end(), [&](const auto& m) { return m.first == lines[i]; });
       if (it == maps[r].end()) it = maps[r].insert(maps[r].end(), {lines[i], {}});

@@ -41,7 +41,15 @@ class InboundCalls {
   // `agent` is what served functions see as serving_agent; all references outlive this.
   InboundCalls(Agent* agent, WorkerPool& pool, asio::io_context& io, const wire::Limits& limits,
                std::uint64_t max_pending_calls, std::uint64_t max_pending_bytes)
-      : agent_(agent), pool_(pool), io_(io), limits_(limits), budgets_(max_pending_calls, max_pending_bytes) {}
+      : agent_(agent), pool_(pool), io_(io), limits_(limits), budgets_(max_pending_calls, max_pending_bytes),
+        lifetime_(std::make_shared<ServeLifetime>(limits)) {}
+
+  // From now on, answers given after their handler returned are dropped: the agent is stopping
+  // and will soon be gone. Waits for such answers being given now.
+  void end_late_answers() {
+    std::unique_lock lock(lifetime_->mu);
+    lifetime_->alive = false;
+  }
 
   // Once the group is known, before any call arrives: its workers' names by id, and this one's id.
   void set_group(std::vector<std::string> names, std::uint32_t self) {
@@ -133,9 +141,14 @@ class InboundCalls {
 
   // Sends a call's reply on `conn`; the call's share of its peer's budget goes with this function.
   // Answers `frame` through `conn`; a notification (wire::kNoReply) gets no answer at all.
-  static Respond reply_to(Link conn, const wire::InFrame& frame, PeerBudgets::Ticket ticket) {
+  // Holds the connection weakly: a closed connection is dropped from the agent's links (its
+  // answer has nowhere to go), and a reply function kept past the agent's end (a late Future)
+  // must not be what destroys a connection after its io_context.
+  static Respond reply_to(const Link& conn, const wire::InFrame& frame, PeerBudgets::Ticket ticket) {
     if (frame.header.flags & wire::kNoReply) return [ticket = std::move(ticket)](wire::OutFrame) {};
-    return [conn = std::move(conn), ticket = std::move(ticket)](wire::OutFrame reply) { conn->send(std::move(reply)); };
+    return [conn = std::weak_ptr<transport::Connection>(conn), ticket = std::move(ticket)](wire::OutFrame reply) {
+      if (auto c = conn.lock()) c->send(std::move(reply));
+    };
   }
 
   static const RegisteredFunction* function_of(const wire::InFrame& frame) {
@@ -146,7 +159,8 @@ class InboundCalls {
   }
 
   void dispatch_known(const RegisteredFunction& fn, std::uint32_t from, wire::InFrame&& frame, Respond respond) {
-    pool_.post([this, &fn, call = IncomingCall{std::move(frame), &limits_, std::move(respond), agent_, from}]() mutable {
+    pool_.post([this, &fn, call = IncomingCall{std::move(frame), &limits_, std::move(respond), agent_, from,
+                                               lifetime_}]() mutable {
       run_handler(fn, std::move(call));
     });
   }
@@ -175,6 +189,7 @@ class InboundCalls {
     };
     auto sink = std::make_shared<Sink>();
     const Link& conn = batch.conn;
+    const std::weak_ptr<transport::Connection> weak_conn = conn;  // for late answers (reply_to says why)
     auto flush = [&] {
       std::vector<wire::OutFrame> out;
       {
@@ -188,15 +203,15 @@ class InboundCalls {
     for (auto& c : batch.calls) {
       const bool no_reply = c.frame.header.flags & wire::kNoReply;
       IncomingCall call{std::move(c.frame), &limits_,
-                        [sink, conn, no_reply, ticket = std::move(c.ticket)](wire::OutFrame reply) {
+                        [sink, weak_conn, no_reply, ticket = std::move(c.ticket)](wire::OutFrame reply) {
                           if (no_reply) return;
                           {
                             std::lock_guard lock(sink->mu);
                             if (sink->open) return sink->replies.push_back(std::move(reply));
                           }
-                          conn->send(std::move(reply));
+                          if (auto c = weak_conn.lock()) c->send(std::move(reply));
                         },
-                        agent_, conn->peer_id};
+                        agent_, conn->peer_id, lifetime_};
       run_handler(*c.fn, std::move(call));
       // A batch that turned out slow does not hold finished replies back.
       if (std::chrono::steady_clock::now() - start > std::chrono::microseconds(100)) flush();
@@ -305,6 +320,7 @@ class InboundCalls {
   asio::io_context& io_;
   const wire::Limits& limits_;
   PeerBudgets budgets_;
+  std::shared_ptr<ServeLifetime> lifetime_;
   std::vector<std::string> names_;  // by worker id, for profiler spans
   std::uint32_t self_ = 0;
   std::string_view name_of(std::uint32_t id) const { return id < names_.size() ? std::string_view(names_[id]) : "?"; }

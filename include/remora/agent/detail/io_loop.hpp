@@ -13,19 +13,33 @@
 #include <asio/io_context.hpp>
 
 #include "remora/agent/detail/watch_rate.hpp"
+#include "remora/core/log.hpp"
 
 namespace remora::detail {
+
+// Whether this thread runs an agent's I/O (tests check that user code never runs on one).
+inline thread_local bool on_io_thread = false;
 
 class IoLoop {
  public:
   IoLoop(asio::io_context& io, std::chrono::microseconds watch) : io_(io), watch_(watch) {}
 
-  // Runs handlers until the io_context stops (as io_context::run).
+  // Runs handlers until the io_context stops (as io_context::run). A handler that throws is
+  // logged and dropped (Asio lets the exception out of run(); the io_context stays usable):
+  // nothing a peer sends, and no bug of one handler, ends the process or stops the I/O.
   void run() {
-    if (watch_.count() <= 0) return (void)io_.run();
+    on_io_thread = true;
     while (!io_.stopped()) {
-      if (io_.poll() > 0) continue;
-      if (!watch()) io_.run_one();
+      try {
+        if (watch_.count() <= 0) return (void)io_.run();
+        while (!io_.stopped()) {
+          if (io_.poll() > 0) continue;
+          if (!watch()) io_.run_one();
+        }
+      } catch (...) {
+        watching_.store(false, std::memory_order_release);  // a watch the exception cut short
+        log_current_exception("an I/O handler");
+      }
     }
   }
 

@@ -13,6 +13,7 @@
 #include "remora/agent/agent.hpp"
 #include "remora/agent/detail/call_table.hpp"
 #include "remora/agent/detail/registry.hpp"
+#include "remora/agent/detail/reply_decoding.hpp"
 #include "remora/agent/detail/services.hpp"
 #include "remora/agent/detail/sync_wait.hpp"
 
@@ -74,7 +75,7 @@ struct AgentAccess {
       const bool alone = n.fetch_add(1, std::memory_order_relaxed) == 0;
       ~Waiting() { n.fetch_sub(1, std::memory_order_relaxed); }
     } waiting{agent.sync_waiters_};
-    const auto watch = agent.options().sync_watch;
+    const auto watch = agent.options().sync_watch.value_or(std::chrono::microseconds(0));
     if (watch.count() > 0 && waiting.alone && only_calls_in_flight(agent, calls)) SyncWaitPolicy::mine().watch(f, watch);
     f.wait();
   }
@@ -89,6 +90,23 @@ struct AgentAccess {
 // block or take long, and the I/O thread must not. inline_on_io is for the library's own
 // continuations that are short and never block (they save a hand-off to the pool).
 enum class Continuations { on_pool, inline_on_io };
+
+// Sets `promise` to the value `reply` holds, or to why it does not decode.
+template <class T>
+void decode_reply(Promise<T>& promise, wire::InFrame& reply, const wire::Limits& limits) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      wire::decode_into(reply, limits);
+      promise.set_value();
+    } else {
+      T value;
+      wire::decode_into(reply, limits, value);
+      promise.set_value(std::move(value));
+    }
+  } catch (...) {
+    promise.set_exception(std::current_exception());
+  }
+}
 
 // Starts a call whose reply decodes as T. `*sent` says whether the frame went to the peer: a
 // ready future does not say it did not, since the reply may already be back.
@@ -106,15 +124,15 @@ Future<T> start_call(Agent& agent, std::uint32_t to, std::string_view function, 
     try {
       if (reply->kind() == wire::FrameKind::error)
         return promise.set_exception(AgentAccess::error_of(*agent, *reply, to, function));
-      const wire::Limits& limits = agent->options().limits;
-      if constexpr (std::is_void_v<T>) {
-        wire::decode_into(*reply, limits);
-        promise.set_value();
-      } else {
-        T value;
-        wire::decode_into(*reply, limits, value);
-        promise.set_value(std::move(value));
+      if constexpr (!decodes_without_user_code<T>) {
+        // Decoding may run user code (reply_decoding.hpp): on the pool, off this I/O thread.
+        return AgentAccess::dispatch_to_pool(agent, [promise = std::move(promise), agent, to,
+                                                     frame = std::move(*reply)]() mutable {
+          WireScope scope(agent, to);  // as AgentRuntime::finish gives the I/O thread's decoding
+          decode_reply(promise, frame, agent->options().limits);
+        });
       }
+      decode_reply(promise, *reply, agent->options().limits);
     } catch (...) {
       promise.set_exception(std::current_exception());
     }

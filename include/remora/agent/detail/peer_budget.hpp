@@ -30,11 +30,11 @@ class PeerBudgets {
   class Ticket {
    public:
     Ticket() = default;
-    Ticket(Ticket&& o) noexcept : usage_(std::exchange(o.usage_, nullptr)), bytes_(o.bytes_) {}
+    Ticket(Ticket&& o) noexcept : usage_(std::move(o.usage_)), bytes_(o.bytes_) {}
     Ticket& operator=(Ticket&& o) noexcept {
       if (this != &o) {
         release();
-        usage_ = std::exchange(o.usage_, nullptr);
+        usage_ = std::move(o.usage_);
         bytes_ = o.bytes_;
       }
       return *this;
@@ -43,15 +43,17 @@ class PeerBudgets {
 
    private:
     friend class PeerBudgets;
-    Ticket(Usage* usage, std::uint64_t bytes) : usage_(usage), bytes_(bytes) {}
+    Ticket(std::shared_ptr<Usage> usage, std::uint64_t bytes) : usage_(std::move(usage)), bytes_(bytes) {}
     void release();
-    Usage* usage_ = nullptr;
+    // Shares the budgets' ownership: a ticket that outlives its agent (held by a late answer)
+    // gives its share back to memory that still exists.
+    std::shared_ptr<Usage> usage_;
     std::uint64_t bytes_ = 0;
   };
 
   // Called once the group is known, before any call arrives.
   void resize(std::size_t peers) {
-    usage_ = std::make_unique<Usage[]>(peers);
+    usage_ = std::shared_ptr<Usage[]>(new Usage[peers]);
     peers_ = peers;
   }
 
@@ -64,7 +66,7 @@ class PeerBudgets {
     auto& u = usage_[peer];
     const auto calls = u.calls.fetch_add(1, std::memory_order_relaxed);
     const auto held = u.bytes.fetch_add(bytes, std::memory_order_relaxed);
-    out = Ticket(&u, bytes);
+    out = Ticket(std::shared_ptr<Usage>(usage_, &u), bytes);
     if (calls == 0) return true;
     if (calls >= max_calls_) {
       why = std::to_string(calls) + " calls from this worker are already pending there (Options::max_pending_calls_per_peer " +
@@ -86,7 +88,7 @@ class PeerBudgets {
 
  private:
   std::uint64_t max_calls_, max_bytes_;
-  std::unique_ptr<Usage[]> usage_;
+  std::shared_ptr<Usage[]> usage_;
   std::size_t peers_ = 0;
 };
 
@@ -94,7 +96,7 @@ inline void PeerBudgets::Ticket::release() {
   if (!usage_) return;
   usage_->calls.fetch_sub(1, std::memory_order_relaxed);
   usage_->bytes.fetch_sub(bytes_, std::memory_order_relaxed);
-  usage_ = nullptr;
+  usage_.reset();
 }
 
 }  // namespace remora::detail

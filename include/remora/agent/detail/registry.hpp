@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <typeinfo>
@@ -22,6 +23,7 @@
 #include "remora/agent/detail/wire_context.hpp"
 #include "remora/core/detail/unique_function.hpp"
 #include "remora/core/errors.hpp"
+#include "remora/core/log.hpp"
 #include "remora/core/type_id.hpp"
 #include "remora/core/log.hpp"
 #include "remora/wire/value_codec.hpp"
@@ -29,12 +31,24 @@
 namespace remora::detail {
 
 // A call as the callee sees it: the frame, who sent it, and how to answer it (exactly once).
+// What a served call's late answer needs once its agent may be gone (a Future that completes
+// after the agent stopped, or was destroyed): the agent's limits, and whether it is still there.
+// A late completion holds `mu` shared while it answers; the agent takes it exclusively, once, as it
+// stops (AgentRuntime::stop_now), and from then on late answers are dropped.
+struct ServeLifetime {
+  explicit ServeLifetime(const wire::Limits& l) : limits(l) {}
+  std::shared_mutex mu;
+  bool alive = true;  // under mu
+  const wire::Limits limits;
+};
+
 struct IncomingCall {
   wire::InFrame frame;
-  const wire::Limits* limits = nullptr;
+  const wire::Limits* limits = nullptr;  // valid while the call runs (lifetime's, or the agent's)
   UniqueFunction<void(wire::OutFrame)> respond;
   Agent* agent = nullptr;
   std::uint32_t from = UINT32_MAX;
+  std::shared_ptr<ServeLifetime> lifetime;  // for an answer given after the handler returned
 };
 
 // The agent whose worker pool runs the current thread's function, if any, and the worker whose
@@ -124,6 +138,24 @@ wire::OutFrame reply_frame(std::uint64_t request_id, const wire::Limits& limits,
   }
 }
 
+// Gives `reply` to `respond`. When that throws (the reply could not be sent: a tensor that cannot
+// be staged, say), the caller gets that error instead of waiting for its deadline; when even the
+// error cannot be sent, it is logged. Never throws: it runs on pool threads and in continuations.
+inline void answer(UniqueFunction<void(wire::OutFrame)>& respond, std::uint64_t request_id,
+                   wire::OutFrame reply) noexcept {
+  wire::OutFrame error;
+  try {
+    return respond(std::move(reply));
+  } catch (...) {
+    error = current_exception_frame(request_id);  // while the exception is in flight
+  }
+  try {
+    respond(std::move(error));
+  } catch (...) {
+    log_current_exception("sending a call's answer");
+  }
+}
+
 // Runs F for an incoming call: decodes the arguments, calls F, answers with its result; a
 // function returning a Future or Task answers when it completes, holding no thread meanwhile.
 //
@@ -141,7 +173,7 @@ void handle_call(IncomingCall&& call) {
     std::uint64_t fid;
     std::apply([&](auto&... a) { wire::decode_into(call.frame, *call.limits, fid, a...); }, *args);
   } catch (...) {
-    return call.respond(current_exception_frame(rid));
+    return answer(call.respond, rid, current_exception_frame(rid));
   }
   call.frame.tensors.clear();
   using R = typename Tr::raw_result;
@@ -157,10 +189,16 @@ void handle_call(IncomingCall&& call) {
     if (outcome.is_ready()) {  // answered at once: no stored continuation
       auto reply = reply_frame(rid, *call.limits, outcome, call.agent, call.from);
       outcome = Future<T>();
-      return call.respond(std::move(reply));
+      return answer(call.respond, rid, std::move(reply));
     }
-    outcome.on_ready([outcome, rid, limits = call.limits, respond = std::move(call.respond), agent = call.agent,
-                      from = call.from]() mutable { respond(reply_frame(rid, *limits, outcome, agent, from)); });
+    // Later, on whichever thread completes it: maybe after the agent stopped, when the agent,
+    // its limits and its connections are gone.
+    outcome.on_ready([outcome, rid, life = std::move(call.lifetime), respond = std::move(call.respond),
+                      agent = call.agent, from = call.from]() mutable {
+      std::shared_lock lock(life->mu);
+      if (!life->alive) return;  // its agent stopped: nobody to answer through
+      answer(respond, rid, reply_frame(rid, life->limits, outcome, agent, from));
+    });
   } else {
     // A plain result is answered at once, without a future in between.
     wire::OutFrame reply;
@@ -175,7 +213,7 @@ void handle_call(IncomingCall&& call) {
       reply = current_exception_frame(rid);
     }
     args.reset();
-    call.respond(std::move(reply));
+    answer(call.respond, rid, std::move(reply));
   }
 }
 

@@ -52,7 +52,7 @@ class RemoteProfiles {
   Completion expect(std::uint64_t request_id, std::uint32_t callee, Completion complete) {
     {
       std::lock_guard lock(mu_);
-      events_[request_id];
+      events_[request_id].callee = callee;
     }
     return [this, request_id, callee, state = at::ThreadLocalState(), complete = std::move(complete)](
                wire::InFrame* f, std::exception_ptr e) mutable {
@@ -60,7 +60,7 @@ class RemoteProfiles {
       {
         std::lock_guard lock(mu_);
         if (auto it = events_.find(request_id); it != events_.end()) {
-          events = std::move(it->second);
+          events = std::move(it->second.events);
           events_.erase(it);
         }
       }
@@ -80,15 +80,25 @@ class RemoteProfiles {
     };
   }
 
-  // The events of call `request_id` arrived (before its reply); dropped when nobody expects them.
-  void receive(std::uint64_t request_id, Events events) {
+  // The events of call `request_id` arrived from worker `from` (before its reply); dropped when
+  // nobody expects them (the call ended meanwhile), or when that call went to another worker:
+  // only its callee may add to the caller's profile. Returns false in that last case.
+  bool receive(std::uint32_t from, std::uint64_t request_id, Events events) {
     std::lock_guard lock(mu_);
-    if (auto it = events_.find(request_id); it != events_.end()) it->second = std::move(events);
+    auto it = events_.find(request_id);
+    if (it == events_.end()) return true;
+    if (it->second.callee != from) return false;
+    it->second.events = std::move(events);
+    return true;
   }
 
  private:
+  struct Expected {
+    std::uint32_t callee = UINT32_MAX;
+    Events events;
+  };
   std::mutex mu_;
-  std::map<std::uint64_t, Events> events_;
+  std::map<std::uint64_t, Expected> events_;
 };
 
 // The callee's side: runs `run` under the legacy profiler and returns its events (the profiler's

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <thread>
@@ -33,6 +34,7 @@
 #include "remora/agent/detail/services.hpp"
 #include "remora/agent/detail/worker_pool.hpp"
 #include "remora/agent/rendezvous.hpp"
+#include "remora/transport/detail/process_token.hpp"
 #include "remora/transport/host_identity.hpp"
 #include "remora/transport/stream_connection.hpp"
 #include "remora/transport/tls_connection.hpp"
@@ -54,6 +56,7 @@ class AgentRuntime {
 
   Agent& agent;
   const Options options;
+  const Options shown_options;  // what Agent::options() hands out: `options` without the secret
   const std::uint32_t self_id;
   std::vector<WorkerInfo> workers;
 
@@ -98,6 +101,7 @@ class AgentRuntime {
   }
   const wire::DeviceMap& reply_map(std::uint32_t peer) const { return reply_maps_.at(peer); }
   std::uint64_t calls_batched() const { return inbound_.calls_batched(); }
+  std::uint64_t late_replies() const { return late_replies_.load(std::memory_order_relaxed); }
   std::uint64_t pending_from(std::uint32_t peer) const { return inbound_.pending_from(peer); }
 
   PeerLinks links;
@@ -105,6 +109,8 @@ class AgentRuntime {
   RemoteProfiles remote_profiles;  // events of profiled calls in flight, from their callees
   c10d::Store& store() { return *store_; }  // the group's (prefixed) rendezvous store
   const c10::intrusive_ptr<c10d::Store>& store_ptr() const { return store_; }
+  // Worker `id`'s same-host socket as this worker reaches it ("@name"; "" when it uses TCP).
+  std::string local_socket_of(std::uint32_t id) const { return id < local_sockets_.size() ? local_sockets_[id] : ""; }
 
  private:
   void listen();
@@ -135,6 +141,11 @@ class AgentRuntime {
   void stop_now(const std::string& why);
 
   std::shared_ptr<const std::string> secret_;  // null: no handshake
+
+ public:
+  bool authenticates() const { return secret_ != nullptr; }  // the group has a secret
+
+ private:
 #if REMORA_OPENSSL
   std::shared_ptr<asio::ssl::context> tls_;  // null: plain TCP
 #endif
@@ -166,16 +177,30 @@ class AgentRuntime {
   HeldFrames held_;           // notifications waiting for the next call to their peer
   std::atomic<State> state_{State::running};
   std::atomic<std::uint64_t> next_request_id_{1};
+  std::atomic<std::uint64_t> late_replies_{0};  // replies whose call had ended (timed out): dropped
 
  public:
   // Last member: services go first, while everything they refer to still exists.
   ServiceSet services;
 };
 
+// Whether `host` (an address or a name) is this host's loopback: a name that does not parse as an
+// address ("localhost", say) counts only when it is "localhost".
+inline bool listens_on_loopback(const std::string& host) {
+  std::error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  return ec ? host == "localhost" : address.is_loopback();
+}
+
 inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int world_size, Options o)
-    : agent(a), options(checked_options(std::move(o))), self_id(static_cast<std::uint32_t>(rank)),
-      io_loop_(io_, options.io_watch), work_(io_.get_executor()), timer_strand_(asio::make_strand(io_)),
-      acceptor_(io_), local_acceptor_(io_), pool_(options.num_worker_threads, options.worker_watch),
+    : agent(a), options(checked_options(std::move(o))), shown_options([&] {
+        Options shown = options;
+        shown.secret.clear();
+        return shown;
+      }()),
+      self_id(static_cast<std::uint32_t>(rank)),
+      io_loop_(io_, *options.io_watch), work_(io_.get_executor()), timer_strand_(asio::make_strand(io_)),
+      acceptor_(io_), local_acceptor_(io_), pool_(options.num_worker_threads, *options.worker_watch),
       inbound_(&a, pool_, io_, options.limits, options.max_pending_calls_per_peer,
                options.max_pending_bytes_per_peer),
       sweep_timer_(timer_strand_) {
@@ -185,9 +210,10 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
     if (!transport::detail::auth_available())
       throw Error("remora: Options::secret needs OpenSSL, and this program was built without it (REMORA_OPENSSL=0)");
     secret_ = std::make_shared<const std::string>(options.secret);
-  } else if (!asio::ip::make_address(options.listen_host).is_loopback()) {
+  } else if (!options.tls && !listens_on_loopback(options.listen_host)) {
     log_warning("worker '" + name + "' listens on " + options.listen_host +
-                " without Options::secret: any process that reaches that address can call it");
+                " without Options::secret or Options::tls: anyone who can reach that port can call every function "
+                "it exposes (docs/security.md)");
   }
   if (options.tls) {
 #if REMORA_OPENSSL
@@ -234,10 +260,13 @@ inline void AgentRuntime::listen() {
   acceptor_.listen();
 }
 
-// An abstract unix socket (no file to clean up), unique per process and agent.
+// An abstract unix socket (no file to clean up), unique per process and agent: named after the
+// process's random token, not its pid (processes in different PID namespaces share pids).
 inline void AgentRuntime::open_local_acceptor() {
   static std::atomic<unsigned> counter{0};
-  const std::string name = std::string(1, '\0') + "remora-" + std::to_string(::getpid()) + "-" +
+  char token[17];
+  std::snprintf(token, sizeof token, "%016llx", static_cast<unsigned long long>(transport::detail::process_token()));
+  const std::string name = std::string(1, '\0') + "remora-" + token + "-" +
                            std::to_string(counter.fetch_add(1)) + "-" +
                            std::to_string(reinterpret_cast<std::uintptr_t>(this));
   asio::local::stream_protocol::endpoint ep(name);

@@ -89,7 +89,10 @@ inline void AgentRuntime::call_self(wire::OutFrame frame) {
 
 inline void AgentRuntime::on_reply(std::uint32_t from, wire::InFrame&& frame) {
   auto p = calls.take(frame.request_id());
-  if (!p) return;  // late (timed out) or unknown: dropped
+  if (!p) {  // late (timed out) or unknown: dropped
+    late_replies_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   if (p->peer != from) {
     log_peer_warning("worker '" + workers[self_id].name + "': reply for request " + std::to_string(frame.request_id()) +
                 " came from the wrong worker");
@@ -141,6 +144,10 @@ inline void AgentRuntime::arm_sweep() {
     fail_calls(calls.take_overdue(), "", true);
     send_held();
     if (++sweeps_ % 20 == 0) close_silent_connections();  // every 100 ms
+    if (sweeps_ % 200 == 0)                                // every second
+      pool_.post([this] {
+        for (auto& s : services.snapshot()) s->on_tick();
+      });
     arm_sweep();
   });
 }
@@ -174,6 +181,7 @@ inline void AgentRuntime::shutdown(bool graceful) {
 
 inline void AgentRuntime::stop_now(const std::string& why) {
   state_.store(State::stopped);
+  inbound_.end_late_answers();
   fail_calls(calls.take_to(CallTable::kAllPeers), "local agent stopped: " + why, false);
   asio::post(timer_strand_, [this] { sweep_timer_.cancel(); });
   asio::post(io_, [this] {

@@ -82,7 +82,10 @@ inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
           std::uint8_t type;
           std::vector<c10::IValue> events;
           wire::decode_into(frame, options.limits, type, events);
-          return remote_profiles.receive(frame.request_id(), std::move(events));
+          if (!remote_profiles.receive(conn->peer_id, frame.request_id(), std::move(events)))
+            log_peer_warning("worker '" + workers[self_id].name + "': dropped profile events from worker '" +
+                             workers[conn->peer_id].name + "' for a call made to another worker");
+          return;
         }
         std::uint8_t type;
         std::uint32_t rank;

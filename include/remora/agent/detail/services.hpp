@@ -20,6 +20,8 @@ class AgentService {
   virtual void on_group_quiet() {}
   // The agent stopped: its threads are gone; drop everything.
   virtual void on_stop() {}
+  // About once a second while the agent runs, on a pool thread: for what expires.
+  virtual void on_tick() {}
   // Adds this layer's counts to Agent::debug_info's (`counters`, by name).
   virtual void add_debug_info(std::map<std::string, std::int64_t>& counters) const {}
 };

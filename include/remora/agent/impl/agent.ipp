@@ -15,7 +15,7 @@ REMORA_DECL void secret_probe() {}
 
 REMORA_DECL Agent::Agent(std::string name, int rank, int world_size, Options options)
     : rt_(std::make_unique<detail::AgentRuntime>(*this, std::move(name), rank, world_size, std::move(options))) {
-  if (rt_->options.secret.empty() || rt_->workers.size() < 2) return;
+  if (!rt_->authenticates() || rt_->workers.size() < 2) return;
   // Every worker must hold the same secret: each one else proves it to rank 0, and all learn how
   // that went, so a worker with another secret fails here rather than at its first call.
   try {
@@ -52,7 +52,7 @@ REMORA_DECL Agent::Agent(std::string name, int rank, int world_size, Options opt
 REMORA_DECL Agent::~Agent() { shutdown(false); }
 
 REMORA_DECL const WorkerInfo& Agent::self() const { return rt_->workers[rt_->self_id]; }
-REMORA_DECL const Options& Agent::options() const { return rt_->options; }
+REMORA_DECL const Options& Agent::options() const { return rt_->shown_options; }
 REMORA_DECL WorkerInfo Agent::get_worker_info(std::string_view name) const { return rt_->workers[rt_->id_of(name)]; }
 REMORA_DECL WorkerInfo Agent::get_worker_info(std::uint32_t id) const {
   if (id >= rt_->workers.size()) throw Error("remora: no worker has id " + std::to_string(id));
@@ -76,6 +76,8 @@ REMORA_DECL DebugInfo Agent::debug_info() const {
   d.running = rt.state() == detail::AgentRuntime::State::running;
   d.calls_in_flight = rt.calls.size();
   d.connections = rt.links.open_connections();
+  d.local_socket = rt.local_socket_of(rt.self_id);
+  d.late_replies = rt.late_replies();
   const auto traffic = rt.links.traffic();
   const auto in_flight = rt.calls.size_per_peer(rt.workers.size());
   for (const auto& w : rt.workers) {

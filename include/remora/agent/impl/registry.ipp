@@ -54,6 +54,12 @@ REMORA_DECL wire::OutFrame current_exception_frame(std::uint64_t request_id) {
     throw;
   } catch (const ProtocolError& e) {
     return error_frame(request_id, ErrorCode::bad_request, "remora::ProtocolError", e.reason());
+  } catch (const UnknownFunction& e) {
+    // This worker refused (its serving policy, say): the caller gets an UnknownFunction too. One
+    // that a call of this worker's met elsewhere names where it began.
+    if (e.worker() == serving_worker_name())
+      return error_frame(request_id, ErrorCode::unknown_function, "remora::UnknownFunction", e.reason());
+    return error_frame(request_id, ErrorCode::forwarded, "remora::UnknownFunction", e.what(), {e.worker(), e.function()});
   } catch (const RemoteError& e) {
     return error_frame(request_id, ErrorCode::forwarded, e.remote_type(), e.remote_message(),
                        {e.worker(), e.function()});

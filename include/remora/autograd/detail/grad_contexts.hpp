@@ -4,6 +4,7 @@
 // the workers it touched (to release it there), and the gradients accumulated for this worker's
 // leaves. Receive functions are nodes of the graph itself (RecvBackward).
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -55,8 +56,14 @@ class RecvBackward final : public torch::autograd::Node {
 // A context on one worker. Held by the worker's table, by the Context object on its creator,
 // and by passes running in it.
 struct GradContext {
-  explicit GradContext(std::uint64_t id_) : id(id_) {}
+  explicit GradContext(std::uint64_t id_) : id(id_) { touch(); }
   const std::uint64_t id;
+
+  // News of the context arrived (a message in it): it is not idle.
+  void touch() {
+    last_news_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
+  std::atomic<std::int64_t> last_news_ns{0};  // steady_clock's count
 
   std::mutex mu;  // guards what follows
   // Per message this worker sent in the context: the edge of each tensor that required grad.
@@ -74,6 +81,8 @@ struct GradStats {
   std::size_t send_functions = 0;
   std::int64_t recv_functions = 0;  // alive, anywhere (the graph holds them)
   std::uint64_t gradient_messages = 0;  // gradients received from peers, ever (one per message)
+  std::uint64_t releases_sent = 0;      // ends of contexts told to peers, ever (one per peer told)
+  std::uint64_t releases_received = 0;  // ends of contexts peers told this worker, ever
 };
 
 class GradContexts : public remora::detail::AgentService {
@@ -93,9 +102,13 @@ class GradContexts : public remora::detail::AgentService {
   REMORA_DECL std::shared_ptr<GradContext> join(std::uint64_t id, std::uint32_t from);
   // Forgets context `id` (and remembers that it ended); returns it (null if unknown).
   REMORA_DECL std::shared_ptr<GradContext> take(std::uint64_t id);
+  // Contexts that ended here because they had no news for too long (on_tick), ever.
+  std::uint64_t expired() const { return expired_.load(std::memory_order_relaxed); }
 
   std::uint64_t next_message() { return next_message_.fetch_add(1, std::memory_order_relaxed); }
   void count_gradient_message() { gradient_messages_.fetch_add(1, std::memory_order_relaxed); }
+  void count_release_sent() { releases_sent_.fetch_add(1, std::memory_order_relaxed); }
+  void count_release_received() { releases_received_.fetch_add(1, std::memory_order_relaxed); }
   const std::shared_ptr<std::atomic<std::int64_t>>& recv_counter() const { return recv_live_; }
   REMORA_DECL GradStats stats() const;
 
@@ -103,6 +116,8 @@ class GradContexts : public remora::detail::AgentService {
   static std::uint32_t maker_of(std::uint64_t id) { return static_cast<std::uint32_t>((id >> 48) - 1); }
 
   REMORA_DECL void on_peer_lost(std::uint32_t peer) override;
+  // Ends the contexts other workers made that had no news for Options::autograd_context_timeout.
+  REMORA_DECL void on_tick() override;
   REMORA_DECL void on_stop() override;
   void add_debug_info(std::map<std::string, std::int64_t>& counters) const override {
     const auto s = stats();
@@ -110,6 +125,9 @@ class GradContexts : public remora::detail::AgentService {
     counters["autograd.send_functions"] = static_cast<std::int64_t>(s.send_functions);
     counters["autograd.recv_functions"] = s.recv_functions;
     counters["autograd.gradient_messages"] = static_cast<std::int64_t>(s.gradient_messages);
+    counters["autograd.releases_sent"] = static_cast<std::int64_t>(s.releases_sent);
+    counters["autograd.releases_received"] = static_cast<std::int64_t>(s.releases_received);
+    counters["autograd.contexts_expired"] = static_cast<std::int64_t>(expired());
   }
 
  private:
@@ -123,6 +141,9 @@ class GradContexts : public remora::detail::AgentService {
   std::atomic<std::uint64_t> next_context_{1};
   std::atomic<std::uint64_t> next_message_{1};
   std::atomic<std::uint64_t> gradient_messages_{0};
+  std::atomic<std::uint64_t> releases_sent_{0}, releases_received_{0};
+  std::atomic<std::uint64_t> expired_{0};
+  REMORA_DECL void remember_ended(std::uint64_t id);  // under mu_
   std::shared_ptr<std::atomic<std::int64_t>> recv_live_ = std::make_shared<std::atomic<std::int64_t>>(0);
 };
 

@@ -18,13 +18,14 @@ namespace remora::autograd::detail {
 using remora::detail::AgentAccess;
 using remora::detail::GradScopeGuard;
 
-namespace {
+// (Helpers of run_local_pass: REMORA_DECL like it, never in an anonymous namespace, which would
+// give each translation unit of a header-only program its own copy under one inline function.)
 
 // Adds `g`, the gradients of recv's inputs (undefined: none reached it), to what is due to other
 // workers: each to the worker its tensor came from, or straight to the worker that one had it
 // from untouched (its origin). Only gradients on the CPU take the short route: no device map
 // need exist between this worker and the origin. Sums gradients due to the same input.
-void add_due(GradsByWorker& due, const RecvBackward& recv, std::vector<torch::Tensor> g) {
+REMORA_DECL void add_due(GradsByWorker& due, const RecvBackward& recv, std::vector<torch::Tensor> g) {
   auto add = [&](std::uint32_t worker, std::uint64_t message, std::size_t inputs, std::size_t input,
                  torch::Tensor grad) {
     auto& batches = due[worker];
@@ -46,7 +47,7 @@ void add_due(GradsByWorker& due, const RecvBackward& recv, std::vector<torch::Te
 
 // The gradients `grads` of received tensors (`roots`, each an input of a RecvBackward), per
 // sender and message, summed where one tensor was passed on more than once.
-GradsByWorker route_to_senders(const torch::autograd::edge_list& roots, torch::autograd::variable_list grads) {
+REMORA_DECL GradsByWorker route_to_senders(const torch::autograd::edge_list& roots, torch::autograd::variable_list grads) {
   std::map<const RecvBackward*, std::vector<torch::Tensor>> per_message;
   for (std::size_t i = 0; i < roots.size(); ++i) {
     const auto* recv = static_cast<const RecvBackward*>(roots[i].function.get());
@@ -59,8 +60,6 @@ GradsByWorker route_to_senders(const torch::autograd::edge_list& roots, torch::a
   for (auto& [recv, g] : per_message) add_due(due, *recv, std::move(g));
   return due;
 }
-
-}  // namespace
 
 REMORA_DECL GradsByWorker run_local_pass(GradContext& ctx, const torch::autograd::edge_list& roots,
                                          std::vector<torch::Tensor> grads, bool retain_graph) {
@@ -180,8 +179,9 @@ REMORA_DECL void release_on_peers(Agent& agent, GradContext& ctx, std::vector<st
   for (std::uint32_t p : targets) {
     try {
       // Held for the next call to `p` (the next step's, in a training loop): no write of its own.
-      (void)remora::detail::notify_as<&msg::release>(agent, p, function_identity<&msg::release>, true, ctx.id,
-                                                     reached);
+      if (remora::detail::notify_as<&msg::release>(agent, p, function_identity<&msg::release>, true, ctx.id,
+                                                   reached))
+        grad_contexts(agent)->count_release_sent();
     } catch (...) {  // the agent stopped: every table goes with it
     }
   }
@@ -227,7 +227,12 @@ REMORA_DECL Future<void> gradients(std::uint64_t context, std::vector<MessageGra
 
 REMORA_DECL void release(std::uint64_t context, std::vector<std::uint32_t> told) {
   Agent& agent = *remora::detail::serving_agent;
-  auto ctx = grad_contexts(agent)->take(context);
+  auto table = grad_contexts(agent);
+  struct Counted {  // once this release is handled, whatever it told others
+    GradContexts& table;
+    ~Counted() { table.count_release_received(); }
+  } counted{*table};
+  auto ctx = table->take(context);
   if (!ctx) return;
   // `told` comes from a peer: put it in order (and in it the peer) before it is searched.
   told.push_back(remora::detail::serving_peer);

@@ -7,6 +7,7 @@
 #include "remora/agent/detail/outbound.hpp"
 #include "remora/autograd/context.hpp"
 #include "remora/autograd/detail/backward_pass.hpp"
+#include "remora/core/log.hpp"
 
 namespace remora::autograd::detail {
 
@@ -30,13 +31,18 @@ REMORA_DECL std::shared_ptr<GradContext> GradContexts::create() {
 REMORA_DECL std::shared_ptr<GradContext> GradContexts::find(std::uint64_t id) const {
   std::lock_guard lock(mu_);
   auto it = contexts_.find(id);
-  return it == contexts_.end() ? nullptr : it->second;
+  if (it == contexts_.end()) return nullptr;
+  it->second->touch();
+  return it->second;
 }
 
 REMORA_DECL std::shared_ptr<GradContext> GradContexts::join(std::uint64_t id, std::uint32_t from) {
   const std::uint32_t maker = maker_of(id);
   std::lock_guard lock(mu_);
-  if (auto it = contexts_.find(id); it != contexts_.end()) return it->second;
+  if (auto it = contexts_.find(id); it != contexts_.end()) {
+    it->second->touch();
+    return it->second;
+  }
   if (ended_.count(id) || maker == agent_.self().id || maker >= agent_.get_worker_infos().size() ||
       AgentAccess::is_lost(agent_, maker) || AgentAccess::is_lost(agent_, from))
     return nullptr;
@@ -45,8 +51,7 @@ REMORA_DECL std::shared_ptr<GradContext> GradContexts::join(std::uint64_t id, st
   return ctx;
 }
 
-REMORA_DECL std::shared_ptr<GradContext> GradContexts::take(std::uint64_t id) {
-  std::lock_guard lock(mu_);
+REMORA_DECL void GradContexts::remember_ended(std::uint64_t id) {
   if (ended_.insert(id).second) {
     ended_order_.push_back(id);
     if (ended_order_.size() > kEndedKept) {
@@ -54,6 +59,11 @@ REMORA_DECL std::shared_ptr<GradContext> GradContexts::take(std::uint64_t id) {
       ended_order_.pop_front();
     }
   }
+}
+
+REMORA_DECL std::shared_ptr<GradContext> GradContexts::take(std::uint64_t id) {
+  std::lock_guard lock(mu_);
+  remember_ended(id);
   auto it = contexts_.find(id);
   if (it == contexts_.end()) return nullptr;
   auto ctx = std::move(it->second);
@@ -71,6 +81,8 @@ REMORA_DECL GradStats GradContexts::stats() const {
   }
   s.recv_functions = recv_live_->load();
   s.gradient_messages = gradient_messages_.load(std::memory_order_relaxed);
+  s.releases_sent = releases_sent_.load(std::memory_order_relaxed);
+  s.releases_received = releases_received_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -87,6 +99,33 @@ REMORA_DECL void GradContexts::on_peer_lost(std::uint32_t peer) {
       ++it;
     }
   }
+}
+
+REMORA_DECL void GradContexts::on_tick() {
+  const auto timeout = agent_.options().autograd_context_timeout;
+  if (timeout.count() <= 0) return;
+  const auto now = std::chrono::steady_clock::now().time_since_epoch();
+  const auto limit = std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout).count();
+  std::vector<std::shared_ptr<GradContext>> dropped;  // dropped outside the lock
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = contexts_.begin(); it != contexts_.end();) {
+      const auto idle = now.count() - it->second->last_news_ns.load(std::memory_order_relaxed);
+      if (maker_of(it->first) != agent_.self().id && idle > limit) {
+        remember_ended(it->first);
+        dropped.push_back(std::move(it->second));
+        it = contexts_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& ctx : dropped)
+    remora::detail::log_peer_warning(
+        "worker '" + agent_.self().name + "': autograd context " + std::to_string(ctx->id) + " of worker '" +
+        agent_.get_worker_info(maker_of(ctx->id)).name + "' ended here after " + std::to_string(timeout.count()) +
+        " ms without news (Options::autograd_context_timeout): its release was lost, or it is idle that long");
+  expired_.fetch_add(dropped.size(), std::memory_order_relaxed);
 }
 
 REMORA_DECL void GradContexts::on_stop() {
@@ -116,7 +155,7 @@ REMORA_DECL torch::autograd::edge_list edges_of(wire::OutFrame& frame) {
 
 // Where the gradient of a tensor hanging from `edge` is due, if not at this worker: the worker
 // it came from untouched (or where that one had it from), unless that is `to`.
-std::optional<wire::GradOrigin> origin_of(const torch::autograd::Edge& edge, std::uint64_t context, std::uint32_t to) {
+REMORA_DECL std::optional<wire::GradOrigin> origin_of(const torch::autograd::Edge& edge, std::uint64_t context, std::uint32_t to) {
   const auto* recv = dynamic_cast<const RecvBackward*>(edge.function.get());
   if (!recv || recv->context != context) return std::nullopt;
   if (edge.input_nr < recv->origins.size() && recv->origins[edge.input_nr].inputs != 0) {

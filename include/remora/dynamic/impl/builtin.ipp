@@ -1,7 +1,7 @@
 #pragma once
 // Builtin operators by name: compiled in every translation unit (header-only) or once, in
-// <remora/impl/src.hpp> (REMORA_SEPARATE_COMPILATION). Every program that includes this serves
-// operators to its group (the callee needs no user code).
+// <remora/impl/src.hpp> (REMORA_SEPARATE_COMPILATION). A program that includes this answers calls
+// of operators by name, and runs those its Options::serve_operators lists (serve_policy.hpp).
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -11,6 +11,7 @@
 #include <torch/csrc/jit/runtime/operator.h>
 
 #include "remora/dynamic/builtin.hpp"
+#include "remora/dynamic/detail/serve_policy.hpp"
 
 namespace remora::detail {
 
@@ -106,6 +107,10 @@ REMORA_DECL std::shared_ptr<torch::jit::Operator> find_builtin(std::string_view 
 }
 
 REMORA_DECL c10::IValue run_builtin(std::string op, std::vector<c10::IValue> stack) {
+  {
+    const auto name = split_operator_name(op);
+    check_operator_served(name.name, name.overload_name);
+  }
   auto found = find_builtin(op);
   if (!found)
     throw UnknownFunction(serving_worker_name(), op, "no operator of this name is registered here");

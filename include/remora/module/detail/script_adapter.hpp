@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "remora/dynamic/builtin.hpp"
+#include "remora/dynamic/detail/serve_policy.hpp"
 #include "remora/dynamic/script_module.hpp"
 #include "remora/module/detail/exported_adapter.hpp"
 #include "remora/module/detail/module_of.hpp"
@@ -72,7 +73,8 @@ class ScriptAdapter<I, R (C::*)(Ps...)> : public I, public ScriptAccess {
 // What the owner runs to load a script module as an I.
 template <class I>
 struct ScriptFactory {
-  static std::shared_ptr<I> make(std::string device, std::string path) {
+  static std::shared_ptr<I> make(std::string device, std::string asked) {
+    const std::string path = checked_model_path(asked, "a model load");
     c10::Device dev(device);
     check_device_exists(dev, serving_worker_name());
     if constexpr (!std::is_same_v<I, ScriptModule>) {

@@ -51,11 +51,14 @@ constexpr std::uint64_t mix_id(std::string_view tag, std::uint64_t a, std::uint6
   return h;
 }
 
-// The exception in flight as the RemoteError every use of a failed RRef raises.
+// The exception in flight as the RemoteError every use of a failed RRef raises (an
+// UnknownFunction, a refusal of the owner's serving policy, stays one).
 inline std::exception_ptr creation_error(const std::string& worker, std::string_view function) {
   try {
     throw;
   } catch (const RemoteError&) {
+    return std::current_exception();
+  } catch (const UnknownFunction&) {
     return std::current_exception();
   } catch (const std::exception& e) {
     return std::make_exception_ptr(RemoteError(worker, std::string(function), demangle(typeid(e).name()), e.what()));

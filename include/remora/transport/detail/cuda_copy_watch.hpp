@@ -26,6 +26,7 @@
 #include <utility>
 
 #include "remora/core/errors.hpp"
+#include "remora/core/log.hpp"
 #include "remora/transport/detail/cuda_event_pool.hpp"
 
 namespace remora::transport::detail {
@@ -121,7 +122,11 @@ class CopyWatch {
       auto action = std::move(pending_.front().action);
       pending_.pop_front();
       lock.unlock();
-      action();
+      try {
+        action();
+      } catch (...) {
+        remora::detail::log_current_exception("a CUDA copy's completion");
+      }
       done.reset();
       lock.lock();
     }

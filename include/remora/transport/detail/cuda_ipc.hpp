@@ -6,8 +6,9 @@
 // the mapped device. A reply's receiver synchronizes that stream (not the device) before the
 // tensor is handed on; a call's receiver does not (the call's thread waits on the GPU instead).
 // Once the copy is done the receiver tells the sender, which lets go of its tensor and event. A
-// peer in the same process (two agents in one program) gets the pointer and the event itself:
-// CUDA refuses to open an IPC handle in the process that made it.
+// peer in the same process (two agents in one program; the record's process token says so) finds
+// the export by its id in this process's table: CUDA refuses to open an IPC handle in the process
+// that made it, and an address that came from the wire is never used.
 //
 // Compiled only when libtorch has CUDA (REMORA_CUDA_IPC, remora/config.hpp).
 #include "remora/config.hpp"
@@ -26,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <utility>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <span>
@@ -37,6 +39,7 @@
 #include "remora/core/errors.hpp"
 #include "remora/transport/detail/cuda_copy_watch.hpp"
 #include "remora/transport/detail/cuda_event_pool.hpp"
+#include "remora/transport/detail/process_token.hpp"
 #include "remora/wire/frame_reader.hpp"
 
 namespace remora::transport::detail {
@@ -46,9 +49,9 @@ struct CudaIpcRecord {
   std::byte event[64];      // cudaIpcEventHandle_t
   std::uint64_t offset;     // of the tensor in its segment
   std::uint64_t id;         // the sender's export, named in the release
-  std::uint64_t pointer;    // for a receiver in the sender's process: the tensor's address
-  std::uint64_t event_ptr;  // and its cudaEvent_t
-  std::uint64_t pid;        // the sender's process
+  std::uint64_t reserved[2];  // zero
+  std::uint64_t token;      // the sender's process (process_token): a receiver in the same process
+                            // finds the export by id (InProcessExports), never by an address
 };
 // The wire placement (wire/format.hpp) of a tensor handed over by IPC handle: the stream holds its
 // record.
@@ -60,40 +63,45 @@ inline void cuda_check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(std::string("remora: ") + what + ": " + cudaGetErrorString(e));
 }
 
-// How the receiver's copy waits for the sender's data (REMORA_CUDA_IPC_WAIT: "stream", a stream
-// wait on the sender's event, the default; "host", cudaEventSynchronize; "spin", cudaEventQuery
-// until done; "sender", the sender synchronizes its event before the handle leaves and the
-// receiver copies at once). For the A/B of benchmarks/cuda_ipc_floor.cpp (docs/gpu.md).
-// REMORA_CUDA_IPC_DEFER=0 makes a callee wait on its host for each argument's copy before the
-// call runs, as a reply's receiver does (import_cuda_tensor), for the A/B of the deferral.
-struct IpcWait {
-  enum Receiver { stream, host, spin, none } receiver = stream;
-  bool sender_sync = false;
-  bool defer_calls = true;
-};
-inline const IpcWait& ipc_wait() {
-  static const IpcWait w = [] {
-    IpcWait out;
-    const char* v = std::getenv("REMORA_CUDA_IPC_WAIT");
-    const std::string s = v ? v : "";
-    if (s == "host") out.receiver = IpcWait::host;
-    else if (s == "spin") out.receiver = IpcWait::spin;
-    else if (s == "sender") {
-      out.receiver = IpcWait::none;
-      out.sender_sync = true;
-    }
-    const char* d = std::getenv("REMORA_CUDA_IPC_DEFER");
-    out.defer_calls = !(d && std::string(d) == "0");
-    return out;
-  }();
-  return w;
-}
-
 // What the sender keeps until the receiver has copied: the tensor and its event.
 struct CudaExport {
   torch::Tensor tensor;
   cudaEvent_t event = nullptr;
   c10::DeviceIndex device = 0;
+};
+
+// This process's live exports by id, for a receiver in the same process (two agents of one
+// program): it copies from the tensor it finds here, so no address from the wire is ever used.
+// Ids are unique in the process.
+class InProcessExports {
+ public:
+  static InProcessExports& instance() {
+    static InProcessExports exports;
+    return exports;
+  }
+  std::uint64_t next_id() { return next_.fetch_add(1, std::memory_order_relaxed); }
+  void add(std::uint64_t id, const void* data, cudaEvent_t event) {
+    std::lock_guard lock(mu_);
+    live_[id] = {data, event};
+  }
+  void remove(std::uint64_t id) {
+    std::lock_guard lock(mu_);
+    live_.erase(id);
+  }
+  // The export's data and event; false when this process has no live export `id`.
+  bool find(std::uint64_t id, const void*& data, cudaEvent_t& event) const {
+    std::lock_guard lock(mu_);
+    auto it = live_.find(id);
+    if (it == live_.end()) return false;
+    data = it->second.first;
+    event = it->second.second;
+    return true;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::atomic<std::uint64_t> next_{1};
+  std::map<std::uint64_t, std::pair<const void*, cudaEvent_t>> live_;
 };
 
 // The sender's side: exports by id, released by the receiver. Events are reused (the receiver
@@ -105,7 +113,10 @@ class CudaExports {
   CudaExports(const CudaExports&) = delete;
   CudaExports& operator=(const CudaExports&) = delete;
   ~CudaExports() {
-    for (auto& [id, e] : live_) cudaEventDestroy(e.event);
+    for (auto& [id, e] : live_) {
+      InProcessExports::instance().remove(id);
+      cudaEventDestroy(e.event);
+    }
   }
 
   // Exports `t` (contiguous, on a CUDA device) after the work queued on this thread's current stream.
@@ -117,7 +128,6 @@ class CudaExports {
     e.event = events_.take(e.device);
     cuda_check(cudaEventRecord(e.event, c10::cuda::getCurrentCUDAStream(t.device().index()).stream()),
                "cannot record a CUDA event");
-    if (ipc_wait().sender_sync) cuda_check(cudaEventSynchronize(e.event), "cannot wait for a CUDA event");
     CudaIpcRecord r{};
     std::size_t segment_bytes = 0;
     void* base = c10::cuda::CUDACachingAllocator::getBaseAllocation(t.data_ptr(), &segment_bytes);
@@ -128,11 +138,10 @@ class CudaExports {
     std::memcpy(r.memory, &mh, sizeof mh);
     std::memcpy(r.event, &eh, sizeof eh);
     r.offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(t.data_ptr()) - static_cast<std::byte*>(base));
-    r.pointer = reinterpret_cast<std::uintptr_t>(t.data_ptr());
-    r.event_ptr = reinterpret_cast<std::uintptr_t>(e.event);
-    r.pid = static_cast<std::uint64_t>(::getpid());
+    r.token = process_token();
+    r.id = InProcessExports::instance().next_id();
+    InProcessExports::instance().add(r.id, t.data_ptr(), e.event);
     std::lock_guard lock(mu_);
-    r.id = next_id_++;
     live_.emplace(r.id, std::move(e));
     return r;
   }
@@ -140,6 +149,7 @@ class CudaExports {
     std::lock_guard lock(mu_);
     auto it = live_.find(id);
     if (it == live_.end()) return false;
+    InProcessExports::instance().remove(id);
     events_.give_back(it->second.device, it->second.event);
     live_.erase(it);
     return true;
@@ -151,7 +161,6 @@ class CudaExports {
 
  private:
   mutable std::mutex mu_;
-  std::uint64_t next_id_ = 1;
   std::map<std::uint64_t, CudaExport> live_;
   CudaEventPool events_{cudaEventDisableTiming | cudaEventInterprocess};
 };
@@ -260,13 +269,15 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
                                         std::uint64_t nbytes, c10::Device device, std::function<void()> release,
                                         std::vector<std::function<void()>>* before_use) {
   c10::cuda::CUDAGuard guard(device);
-  const bool same_process = r.pid == static_cast<std::uint64_t>(::getpid());
+  const bool same_process = r.token == process_token();
   const std::byte* src = nullptr;
   cudaEvent_t event = nullptr;
   std::shared_ptr<OpenedSegments::Lease> segment;  // open until the copy below is done
   if (same_process) {
-    src = reinterpret_cast<const std::byte*>(static_cast<std::uintptr_t>(r.pointer));
-    event = reinterpret_cast<cudaEvent_t>(static_cast<std::uintptr_t>(r.event_ptr));
+    const void* data = nullptr;
+    if (!InProcessExports::instance().find(r.id, data, event))
+      throw ProtocolError("a GPU tensor names export " + std::to_string(r.id) + ", which this process does not hold");
+    src = static_cast<const std::byte*>(data);
   } else {
     segment = std::make_shared<OpenedSegments::Lease>(r.memory, device.index());
     {
@@ -288,18 +299,12 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
   }
   auto stream = c10::cuda::getStreamFromPool(false, device.index());
   auto out = torch::empty(sizes, torch::TensorOptions().dtype(dtype).device(device));
-  cudaError_t e = cudaSuccess;
-  switch (ipc_wait().receiver) {
-    case IpcWait::stream: e = cudaStreamWaitEvent(stream.stream(), event, 0); break;
-    case IpcWait::host: e = cudaEventSynchronize(event); break;
-    case IpcWait::spin:
-      while ((e = cudaEventQuery(event)) == cudaErrorNotReady) {}
-      break;
-    case IpcWait::none: break;
-  }
+  // The copy's stream waits for the sender's event on the GPU (docs/gpu.md compares the other
+  // ways of waiting: a host synchronize, a spin, the sender's own synchronize).
+  cudaError_t e = cudaStreamWaitEvent(stream.stream(), event, 0);
   if (e == cudaSuccess) e = cudaMemcpyAsync(out.data_ptr(), src, nbytes, cudaMemcpyDeviceToDevice, stream.stream());
   if (e != cudaSuccess) throw ProtocolError(std::string("copy from the peer's GPU memory failed: ") + cudaGetErrorString(e));
-  if (before_use && ipc_wait().defer_calls) {
+  if (before_use) {
     // `out` was allocated for this thread's current stream but is written on `stream`: the
     // allocator must not hand its memory out again before that copy is done.
     c10::cuda::CUDACachingAllocator::recordStream(out.storage().data_ptr(), stream);

@@ -7,7 +7,14 @@
 //
 //   greeting  "RMAUTH01" | nonce (32) | name length (u8) | name
 //   proof     HMAC(secret, "remora/auth/1" | side | challenger's nonce | prover's nonce |
-//                  prover's name | challenger's name)   (names length-prefixed; side 'C' or 'A')
+//                  prover's name | challenger's name [| channel binding])
+//             (names length-prefixed; side 'C' or 'A')
+//
+// Inside TLS the proof also covers 32 bytes of keying material exported from the TLS session
+// (RFC 5705, label "EXPORTER-remora-auth"): both ends of one TLS session export the same bytes, the
+// two sessions of a relay in the middle do not, so a relay that holds a certificate of the group's
+// CA but not the secret cannot pass one side's proof on to the other. The secret proves
+// membership of the group: any holder can claim any worker's name (docs/security.md).
 //
 // Needs OpenSSL's libcrypto: compiled when REMORA_OPENSSL is 1 (CMake sets it when it finds
 // OpenSSL and links OpenSSL::Crypto). Without it, a group with a secret cannot start.
@@ -117,6 +124,10 @@ class Handshake {
 
   const std::string& peer_name() const { return peer_name_; }
 
+  // Binds both proofs to the channel they travel on (TLS exported keying material): before
+  // proof() and check().
+  void bind_channel(std::vector<std::uint8_t> binding) { binding_ = std::move(binding); }
+
  private:
   using Nonce = std::array<std::uint8_t, kNonceBytes>;
 
@@ -132,6 +143,7 @@ class Handshake {
       msg.push_back(static_cast<std::uint8_t>(s->size()));
       msg.insert(msg.end(), s->begin(), s->end());
     }
+    msg.insert(msg.end(), binding_.begin(), binding_.end());
     Proof out{};
 #if REMORA_OPENSSL
     unsigned int len = 0;
@@ -147,6 +159,7 @@ class Handshake {
   bool connector_;
   Nonce nonce_{}, peer_nonce_{};
   std::string peer_name_;
+  std::vector<std::uint8_t> binding_;  // empty: not bound (TCP, local)
 };
 
 // Runs `handshake` on `socket` (on the socket's strand): greeting out, the peer's in, proof out,
@@ -176,7 +189,12 @@ void run_handshake(Socket& socket, std::shared_ptr<Handshake> handshake, Done do
       asio::async_read(socket, asio::buffer(st->in), [&socket, st, failed](std::error_code ec, std::size_t) {
         if (ec) return st->done(failed(ec));
         if (auto why = st->hs->take_greeting_name(st->in.data(), st->in.size())) return st->done(why);
-        const auto proof = st->hs->proof();
+        Handshake::Proof proof;
+        try {  // OpenSSL may fail: the connection fails, the I/O thread goes on
+          proof = st->hs->proof();
+        } catch (const std::exception& e) {
+          return st->done(std::optional<std::string>(e.what()));
+        }
         st->out.assign(reinterpret_cast<const std::byte*>(proof.data()),
                        reinterpret_cast<const std::byte*>(proof.data()) + proof.size());
         asio::async_write(socket, asio::buffer(st->out), [&socket, st, failed](std::error_code ec, std::size_t) {
@@ -184,8 +202,15 @@ void run_handshake(Socket& socket, std::shared_ptr<Handshake> handshake, Done do
           st->in.resize(kProofBytes);
           asio::async_read(socket, asio::buffer(st->in), [st, failed](std::error_code ec, std::size_t) {
             if (ec) return st->done(failed(ec));
-            if (!st->hs->check(reinterpret_cast<const std::uint8_t*>(st->in.data())))
-              return st->done(std::optional<std::string>("the peer's proof is wrong (a different secret)"));
+            bool right = false;
+            try {
+              right = st->hs->check(reinterpret_cast<const std::uint8_t*>(st->in.data()));
+            } catch (const std::exception& e) {
+              return st->done(std::optional<std::string>(e.what()));
+            }
+            if (!right)
+              return st->done(std::optional<std::string>(
+                  "the peer's proof is wrong (a different secret, or a relay between two TLS sessions)"));
             st->done(std::nullopt);
           });
         });
