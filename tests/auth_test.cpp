@@ -190,15 +190,21 @@ TEST_CASE("Workers that disagree on the secret do not start: none on one, or ano
 }
 
 namespace {
-// A unix socket connected to the abstract name `at` ("@name", as DebugInfo::local_socket gives).
-int connect_abstract(const std::string& at) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+// The address of the abstract unix socket `at` ("@name", as DebugInfo::local_socket gives).
+struct AbstractAddress {
   sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const std::string name = at.substr(1);
-  std::memcpy(addr.sun_path + 1, name.data(), name.size());
-  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+  socklen_t len = 0;
+  explicit AbstractAddress(const std::string& at) {
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path + 1, at.data() + 1, at.size() - 1);
+    len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + at.size());
+  }
+};
+// A unix socket connected to `to`; -1 if it cannot connect. Only system calls (it also runs in a
+// forked child).
+int connect_abstract(const AbstractAddress& to) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&to.addr), to.len) != 0) {
     ::close(fd);
     return -1;
   }
@@ -214,10 +220,10 @@ std::vector<std::byte> local_hello_then_call(std::uint32_t rank, const std::stri
   out.insert(out.end(), rest.begin(), rest.end());
   return out;
 }
-bool write_all(int fd, const std::vector<std::byte>& bytes) {
+bool write_all(int fd, const std::vector<std::byte>& bytes) {  // no SIGPIPE when the peer closed
   std::size_t done = 0;
   while (done < bytes.size()) {
-    const auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    const auto n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
     if (n <= 0) return false;
     done += static_cast<std::size_t>(n);
   }
@@ -252,7 +258,7 @@ TEST_CASE("The local transport runs the secret's handshake and admits only this 
     CHECK(g[1]->transport_to("a") == "local");
     const auto at = g[1]->debug_info().local_socket;
     REQUIRE(at.size() > 1);
-    const int fd = connect_abstract(at);
+    const int fd = connect_abstract(AbstractAddress(at));
     REQUIRE(fd >= 0);
     CHECK(write_all(fd, local_hello_then_call(0, "a")));
     CHECK(remora::test::closed_within(fd, std::chrono::seconds(5)));
@@ -264,7 +270,7 @@ TEST_CASE("The local transport runs the secret's handshake and admits only this 
     remora::Options o;
     o.transport = remora::Transport::local;
     auto g = start_group({"a", "b"}, o);
-    const auto at = g[1]->debug_info().local_socket;
+    const AbstractAddress at(g[1]->debug_info().local_socket);
     const auto bytes = local_hello_then_call(0, "a");
     const int status = as_other_user(65534, [&] {
       const int fd = connect_abstract(at);

@@ -1,4 +1,4 @@
-// Injected faults (Options::faults, transport/fault_plan.hpp), as PyTorch's FaultyTensorPipeAgent
+// Injected faults (Options::test_hooks.faults, transport/fault_plan.hpp), as PyTorch's FaultyTensorPipeAgent
 // tests do: a dropped or late call or reply fails its call with Timeout in time and the link goes
 // on; a connection cut as each RRef protocol message leaves (the sending worker's host dying at
 // that step) leaves no value behind on the survivors and no caller waiting; graceful shutdown
@@ -14,7 +14,7 @@
 #include "remora/rref.hpp"
 
 using namespace std::chrono_literals;
-using remora::FaultPlan;
+using remora::detail::FaultPlan;
 
 namespace faults {
 int add(int a, int b) { return a + b; }
@@ -42,7 +42,7 @@ std::vector<std::unique_ptr<remora::Agent>> start_with(std::vector<remora::Optio
 }
 remora::Options faulty(std::shared_ptr<FaultPlan> plan) {
   remora::Options o;
-  o.faults = std::move(plan);
+  o.test_hooks.faults = std::move(plan);
   return o;
 }
 }  // namespace

@@ -1,5 +1,5 @@
 // A kill -9 matrix over real processes: the owner, a user and a forwarding worker each die
-// (SIGKILL, from Options::faults' Action::kill, at the moment they send the frame of one protocol
+// (SIGKILL, from Options::test_hooks.faults' Action::kill, at the moment they send the frame of one protocol
 // step) during a call, a remote creation, a module create, a fork, a child_accept and a delete;
 // and a worker killed while the group shuts down. Every survivor raises WorkerLost well within
 // the call timeout, and holds nothing afterwards; graceful shutdown ends within its timeout.
@@ -20,7 +20,7 @@
 #include "roles.hpp"
 
 using namespace std::chrono_literals;
-using remora::FaultPlan;
+using remora::detail::FaultPlan;
 using remora::test::spawn_self;
 using remora::test::wait_exit;
 
@@ -62,7 +62,7 @@ std::shared_ptr<FaultPlan> plan_for(const std::string& step) {
 int doomed(const std::vector<std::string>& args) {
   auto o = remora::test::tcp_options(static_cast<std::uint16_t>(std::stoi(args.at(0))));
   const int rank = std::stoi(args.at(1));
-  o.faults = plan_for(args.at(2));
+  o.test_hooks.faults = plan_for(args.at(2));
   o.rpc_timeout = kTimeout;
   if (rank == 0) {  // the test process hosts the store: rank 0 here is only its client
     c10d::TCPStoreOptions so;

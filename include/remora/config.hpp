@@ -5,8 +5,9 @@
 // agent compiles the networking code too.
 //
 // Separate compilation (as Asio's ASIO_SEPARATE_COMPILATION): define REMORA_SEPARATE_COMPILATION
-// for the whole program (the CMake target remora::separate does) and compile
-// <remora/impl/src.hpp> in exactly one source file. Translation units then see declarations of
+// for the whole program and compile <remora/impl/src.hpp> in exactly one source file; the CMake
+// target remora::compiled is that file built into a library, and carries the definition (and
+// REMORA_CUDA_IPC, REMORA_AOTI) to every translation unit that links it. Translation units then see declarations of
 // the agent, the transports and the rendezvous, not their code, nor Asio.
 #if defined(REMORA_SEPARATE_COMPILATION)
 #define REMORA_HEADER_ONLY 0

@@ -122,9 +122,8 @@ struct Options {
   // by CUDA IPC handle at any size.)
   std::size_t shared_memory_bytes = std::size_t{1} << 30;
   std::size_t shared_memory_min_bytes = std::size_t{256} << 10;
-  // For tests of failure handling: frames this worker sends that the plan names are dropped,
-  // delayed, or cut their connection (transport/fault_plan.hpp). Null: none.
-  std::shared_ptr<FaultPlan> faults;
+  // For remora's own tests of failure handling (transport/fault_plan.hpp); a program leaves it be.
+  detail::TestHooks test_hooks;
   // Bounds on received frames; larger frames are refused.
   wire::Limits limits;
   // What one peer's calls may hold on this worker at once: calls received and not yet answered,

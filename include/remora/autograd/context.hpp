@@ -29,6 +29,7 @@
 #include "remora/agent/agent.hpp"
 #include "remora/agent/detail/grad_hooks.hpp"
 #include "remora/autograd/detail/grad_contexts.hpp"
+#include "remora/autograd/stats.hpp"
 
 namespace remora::autograd {
 
@@ -69,7 +70,7 @@ REMORA_DECL c10::Dict<torch::Tensor, torch::Tensor> get_gradients(const Context&
 REMORA_DECL c10::Dict<torch::Tensor, torch::Tensor> get_gradients(std::uint64_t context_id);
 
 // Counts of `agent`'s autograd tables (contexts, send and receive functions), for leak checks.
-REMORA_DECL detail::GradStats stats(Agent& agent);
+REMORA_DECL Stats stats(Agent& agent);
 
 }  // namespace remora::autograd
 

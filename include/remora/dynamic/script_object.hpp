@@ -77,6 +77,16 @@ R call_script_object(const RRef<ScriptObject>& object, std::string_view method, 
   else
     return from_ivalue<R>(std::move(out));
 }
+
+// RRef<ScriptObject>::call(method, args...): a method of the torchbind object, by name.
+template <>
+struct CallByName<ScriptObject> {
+  using provided = void;
+  template <class R, class... As>
+  static R call(const RRef<ScriptObject>& object, std::string_view method, As&&... args) {
+    return call_script_object<R>(object, method, std::forward<As>(args)...);
+  }
+};
 }  // namespace detail
 
 template <class R, class... As>

@@ -141,7 +141,7 @@ class RemoteModule {
   RemoteModule(RRef<I> module, c10::Device device) : module_(std::move(module)), device_(device) {}
   // Waits until the module behind `rref` exists on `owner`: its creation's error is raised here.
   static void wait_created(Agent& agent, std::uint32_t owner, const RRef<I>& rref);
-  Agent& agent() const { return module_.context()->agent(); }
+  Agent& agent() const { return detail::RRefAccess::context(module_)->agent(); }
 
   RRef<I> module_;
   c10::Device device_{c10::kCPU};
@@ -175,7 +175,7 @@ template <class I>
 void RemoteModule<I>::wait_created(Agent& agent, std::uint32_t owner, const RRef<I>& rref) {
   using Ready = detail::ReadyShim<I>;
   (void)detail::AutoRegisterAs<&Ready::call, Ready::identity>::registered;
-  detail::call_as<&Ready::call>(agent, owner, Ready::identity, CallOptions{}, rref.checked().id).get();
+  detail::call_as<&Ready::call>(agent, owner, Ready::identity, CallOptions{}, detail::RRefAccess::core(rref).id).get();
 }
 
 template <class I>
@@ -197,7 +197,7 @@ RemoteModule<I> RemoteModule<I>::load(Agent& agent, std::string_view remote_devi
 template <class I>
 RemoteModule<I> RemoteModule<I>::from_module_rref(std::string_view remote_device, RRef<I> module_rref) {
   auto where = RemoteDevice::parse(remote_device);
-  auto& agent = module_rref.context()->agent();
+  auto& agent = detail::RRefAccess::context(module_rref)->agent();
   if (where.worker_id(agent) != module_rref.owner().id)
     throw Error("remora: from_module_rref: '" + std::string(remote_device) + "' does not name the owner of the "
                 "module RRef ('" + module_rref.owner_name() + "')");
@@ -216,13 +216,13 @@ Future<typename RemoteModule<I>::result_type> RemoteModule<I>::forward_async(As&
     using Params = typename detail::take_front<sizeof...(As), typename detail::forward_of<I>::args>::type;
     using Shim = detail::ForwardShim<I, Params>;
     (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
-    module_.check_usable("forward");
-    auto& core = module_.checked();
+    detail::RRefAccess::check_usable(module_, "forward");
+    auto& core = detail::RRefAccess::core(module_);
     Params params(std::forward<As>(args)...);
     auto f = std::apply(
         [&](auto&&... p) {
           // The module lives at least until it answered.
-          return detail::call_keeping<&Shim::call>(agent(), module_.core_, core.owner, Shim::identity,
+          return detail::call_keeping<&Shim::call>(agent(), detail::RRefAccess::core_ptr(module_), core.owner, Shim::identity,
                                                             CallOptions{}, core.id, device_.str(), std::move(p)...);
         },
         std::move(params));
@@ -236,9 +236,9 @@ auto RemoteModule<I>::call_async(As&&... args) const {
   detail::check_method<I, M, As...>();
   using Shim = detail::ModuleMethodShim<I, M>;
   (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
-  module_.check_usable("call");
-  auto& core = module_.checked();
-  return detail::call_keeping<&Shim::call>(agent(), module_.core_, core.owner, Shim::identity, CallOptions{},
+  detail::RRefAccess::check_usable(module_, "call");
+  auto& core = detail::RRefAccess::core(module_);
+  return detail::call_keeping<&Shim::call>(agent(), detail::RRefAccess::core_ptr(module_), core.owner, Shim::identity, CallOptions{},
                                                     core.id, device_.str(), std::forward<As>(args)...);
 }
 
@@ -246,18 +246,18 @@ template <class I>
 std::vector<RRef<torch::Tensor>> RemoteModule<I>::remote_parameters(bool recurse) const {
   using Shim = detail::ParametersShim<I>;
   (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
-  module_.check_usable("remote_parameters");
-  return detail::call_as<&Shim::call>(agent(), module_.checked().owner, Shim::identity, CallOptions{},
-                                               module_.checked().id, recurse).get();
+  detail::RRefAccess::check_usable(module_, "remote_parameters");
+  return detail::call_as<&Shim::call>(agent(), detail::RRefAccess::core(module_).owner, Shim::identity, CallOptions{},
+                                               detail::RRefAccess::core(module_).id, recurse).get();
 }
 
 template <class I>
 void RemoteModule<I>::train(bool on) const {
   using Shim = detail::TrainShim<I>;
   (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
-  module_.check_usable("train");
-  detail::call_as<&Shim::call>(agent(), module_.checked().owner, Shim::identity, CallOptions{},
-                                        module_.checked().id, on).get();
+  detail::RRefAccess::check_usable(module_, "train");
+  detail::call_as<&Shim::call>(agent(), detail::RRefAccess::core(module_).owner, Shim::identity, CallOptions{},
+                                        detail::RRefAccess::core(module_).id, on).get();
 }
 
 }  // namespace remora

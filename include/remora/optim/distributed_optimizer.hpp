@@ -104,7 +104,7 @@ class DistributedOptimizer {
   template <class Options>
   DistributedOptimizer(const std::vector<RRef<torch::Tensor>>& params, const Options& options) {
     if (params.empty()) throw Error("remora::optim::DistributedOptimizer: no parameters");
-    agent_ = &params.front().context()->agent();
+    agent_ = &remora::detail::RRefAccess::context(params.front())->agent();
     std::map<std::string, std::vector<RRef<torch::Tensor>>> by_owner;
     for (const auto& p : params) by_owner[p.owner_name()].push_back(p);
     const std::string bytes = detail::encode_options(options);

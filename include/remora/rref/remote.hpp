@@ -64,8 +64,7 @@ RRef<std::remove_cvref_t<T>> local_rref(T&& value) {
 }
 
 // Counts of this agent's RRef tables: values it owns, forks of them, references it holds.
-inline detail::RRefStats rref_stats(Agent& agent) { return detail::rref_context(agent)->stats(); }
-using RRefStats = detail::RRefStats;
+inline RRefStats rref_stats(Agent& agent) { return detail::rref_context(agent)->stats(); }
 
 }  // namespace remora
 

@@ -17,13 +17,6 @@ namespace remora {
 
 template <class T>
 class RRef;
-template <class I>
-class RemoteModule;
-class ScriptObject;
-namespace optim {
-template <class Opt>
-class DistributedOptimizer;
-}
 
 namespace detail {
 enum class ProxyKind { sync, async, remote };
@@ -31,9 +24,16 @@ template <class T, ProxyKind K>
 class RRefProxy;
 template <class T>
 RRef<T> make_rref(std::shared_ptr<RRefCore> core);
-// RRef<ScriptObject>::call: <remora/dynamic.hpp> (dynamic/script_object.hpp) defines it.
-template <class R, class... As>
-R call_script_object(const RRef<ScriptObject>& object, std::string_view method, As&&... args);
+struct RRefAccess;
+
+// Calls of a method by name on the value an RRef refers to, for the value types whose layer
+// offers them: that layer specializes this with `using provided = void;` and
+//   template <class R, class... As> static R call(const RRef<T>&, std::string_view, As&&...);
+// (dynamic/script_object.hpp does, for torchbind objects). The RRef layer knows no such type.
+template <class T>
+struct CallByName {};
+template <class T>
+concept HasCallByName = requires { typename CallByName<T>::provided; };
 }  // namespace detail
 
 template <class T>
@@ -67,12 +67,13 @@ class RRef {
   detail::RRefProxy<T, detail::ProxyKind::async> rpc_async(std::chrono::milliseconds timeout = {}) const;
   detail::RRefProxy<T, detail::ProxyKind::remote> remote(std::chrono::milliseconds timeout = {}) const;
 
-  // For an RRef to a torchbind object (remote_object, <remora/dynamic.hpp>): its method by name,
-  // run on the owner; R is the result as C++ (c10::IValue: untyped).
+  // A method by name, run on the owner, for values whose layer offers it (detail::CallByName: a
+  // torchbind object made by remote_object, <remora/dynamic.hpp>); R is the result as C++
+  // (c10::IValue: untyped).
   template <class R = c10::IValue, class... As>
-    requires std::is_same_v<T, ScriptObject>
+    requires detail::HasCallByName<T>
   R call(std::string_view method, As&&... args) const {
-    return detail::call_script_object<R>(*this, method, std::forward<As>(args)...);
+    return detail::CallByName<T>::template call<R>(*this, method, std::forward<As>(args)...);
   }
 
   // Sending and receiving inside remora messages (forks, as PyTorch's pickling of RRefs).
@@ -90,10 +91,7 @@ class RRef {
   friend RRef<U> detail::make_rref(std::shared_ptr<detail::RRefCore> core);
   template <class U, detail::ProxyKind K>
   friend class detail::RRefProxy;
-  template <class U>
-  friend class RemoteModule;
-  template <class Opt>
-  friend class optim::DistributedOptimizer;
+  friend struct detail::RRefAccess;
 
   detail::RRefCore& checked() const {
     if (!core_) throw Error("remora: use of an empty RRef");
@@ -118,6 +116,27 @@ class RRef {
 };
 
 namespace detail {
+
+// What the layers above the RRef layer (modules, the optimizer) use of an RRef besides its public
+// interface: its shared state, its agent's context, and the check that it can still be used.
+struct RRefAccess {
+  template <class T>
+  static RRefCore& core(const RRef<T>& r) {
+    return r.checked();
+  }
+  template <class T>
+  static const std::shared_ptr<RRefCore>& core_ptr(const RRef<T>& r) {
+    return r.core_;
+  }
+  template <class T>
+  static std::shared_ptr<RRefContext> context(const RRef<T>& r) {
+    return r.context();
+  }
+  template <class T>
+  static void check_usable(const RRef<T>& r, std::string_view what) {
+    r.check_usable(what);
+  }
+};
 
 template <class T>
 RRef<T> make_rref(std::shared_ptr<RRefCore> core) {

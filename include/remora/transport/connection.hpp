@@ -52,8 +52,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // frame handler).
   virtual void trust() {}
 
-  // Faults to inject into what this connection sends (Options::faults; tests). Before start().
-  void set_faults(std::shared_ptr<FaultPlan> plan) { faults_ = std::move(plan); }
+  // Faults to inject into what this connection sends (Options::test_hooks; tests). Before start().
+  void set_faults(std::shared_ptr<remora::detail::FaultPlan> plan) { faults_ = std::move(plan); }
   // How long a TCP peer may acknowledge nothing before the connection fails (Options::
   // link_timeout; detail/link_watch.hpp); zero: the kernel's defaults. Before start() (a dialing
   // connection takes it in connect()). Unix sockets ignore it.
@@ -89,15 +89,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto rule = faults_->match(frame);
     if (!rule) return false;
     switch (rule->action) {
-      case FaultPlan::Action::drop:
+      case remora::detail::FaultPlan::Action::drop:
         return true;
-      case FaultPlan::Action::kill:
+      case remora::detail::FaultPlan::Action::kill:
         ::kill(::getpid(), SIGKILL);
         return true;
-      case FaultPlan::Action::cut:
+      case remora::detail::FaultPlan::Action::cut:
         close("injected fault: the connection was cut");
         return true;
-      case FaultPlan::Action::delay:
+      case remora::detail::FaultPlan::Action::delay:
         faults_->later(rule->delay, [weak = weak_from_this(), f = std::make_shared<wire::OutFrame>(std::move(frame))] {
           auto self = weak.lock();
           if (!self) return;
@@ -115,7 +115,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     thread_local bool releasing = false;
     return releasing;
   }
-  std::shared_ptr<FaultPlan> faults_;
+  std::shared_ptr<remora::detail::FaultPlan> faults_;
   Traffic traffic_;
 
  protected:

@@ -1,13 +1,14 @@
 #pragma once
 // Faults a worker injects into the frames it sends, for tests of failure handling (as PyTorch's
 // FaultyTensorPipeAgent): chosen frames are dropped, delayed, or cut their connection as they
-// would be by a network or a process that dies mid-protocol. Set Options::faults on the worker
-// whose sending should fail; every connection of that worker consults the plan.
+// would be by a network or a process that dies mid-protocol (or SIGKILLs it). remora's own tests
+// set Options::test_hooks.faults on the worker whose sending should fail; every connection of
+// that worker consults the plan. Nothing a program needs: it lives in remora::detail.
 //
-//   auto plan = std::make_shared<remora::FaultPlan>();
-//   plan->add(remora::FaultPlan::call<&rref_msg_user_delete>(remora::FaultPlan::Action::cut));
-//   plan->add({.kind = remora::wire::FrameKind::reply, .action = remora::FaultPlan::Action::drop});
-//   options.faults = plan;
+//   auto plan = std::make_shared<remora::detail::FaultPlan>();
+//   plan->add(FaultPlan::call<&rref_msg_user_delete>(FaultPlan::Action::cut));
+//   plan->add({.kind = remora::wire::FrameKind::reply, .action = FaultPlan::Action::drop});
+//   options.test_hooks.faults = plan;
 //
 // Cost when unset: one null check per frame sent. Delayed frames wait on the plan's own thread,
 // which the plan's destructor joins.
@@ -20,15 +21,14 @@
 #include <mutex>
 #include <optional>
 #include <string>
-
-#include "remora/core/log.hpp"
 #include <thread>
 #include <vector>
 
+#include "remora/core/log.hpp"
 #include "remora/core/type_id.hpp"
 #include "remora/wire/frame.hpp"
 
-namespace remora {
+namespace remora::detail {
 
 class FaultPlan {
  public:
@@ -124,7 +124,7 @@ class FaultPlan {
         try {
           job();
         } catch (...) {
-          remora::detail::log_current_exception("a fault plan's delayed frame");
+          log_current_exception("a fault plan's delayed frame");
         }
         lock.lock();
       }
@@ -140,4 +140,9 @@ class FaultPlan {
   std::thread timer_;
 };
 
-}  // namespace remora
+// What remora's own tests set on an agent (Options::test_hooks).
+struct TestHooks {
+  std::shared_ptr<FaultPlan> faults;  // frames this worker sends that the plan names fail
+};
+
+}  // namespace remora::detail

@@ -37,6 +37,7 @@
 #include "remora/transport/detail/frame_writer.hpp"
 #include "remora/transport/detail/handshake.hpp"
 #include "remora/transport/detail/peer_credentials.hpp"
+#include "remora/transport/detail/read_loop.hpp"
 #include "remora/transport/detail/link_watch.hpp"
 #include "remora/transport/detail/local_sharing.hpp"
 #include "remora/core/log.hpp"
@@ -45,7 +46,13 @@
 namespace remora::transport {
 
 template <class Protocol>
-class StreamConnection final : public Connection {
+class StreamConnection final : public Connection, public detail::FrameReadLoop<StreamConnection<Protocol>> {
+  friend class detail::FrameReadLoop<StreamConnection>;
+  using ReadLoop = detail::FrameReadLoop<StreamConnection>;
+  using ReadLoop::reader_;
+  using ReadLoop::read_more;
+  using ReadLoop::reject;
+
  public:
   static constexpr bool is_local = std::is_same_v<Protocol, asio::local::stream_protocol>;
   // The strand's concrete type, not asio::any_io_executor: a type-erased strand does not fit
@@ -57,11 +64,11 @@ class StreamConnection final : public Connection {
   template <class SocketOrExecutor>
   StreamConnection(SocketOrExecutor&& socket, const wire::Limits& limits, FrameHandler on_frame,
                    CloseHandler on_close, SharedMemoryOptions shared = {}, AuthOptions auth = {})
-      : socket_(std::forward<SocketOrExecutor>(socket)),
-        reader_(wire::Limits::before_identity()), limits_(limits),
+      : ReadLoop(wire::Limits::before_identity()),
+        socket_(std::forward<SocketOrExecutor>(socket)),
+        limits_(limits),
         on_frame_(std::move(on_frame)),
         on_close_(std::move(on_close)),
-        recv_(kRecvBuffer),
         writer_(
             socket_, [this] { return std::static_pointer_cast<void>(shared_from_this()); },
             [this](const std::string& why) { close_now(why); }),
@@ -128,10 +135,9 @@ class StreamConnection final : public Connection {
   std::size_t shared_bytes_in_use() const override { return sharing_ ? sharing_->bytes_in_use() : 0; }
   std::string authenticated_name() const override { return authenticated_name_; }
   void trust() override { reader_.set_limits(limits_); }
-  bool more_buffered() const override { return recv_begin_ < recv_end_; }
+  bool more_buffered() const override { return this->bytes_buffered(); }
 
  private:
-  static constexpr std::size_t kRecvBuffer = 64 * 1024;
   using Writer = detail::FrameWriter<Socket>;
 
   std::shared_ptr<StreamConnection> self_ptr() { return std::static_pointer_cast<StreamConnection>(shared_from_this()); }
@@ -244,66 +250,11 @@ class StreamConnection final : public Connection {
     if (writer_.close() && on_close_) on_close_(shared_from_this(), reason);
   }
 
-  void read_more() {
-    if (writer_.closed()) return;
-    // Bytes already buffered belong to the frame in progress: hand them over first.
-    if (recv_begin_ < recv_end_) return consume();
-    auto direct = reader_.next_buffer();
-    if (direct.size() >= kRecvBuffer) {  // a large segment: read straight into its final memory
-      socket_.async_read_some(asio::buffer(direct.data(), direct.size()),
-                              [self = self_ptr()](std::error_code ec, std::size_t n) {
-                                if (ec) return self->close_now(describe(ec));
-                                self->writer_.read_done();
-                                try {
-                                  self->reader_.commit(n);
-                                  self->deliver_if_done();
-                                } catch (const ProtocolError& e) {
-                                  return self->reject(e);
-                                } catch (const std::exception& e) {
-                                  return self->fail_read(e);
-                                }
-                                self->read_more();
-                              });
-      return;
-    }
-    socket_.async_read_some(asio::buffer(recv_), [self = self_ptr()](std::error_code ec, std::size_t n) {
-      if (ec) return self->close_now(describe(ec));
-      self->writer_.read_done();
-      self->recv_begin_ = 0;
-      self->recv_end_ = n;
-      self->consume();
-    });
-  }
-
-  void consume() {
-    try {
-      while (recv_begin_ < recv_end_ && !writer_.closed()) {
-        recv_begin_ += reader_.feed(std::span<const std::byte>(recv_.data() + recv_begin_, recv_end_ - recv_begin_));
-        deliver_if_done();
-      }
-    } catch (const ProtocolError& e) {
-      return reject(e);
-    } catch (const std::exception& e) {
-      return fail_read(e);
-    }
-    read_more();
-  }
-
-  void reject(const ProtocolError& e) {
-    remora::detail::log_peer_warning("closing connection from " + remote() + ": " + e.reason());
-    close_now(std::string("protocol error: ") + e.reason());
-  }
-
-  // Anything else a received frame raised (a tensor this process cannot allocate, a device it
-  // lacks, an error of the handler it went to): that connection closes, the process goes on.
-  void fail_read(const std::exception& e) {
-    remora::detail::log_peer_warning("closing connection from " + remote() + ": a received frame failed: " + e.what());
-    close_now(std::string("a received frame failed: ") + e.what());
-  }
-
-  void deliver_if_done() {
-    if (!reader_.done()) return;
-    wire::InFrame frame = reader_.take();
+  // The read loop's hooks (detail/read_loop.hpp).
+  Socket& read_stream() { return socket_; }
+  bool read_closed() const { return writer_.closed(); }
+  void after_read() { writer_.read_done(); }
+  void on_read_frame(wire::InFrame&& frame) {
     if (frame.kind() == wire::FrameKind::transport) return on_transport_frame(frame);
     on_frame_(shared_from_this(), std::move(frame));
   }
@@ -319,13 +270,10 @@ class StreamConnection final : public Connection {
   }
 
   Socket socket_;
-  wire::FrameReader reader_;
   wire::Limits limits_;  // once the peer is known (trust()); before, Limits::before_identity()
   FrameHandler on_frame_;
   CloseHandler on_close_;
   std::unique_ptr<detail::LocalSharing> sharing_;  // local connections only
-  std::vector<std::byte> recv_;
-  std::size_t recv_begin_ = 0, recv_end_ = 0;
   Writer writer_;  // the write half, shared by sending threads and the strand; owns the closed flag
   AuthOptions auth_;
   bool dialed_ = false;             // this side connected (connect()); else accepted

@@ -11,6 +11,7 @@
 #include "remora/config.hpp"
 #include "remora/transport/detail/handshake.hpp"
 #include "remora/transport/detail/link_watch.hpp"
+#include "remora/transport/detail/read_loop.hpp"
 
 #if REMORA_OPENSSL
 #include <atomic>
@@ -61,7 +62,10 @@ inline std::shared_ptr<asio::ssl::context> make_tls_context(const std::string& c
   return ctx;
 }
 
-class TlsConnection final : public Connection {
+class TlsConnection final : public Connection, public detail::FrameReadLoop<TlsConnection> {
+  friend class detail::FrameReadLoop<TlsConnection>;
+  using ReadLoop = detail::FrameReadLoop<TlsConnection>;
+
  public:
   using Executor = asio::strand<asio::io_context::executor_type>;
   using Tcp = asio::ip::tcp::socket::rebind_executor<Executor>::other;
@@ -71,9 +75,9 @@ class TlsConnection final : public Connection {
   template <class SocketOrExecutor>
   TlsConnection(SocketOrExecutor&& socket, std::shared_ptr<asio::ssl::context> tls, const wire::Limits& limits,
                 FrameHandler on_frame, CloseHandler on_close, AuthOptions auth, std::chrono::milliseconds timeout)
-      : tls_(std::move(tls)), stream_(Tcp(std::forward<SocketOrExecutor>(socket)), *tls_),
-        reader_(wire::Limits::before_identity()), limits_(limits), on_frame_(std::move(on_frame)),
-        on_close_(std::move(on_close)), recv_(kRecvBuffer), gate_timer_(stream_.get_executor()),
+      : ReadLoop(wire::Limits::before_identity()), tls_(std::move(tls)),
+        stream_(Tcp(std::forward<SocketOrExecutor>(socket)), *tls_), limits_(limits), on_frame_(std::move(on_frame)),
+        on_close_(std::move(on_close)), gate_timer_(stream_.get_executor()),
         auth_(std::move(auth)), timeout_(timeout), handshake_timer_(stream_.get_executor()) {
     reader_.set_device_uploader(detail::make_device_uploader());
   }
@@ -127,10 +131,9 @@ class TlsConnection final : public Connection {
   const char* kind() const override { return "tls"; }
   std::string authenticated_name() const override { return authenticated_name_; }
   void trust() override { reader_.set_limits(limits_); }
-  bool more_buffered() const override { return recv_begin_ < recv_end_; }
+  bool more_buffered() const override { return bytes_buffered(); }
 
  private:
-  static constexpr std::size_t kRecvBuffer = 64 * 1024;
 
   std::shared_ptr<TlsConnection> self_ptr() { return std::static_pointer_cast<TlsConnection>(shared_from_this()); }
 
@@ -238,62 +241,13 @@ class TlsConnection final : public Connection {
     });
   }
 
-  void read_more() {
-    if (closed_) return;
-    if (recv_begin_ < recv_end_) return consume();
-    auto direct = reader_.next_buffer();
-    if (direct.size() >= kRecvBuffer) {  // a large segment: decrypted straight into its memory
-      stream_.async_read_some(asio::buffer(direct.data(), direct.size()),
-                              [self = self_ptr()](std::error_code ec, std::size_t n) {
-                                if (ec) return self->close_now(describe(ec));
-                                try {
-                                  self->reader_.commit(n);
-                                  self->deliver_if_done();
-                                } catch (const ProtocolError& e) {
-                                  return self->reject(e);
-                                } catch (const std::exception& e) {
-                                  return self->fail_read(e);
-                                }
-                                self->read_more();
-                              });
-      return;
-    }
-    stream_.async_read_some(asio::buffer(recv_), [self = self_ptr()](std::error_code ec, std::size_t n) {
-      if (ec) return self->close_now(describe(ec));
-      self->recv_begin_ = 0;
-      self->recv_end_ = n;
-      self->consume();
-    });
-  }
-
-  void consume() {
-    try {
-      while (recv_begin_ < recv_end_ && !closed_) {
-        recv_begin_ += reader_.feed(std::span<const std::byte>(recv_.data() + recv_begin_, recv_end_ - recv_begin_));
-        deliver_if_done();
-      }
-    } catch (const ProtocolError& e) {
-      return reject(e);
-    } catch (const std::exception& e) {
-      return fail_read(e);
-    }
-    read_more();
-  }
-
-  void deliver_if_done() {
-    if (!reader_.done()) return;
-    wire::InFrame frame = reader_.take();
+  // The read loop's hooks (detail/read_loop.hpp).
+  Stream& read_stream() { return stream_; }
+  bool read_closed() const { return closed_; }
+  void after_read() {}
+  void on_read_frame(wire::InFrame&& frame) {
     if (frame.kind() == wire::FrameKind::transport) throw ProtocolError("a transport frame over TLS");
     on_frame_(shared_from_this(), std::move(frame));
-  }
-
-  void reject(const ProtocolError& e) {
-    remora::detail::log_peer_warning("closing connection from " + remote() + ": " + e.reason());
-    close_now(std::string("protocol error: ") + e.reason());
-  }
-  void fail_read(const std::exception& e) {
-    remora::detail::log_peer_warning("closing connection from " + remote() + ": a received frame failed: " + e.what());
-    close_now(std::string("a received frame failed: ") + e.what());
   }
 
   // No TLS close_notify: the peer learns of the close from the TCP stream's end, as without TLS.
@@ -320,12 +274,9 @@ class TlsConnection final : public Connection {
 
   std::shared_ptr<asio::ssl::context> tls_;  // shared by the agent's connections; outlives stream_
   Stream stream_;
-  wire::FrameReader reader_;
   wire::Limits limits_;
   FrameHandler on_frame_;
   CloseHandler on_close_;
-  std::vector<std::byte> recv_;
-  std::size_t recv_begin_ = 0, recv_end_ = 0;
   std::mutex write_mu_;
   detail::FrameQueue queue_;
   detail::WriteList write_list_;

@@ -22,7 +22,9 @@ static_assert(std::endian::native == std::endian::little,
               "remora's wire format is little-endian; big-endian hosts are not supported");
 
 inline constexpr std::uint32_t kMagic = 0x41524d52;  // "RMRA" in memory order
-inline constexpr std::uint16_t kVersion = 1;
+// 2: autograd origins (kGradOrigins), a context's release naming whom it reached, CUDA IPC records
+// that name their sender by a process token. Workers of one group run one version.
+inline constexpr std::uint16_t kVersion = 2;
 
 // What a frame is for. The wire layer only checks the range; the agent gives meaning. (The RRef
 // protocol's messages are ordinary calls; 5 is unused and refused.)

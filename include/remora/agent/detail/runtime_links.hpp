@@ -24,7 +24,7 @@ void AgentRuntime::accept_next(Acceptor& acceptor) {
       conn = std::make_shared<transport::StreamConnection<Protocol>>(std::move(socket), options.limits, on_frame_cb,
                                                                      on_close_cb, shared_memory_options(),
                                                                      auth_options());
-    conn->set_faults(options.faults);
+    conn->set_faults(options.test_hooks.faults);
     conn->set_link_timeout(options.link_timeout);
     std::string address = conn->remote();
     if (auto colon = address.rfind(':'); colon != std::string::npos)  // the host, without the port
@@ -62,7 +62,7 @@ inline AgentRuntime::Link AgentRuntime::link_to(std::uint32_t peer) {
                                                  on_close_cb, {}, auth_options(peer), options.link_timeout);
     }
     conn->peer_id = peer;
-    conn->set_faults(options.faults);
+    conn->set_faults(options.test_hooks.faults);
     conn->send(wire::encode_frame(wire::FrameKind::control, 0, static_cast<std::uint8_t>(ControlType::hello),
                                   self_id, workers[self_id].name));
     return conn;

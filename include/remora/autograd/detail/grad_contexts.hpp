@@ -20,6 +20,7 @@
 
 #include "remora/agent/agent.hpp"
 #include "remora/agent/detail/services.hpp"
+#include "remora/autograd/stats.hpp"
 #include "remora/wire/grad_record.hpp"
 
 namespace remora::autograd::detail {
@@ -75,15 +76,7 @@ struct GradContext {
   std::mutex pass;  // one pass through this worker's graph at a time
 };
 
-// Counts of one agent's contexts (tests use them to prove nothing leaks).
-struct GradStats {
-  std::size_t contexts = 0;
-  std::size_t send_functions = 0;
-  std::int64_t recv_functions = 0;  // alive, anywhere (the graph holds them)
-  std::uint64_t gradient_messages = 0;  // gradients received from peers, ever (one per message)
-  std::uint64_t releases_sent = 0;      // ends of contexts told to peers, ever (one per peer told)
-  std::uint64_t releases_received = 0;  // ends of contexts peers told this worker, ever
-};
+using GradStats = remora::autograd::Stats;
 
 class GradContexts : public remora::detail::AgentService {
  public:

@@ -57,6 +57,6 @@ REMORA_DECL c10::Dict<torch::Tensor, torch::Tensor> get_gradients(std::uint64_t 
                               context_id);
 }
 
-REMORA_DECL detail::GradStats stats(Agent& agent) { return detail::grad_contexts(agent)->stats(); }
+REMORA_DECL Stats stats(Agent& agent) { return detail::grad_contexts(agent)->stats(); }
 
 }  // namespace remora::autograd

@@ -16,16 +16,11 @@
 
 #include "remora/agent/agent.hpp"
 #include "remora/rref/detail/owner_state.hpp"
+#include "remora/rref/stats.hpp"
 
 namespace remora::detail {
 
-// Counts of one agent's RRef tables (tests use them to prove nothing leaks).
-struct RRefStats {
-  std::int64_t owned_values = 0;   // values this worker holds for RRefs (created or awaited)
-  std::size_t forks = 0;           // users' references to them that the owner knows of
-  std::size_t user_rrefs = 0;      // references this worker holds to values on other workers
-  std::size_t pending_children = 0;
-};
+using RRefStats = remora::RRefStats;
 
 class RRefContext : public AgentService, public std::enable_shared_from_this<RRefContext> {
  public:
