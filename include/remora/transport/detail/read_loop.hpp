@@ -50,15 +50,11 @@ class FrameReadLoop {
                                       [self = d.self_ptr(), this](std::error_code ec, std::size_t n) {
                                         if (ec) return derived().close_now(Derived::describe(ec));
                                         derived().after_read();
-                                        try {
-                                          reader_.commit(n);
-                                          deliver_if_done();
-                                        } catch (const ProtocolError& e) {
-                                          return reject(e);
-                                        } catch (const std::exception& e) {
-                                          return fail_read(e);
-                                        }
-                                        read_more();
+                                        if (guarded([&] {
+                                              reader_.commit(n);
+                                              deliver_if_done();
+                                            }))
+                                          read_more();
                                       });
       return;
     }
@@ -90,17 +86,28 @@ class FrameReadLoop {
   Derived& derived() { return static_cast<Derived&>(*this); }
 
   void consume() {
+    if (guarded([&] {
+          while (recv_begin_ < recv_end_ && !derived().read_closed()) {
+            recv_begin_ += reader_.feed(std::span<const std::byte>(recv_.data() + recv_begin_, recv_end_ - recv_begin_));
+            deliver_if_done();
+          }
+        }))
+      read_more();
+  }
+
+  // Runs `step` (feeding the reader, handing frames on); false when it raised, the connection
+  // then closing with the reason.
+  template <class Step>
+  bool guarded(Step&& step) {
     try {
-      while (recv_begin_ < recv_end_ && !derived().read_closed()) {
-        recv_begin_ += reader_.feed(std::span<const std::byte>(recv_.data() + recv_begin_, recv_end_ - recv_begin_));
-        deliver_if_done();
-      }
+      step();
+      return true;
     } catch (const ProtocolError& e) {
-      return reject(e);
+      reject(e);
     } catch (const std::exception& e) {
-      return fail_read(e);
+      fail_read(e);
     }
-    read_more();
+    return false;
   }
 
   void deliver_if_done() {
