@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -50,6 +51,7 @@ inline bool closed_within(int fd, std::chrono::milliseconds within) {
 inline Options serving_by_name(Options base = {}) {
   base.serve_operators = {"*"};
   base.model_dirs = {std::filesystem::temp_directory_path().string()};
+  if (const char* aoti = std::getenv("REMORA_TEST_AOTI_DIR"); aoti && *aoti) base.model_dirs.push_back(aoti);
   return base;
 }
 

@@ -210,6 +210,9 @@ TEST_CASE("Many concurrent callers and replies arrive out of order", "[agent][co
   // arrives while every call issued before it is still unanswered.
   fns::gates_open = 0;
   fns::gated_running = 0;
+  struct OpenAll {  // a failed REQUIRE must not leave pool threads spinning
+    ~OpenAll() { fns::gates_open = 0xF; }
+  } open_all;
   std::vector<remora::Future<int>> held;
   for (int i = 0; i < 4; ++i) held.push_back(a.rpc_async<&fns::gated>("b", i));
   REQUIRE(remora::test::eventually([] { return fns::gated_running == 4; }));
@@ -474,10 +477,13 @@ struct Report {
   }
 };
 Report report(int v) { return Report{v}; }
+int nested_report(int v) {  // a served function that waits for a user type from another worker
+  return remora::current_agent().rpc_sync<&report>("c", v).value;
+}
 torch::Tensor twice(torch::Tensor t) { return t * 2; }
 }  // namespace fns
 
-TEST_CASE("A reply's user type decodes on the worker pool, never on an I/O thread", "[agent][threads]") {
+TEST_CASE("A reply's user type decodes off the I/O threads", "[agent][threads]") {
   auto g = start_group({"a", "b"});
   fns::loads = fns::loads_on_io = 0;
   for (int i = 0; i < 50; ++i) CHECK(g[0]->rpc_sync<&fns::report>("b", i).value == i);
@@ -491,6 +497,20 @@ TEST_CASE("A reply's user type decodes on the worker pool, never on an I/O threa
   static_assert(remora::detail::decodes_without_user_code<std::vector<std::tuple<int, torch::Tensor>>>);
   static_assert(!remora::detail::decodes_without_user_code<fns::Report>);
   static_assert(!remora::detail::decodes_without_user_code<std::optional<c10::IValue>>);
+  shutdown_group(g);
+}
+
+TEST_CASE("Served functions that all wait for user-type replies do not starve their own decoding",
+          "[agent][threads]") {
+  // Every pool thread of b sits in a sync call whose reply decodes with user code: that decoding
+  // must not need one of those threads.
+  remora::Options o;
+  o.num_worker_threads = 2;
+  o.rpc_timeout = std::chrono::seconds(20);
+  auto g = start_group({"a", "b", "c"}, o);
+  std::vector<remora::Future<int>> calls;
+  for (int i = 0; i < 8; ++i) calls.push_back(g[0]->rpc_async<&fns::nested_report>("b", i));
+  for (int i = 0; i < 8; ++i) CHECK(calls[i].get() == i);  // starved: Timeout after 20 s
   shutdown_group(g);
 }
 

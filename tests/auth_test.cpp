@@ -418,6 +418,13 @@ TEST_CASE("A worker listening beyond loopback without a secret or TLS warns once
   });
   CHECK_THAT(open, Catch::Contains("worker 'a' listens on 0.0.0.0 without Options::secret or Options::tls: anyone who "
                                    "can reach that port can call every function it exposes"));
+  auto count = [](const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  CHECK(count(open, "worker 'a' listens on 0.0.0.0 without") == 1);  // once, at init_rpc
+  CHECK(count(open, "worker 'b' listens on 0.0.0.0 without") == 1);
   const auto loopback = stderr_of([&] {
     auto g = start_group({"a", "b"});
     shutdown_group(g);

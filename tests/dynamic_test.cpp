@@ -253,6 +253,9 @@ TEST_CASE("A worker serves by name only the operators and model directories its 
     fs::create_symlink(stray, dir / "models" / "link.pt");
     CHECK_THROWS_AS(remora::ScriptRemoteModule::load(a0, "w1/cpu", (dir / "models" / "link.pt").string()),
                     remora::UnknownFunction);
+    // A missing component before ".." is not tidied away as text (the link would then be followed).
+    CHECK_THROWS_AS(remora::ScriptRemoteModule::load(a0, "w1/cpu", (dir / "models" / "nope" / ".." / "link.pt").string()),
+                    remora::UnknownFunction);
     CHECK(remora::test::eventually([&] { return a0.pending_calls() == 0; }));
     shutdown_group(g);
   }

@@ -170,6 +170,15 @@ TEST_CASE("A connection that says a known worker's name cannot make that worker 
   shutdown_group(g);
 }
 
+TEST_CASE("A connection that says it is the worker itself is closed", "[agent][hostile]") {
+  auto g = start_group({"a", "b"});
+  asio::io_context io;
+  auto s = send_raw(io, g[1]->listen_port(), remora::test::hello_bytes(1, "b"));  // b's own name, to b
+  CHECK(remora::test::closed_within(s->native_handle(), std::chrono::seconds(5)));
+  CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);
+  shutdown_group(g);
+}
+
 TEST_CASE("Before its hello a connection gets room for a hello only: a larger frame closes it at once", "[agent][hostile]") {
   auto g = start_group({"a", "b"});
   asio::io_context io;

@@ -38,7 +38,7 @@ inline std::string secret_from_env() {
 
 // TLS on connections between hosts (Options::tls): this worker's certificate and key, and the
 // certificate authority that signed every worker's certificate, all PEM files. Both sides of a
-// connection present a certificate and check the other's against `ca` (mutual TLS, 1.2 or later);
+// connection present a certificate and check the other's against `ca` (mutual TLS 1.3);
 // any certificate that CA signed is a member of the group, so give a group its own CA. Worker
 // names are not taken from certificates: add Options::secret to bind each connection to a name.
 struct TlsOptions {

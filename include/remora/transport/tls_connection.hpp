@@ -47,6 +47,11 @@ inline std::shared_ptr<asio::ssl::context> make_tls_context(const std::string& c
   ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                    asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
                    asio::ssl::context::single_dh_use);
+  // TLS 1.3 only: its exported keying material is unique to one session, which the secret's
+  // proofs are bound to (TLS 1.2 without the extended master secret lets a relay give both of
+  // its sessions one master secret).
+  if (SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_3_VERSION) != 1)
+    throw Error("remora: OpenSSL cannot require TLS 1.3");
   auto use = [](const char* what, const std::string& file, auto&& load) {
     if (file.empty()) throw Error(std::string("remora: TlsOptions::") + what + " is empty");
     std::error_code ec;

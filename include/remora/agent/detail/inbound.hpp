@@ -298,7 +298,7 @@ class InboundCalls {
       recorder->received(*agent_, call.from, call.frame, *record);
       context = record->context;
     } catch (...) {
-      return call.respond(current_exception_frame(rid));
+      return answer(call.respond, rid, current_exception_frame(rid));
     }
     call.respond = [recorder, agent = agent_, to = call.from, context,
                     inner = std::move(call.respond)](wire::OutFrame reply) mutable {

@@ -52,6 +52,8 @@ struct AgentAccess {
   static REMORA_DECL std::uint64_t pending_from(const Agent& agent, std::uint32_t peer);
   // Runs a continuation of a call's future on the agent's pool, counted as work in flight.
   static REMORA_DECL void dispatch_to_pool(void* agent, UniqueFunction<void()> callback);
+  // Runs `job` on the agent's decoder thread (a reply whose decoding may run user code).
+  static REMORA_DECL void decode_off_io(Agent& agent, UniqueFunction<void()> job);
 
   // This agent's instance of service S (made on first use as S(Agent&)); it lives as long as the
   // agent.
@@ -125,8 +127,9 @@ Future<T> start_call(Agent& agent, std::uint32_t to, std::string_view function, 
       if (reply->kind() == wire::FrameKind::error)
         return promise.set_exception(AgentAccess::error_of(*agent, *reply, to, function));
       if constexpr (!decodes_without_user_code<T>) {
-        // Decoding may run user code (reply_decoding.hpp): on the pool, off this I/O thread.
-        return AgentAccess::dispatch_to_pool(agent, [promise = std::move(promise), agent, to,
+        // Decoding may run user code (reply_decoding.hpp): on the decoder thread, off this I/O
+        // thread (and off the pool, whose threads may all wait in sync calls for such replies).
+        return AgentAccess::decode_off_io(*agent, [promise = std::move(promise), agent, to,
                                                      frame = std::move(*reply)]() mutable {
           WireScope scope(agent, to);  // as AgentRuntime::finish gives the I/O thread's decoding
           decode_reply(promise, frame, agent->options().limits);

@@ -26,7 +26,7 @@ namespace remora::detail {
 // numbers, strings, tensors, and the standard containers of those. Such a reply is decoded on the
 // I/O thread that read it (its caller wakes at once). Any other type (a user's struct, whose
 // cereal `load` is user code; an IValue, which may hold a torchbind object rebuilt by its
-// `__setstate__`; an RRef) is decoded on the worker pool: user code never runs on an I/O thread.
+// `__setstate__`; an RRef) is decoded on the agent's decoder thread: user code never runs on an I/O thread.
 template <class T>
 struct DecodesWithoutUserCode
     : std::bool_constant<std::is_arithmetic_v<T> || std::is_enum_v<T> || std::is_same_v<T, std::string> ||
@@ -66,7 +66,9 @@ inline std::exception_ptr error_of_reply(const wire::InFrame& reply, const wire:
     case ErrorCode::forwarded:
       if (origin.size() == 2) return std::make_exception_ptr(RemoteError(origin[0], origin[1], type, message));
       [[fallthrough]];
-    case ErrorCode::unknown_function:
+    case ErrorCode::unknown_function:  // origin: what the callee refused, when it says (a model load)
+      if (origin.size() == 2 && code == static_cast<std::uint8_t>(ErrorCode::unknown_function))
+        return std::make_exception_ptr(UnknownFunction(worker, origin[1], message));
       return std::make_exception_ptr(UnknownFunction(worker, fn, message));
     case ErrorCode::overloaded:
       return std::make_exception_ptr(Overloaded(worker, fn, message));

@@ -76,6 +76,21 @@ class AgentRuntime {
   bool notify(std::uint32_t to, wire::OutFrame frame, bool with_next_call);
   void shutdown(bool graceful);
   // Runs a continuation on the pool, counted as work in flight.
+  // `job` on the decoder thread, counted as work in flight as run_counted's jobs are.
+  void decode_counted(UniqueFunction<void()> job) {
+    calls.begin_work();
+    decoder_.post([this, job = std::move(job)]() mutable {
+      struct Done {
+        UniqueFunction<void()>& job;
+        CallTable& calls;
+        ~Done() {
+          job = UniqueFunction<void()>();
+          calls.finished();
+        }
+      } done{job, calls};
+      job();
+    });
+  }
   void run_counted(UniqueFunction<void()> job) {
     calls.begin_work();
     pool_.post([this, job = std::move(job)]() mutable {
@@ -171,6 +186,9 @@ class AgentRuntime {
   asio::local::stream_protocol::acceptor local_acceptor_;
   std::vector<std::thread> io_threads_;
   WorkerPool pool_;
+  // Decodes replies whose decoding may run user code (outbound.hpp): off the I/O threads, and
+  // off the pool, whose threads may all be waiting in sync calls for exactly such replies.
+  WorkerPool decoder_;
   InboundCalls inbound_;
   asio::steady_timer sweep_timer_;
   std::uint64_t sweeps_ = 0;  // on the timer strand
@@ -201,6 +219,7 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
       self_id(static_cast<std::uint32_t>(rank)),
       io_loop_(io_, *options.io_watch), work_(io_.get_executor()), timer_strand_(asio::make_strand(io_)),
       acceptor_(io_), local_acceptor_(io_), pool_(options.num_worker_threads, *options.worker_watch),
+      decoder_(1, std::chrono::microseconds(0)),
       inbound_(&a, pool_, io_, options.limits, options.max_pending_calls_per_peer,
                options.max_pending_bytes_per_peer),
       sweep_timer_(timer_strand_) {

@@ -195,6 +195,7 @@ inline void AgentRuntime::stop_now(const std::string& why) {
   work_.reset();
   for (auto& t : io_threads_) t.join();
   io_threads_.clear();
+  decoder_.join();  // before the pool: what it completes may post continuations there
   pool_.join();
   links.clear();
   for (auto& s : services.snapshot()) s->on_stop();

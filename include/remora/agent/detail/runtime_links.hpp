@@ -94,6 +94,9 @@ inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
         if (type != static_cast<std::uint8_t>(ControlType::hello) || rank >= workers.size() ||
             workers[rank].name != name)
           throw ProtocolError("unexpected control message or unknown worker '" + name + "'");
+        // Calls to self never use a connection: a peer that says it is this worker is lying
+        // (and would pass for the program itself, which its serving policy trusts).
+        if (rank == self_id) throw ProtocolError("hello as this worker itself ('" + name + "')");
         // With a secret, a connection speaks only for the worker it authenticated as.
         if (secret_ && conn->authenticated_name() != name)
           throw ProtocolError("hello as '" + name + "' on a connection authenticated as '" +

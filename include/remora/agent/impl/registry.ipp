@@ -58,7 +58,8 @@ REMORA_DECL wire::OutFrame current_exception_frame(std::uint64_t request_id) {
     // This worker refused (its serving policy, say): the caller gets an UnknownFunction too. One
     // that a call of this worker's met elsewhere names where it began.
     if (e.worker() == serving_worker_name())
-      return error_frame(request_id, ErrorCode::unknown_function, "remora::UnknownFunction", e.reason());
+      return error_frame(request_id, ErrorCode::unknown_function, "remora::UnknownFunction", e.reason(),
+                         {e.worker(), e.function()});
     return error_frame(request_id, ErrorCode::forwarded, "remora::UnknownFunction", e.what(), {e.worker(), e.function()});
   } catch (const RemoteError& e) {
     return error_frame(request_id, ErrorCode::forwarded, e.remote_type(), e.remote_message(),

@@ -47,12 +47,23 @@ REMORA_DECL std::string checked_model_path(const std::string& path, std::string_
   if (!serve_policy::from_peer()) return path;
   const auto& options = serving_agent->options();
   const std::string worker = serving_agent->self().name;
+  // Every component resolved (canonical, not weakly_canonical: a missing component would leave
+  // "x/../link" to be tidied as text, and the link followed later). A file that does not exist
+  // is refused as well: it could not be loaded anyway.
   std::error_code ec;
-  const auto resolved = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
+  auto resolved = std::filesystem::canonical(path, ec);
+  if (ec) {  // no such file: its directory resolved, so that the loader says it cannot read it
+    const auto absolute = std::filesystem::absolute(path, ec);
+    const auto name = absolute.filename();
+    if (!ec && !name.empty() && name != "." && name != "..") {
+      resolved = std::filesystem::canonical(absolute.parent_path(), ec) / name;
+      if (!ec && std::filesystem::is_symlink(resolved)) ec = std::make_error_code(std::errc::too_many_symbolic_link_levels);
+    }
+  }
   if (!ec) {
     for (const auto& dir : options.model_dirs) {
       std::error_code dec;
-      const auto root = std::filesystem::weakly_canonical(std::filesystem::absolute(dir, dec), dec);
+      const auto root = std::filesystem::canonical(dir, dec);
       if (dec || root.empty()) continue;
       // Below `root`: every component of root starts resolved.
       auto r = root.begin();

@@ -80,28 +80,34 @@ class InProcessExports {
     return exports;
   }
   std::uint64_t next_id() { return next_.fetch_add(1, std::memory_order_relaxed); }
-  void add(std::uint64_t id, const void* data, cudaEvent_t event) {
+  void add(std::uint64_t id, const void* data, std::uint64_t bytes, cudaEvent_t event) {
     std::lock_guard lock(mu_);
-    live_[id] = {data, event};
+    live_[id] = {data, bytes, event};
   }
   void remove(std::uint64_t id) {
     std::lock_guard lock(mu_);
     live_.erase(id);
   }
-  // The export's data and event; false when this process has no live export `id`.
-  bool find(std::uint64_t id, const void*& data, cudaEvent_t& event) const {
+  // The export's data, size and event; false when this process has no live export `id`.
+  bool find(std::uint64_t id, const void*& data, std::uint64_t& bytes, cudaEvent_t& event) const {
     std::lock_guard lock(mu_);
     auto it = live_.find(id);
     if (it == live_.end()) return false;
-    data = it->second.first;
-    event = it->second.second;
+    data = it->second.data;
+    bytes = it->second.bytes;
+    event = it->second.event;
     return true;
   }
 
  private:
+  struct Export {
+    const void* data = nullptr;
+    std::uint64_t bytes = 0;
+    cudaEvent_t event = nullptr;
+  };
   mutable std::mutex mu_;
   std::atomic<std::uint64_t> next_{1};
-  std::map<std::uint64_t, std::pair<const void*, cudaEvent_t>> live_;
+  std::map<std::uint64_t, Export> live_;
 };
 
 // The sender's side: exports by id, released by the receiver. Events are reused (the receiver
@@ -140,7 +146,7 @@ class CudaExports {
     r.offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(t.data_ptr()) - static_cast<std::byte*>(base));
     r.token = process_token();
     r.id = InProcessExports::instance().next_id();
-    InProcessExports::instance().add(r.id, t.data_ptr(), e.event);
+    InProcessExports::instance().add(r.id, t.data_ptr(), t.nbytes(), e.event);
     std::lock_guard lock(mu_);
     live_.emplace(r.id, std::move(e));
     return r;
@@ -275,8 +281,12 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
   std::shared_ptr<OpenedSegments::Lease> segment;  // open until the copy below is done
   if (same_process) {
     const void* data = nullptr;
-    if (!InProcessExports::instance().find(r.id, data, event))
+    std::uint64_t held = 0;
+    if (!InProcessExports::instance().find(r.id, data, held, event))
       throw ProtocolError("a GPU tensor names export " + std::to_string(r.id) + ", which this process does not hold");
+    if (nbytes > held)
+      throw ProtocolError("a GPU tensor of " + std::to_string(nbytes) + " bytes names export " + std::to_string(r.id) +
+                          " of " + std::to_string(held));
     src = static_cast<const std::byte*>(data);
   } else {
     segment = std::make_shared<OpenedSegments::Lease>(r.memory, device.index());
