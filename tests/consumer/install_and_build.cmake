@@ -11,10 +11,11 @@ function(run)
 endfunction()
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK}/remora -DREMORA_BUILD_TESTS=OFF -DREMORA_BUILD_EXAMPLES=OFF
     -DCMAKE_INSTALL_PREFIX=${prefix})
-run(${CMAKE_COMMAND} --build ${WORK}/remora)  # remora-worker
+cmake_host_system_information(RESULT cores QUERY NUMBER_OF_LOGICAL_CORES)
+run(${CMAKE_COMMAND} --build ${WORK}/remora --parallel ${cores})  # remora-worker, libremora.a
 run(${CMAKE_COMMAND} --install ${WORK}/remora)
 run(${CMAKE_COMMAND} -S ${CONSUMER} -B ${WORK}/consumer -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
-run(${CMAKE_COMMAND} --build ${WORK}/consumer)
+run(${CMAKE_COMMAND} --build ${WORK}/consumer --parallel ${cores})
 run(${WORK}/consumer/consumer)
 run(${WORK}/consumer/consumer_compiled)
 message(STATUS "consumer (header-only and remora::compiled) built against the installed remora and ran")

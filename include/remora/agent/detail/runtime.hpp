@@ -75,37 +75,10 @@ class AgentRuntime {
   // See AgentAccess::notify.
   bool notify(std::uint32_t to, wire::OutFrame frame, bool with_next_call);
   void shutdown(bool graceful);
-  // Runs a continuation on the pool, counted as work in flight.
-  // `job` on the decoder thread, counted as work in flight as run_counted's jobs are.
-  void decode_counted(UniqueFunction<void()> job) {
-    calls.begin_work();
-    decoder_.post([this, job = std::move(job)]() mutable {
-      struct Done {
-        UniqueFunction<void()>& job;
-        CallTable& calls;
-        ~Done() {
-          job = UniqueFunction<void()>();
-          calls.finished();
-        }
-      } done{job, calls};
-      job();
-    });
-  }
-  void run_counted(UniqueFunction<void()> job) {
-    calls.begin_work();
-    pool_.post([this, job = std::move(job)]() mutable {
-      // Its captures go, then it counts as finished, even when it throws (the pool drops that).
-      struct Done {
-        UniqueFunction<void()>& job;
-        CallTable& calls;
-        ~Done() {
-          job = UniqueFunction<void()>();
-          calls.finished();
-        }
-      } done{job, calls};
-      job();
-    });
-  }
+  // `job` on the pool (run_counted) or the decoder thread (decode_counted), counted as work in
+  // flight until it and its captures are gone.
+  void run_counted(UniqueFunction<void()> job) { post_counted(pool_, std::move(job)); }
+  void decode_counted(UniqueFunction<void()> job) { post_counted(decoder_, std::move(job)); }
   // The device map and peer name for frames to `peer` (WireScope).
   wire::EncodeDevices encode_devices(std::uint32_t peer, Direction direction) const {
     if (peer >= workers.size()) return {};
@@ -128,6 +101,21 @@ class AgentRuntime {
   std::string local_socket_of(std::uint32_t id) const { return id < local_sockets_.size() ? local_sockets_[id] : ""; }
 
  private:
+  void post_counted(WorkerPool& pool, UniqueFunction<void()> job) {
+    calls.begin_work();
+    pool.post([this, job = std::move(job)]() mutable {
+      // Its captures go, then it counts as finished, even when it throws (the pool drops that).
+      struct Done {
+        UniqueFunction<void()>& job;
+        CallTable& calls;
+        ~Done() {
+          job = UniqueFunction<void()>();
+          calls.finished();
+        }
+      } done{job, calls};
+      job();
+    });
+  }
   void listen();
   void open_local_acceptor();
   void choose_transports(const std::vector<PeerAddress>& peers);
