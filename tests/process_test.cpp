@@ -78,7 +78,6 @@ int torchrun_trainer(const std::vector<std::string>&) {
 // Rank 1 over the local transport (started in a PID namespace of its own).
 int serve_local_until_shutdown(const std::vector<std::string>& args) {
   auto o = tcp_options(static_cast<std::uint16_t>(std::stoi(args.at(0))));
-  o.init_method = "tcp://127.0.0.1:" + args.at(0);
   o.transport = remora::Transport::local;
   remora::Agent agent("server", 1, 2, o);
   agent.shutdown();

@@ -97,8 +97,7 @@ inline std::vector<std::string> split_lines(const std::string& v) {
 
 // The worker name in a published address ("name\nhost\n...").
 inline std::string split_name(const std::vector<std::uint8_t>& published) {
-  std::string s = string_of(published);
-  s = s.substr(0, s.find('\n'));
+  const std::string s = split_lines(string_of(published))[0];
   return "'" + (!s.empty() && s[0] == '!' ? s.substr(1) : s) + "'";
 }
 

@@ -45,7 +45,7 @@ namespace detail {
 inline bool is_exported_package(const std::string& path) {
   return path.size() > 4 && path.compare(path.size() - 4, 4, ".pt2") == 0;
 }
-// Loads `path` on this worker onto `device` (a SchemaMismatch-free Error naming the file and the
+// Loads `path` (checked against the serving policy by its caller, ScriptFactory) on this worker onto `device` (a SchemaMismatch-free Error naming the file and the
 // worker if it cannot be read; a .pt2 package is refused: it loads only as RemoteModule<I>).
 REMORA_DECL torch::jit::Module load_script_file(const std::string& path, const c10::Device& device);
 // A method's schema without its self argument.

@@ -31,11 +31,10 @@ class IoLoop {
     on_io_thread = true;
     while (!io_.stopped()) {
       try {
-        if (watch_.count() <= 0) return (void)io_.run();
-        while (!io_.stopped()) {
-          if (io_.poll() > 0) continue;
-          if (!watch()) io_.run_one();
-        }
+        if (watch_.count() <= 0)
+          io_.run();
+        else if (io_.poll() == 0 && !watch())
+          io_.run_one();
       } catch (...) {
         watching_.store(false, std::memory_order_release);  // a watch the exception cut short
         log_current_exception("an I/O handler");

@@ -25,7 +25,6 @@
 #include "remora/core/errors.hpp"
 #include "remora/core/log.hpp"
 #include "remora/core/type_id.hpp"
-#include "remora/core/log.hpp"
 #include "remora/wire/value_codec.hpp"
 
 namespace remora::detail {

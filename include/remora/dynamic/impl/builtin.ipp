@@ -98,20 +98,17 @@ REMORA_DECL Future<c10::IValue> send_builtin(Agent& agent, BuiltinCall call, Cal
   return call_as<&run_builtin>(agent, call.to, call.fn, opts, std::move(call.op), std::move(call.stack));
 }
 
-// The operator "ns::name.overload" of this process's registry, or null.
-REMORA_DECL std::shared_ptr<torch::jit::Operator> find_builtin(std::string_view op) {
-  const auto name = split_operator_name(op);
+// The operator `name` ("ns::name" and its overload) of this process's registry, or null.
+REMORA_DECL std::shared_ptr<torch::jit::Operator> find_builtin(const c10::OperatorName& name) {
   for (const auto& candidate : builtin_overloads(name.name))
     if (candidate->schema().overload_name() == name.overload_name) return candidate;
   return nullptr;
 }
 
 REMORA_DECL c10::IValue run_builtin(std::string op, std::vector<c10::IValue> stack) {
-  {
-    const auto name = split_operator_name(op);
-    check_operator_served(name.name, name.overload_name);
-  }
-  auto found = find_builtin(op);
+  const auto name = split_operator_name(op);
+  check_operator_served(name.name, name.overload_name);
+  auto found = find_builtin(name);
   if (!found)
     throw UnknownFunction(serving_worker_name(), op, "no operator of this name is registered here");
   const auto& schema = found->schema();

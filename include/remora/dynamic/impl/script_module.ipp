@@ -10,15 +10,13 @@
 #include "remora/agent/detail/registry.hpp"
 #include "remora/core/errors.hpp"
 #include "remora/dynamic/detail/schema_match.hpp"
-#include "remora/dynamic/detail/serve_policy.hpp"
 #include "remora/dynamic/script_module.hpp"
 
 namespace remora {
 
 namespace detail {
 
-REMORA_DECL torch::jit::Module load_script_file(const std::string& asked, const c10::Device& device) {
-  const std::string path = checked_model_path(asked, "a model load");
+REMORA_DECL torch::jit::Module load_script_file(const std::string& path, const c10::Device& device) {
   const std::string where = "worker '" + serving_worker_name() + "'";
   if (!std::ifstream(path).good()) throw Error("remora: cannot read '" + path + "' on " + where);
   if (is_exported_package(path))

@@ -12,44 +12,48 @@
 
 namespace remora::detail {
 
+// "ns::name" and its overload as one name: "ns::name.overload" ("ns::name" for none).
+inline std::string operator_name(std::string_view name, std::string_view overload) {
+  return overload.empty() ? std::string(name) : std::string(name) + "." + std::string(overload);
+}
+
+inline bool touches_files(std::string_view name) {
+  const auto& never = operators_never_in_star();
+  return std::find(never.begin(), never.end(), name) != never.end();
+}
+
+// Whether the call being served is one a peer asked for (not one this worker made on itself).
+inline bool served_for_peer() {
+  return serving_agent && serving_peer != UINT32_MAX && serving_peer != serving_agent->self().id;
+}
+
 REMORA_DECL bool serves_operator(const Options& options, std::string_view name, std::string_view overload) {
-  const std::string full = overload.empty() ? std::string(name) : std::string(name) + "." + std::string(overload);
+  const std::string full = operator_name(name, overload);
   bool star = false;
   for (const auto& entry : options.serve_operators) {
     if (entry == name || entry == full) return true;
     star = star || entry == "*";
   }
-  if (!star) return false;
-  const auto& never = operators_never_in_star();
-  return std::find(never.begin(), never.end(), name) == never.end();
+  return star && !touches_files(name);
 }
-
-namespace serve_policy {
-// Whether the call being served is one a peer asked for (not one this worker made on itself).
-inline bool from_peer() {
-  return serving_agent && serving_peer != UINT32_MAX && serving_peer != serving_agent->self().id;
-}
-}  // namespace serve_policy
 
 REMORA_DECL void check_operator_served(std::string_view name, std::string_view overload) {
-  if (!serve_policy::from_peer() || serves_operator(serving_agent->options(), name, overload)) return;
-  const std::string full = overload.empty() ? std::string(name) : std::string(name) + "." + std::string(overload);
-  const auto& never = operators_never_in_star();
-  const bool dangerous = std::find(never.begin(), never.end(), name) != never.end();
-  throw UnknownFunction(serving_agent->self().name, full,
+  if (!served_for_peer() || serves_operator(serving_agent->options(), name, overload)) return;
+  throw UnknownFunction(serving_agent->self().name, operator_name(name, overload),
                         "it does not serve this operator by name; list \"" + std::string(name) +
                             "\" in Options::serve_operators on worker '" + serving_agent->self().name +
                             "' (remora-worker --operators)" +
-                            (dangerous ? " (it touches files, so \"*\" leaves it out)" : " or \"*\" for every operator"));
+                            (touches_files(name) ? " (it touches files, so \"*\" leaves it out)"
+                                                 : " or \"*\" for every operator"));
 }
 
 REMORA_DECL std::string checked_model_path(const std::string& path, std::string_view what) {
-  if (!serve_policy::from_peer()) return path;
+  if (!served_for_peer()) return path;
   const auto& options = serving_agent->options();
   const std::string worker = serving_agent->self().name;
   // Every component resolved (canonical, not weakly_canonical: a missing component would leave
-  // "x/../link" to be tidied as text, and the link followed later). A file that does not exist
-  // is refused as well: it could not be loaded anyway.
+  // "x/../link" to be tidied as text, and the link followed later). A missing file is checked by
+  // its resolved directory, so that the loader, not the policy, says it cannot be read.
   std::error_code ec;
   auto resolved = std::filesystem::canonical(path, ec);
   if (ec) {  // no such file: its directory resolved, so that the loader says it cannot read it
@@ -64,14 +68,9 @@ REMORA_DECL std::string checked_model_path(const std::string& path, std::string_
     for (const auto& dir : options.model_dirs) {
       std::error_code dec;
       const auto root = std::filesystem::canonical(dir, dec);
-      if (dec || root.empty()) continue;
-      // Below `root`: every component of root starts resolved.
-      auto r = root.begin();
-      auto p = resolved.begin();
-      for (; r != root.end() && p != resolved.end() && *r == *p; ++r, ++p) {
-      }
-      // A trailing empty component ("/srv/models/") matches anything below.
-      if (r == root.end() || (std::next(r) == root.end() && r->empty())) return resolved.string();
+      // Below `root`: every component of the (resolved) root starts the resolved path.
+      if (!dec && std::mismatch(root.begin(), root.end(), resolved.begin(), resolved.end()).first == root.end())
+        return resolved.string();
     }
   }
   throw UnknownFunction(worker, std::string(what),
