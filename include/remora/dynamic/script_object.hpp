@@ -62,6 +62,20 @@ class ScriptObject {
 };
 
 namespace detail {
+template <class R, class... As>
+R call_script_object(const RRef<ScriptObject>& object, std::string_view method, As&&... args);
+
+// RRef<ScriptObject>::call(method, args...): a method of the torchbind object, by name. Declared
+// before anything names RRef<ScriptObject> (a specialization after its first use is ill-formed).
+template <>
+struct CallByName<ScriptObject> {
+  using provided = void;
+  template <class R, class... As>
+  static R call(const RRef<ScriptObject>& object, std::string_view method, As&&... args) {
+    return call_script_object<R>(object, method, std::forward<As>(args)...);
+  }
+};
+
 // What the owner runs for remote_object: the registered class `class_name` ("ns.Name") made by
 // its __init__ from `args`. Throws Error if no library loaded there registers it.
 REMORA_DECL std::shared_ptr<ScriptObject> make_script_object(std::string class_name, std::vector<c10::IValue> args);
@@ -78,15 +92,6 @@ R call_script_object(const RRef<ScriptObject>& object, std::string_view method, 
     return from_ivalue<R>(std::move(out));
 }
 
-// RRef<ScriptObject>::call(method, args...): a method of the torchbind object, by name.
-template <>
-struct CallByName<ScriptObject> {
-  using provided = void;
-  template <class R, class... As>
-  static R call(const RRef<ScriptObject>& object, std::string_view method, As&&... args) {
-    return call_script_object<R>(object, method, std::forward<As>(args)...);
-  }
-};
 }  // namespace detail
 
 template <class R, class... As>

@@ -9,6 +9,10 @@
 #error "<remora/impl/src.hpp> is for programs built with REMORA_SEPARATE_COMPILATION defined"
 #endif
 
+// First, as every public header does by way of core/concepts.hpp: with clang 14 and libstdc++ 12
+// in C++20, <torch/types.h> compiles only once c10::IValue is complete.
+#include <ATen/core/ivalue.h>
+
 #include "remora/wire/impl/codec.ipp"
 #include "remora/wire/impl/torchbind_codec.ipp"
 #include "remora/agent/impl/registry.ipp"
