@@ -47,7 +47,7 @@ remora::Options with_secret(const std::string& secret) {
 // The frames a worker sends first on a connection it dialed: `hello` as `name`, then a call of
 // auth::add(2, 3).
 std::vector<std::byte> hello_then_call(std::uint32_t rank, const std::string& name) {
-  auto out = remora::test::hello_bytes(rank, name);
+  auto out = remora::test::hello_bytes(rank, name, 1);
   auto call = remora::test::flatten(remora::wire::encode_frame(remora::wire::FrameKind::call, 7,
                                                   remora::function_identity<&auth::add>.id, 2, 3));
   out.insert(out.end(), call.begin(), call.end());

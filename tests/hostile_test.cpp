@@ -79,7 +79,7 @@ TEST_CASE("A frame with a tensor for a device this worker lacks closes that conn
   std::memcpy(p + sizeof d, &size, 8);
   std::memcpy(p + sizeof d + 8, &value, 4);
   // After a hello, so that the frame is read under the full limits.
-  auto hello = remora::test::hello_bytes(0, "a");
+  auto hello = remora::test::hello_bytes(0, "a", 1);
   frame.insert(frame.begin(), hello.begin(), hello.end());
   asio::io_context io;
   auto s = send_raw(io, g[1]->listen_port(), frame);
@@ -157,7 +157,7 @@ TEST_CASE("A connection that says a known worker's name cannot make that worker 
   REQUIRE(connections_from_a() == 1);
   {
     asio::io_context io;
-    auto s = send_raw(io, g[1]->listen_port(), remora::test::hello_bytes(0, "a"));
+    auto s = send_raw(io, g[1]->listen_port(), remora::test::hello_bytes(0, "a", 1));
     // b took the hello: the impostor's connection now counts as one of a's.
     CHECK(remora::test::eventually([&] { return connections_from_a() == 2; }));
     s->close();  // the impostor goes away
@@ -173,7 +173,7 @@ TEST_CASE("A connection that says a known worker's name cannot make that worker 
 TEST_CASE("A connection that says it is the worker itself is closed", "[agent][hostile]") {
   auto g = start_group({"a", "b"});
   asio::io_context io;
-  auto s = send_raw(io, g[1]->listen_port(), remora::test::hello_bytes(1, "b"));  // b's own name, to b
+  auto s = send_raw(io, g[1]->listen_port(), remora::test::hello_bytes(1, "b", 1));  // b's own name, to b
   CHECK(remora::test::closed_within(s->native_handle(), std::chrono::seconds(5)));
   CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);
   shutdown_group(g);
@@ -321,7 +321,7 @@ TEST_CASE("Under attack from other sockets a worker keeps answering its real cal
   auto g = start_group({"a", "b"});
   const auto port = g[1]->listen_port();
   CHECK(g[0]->rpc_sync<&hostile::add>("b", 1, 2) == 3);  // a's own connection first
-  const auto hello = remora::test::hello_bytes(0, "a");
+  const auto hello = remora::test::hello_bytes(0, "a", 1);
   auto call = [](std::uint64_t rid, int x) {
     return remora::test::flatten(remora::wire::encode_frame(remora::wire::FrameKind::call, rid,
                                                remora::function_identity<&hostile::add>.id, x, 1));

@@ -5,15 +5,19 @@
 #include <string>
 #include <vector>
 
-#include "remora/agent/detail/protocol.hpp"
+#include "remora/agent/detail/hello.hpp"
 #include "wire_support.hpp"
 
 namespace remora::test {
 
-// A worker's first frame on a connection it opened: `hello` as rank `rank`, named `name`.
-inline std::vector<std::byte> hello_bytes(std::uint32_t rank, const std::string& name) {
-  return flatten(wire::encode_frame(wire::FrameKind::control, 0, static_cast<std::uint8_t>(detail::ControlType::hello),
-                                    rank, name));
+// A worker's first frame on a connection it opened: `hello` as rank `rank`, named `name`, to the
+// worker with id `target`.
+inline std::vector<std::byte> hello_bytes(std::uint32_t rank, const std::string& name, std::uint32_t target) {
+  detail::Hello h;
+  h.rank = rank;
+  h.name = name;
+  h.target = target;
+  return flatten(detail::encode_hello(h));
 }
 
 }  // namespace remora::test

@@ -114,7 +114,7 @@ TEST_CASE("TLS: a certificate from another CA, or a peer without TLS, gets no fr
     // and closes the connection.
     asio::ip::tcp::socket s(io);
     s.connect({asio::ip::make_address("127.0.0.1"), port});
-    asio::write(s, asio::buffer(remora::test::hello_bytes(0, "w0")));
+    asio::write(s, asio::buffer(remora::test::hello_bytes(0, "w0", 1)));
     CHECK(remora::test::closed_within(s.native_handle(), std::chrono::seconds(5)));
   }
   {
@@ -129,7 +129,7 @@ TEST_CASE("TLS: a certificate from another CA, or a peer without TLS, gets no fr
     std::error_code ec;
     s.handshake(asio::ssl::stream_base::client, ec);
     if (!ec) {  // TLS 1.3: the server's refusal arrives after the client's side of the handshake
-      asio::write(s, asio::buffer(remora::test::hello_bytes(0, "w0")), ec);
+      asio::write(s, asio::buffer(remora::test::hello_bytes(0, "w0", 1)), ec);
       std::array<char, 16> buf;
       s.read_some(asio::buffer(buf), ec);
     }
@@ -144,7 +144,7 @@ TEST_CASE("TLS: a certificate from another CA, or a peer without TLS, gets no fr
     std::error_code ec;
     s.handshake(asio::ssl::stream_base::client, ec);
     if (!ec) {
-      asio::write(s, asio::buffer(remora::test::hello_bytes(0, "w0")), ec);
+      asio::write(s, asio::buffer(remora::test::hello_bytes(0, "w0", 1)), ec);
       std::array<char, 16> buf;
       s.read_some(asio::buffer(buf), ec);
     }
@@ -285,9 +285,11 @@ TEST_CASE("TLS with a secret: the proofs are bound to the TLS session, so a rela
         [](const auto&, remora::wire::InFrame&&) {}, [&](const auto&, const std::string& why) { closed.set_value(why); },
         remora::transport::AuthOptions{std::make_shared<const std::string>("s3cret"), "a", "b", std::chrono::seconds(5)},
         std::chrono::seconds(5));
-    conn->send(remora::wire::encode_frame(remora::wire::FrameKind::control, 0,
-                                          static_cast<std::uint8_t>(remora::detail::ControlType::hello),
-                                          std::uint32_t{0}, std::string("a")));
+    remora::detail::Hello hello;
+    hello.rank = 0;
+    hello.name = "a";
+    hello.target = 1;
+    conn->send(remora::detail::encode_hello(hello));
     conn->send(remora::wire::encode_frame(remora::wire::FrameKind::call, 7,
                                           remora::function_identity<&tls_fns::add>.id, 2, 3));
     auto f = closed.get_future();

@@ -13,6 +13,7 @@
 
 #include "remora/agent/debug_info.hpp"
 #include "remora/agent/detail/wire_context.hpp"
+#include "remora/agent/membership.hpp"
 #include "remora/agent/options.hpp"
 #include "remora/config.hpp"
 #include "remora/core/future.hpp"
@@ -29,6 +30,10 @@ class Agent {
   // Joins the group: returns once every worker is known and every device map checked. Throws
   // remora::Error on a duplicate name, a bad rank or option, or a rendezvous timeout.
   REMORA_DECL Agent(std::string name, int rank, int world_size, Options options = {});
+  // Joins an elastic group (options.elastic must be set): returns once this worker is published
+  // and has greeted every member it found. Throws remora::Error on a bad option, a store it
+  // cannot reach, or when no member it found could be reached (a wrong secret, say).
+  REMORA_DECL Agent(std::string name, Options options);
   // Stops at once if shutdown() was not called: pending calls fail with WorkerLost.
   REMORA_DECL ~Agent();
   Agent(const Agent&) = delete;
@@ -38,10 +43,16 @@ class Agent {
   // The options in force: the ones given, what they left unset filled in from the environment or
   // the defaults; `secret` is empty (the agent keeps the only copy, for its handshakes).
   REMORA_DECL const Options& options() const;
-  // Throws remora::Error for a name or id that is not in the group.
+  // Throws remora::Error for a name or id that is not in the group. In an elastic group a name
+  // is its newest incarnation, and one this worker has not met yet is looked up in the store.
   REMORA_DECL WorkerInfo get_worker_info(std::string_view name) const;
   REMORA_DECL WorkerInfo get_worker_info(std::uint32_t id) const;
-  REMORA_DECL const std::vector<WorkerInfo>& get_worker_infos() const;
+  // The group now: every worker of a static group (lost ones too); an elastic group's members
+  // this worker knows, less those that left or were lost. A copy.
+  REMORA_DECL std::vector<WorkerInfo> get_worker_infos() const;
+  // Calls `callback` with each membership change from now on (membership.hpp), until the
+  // Subscription goes. Cost: one queue push per event; callbacks run on a pool thread.
+  REMORA_DECL Subscription on_membership(std::function<void(const MembershipEvent&)> callback);
   // The TCP port this worker listens on (useful with Options::listen_port = 0).
   REMORA_DECL std::uint16_t listen_port() const;
   // What carries calls to `worker` now: "tcp", "tls", "local", or "" while no connection is open.
@@ -58,7 +69,10 @@ class Agent {
   auto rpc_sync(std::string_view to, As&&... args);
 
   // Graceful (default): waits until no worker has calls outstanding, then the whole group stops
-  // together. Non-graceful: stops now and fails what is pending. Calls afterwards throw.
+  // together. In an elastic group, graceful leaves alone: once this worker's calls are answered,
+  // it releases the references it holds, tells every member (their calls to it and their
+  // references to its values then fail with WorkerLost) and stops; the others go on.
+  // Non-graceful: stops now and fails what is pending. Calls afterwards throw.
   REMORA_DECL void shutdown(bool graceful = true);
   REMORA_DECL bool is_running() const;
   // Calls currently awaiting a reply from a peer (or from this worker).

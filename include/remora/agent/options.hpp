@@ -60,6 +60,13 @@ struct Options {
   std::string init_method = "env://";
   // An explicit c10d store shared by all workers (e.g. a c10d::HashStore for agents in one process).
   c10::intrusive_ptr<c10d::Store> store;
+  // An elastic group: workers join (init_rpc(name, options), no rank or world size) and leave
+  // (shutdown()) while it runs, and a worker that died may join again under its name, as a new
+  // incarnation with a new id; what was addressed to the old one fails with WorkerLost and never
+  // runs on the new one (docs/fault-tolerance.md). The store must outlive the workers that come
+  // and go: `store`, torchrun's agent store, or the first worker to join (which then hosts it).
+  // Device maps are not supported in an elastic group yet.
+  bool elastic = false;
   // Deadline of every call unless the call sets its own; must be positive.
   std::chrono::milliseconds rpc_timeout{60'000};
   // A connection that has not said which worker it is (`hello`) this long after it was accepted
@@ -151,7 +158,11 @@ struct Options {
 
 struct WorkerInfo {
   std::string name;
+  // Unique in the group for its lifetime: a worker that joins again gets a new id.
   std::uint32_t id = 0;
+  // How many times a worker of this name joined the group, counting this time (1 in a static
+  // group): an elastic worker restarted under its name has a higher one.
+  std::uint64_t incarnation = 1;
   // Its CUDA work goes through an MPS server (an MPS control daemon was running for it when it
   // joined). Two processes on one GPU hand tensors to each other in ~40-100 us with MPS and
   // ~300-600 us without: docs/gpu.md.

@@ -16,7 +16,8 @@ REMORA_DECL std::unique_ptr<Agent>& global_agent();
 // Starts this process's agent and joins the group; returns when every worker is known.
 REMORA_DECL Agent& init_rpc(std::string name, int rank, int world_size, Options options = {});
 
-// As above, with rank and world size from RANK and WORLD_SIZE (as torchrun sets them).
+// As above, with rank and world size from RANK and WORLD_SIZE (as torchrun sets them); with
+// options.elastic, joins an elastic group instead (no rank or world size).
 REMORA_DECL Agent& init_rpc(std::string name, Options options = {});
 
 // Inside a remote function: the agent serving it. Elsewhere: the process's agent.
@@ -34,6 +35,11 @@ auto rpc_sync(std::string_view to, As&&... args) {
 
 inline WorkerInfo get_worker_info(std::string_view name) { return current_agent().get_worker_info(name); }
 inline WorkerInfo get_worker_info() { return current_agent().self(); }
+inline std::vector<WorkerInfo> get_worker_infos() { return current_agent().get_worker_infos(); }
+// Membership events of the process's agent (Agent::on_membership).
+inline Subscription on_membership(std::function<void(const MembershipEvent&)> callback) {
+  return current_agent().on_membership(std::move(callback));
+}
 // What the process's agent is doing now: calls in flight per peer, connections, bytes sent and
 // received, RRefs owned and forked, autograd contexts (as PyTorch's _get_debug_info).
 inline DebugInfo get_debug_info() { return current_agent().debug_info(); }

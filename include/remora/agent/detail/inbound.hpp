@@ -57,6 +57,8 @@ class InboundCalls {
     names_ = std::move(names);
     self_ = self;
   }
+  // An elastic member's name, once it is known (before any of its calls arrive).
+  void set_name(std::uint32_t id, std::string name) { names_.at(id) = std::move(name); }
   // Calls from `peer` received and not yet answered.
   std::uint64_t pending_from(std::uint32_t peer) const { return budgets_.pending_calls(peer); }
 

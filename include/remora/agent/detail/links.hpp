@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "remora/transport/connection.hpp"
@@ -80,9 +81,19 @@ class PeerLinks {
     if (peer < closed_traffic_.size()) add(closed_traffic_[peer], *conn);
     if (peer == UINT32_MAX || links_[peer] != conn) return false;
     links_[peer].reset();
-    if (!running) return false;
+    if (!running || !lost_[peer].empty()) return false;  // lost once (it left, or was replaced)
     lost_[peer] = reason;
     return true;
+  }
+
+  // `peer` is gone (it left, or a new incarnation of its name replaced it): returns false when it
+  // was already lost, else, with `take_link`, its connection taken out, for the caller to close.
+  // (A peer that leaves closes its connection itself, after the answer to its leave.)
+  std::pair<bool, Link> mark_lost(std::uint32_t peer, const std::string& reason, bool take_link) {
+    std::lock_guard lock(mu_);
+    if (peer >= lost_.size() || !lost_[peer].empty()) return {false, nullptr};
+    lost_[peer] = reason;
+    return {true, take_link ? std::exchange(links_[peer], nullptr) : nullptr};
   }
 
   // Why `peer` was lost; empty while it is alive.

@@ -25,6 +25,12 @@ struct AgentAccess {
   static REMORA_DECL std::uint64_t next_request_id(Agent& agent);
   // Whether the connection to `peer` was lost (it will never answer again).
   static REMORA_DECL bool is_lost(const Agent& agent, std::uint32_t peer);
+  // Whether `id` is a worker of the group (elastic: one this worker knows).
+  static REMORA_DECL bool knows(const Agent& agent, std::uint32_t id);
+  // Every worker id of the group is below this (its size, static; what it handed out, elastic).
+  static REMORA_DECL std::uint32_t id_bound(const Agent& agent);
+  // `peer` left the elastic group (its last call to this worker).
+  static REMORA_DECL void member_left(Agent& agent, std::uint32_t peer);
   // The device map replies to `peer` are encoded with (the inverse of its map to this worker;
   // empty when it set none).
   static REMORA_DECL const wire::DeviceMap& reply_device_map(const Agent& agent, std::uint32_t peer);

@@ -11,8 +11,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <asio/executor_work_guard.hpp>
@@ -26,10 +28,13 @@
 #include "remora/agent/detail/call_table.hpp"
 #include "remora/agent/detail/checked_options.hpp"
 #include "remora/agent/detail/device_maps.hpp"
+#include "remora/agent/detail/elastic_store.hpp"
 #include "remora/agent/detail/held_frames.hpp"
+#include "remora/agent/detail/hello.hpp"
 #include "remora/agent/detail/inbound.hpp"
 #include "remora/agent/detail/io_loop.hpp"
 #include "remora/agent/detail/links.hpp"
+#include "remora/agent/detail/membership_watchers.hpp"
 #include "remora/agent/detail/remote_profile.hpp"
 #include "remora/agent/detail/services.hpp"
 #include "remora/agent/detail/worker_pool.hpp"
@@ -51,20 +56,57 @@ class AgentRuntime {
   enum class State { running, stopping, stopped };
   using Link = PeerLinks::Link;
 
-  // Listens, joins the group through the store, checks the device maps, starts the threads.
+  // Listens, joins the group through the store, checks the device maps, starts the threads. An
+  // elastic group (Options::elastic) ignores `rank` and `world_size`.
   AgentRuntime(Agent& agent, std::string name, int rank, int world_size, Options options);
 
   Agent& agent;
   const Options options;
   const Options shown_options;  // what Agent::options() hands out: `options` without the secret
-  const std::uint32_t self_id;
+  const bool elastic;
+  std::uint32_t self_id = 0;  // set once, by the constructor (an elastic worker's comes from the store)
+  // By id. An elastic group's has kElasticIds entries, filled as members become known (each once,
+  // before its id is handed to anyone: readers of a known id need no lock).
   std::vector<WorkerInfo> workers;
 
-  std::uint32_t id_of(std::string_view name) const {
-    for (const auto& w : workers)
-      if (w.name == name) return w.id;
+  // Throws Error when `name` is not in the group. An elastic worker asks the store for a name it
+  // has not met (a blocking read: never on an I/O thread).
+  std::uint32_t id_of(std::string_view name) {
+    if (elastic) {
+      if (auto id = elastic_id_of(name)) return *id;
+    } else {
+      for (const auto& w : workers)
+        if (w.name == name) return w.id;
+    }
     throw Error("remora: worker '" + std::string(name) + "' is not part of this group");
   }
+  // Whether `id` is a worker this one knows (a static group's are all known).
+  bool knows(std::uint32_t id) const {
+    if (!elastic) return id < workers.size();
+    std::lock_guard lock(members_mu_);
+    return id < known_.size() && known_[id];
+  }
+  // Whether `id` is known, after asking the store when it is not (elastic; a blocking read): an
+  // RRef may name an owner this worker has not met.
+  bool meet(std::uint32_t id) {
+    if (knows(id)) return true;
+    if (id >= kElasticIds) return false;
+    try {
+      if (auto m = read_member(*store_, id)) register_member(*m, true);
+    } catch (const std::exception&) {  // the store is gone: so is the member, as far as this worker can tell
+    }
+    return knows(id);
+  }
+  // The group as this worker sees it: a static group's workers; an elastic group's members that
+  // are known and (unless `with_gone`) neither left nor lost.
+  std::vector<WorkerInfo> members(bool with_gone = false) const;
+  // Ids of the other members known now (elastic): whom a joining worker greets.
+  std::vector<std::uint32_t> other_members() const;
+  // `peer` said it leaves (its last call to this worker): it is lost, as having left.
+  void member_left(std::uint32_t peer) {
+    lose(peer, "worker '" + workers[peer].name + "' left the group", MembershipEvent::left, false);
+  }
+  std::shared_ptr<MembershipWatchers> watchers() const { return watchers_; }
   std::uint16_t listen_port() const { return acceptor_.local_endpoint().port(); }
   std::uint64_t next_request_id() { return next_request_id_.fetch_add(1, std::memory_order_relaxed); }
   State state() const { return state_.load(); }
@@ -118,6 +160,21 @@ class AgentRuntime {
   }
   void listen();
   void open_local_acceptor();
+  void join_static(const PeerAddress& me, int rank, int world_size);
+  void join_elastic(const PeerAddress& me);
+  std::optional<std::uint32_t> elastic_id_of(std::string_view name);
+  // Makes member `m` known (elastic). False when it is stale: its name has a newer incarnation
+  // here. A newer incarnation than the one known replaces it: the old one is lost.
+  bool register_member(const MemberRecord& m, bool announce);
+  // `peer` is gone for `reason`; its calls fail, the layers above and the subscribers hear of it.
+  void lose(std::uint32_t peer, const std::string& reason, MembershipEvent::Kind kind, bool take_link);
+  void peer_gone(std::uint32_t peer, const std::string& reason, MembershipEvent::Kind kind);
+  void emit(MembershipEvent event);
+  Hello hello_to(std::uint32_t peer) const {
+    const auto& me = workers[self_id];
+    return {self_id, me.name, peer, me.incarnation, me_.host, me_.port, me_.host_identity, me_.local_socket,
+            me.cuda_mps};
+  }
   void choose_transports(const std::vector<PeerAddress>& peers);
   void exchange_device_maps();
   template <class Acceptor>
@@ -144,6 +201,11 @@ class AgentRuntime {
   void stop_now(const std::string& why);
 
   std::shared_ptr<const std::string> secret_;  // null: no handshake
+  PeerAddress me_;                             // as published
+  mutable std::mutex members_mu_;              // elastic: known_ and names_
+  std::vector<char> known_;                    // elastic, by id: its entries are filled
+  std::unordered_map<std::string, std::uint32_t> names_;  // elastic: each name's newest id
+  std::shared_ptr<MembershipWatchers> watchers_ = std::make_shared<MembershipWatchers>();
 
  public:
   bool authenticates() const { return secret_ != nullptr; }  // the group has a secret
@@ -204,7 +266,7 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
         shown.secret.clear();
         return shown;
       }()),
-      self_id(static_cast<std::uint32_t>(rank)),
+      elastic(options.elastic),
       io_loop_(io_, *options.io_watch), work_(io_.get_executor()), timer_strand_(asio::make_strand(io_)),
       acceptor_(io_), local_acceptor_(io_), pool_(options.num_worker_threads, *options.worker_watch),
       decoder_(1, std::chrono::microseconds(0)),
@@ -235,6 +297,19 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
     open_local_acceptor();
     me.local_socket = "@" + local_acceptor_.local_endpoint().path().substr(1);
   }
+  me_ = me;
+  if (elastic)
+    join_elastic(me);
+  else
+    join_static(me, rank, world_size);
+  accept_next(acceptor_);
+  if (local_acceptor_.is_open()) accept_next(local_acceptor_);
+  arm_sweep();
+  for (int i = 0; i < std::max(1, options.num_io_threads); ++i) io_threads_.emplace_back([this] { io_loop_.run(); });
+}
+
+inline void AgentRuntime::join_static(const PeerAddress& me, int rank, int world_size) {
+  self_id = static_cast<std::uint32_t>(rank);
   store_ = open_store(options, rank, world_size);
   // This worker's CUDA devices and device maps, before the rendezvous key: every rendezvoused
   // worker's devices are then there for the others to check.
@@ -248,15 +323,9 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
   choose_transports(peers);
   exchange_device_maps();
   links.resize(workers.size());
-  {
-    std::vector<std::string> names;
-    for (const auto& w : workers) names.push_back(w.name);
-    inbound_.set_group(std::move(names), self_id);
-  }
-  accept_next(acceptor_);
-  if (local_acceptor_.is_open()) accept_next(local_acceptor_);
-  arm_sweep();
-  for (int i = 0; i < std::max(1, options.num_io_threads); ++i) io_threads_.emplace_back([this] { io_loop_.run(); });
+  std::vector<std::string> names;
+  for (const auto& w : workers) names.push_back(w.name);
+  inbound_.set_group(std::move(names), self_id);
 }
 
 inline void AgentRuntime::listen() {
@@ -309,4 +378,5 @@ inline void AgentRuntime::exchange_device_maps() {
 }  // namespace remora::detail
 
 #include "remora/agent/detail/runtime_links.hpp"
+#include "remora/agent/detail/runtime_members.hpp"
 #include "remora/agent/detail/runtime_calls.hpp"

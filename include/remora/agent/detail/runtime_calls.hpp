@@ -11,6 +11,11 @@ namespace remora::detail {
 inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, std::uint64_t request_id,
                                  wire::OutFrame frame, std::chrono::milliseconds timeout,
                                  std::shared_ptr<const void> keep, Completion complete) {
+  if (elastic && !meet(to)) {
+    complete(nullptr, std::make_exception_ptr(WorkerLost("worker id " + std::to_string(to), std::string(function),
+                                                         "no member of the elastic group has this id")));
+    return false;
+  }
   const std::string& worker = workers.at(to).name;
   if (state_.load() == State::stopped)
     throw Error("remora: worker '" + workers[self_id].name + "' has shut down; cannot call " +
@@ -42,7 +47,7 @@ inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, st
 }
 
 inline bool AgentRuntime::notify(std::uint32_t to, wire::OutFrame frame, bool with_next_call) {
-  if (state_.load() == State::stopped || !links.lost_reason(to).empty()) return false;
+  if (state_.load() == State::stopped || (elastic && !meet(to)) || !links.lost_reason(to).empty()) return false;
   wire::FrameHeader h;
   std::memcpy(&h, frame.head.data(), sizeof h);
   h.flags |= wire::kNoReply;
@@ -165,7 +170,14 @@ inline void AgentRuntime::shutdown(bool graceful) {
   State expected = State::running;
   if (!state_.compare_exchange_strong(expected, State::stopping)) return;
   send_held();
-  if (graceful) {
+  if (elastic) {  // unpublished first: a worker that joins from now on does not meet this one
+    try {
+      store_->deleteKey(member_key(self_id));
+    } catch (const std::exception& e) {
+      log_warning("worker '" + workers[self_id].name + "': could not remove itself from the store (" +
+                  store_reason(e) + ")");
+    }
+  } else if (graceful) {
     try {
       wait_for_group_quiet(*store_, static_cast<int>(workers.size()), calls, services, options.shutdown_timeout);
     } catch (const c10::Error& e) {  // the store itself failed (its host is gone, say)

@@ -63,8 +63,7 @@ inline AgentRuntime::Link AgentRuntime::link_to(std::uint32_t peer) {
     }
     conn->peer_id = peer;
     conn->set_faults(options.test_hooks.faults);
-    conn->send(wire::encode_frame(wire::FrameKind::control, 0, static_cast<std::uint8_t>(ControlType::hello),
-                                  self_id, workers[self_id].name));
+    conn->send(encode_hello(hello_to(peer)));
     return conn;
   });
 }
@@ -87,20 +86,38 @@ inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
                              workers[conn->peer_id].name + "' for a call made to another worker");
           return;
         }
-        std::uint8_t type;
-        std::uint32_t rank;
-        std::string name;
-        wire::decode_into(frame, options.limits, type, rank, name);
-        if (type != static_cast<std::uint8_t>(ControlType::hello) || rank >= workers.size() ||
-            workers[rank].name != name)
-          throw ProtocolError("unexpected control message or unknown worker '" + name + "'");
+        const Hello hello = decode_hello(frame, options.limits);
+        const std::string& name = hello.name;
         // Calls to self never use a connection: a peer that says it is this worker is lying
         // (and would pass for the program itself, which its serving policy trusts).
-        if (rank == self_id) throw ProtocolError("hello as this worker itself ('" + name + "')");
+        if (hello.rank == self_id || name == workers[self_id].name)
+          throw ProtocolError("hello as this worker itself ('" + name + "')");
+        // Meant for another worker (an earlier incarnation that had this address, say): refused,
+        // so that it never runs here.
+        if (hello.target != self_id)
+          throw ProtocolError("hello from '" + name + "' for worker id " + std::to_string(hello.target) +
+                              ", and this is '" + workers[self_id].name + "', id " + std::to_string(self_id) +
+                              " (incarnation " + std::to_string(workers[self_id].incarnation) + ")");
         // With a secret, a connection speaks only for the worker it authenticated as.
         if (secret_ && conn->authenticated_name() != name)
           throw ProtocolError("hello as '" + name + "' on a connection authenticated as '" +
                               conn->authenticated_name() + "'");
+        if (elastic && !knows(hello.rank))
+          register_member({hello.rank,
+                           {name, hello.host, hello.port, hello.host_identity, hello.local_socket, secret_ != nullptr,
+                            uses_tls()},
+                           hello.incarnation,
+                           hello.cuda_mps},
+                          true);
+        if (!knows(hello.rank) || workers[hello.rank].name != name ||
+            workers[hello.rank].incarnation != hello.incarnation)
+          throw ProtocolError("unknown worker '" + name + "' (id " + std::to_string(hello.rank) + ", incarnation " +
+                              std::to_string(hello.incarnation) + ")");
+        // An elastic member that left, was replaced or was lost has no way back but to join again
+        // (a static group serves a lost peer that connects again, though it calls it no more).
+        if (const auto lost = links.lost_reason(hello.rank); elastic && !lost.empty())
+          throw ProtocolError("hello from worker '" + name + "', which is gone: " + lost);
+        const std::uint32_t rank = hello.rank;
         conn->trust();
         return links.introduced(rank, conn);
       }
@@ -124,11 +141,7 @@ inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
 inline void AgentRuntime::on_close(const Link& conn, const std::string& reason) {
   if (!links.closed(conn, reason, state_.load() == State::running)) return;
   // After closed(): a dialing link gets its peer's id under the links' lock, which closed() takes.
-  const std::uint32_t peer = conn->peer_id;
-  fail_calls(calls.take_to(peer), reason, false);
-  pool_.post([this, peer] {
-    for (auto& s : services.snapshot()) s->on_peer_lost(peer);
-  });
+  peer_gone(conn->peer_id, reason, MembershipEvent::lost);
 }
 
 }  // namespace remora::detail

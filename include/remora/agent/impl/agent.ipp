@@ -11,10 +11,54 @@ namespace detail {
 // Served by rank 0 of a group with a secret: that a call reaches it proves the caller holds the
 // same secret (its connection authenticated).
 REMORA_DECL void secret_probe() {}
+// What a worker joining an elastic group calls on each member it found: the call's connection
+// introduces it (its hello), and the answer tells it the member is there.
+REMORA_DECL void elastic_greet() {}
+// The last call a worker leaving an elastic group makes to each member.
+REMORA_DECL void elastic_leave() { AgentAccess::member_left(*serving_agent, serving_peer); }
+
+inline Options checked_static(Options o) {
+  if (o.elastic)
+    throw Error("remora: an elastic group (Options::elastic) takes no rank or world size: use "
+                "init_rpc(name, options) or Agent(name, options)");
+  return o;
+}
+inline Options checked_elastic(Options o) {
+  if (!o.elastic) throw Error("remora: Agent(name, options) joins an elastic group: set Options::elastic");
+  return o;
+}
 }  // namespace detail
 
+REMORA_DECL Agent::Agent(std::string name, Options options)
+    : rt_(std::make_unique<detail::AgentRuntime>(*this, std::move(name), -1, 0,
+                                                 detail::checked_elastic(std::move(options)))) {
+  (void)detail::AutoRegister<&detail::elastic_greet>::registered;  // served by every member
+  (void)detail::AutoRegister<&detail::elastic_leave>::registered;
+  const auto members = rt_->other_members();
+  std::vector<Future<void>> greetings;
+  for (auto id : members)
+    greetings.push_back(detail::call_as<&detail::elastic_greet>(*this, id, function_identity<&detail::elastic_greet>,
+                                                                CallOptions{rt_->options.init_timeout}));
+  std::string first_failure;
+  std::size_t failed = 0;
+  for (std::size_t i = 0; i < greetings.size(); ++i) {
+    try {
+      greetings[i].get();
+    } catch (const Error& e) {  // gone since it published itself: it is lost here now
+      ++failed;
+      if (first_failure.empty()) first_failure = e.what();
+    }
+  }
+  if (!members.empty() && failed == members.size()) {
+    rt_->shutdown(false);
+    throw Error("remora: worker '" + self().name + "' could reach none of the " + std::to_string(members.size()) +
+                " members of its elastic group (" + first_failure + ")");
+  }
+}
+
 REMORA_DECL Agent::Agent(std::string name, int rank, int world_size, Options options)
-    : rt_(std::make_unique<detail::AgentRuntime>(*this, std::move(name), rank, world_size, std::move(options))) {
+    : rt_(std::make_unique<detail::AgentRuntime>(*this, std::move(name), rank, world_size,
+                                                 detail::checked_static(std::move(options)))) {
   if (!rt_->authenticates() || rt_->workers.size() < 2) return;
   // Every worker must hold the same secret: each one else proves it to rank 0, and all learn how
   // that went, so a worker with another secret fails here rather than at its first call.
@@ -55,16 +99,42 @@ REMORA_DECL const WorkerInfo& Agent::self() const { return rt_->workers[rt_->sel
 REMORA_DECL const Options& Agent::options() const { return rt_->shown_options; }
 REMORA_DECL WorkerInfo Agent::get_worker_info(std::string_view name) const { return rt_->workers[rt_->id_of(name)]; }
 REMORA_DECL WorkerInfo Agent::get_worker_info(std::uint32_t id) const {
-  if (id >= rt_->workers.size()) throw Error("remora: no worker has id " + std::to_string(id));
+  if (!rt_->knows(id)) throw Error("remora: no worker has id " + std::to_string(id));
   return rt_->workers[id];
 }
-REMORA_DECL const std::vector<WorkerInfo>& Agent::get_worker_infos() const { return rt_->workers; }
+REMORA_DECL std::vector<WorkerInfo> Agent::get_worker_infos() const { return rt_->members(); }
+REMORA_DECL Subscription Agent::on_membership(std::function<void(const MembershipEvent&)> callback) {
+  auto watchers = rt_->watchers();
+  const auto id = watchers->add(std::move(callback));
+  return Subscription(watchers, id);
+}
 REMORA_DECL std::uint16_t Agent::listen_port() const { return rt_->listen_port(); }
 REMORA_DECL std::string Agent::transport_to(std::string_view worker) const {
   return rt_->links.kind_to(rt_->id_of(worker));
 }
 REMORA_DECL std::size_t Agent::shared_bytes_in_use() const { return rt_->links.shared_bytes_in_use(); }
-REMORA_DECL void Agent::shutdown(bool graceful) { rt_->shutdown(graceful); }
+REMORA_DECL void Agent::shutdown(bool graceful) {
+  if (rt_->elastic && graceful && is_running()) {
+    // Leaving alone: this worker's calls first, then what it holds for others goes back, then the
+    // last call to each member, which it answers after everything sent before it on that link.
+    const auto timeout = rt_->options.shutdown_timeout;
+    if (!rt_->calls.wait_quiet(timeout))
+      detail::log_warning("worker '" + self().name + "': calls still pending after " + std::to_string(timeout.count()) +
+                  " ms; leaving anyway");
+    for (auto& s : rt_->services.snapshot()) s->on_group_quiet();
+    std::vector<Future<void>> goodbyes;
+    for (auto id : rt_->other_members())
+      goodbyes.push_back(detail::call_as<&detail::elastic_leave>(*this, id, function_identity<&detail::elastic_leave>,
+                                                                 CallOptions{timeout}));
+    for (auto& g : goodbyes) {
+      try {
+        g.get();
+      } catch (const Error&) {  // it is gone too
+      }
+    }
+  }
+  rt_->shutdown(graceful);
+}
 REMORA_DECL bool Agent::is_running() const { return rt_->state() == detail::AgentRuntime::State::running; }
 REMORA_DECL std::size_t Agent::pending_calls() const { return rt_->calls.size(); }
 
@@ -80,7 +150,7 @@ REMORA_DECL DebugInfo Agent::debug_info() const {
   d.late_replies = rt.late_replies();
   const auto traffic = rt.links.traffic();
   const auto in_flight = rt.calls.size_per_peer(rt.workers.size());
-  for (const auto& w : rt.workers) {
+  for (const auto& w : rt.members(true)) {
     PeerDebugInfo p;
     p.name = w.name;
     p.id = w.id;
@@ -110,6 +180,13 @@ REMORA_DECL std::uint32_t AgentAccess::id_of(const Agent& agent, std::string_vie
 }
 REMORA_DECL std::uint64_t AgentAccess::next_request_id(Agent& agent) { return agent.rt_->next_request_id(); }
 REMORA_DECL bool AgentAccess::is_lost(const Agent& agent, std::uint32_t peer) { return agent.rt_->links.is_lost(peer); }
+REMORA_DECL bool AgentAccess::knows(const Agent& agent, std::uint32_t id) { return agent.rt_->knows(id); }
+REMORA_DECL std::uint32_t AgentAccess::id_bound(const Agent& agent) {
+  return static_cast<std::uint32_t>(agent.rt_->workers.size());
+}
+REMORA_DECL void AgentAccess::member_left(Agent& agent, std::uint32_t peer) {
+  if (agent.rt_->elastic && peer < agent.rt_->workers.size() && agent.rt_->knows(peer)) agent.rt_->member_left(peer);
+}
 REMORA_DECL const wire::DeviceMap& AgentAccess::reply_device_map(const Agent& agent, std::uint32_t peer) {
   return agent.rt_->reply_map(peer);
 }

@@ -39,6 +39,12 @@ REMORA_DECL Agent& init_rpc(std::string name, int rank, int world_size, Options 
 }
 
 REMORA_DECL Agent& init_rpc(std::string name, Options options) {
+  if (options.elastic) {
+    auto& g = detail::global_agent();
+    if (g && g->is_running()) throw Error("remora: init_rpc called twice (worker '" + g->self().name + "' is running)");
+    g = std::make_unique<Agent>(std::move(name), std::move(options));
+    return *g;
+  }
   const int rank = detail::int_from_env("RANK");
   const int world = detail::int_from_env("WORLD_SIZE");
   return init_rpc(std::move(name), rank, world, std::move(options));

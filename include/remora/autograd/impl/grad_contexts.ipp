@@ -43,7 +43,7 @@ REMORA_DECL std::shared_ptr<GradContext> GradContexts::join(std::uint64_t id, st
     it->second->touch();
     return it->second;
   }
-  if (ended_.count(id) || maker == agent_.self().id || maker >= agent_.get_worker_infos().size() ||
+  if (ended_.count(id) || maker == agent_.self().id || maker >= AgentAccess::id_bound(agent_) ||
       AgentAccess::is_lost(agent_, maker) || AgentAccess::is_lost(agent_, from))
     return nullptr;
   auto ctx = std::make_shared<GradContext>(id);
@@ -214,7 +214,7 @@ class Recorder final : public remora::detail::GradRecorder {
       torch::autograd::impl::set_gradient_edge(r.tensor, {node, input});
     }
     if (record.origins.empty()) return;
-    const auto workers = agent.get_worker_infos().size();
+    const auto workers = AgentAccess::id_bound(agent);
     if (!node || record.origins.back().slot >= node->num_inputs())
       throw ProtocolError("autograd origin for a tensor the frame does not have", agent.get_worker_info(from).name);
     node->origins.resize(node->num_inputs());

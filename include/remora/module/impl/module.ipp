@@ -32,9 +32,8 @@ REMORA_DECL std::uint32_t RemoteDevice::worker_id(const Agent& agent) const {
       r = std::stoi(worker.substr(5), &used);
     } catch (const std::exception&) {
     }
-    if (r < 0 || used != worker.size() - 5 || static_cast<std::size_t>(r) >= agent.get_worker_infos().size())
-      throw Error("remora: '" + worker + "' is not a rank of this group of " +
-                  std::to_string(agent.get_worker_infos().size()));
+    if (r < 0 || used != worker.size() - 5 || !detail::AgentAccess::knows(agent, static_cast<std::uint32_t>(r)))
+      throw Error("remora: '" + worker + "' is not a rank of this group");
     return static_cast<std::uint32_t>(r);
   }
   return detail::AgentAccess::id_of(agent, worker);

@@ -251,7 +251,7 @@ REMORA_DECL std::shared_ptr<RRefCore> RRefContext::receive(const WireRRef& w, st
   if (w.type != expected_type)
     throw ProtocolError("an RRef arrived as RRef<" + std::string(type_name) +
                         "> but refers to a value of another type");
-  const auto workers = agent_.get_worker_infos().size();
+  const auto workers = AgentAccess::id_bound(agent_);
   if (w.owner >= workers || w.parent >= workers) throw ProtocolError("an RRef names an unknown worker");
   if (w.owner == self()) {
     auto core = make_owned(owner_state(w.id, wire_context.peer), w.type);

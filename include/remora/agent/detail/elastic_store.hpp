@@ -1,0 +1,135 @@
+#pragma once
+// An elastic group's records in its store (Options::elastic): ids handed out once each, the
+// incarnation count of each name, each member's address under its id, and which id a name has
+// now. A member that leaves removes its address; one that dies leaves it, and whoever reads it
+// finds out when it cannot connect.
+//   elastic/ids            the next id (add)
+//   elastic/incarnation/N  joins under name N so far (add)
+//   elastic/member/ID      the member's address (PeerAddress, incarnation, MPS)
+//   elastic/name/N         the id name N has now
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <asio/io_context.hpp>
+#include <asio/ip/address.hpp>
+#include <asio/ip/tcp.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "remora/agent/rendezvous.hpp"
+
+namespace remora::detail {
+
+// Ids an elastic group hands out in its lifetime (joins and rejoins together).
+inline constexpr std::uint32_t kElasticIds = 4096;
+
+struct MemberRecord {
+  std::uint32_t id = 0;
+  PeerAddress address;
+  std::uint64_t incarnation = 1;
+  bool cuda_mps = false;
+};
+
+// Whether something listens on this host's loopback at `port` (a store, there).
+inline bool accepts_connections(std::uint16_t port) {
+  asio::io_context io;
+  asio::ip::tcp::socket socket(io);
+  std::error_code ec;
+  socket.connect({asio::ip::address_v4::loopback(), port}, ec);
+  return !ec;
+}
+
+// The store of an elastic group: Options::store; else torchrun's agent store
+// (TORCHELASTIC_USE_AGENT_STORE=True); else the init_method's, hosted by the first worker that
+// finds no store there (when its host is this host's loopback; otherwise it waits for one).
+inline c10::intrusive_ptr<c10d::Store> open_elastic_store(const Options& o) {
+  c10::intrusive_ptr<c10d::Store> base = o.store;
+  if (!base) {
+    std::string host, port;
+    if (o.init_method.rfind("env://", 0) == 0) {
+      host = env_or("MASTER_ADDR", "");
+      port = env_or("MASTER_PORT", "");
+      if (host.empty() || port.empty())
+        throw Error("remora: init_method env:// needs MASTER_ADDR and MASTER_PORT in the environment");
+    } else if (o.init_method.rfind("tcp://", 0) == 0) {
+      auto hp = o.init_method.substr(6);
+      auto colon = hp.rfind(':');
+      if (colon == std::string::npos) throw Error("remora: init_method must be tcp://host:port, got " + o.init_method);
+      host = hp.substr(0, colon);
+      port = hp.substr(colon + 1);
+    } else {
+      throw Error("remora: unknown init_method '" + o.init_method + "' (use env:// or tcp://host:port)");
+    }
+    c10d::TCPStoreOptions so;
+    so.port = port_of(port, "the store port of init_method " + o.init_method);
+    so.waitWorkers = false;
+    so.timeout = o.init_timeout;
+    const bool agent_store = env_or("TORCHELASTIC_USE_AGENT_STORE", "") == "True";
+    std::error_code ec;
+    const auto address = asio::ip::make_address(host, ec);
+    const bool here = host == "localhost" || (!ec && address.is_loopback());
+    if (!agent_store && here && !accepts_connections(so.port)) {
+      so.isServer = true;  // the first to come hosts it; the port taken meanwhile means another did
+      try {
+        base = c10::make_intrusive<c10d::TCPStore>(host, so);
+      } catch (const std::exception&) {
+        so.isServer = false;
+      }
+    }
+    if (!base) base = c10::make_intrusive<c10d::TCPStore>(host, so);
+  }
+  return c10::make_intrusive<c10d::PrefixStore>("remora/elastic", base);
+}
+
+inline std::string member_key(std::uint32_t id) { return "elastic/member/" + std::to_string(id); }
+
+inline std::string encode_member(const MemberRecord& m) {
+  const auto& a = m.address;
+  return a.name + "\n" + a.host + "\n" + std::to_string(a.port) + "\n" + a.host_identity + "\n" + a.local_socket +
+         "\n" + (a.authenticates ? "secret" : "open") + (a.tls ? "+tls" : "") + "\n" + std::to_string(m.incarnation) +
+         "\n" + (m.cuda_mps ? "mps" : "-");
+}
+
+// Publishes `self` as a new member: returns its record with the id and incarnation it got.
+inline MemberRecord join_elastic(c10d::Store& store, const PeerAddress& self, bool cuda_mps) {
+  if (self.name.empty() || self.name.find_first_of("/\n") != std::string::npos)
+    throw Error("remora: invalid worker name '" + self.name + "' (non-empty, no '/' or newline)");
+  MemberRecord m{static_cast<std::uint32_t>(store.add("elastic/ids", 1) - 1), self, 0, cuda_mps};
+  if (m.id >= kElasticIds)
+    throw Error("remora: this elastic group has handed out all its " + std::to_string(kElasticIds) +
+                " worker ids (joins and rejoins); start a new group");
+  m.incarnation = static_cast<std::uint64_t>(store.add("elastic/incarnation/" + self.name, 1));
+  store.set(member_key(m.id), bytes_of(encode_member(m)));
+  store.set("elastic/name/" + self.name, bytes_of(std::to_string(m.id)));
+  return m;
+}
+
+// Member `id` as published, if it is still there and its name has not joined again since.
+inline std::optional<MemberRecord> read_member(c10d::Store& store, std::uint32_t id) {
+  if (!store.check({member_key(id)})) return std::nullopt;
+  const auto f = split_lines(string_of(store.get(member_key(id))));
+  if (f.size() != 8) throw Error("remora: elastic member " + std::to_string(id) + " published a record this build cannot read");
+  MemberRecord m{id, {f[0], f[1], port_of(f[2], "the port member " + std::to_string(id) + " published"), f[3], f[4],
+                      f[5].rfind("secret", 0) == 0, f[5].ends_with("+tls")},
+                 std::stoull(f[6]), f[7] == "mps"};
+  const std::string name_key = "elastic/name/" + m.address.name;
+  if (!store.check({name_key}) || string_of(store.get(name_key)) != std::to_string(id)) return std::nullopt;
+  return m;
+}
+
+// The id `name` has now, if it is a member.
+inline std::optional<std::uint32_t> member_id(c10d::Store& store, const std::string& name) {
+  const std::string key = "elastic/name/" + name;
+  if (!store.check({key})) return std::nullopt;
+  const auto id = std::stoul(string_of(store.get(key)));
+  if (id >= kElasticIds || !store.check({member_key(static_cast<std::uint32_t>(id))})) return std::nullopt;
+  return static_cast<std::uint32_t>(id);
+}
+
+// The next id the group will hand out: every member has a smaller one.
+inline std::uint32_t elastic_id_bound(c10d::Store& store) {
+  return static_cast<std::uint32_t>(std::min<std::int64_t>(store.add("elastic/ids", 0), kElasticIds));
+}
+
+}  // namespace remora::detail

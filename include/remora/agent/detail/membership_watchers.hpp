@@ -1,0 +1,91 @@
+#pragma once
+// The subscribers to an agent's membership events and the queue that delivers events to them in
+// order (membership.hpp). Thread-safe.
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "remora/agent/membership.hpp"
+#include "remora/core/log.hpp"
+
+namespace remora::detail {
+
+class MembershipWatchers {
+ public:
+  using Callback = std::function<void(const MembershipEvent&)>;
+
+  std::uint64_t add(Callback callback) {
+    std::lock_guard lock(mu_);
+    subscribers_.emplace_back(++last_id_, std::make_shared<Callback>(std::move(callback)));
+    return last_id_;
+  }
+
+  // Waits for a delivery in progress, unless it is this thread's (a callback removing itself).
+  void remove(std::uint64_t id) {
+    std::lock_guard delivering(deliver_mu_);
+    std::lock_guard lock(mu_);
+    std::erase_if(subscribers_, [&](const auto& s) { return s.first == id; });
+  }
+
+  // Queues `event`; returns whether a drain() must be scheduled to deliver it (none is pending).
+  bool push(MembershipEvent event) {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(event));
+    if (drain_pending_) return false;
+    drain_pending_ = true;
+    return true;
+  }
+
+  // Delivers every queued event to every subscriber, in order. A callback that throws is logged
+  // and keeps its subscription.
+  void drain() {
+    std::lock_guard delivering(deliver_mu_);
+    for (;;) {
+      MembershipEvent event;
+      std::vector<std::pair<std::uint64_t, std::shared_ptr<Callback>>> subscribers;
+      {
+        std::lock_guard lock(mu_);
+        if (queue_.empty()) {
+          drain_pending_ = false;
+          return;
+        }
+        event = std::move(queue_.front());
+        queue_.pop_front();
+        subscribers = subscribers_;
+      }
+      for (const auto& [id, callback] : subscribers) {
+        if (!subscribed(id)) continue;  // removed by an earlier callback of this event
+        try {
+          (*callback)(event);
+        } catch (const std::exception& e) {
+          log_warning("remora: a membership callback threw: " + std::string(e.what()));
+        } catch (...) {
+          log_warning("remora: a membership callback threw");
+        }
+      }
+    }
+  }
+
+ private:
+  bool subscribed(std::uint64_t id) const {
+    std::lock_guard lock(mu_);
+    for (const auto& s : subscribers_)
+      if (s.first == id) return true;
+    return false;
+  }
+
+  std::recursive_mutex deliver_mu_;  // held while delivering; remove() takes it to wait
+  mutable std::mutex mu_;            // the lists below
+  std::vector<std::pair<std::uint64_t, std::shared_ptr<Callback>>> subscribers_;
+  std::deque<MembershipEvent> queue_;
+  bool drain_pending_ = false;
+  std::uint64_t last_id_ = 0;
+};
+
+}  // namespace remora::detail

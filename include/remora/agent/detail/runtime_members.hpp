@@ -1,0 +1,137 @@
+#pragma once
+// AgentRuntime's members: an elastic group's joining, meeting members, losing them (a connection
+// failed, a member left, a new incarnation of its name replaced it), leaving; and the membership
+// events of every group.
+#include "remora/agent/detail/runtime.hpp"
+
+namespace remora::detail {
+
+// Publishes this worker in the store, then makes known every member published there (without
+// events: they were there first). Both of two workers joining at once publish before they read,
+// so at least one of them finds the other, and greets it (Agent's constructor).
+inline void AgentRuntime::join_elastic(const PeerAddress& me) {
+  if (!options.device_maps.empty())
+    throw Error("remora: worker '" + me.name + "': device maps (Options::device_maps) are not supported in an "
+                "elastic group yet");
+  store_ = open_elastic_store(options);
+  const bool mps = split_lines(device_record(options)).front().ends_with(" mps");
+  const auto self = remora::detail::join_elastic(*store_, me, mps);
+  self_id = self.id;
+  workers.resize(kElasticIds);
+  endpoints_.resize(kElasticIds);
+  local_sockets_.resize(kElasticIds);
+  call_maps_.resize(kElasticIds);
+  reply_maps_.resize(kElasticIds);
+  known_.assign(kElasticIds, 0);
+  links.resize(kElasticIds);
+  inbound_.set_group(std::vector<std::string>(kElasticIds), self_id);
+  workers[self_id] = {me.name, self_id, self.incarnation, mps};
+  local_sockets_[self_id] = me.local_socket;
+  inbound_.set_name(self_id, me.name);
+  known_[self_id] = 1;
+  names_[me.name] = self_id;
+  const auto bound = elastic_id_bound(*store_);
+  for (std::uint32_t id = 0; id < bound; ++id) {
+    if (id == self_id) continue;
+    auto m = read_member(*store_, id);
+    if (!m) continue;
+    if (m->address.authenticates != me.authenticates)
+      throw Error("remora: worker '" + (me.authenticates ? me.name : m->address.name) +
+                  "' has a secret (Options::secret) and '" + (me.authenticates ? m->address.name : me.name) +
+                  "' has none: every worker of a group needs the same secret");
+    if (m->address.tls != me.tls)
+      throw Error("remora: worker '" + (me.tls ? me.name : m->address.name) + "' uses TLS (Options::tls) and '" +
+                  (me.tls ? m->address.name : me.name) + "' does not: every worker of a group needs TLS, or none");
+    if (m->address.name == me.name) continue;  // this name's earlier incarnation
+    register_member(*m, false);
+  }
+}
+
+inline std::optional<std::uint32_t> AgentRuntime::elastic_id_of(std::string_view name) {
+  {
+    std::lock_guard lock(members_mu_);
+    if (auto it = names_.find(std::string(name)); it != names_.end()) return it->second;
+  }
+  const auto id = member_id(*store_, std::string(name));
+  if (!id) return std::nullopt;
+  if (auto m = read_member(*store_, *id)) register_member(*m, true);
+  std::lock_guard lock(members_mu_);
+  if (auto it = names_.find(std::string(name)); it != names_.end()) return it->second;
+  return std::nullopt;
+}
+
+inline bool AgentRuntime::register_member(const MemberRecord& m, bool announce) {
+  if (m.id >= kElasticIds || m.id == self_id) return false;
+  asio::ip::tcp::endpoint endpoint;
+  try {
+    asio::ip::tcp::resolver resolver(io_);
+    endpoint = *resolver.resolve(m.address.host, std::to_string(m.address.port)).begin();
+  } catch (const std::exception& e) {
+    log_peer_warning("worker '" + workers[self_id].name + "': cannot resolve the address of worker '" +
+                     m.address.name + "' (" + m.address.host + "): " + e.what());
+    return false;
+  }
+  const auto& me = workers[self_id];
+  const bool same_host = !me_.local_socket.empty() && !m.address.local_socket.empty() &&
+                         m.address.host_identity == me_.host_identity;
+  std::optional<std::uint32_t> replaced;
+  {
+    std::lock_guard lock(members_mu_);
+    if (known_[m.id]) return workers[m.id].name == m.address.name && workers[m.id].incarnation == m.incarnation;
+    if (m.address.name == me.name) return false;  // a stranger that says it is this worker
+    if (auto it = names_.find(m.address.name); it != names_.end()) {
+      if (workers[it->second].incarnation >= m.incarnation) return false;
+      replaced = it->second;
+    }
+    workers[m.id] = {m.address.name, m.id, m.incarnation, m.cuda_mps};
+    endpoints_[m.id] = endpoint;
+    local_sockets_[m.id] = same_host ? m.address.local_socket : std::string();
+    inbound_.set_name(m.id, m.address.name);
+    known_[m.id] = 1;
+    names_[m.address.name] = m.id;
+  }
+  if (replaced)
+    lose(*replaced, "worker '" + m.address.name + "' joined again (incarnation " + std::to_string(m.incarnation) + ")",
+         MembershipEvent::lost, true);
+  if (announce) emit({MembershipEvent::joined, workers[m.id], ""});
+  return true;
+}
+
+inline void AgentRuntime::lose(std::uint32_t peer, const std::string& reason, MembershipEvent::Kind kind,
+                               bool take_link) {
+  if (state_.load() != State::running) return;
+  auto [newly, link] = links.mark_lost(peer, reason, take_link);
+  if (!newly) return;
+  if (link) link->close(reason);
+  peer_gone(peer, reason, kind);
+}
+
+inline void AgentRuntime::peer_gone(std::uint32_t peer, const std::string& reason, MembershipEvent::Kind kind) {
+  fail_calls(calls.take_to(peer), reason, false);
+  pool_.post([this, peer] {
+    for (auto& s : services.snapshot()) s->on_peer_lost(peer);
+  });
+  emit({kind, workers[peer], reason});
+}
+
+inline void AgentRuntime::emit(MembershipEvent event) {
+  if (watchers_->push(std::move(event))) pool_.post([w = watchers_] { w->drain(); });
+}
+
+inline std::vector<WorkerInfo> AgentRuntime::members(bool with_gone) const {
+  if (!elastic) return workers;
+  std::vector<WorkerInfo> out;
+  std::lock_guard lock(members_mu_);
+  for (std::uint32_t id = 0; id < known_.size(); ++id)
+    if (known_[id] && (with_gone || !links.is_lost(id))) out.push_back(workers[id]);
+  return out;
+}
+
+inline std::vector<std::uint32_t> AgentRuntime::other_members() const {
+  std::vector<std::uint32_t> out;
+  for (const auto& w : members())
+    if (w.id != self_id) out.push_back(w.id);
+  return out;
+}
+
+}  // namespace remora::detail

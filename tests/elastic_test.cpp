@@ -1,0 +1,239 @@
+// Elastic groups (Options::elastic): workers join and leave a running group, a worker that died
+// joins again under its name as a new incarnation, and nothing meant for one incarnation runs on
+// another.
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+
+#include "agent_support.hpp"
+#include "process_support.hpp"
+#include "raw_peer.hpp"
+#include "remora/rref.hpp"
+#include "roles.hpp"
+
+using namespace std::chrono_literals;
+using remora::MembershipEvent;
+using remora::test::eventually;
+
+namespace elastic_fns {
+std::atomic<int> runs{0};  // calls of bump() this process ran
+int bump(int x) {
+  ++runs;
+  return x + 1;
+}
+int runs_here() { return runs.load(); }
+std::uint64_t incarnation_here() { return remora::current_agent().self().incarnation; }
+torch::Tensor make_value(std::int64_t n) { return torch::full({n}, 7.0); }
+int sleepy(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+}  // namespace elastic_fns
+
+namespace {
+
+remora::Options elastic_options(c10::intrusive_ptr<c10d::Store> store) {
+  remora::Options o;
+  o.elastic = true;
+  o.store = std::move(store);
+  o.rpc_timeout = 20s;
+  o.init_timeout = 20s;
+  o.shutdown_timeout = 20s;
+  return o;
+}
+
+// Membership events one agent saw, in order.
+struct Seen {
+  std::mutex mu;
+  std::vector<MembershipEvent> events;
+  remora::Subscription sub;
+  explicit Seen(remora::Agent& agent)
+      : sub(agent.on_membership([this](const MembershipEvent& e) {
+          std::lock_guard lock(mu);
+          events.push_back(e);
+        })) {}
+  bool has(MembershipEvent::Kind kind, const std::string& name, std::uint64_t incarnation) {
+    std::lock_guard lock(mu);
+    for (const auto& e : events)
+      if (e.kind == kind && e.worker.name == name && e.worker.incarnation == incarnation) return true;
+    return false;
+  }
+  std::string reason_of(MembershipEvent::Kind kind, const std::string& name) {
+    std::lock_guard lock(mu);
+    for (const auto& e : events)
+      if (e.kind == kind && e.worker.name == name) return e.reason;
+    return "";
+  }
+};
+
+bool names_are(const std::vector<remora::WorkerInfo>& infos, std::vector<std::string> names) {
+  std::vector<std::string> got;
+  for (const auto& w : infos) got.push_back(w.name);
+  std::sort(got.begin(), got.end());
+  std::sort(names.begin(), names.end());
+  return got == names;
+}
+
+// A worker of an elastic group whose store the test process hosts, serving until it is killed.
+int elastic_serve(const std::vector<std::string>& args) {
+  auto o = remora::test::tcp_options(static_cast<std::uint16_t>(std::stoi(args.at(0))));
+  o.elastic = true;
+  remora::Agent agent(args.at(1), o);
+  std::this_thread::sleep_for(120s);
+  return 1;
+}
+remora::test::RegisterRole role("elastic_serve", &elastic_serve);
+
+}  // namespace
+
+TEST_CASE("A worker joins a running elastic group, is met by every member and called", "[elastic]") {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  remora::Agent a("a", elastic_options(store));
+  remora::Agent b("b", elastic_options(store));
+  Seen seen_by_a(a);
+  CHECK(names_are(a.get_worker_infos(), {"a", "b"}));
+  CHECK(names_are(b.get_worker_infos(), {"a", "b"}));
+  remora::Agent c("c", elastic_options(store));
+  CHECK(names_are(c.get_worker_infos(), {"a", "b", "c"}));  // it met both when it joined
+  CHECK(eventually([&] { return seen_by_a.has(MembershipEvent::joined, "c", 1); }));
+  CHECK(names_are(a.get_worker_infos(), {"a", "b", "c"}));
+  CHECK(a.rpc_sync<&elastic_fns::bump>("c", 1) == 2);
+  CHECK(c.rpc_sync<&elastic_fns::bump>("b", 2) == 3);
+  CHECK(a.get_worker_info("c").id != a.get_worker_info("b").id);
+  CHECK(c.self().incarnation == 1);
+  c.shutdown();
+  b.shutdown();
+  a.shutdown();
+}
+
+TEST_CASE("A worker that leaves an elastic group releases what it held, and the others go on", "[elastic][rref]") {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  remora::Agent a("a", elastic_options(store));
+  remora::Agent b("b", elastic_options(store));
+  remora::Agent c("c", elastic_options(store));
+  Seen seen_by_a(a);
+  const auto owned_before = remora::rref_stats(a).owned_values;
+  // c holds a value a owns; a holds a value c owns.
+  auto held_by_c = remora::remote<&elastic_fns::make_value>(c, "a", std::int64_t{3});
+  CHECK(held_by_c.to_here().size(0) == 3);
+  CHECK(remora::rref_stats(a).owned_values == owned_before + 1);
+  auto owned_by_c = remora::remote<&elastic_fns::make_value>(a, "c", std::int64_t{2});
+  CHECK(owned_by_c.to_here().size(0) == 2);
+  c.shutdown();  // graceful: leaves alone
+  CHECK_FALSE(c.is_running());
+  CHECK(eventually([&] { return seen_by_a.has(MembershipEvent::left, "c", 1); }));
+  CHECK_THAT(seen_by_a.reason_of(MembershipEvent::left, "c"), Catch::Contains("left the group"));
+  CHECK(eventually([&] { return remora::rref_stats(a).owned_values == owned_before; }));  // c's reference released
+  CHECK_THROWS_AS(a.rpc_sync<&elastic_fns::bump>("c", 1), remora::WorkerLost);
+  CHECK_THROWS_AS(owned_by_c.to_here(), remora::WorkerLost);
+  CHECK(names_are(a.get_worker_infos(), {"a", "b"}));
+  CHECK(a.rpc_sync<&elastic_fns::bump>("b", 1) == 2);  // the rest goes on
+  // A worker that joins now does not meet c.
+  remora::Agent d("d", elastic_options(store));
+  CHECK(names_are(d.get_worker_infos(), {"a", "b", "d"}));
+  d.shutdown();
+  b.shutdown();
+  a.shutdown();
+}
+
+TEST_CASE("A worker that stopped joins again under its name as a new incarnation, and the old one stays lost",
+          "[elastic][rref]") {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  remora::Agent a("a", elastic_options(store));
+  Seen seen_by_a(a);
+  auto b1 = std::make_unique<remora::Agent>("b", elastic_options(store));
+  const auto old_id = b1->self().id;
+  auto old_value = remora::remote<&elastic_fns::make_value>(a, "b", std::int64_t{4});
+  CHECK(old_value.to_here().size(0) == 4);
+  b1->shutdown(false);  // as if it died: its connections close
+  CHECK(eventually([&] { return seen_by_a.has(MembershipEvent::lost, "b", 1); }));
+  b1.reset();
+  remora::Agent b2("b", elastic_options(store));
+  CHECK(b2.self().incarnation == 2);
+  CHECK(b2.self().id != old_id);
+  CHECK(eventually([&] { return seen_by_a.has(MembershipEvent::joined, "b", 2); }));
+  CHECK(a.get_worker_info("b").incarnation == 2);
+  CHECK(a.rpc_sync<&elastic_fns::incarnation_here>("b") == 2);
+  try {
+    old_value.to_here();  // owned by incarnation 1
+    FAIL("incarnation 1's value came back");
+  } catch (const remora::WorkerLost& e) {
+    CHECK_THAT(e.what(), Catch::Contains("'b'"));
+  }
+  b2.shutdown();
+  a.shutdown();
+}
+
+TEST_CASE("A killed elastic worker is lost at once, and its restart under the same name runs none of the old calls",
+          "[elastic][process]") {
+  auto hosted = remora::test::host_store();
+  auto o = elastic_options(hosted.store);
+  remora::Agent trainer("trainer", o);
+  Seen seen(trainer);
+  const std::string port = std::to_string(hosted.port);
+  pid_t first = remora::test::spawn_self({"--role", "elastic_serve", port, "ps"});
+  REQUIRE(eventually([&] { return seen.has(MembershipEvent::joined, "ps", 1); }, 30s));
+  for (int i = 0; i < 3; ++i) CHECK(trainer.rpc_sync<&elastic_fns::bump>("ps", i) == i + 1);
+  CHECK(trainer.rpc_sync<&elastic_fns::runs_here>("ps") == 3);
+  auto held = remora::remote<&elastic_fns::make_value>(trainer, "ps", std::int64_t{5});
+  CHECK(held.to_here().size(0) == 5);
+  auto pending = trainer.rpc_async<&elastic_fns::sleepy>("ps", 30000);
+  const auto killed_at = std::chrono::steady_clock::now();
+  ::kill(first, SIGKILL);
+  CHECK_THROWS_AS(pending.get(), remora::WorkerLost);
+  const auto detected_in = std::chrono::steady_clock::now() - killed_at;
+  CHECK(eventually([&] { return seen.has(MembershipEvent::lost, "ps", 1); }));
+  CHECK(remora::test::wait_exit(first) == 128 + SIGKILL);
+  CHECK_THROWS_AS(trainer.rpc_sync<&elastic_fns::bump>("ps", 0), remora::WorkerLost);
+  pid_t second = remora::test::spawn_self({"--role", "elastic_serve", port, "ps"});
+  REQUIRE(eventually([&] { return seen.has(MembershipEvent::joined, "ps", 2); }, 30s));
+  CHECK(trainer.rpc_sync<&elastic_fns::incarnation_here>("ps") == 2);
+  CHECK(trainer.rpc_sync<&elastic_fns::runs_here>("ps") == 0);  // nothing meant for incarnation 1 ran here
+  CHECK_THROWS_AS(held.to_here(), remora::WorkerLost);
+  CHECK(trainer.rpc_sync<&elastic_fns::bump>("ps", 7) == 8);
+  CHECK(trainer.rpc_sync<&elastic_fns::runs_here>("ps") == 1);
+  ::kill(second, SIGKILL);
+  CHECK(remora::test::wait_exit(second) == 128 + SIGKILL);
+  CHECK(eventually([&] { return seen.has(MembershipEvent::lost, "ps", 2); }));
+  trainer.shutdown();
+  const double ms = std::chrono::duration<double, std::milli>(detected_in).count();
+  std::fprintf(stderr, "elastic: SIGKILL to WorkerLost on the caller: %.1f ms\n", ms);
+}
+
+TEST_CASE("A connection meant for another worker id is refused before any of its calls runs", "[agent][hostile]") {
+  auto g = remora::test::start_group({"a", "b"});
+  elastic_fns::runs = 0;
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  s.connect({asio::ip::make_address("127.0.0.1"), g[1]->listen_port()});
+  auto bytes = remora::test::hello_bytes(0, "a", 0);  // a's hello, meant for a itself (id 0), sent to b
+  auto call = remora::test::flatten(remora::wire::encode_frame(remora::wire::FrameKind::call, 1,
+                                                               remora::function_identity<&elastic_fns::bump>.id, 1));
+  bytes.insert(bytes.end(), call.begin(), call.end());
+  asio::write(s, asio::buffer(bytes));
+  CHECK(remora::test::closed_within(s.native_handle(), 5s));
+  CHECK(elastic_fns::runs == 0);
+  CHECK(g[0]->rpc_sync<&elastic_fns::bump>("b", 1) == 2);  // a's own connection is unaffected
+  CHECK(elastic_fns::runs == 1);
+  remora::test::shutdown_group(g);
+}
+
+TEST_CASE("Elastic and static settings are not mixed", "[elastic]") {
+  auto o = elastic_options(c10::make_intrusive<c10d::HashStore>());
+  CHECK_THROWS_WITH(remora::Agent("a", 0, 1, o), Catch::Contains("takes no rank or world size"));
+  o.elastic = false;
+  CHECK_THROWS_WITH(remora::Agent("a", o), Catch::Contains("set Options::elastic"));
+  o.elastic = true;
+  o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+  CHECK_THROWS_WITH(remora::Agent("a", o), Catch::Contains("not supported in an elastic group"));
+}
