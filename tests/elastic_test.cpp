@@ -18,6 +18,7 @@
 #include "agent_support.hpp"
 #include "process_support.hpp"
 #include "raw_peer.hpp"
+#include "remora/dynamic.hpp"
 #include "remora/rref.hpp"
 #include "roles.hpp"
 
@@ -236,4 +237,25 @@ TEST_CASE("Elastic and static settings are not mixed", "[elastic]") {
   o.elastic = true;
   o.set_device_map("b", {{"cuda:0", "cuda:0"}});
   CHECK_THROWS_WITH(remora::Agent("a", o), Catch::Contains("not supported in an elastic group"));
+}
+
+TEST_CASE("remora-worker --elastic joins a running group, leaves it on SIGTERM and joins again as the next incarnation",
+          "[elastic][process][worker]") {
+  auto hosted = remora::test::host_store();
+  remora::Agent trainer("trainer", elastic_options(hosted.store));
+  Seen seen(trainer);
+  const std::vector<std::string> args = {"--elastic", "--name", "ops", "--operators", "aten::add",
+                                         "--init-method", "tcp://127.0.0.1:" + std::to_string(hosted.port)};
+  for (std::uint64_t incarnation : {1, 2}) {
+    pid_t worker = remora::test::spawn_self(args, REMORA_WORKER);
+    REQUIRE(eventually([&] { return seen.has(MembershipEvent::joined, "ops", incarnation); }, 30s));
+    auto sum = remora::rpc_sync<torch::Tensor>(trainer, "ops", "aten::add", torch::ones({2}), torch::ones({2}));
+    CHECK(torch::equal(sum, torch::full({2}, 2.0)));
+    ::kill(worker, SIGTERM);
+    CHECK(remora::test::wait_exit(worker) == 0);
+    CHECK(eventually([&] { return seen.has(MembershipEvent::left, "ops", incarnation); }));
+    CHECK_THROWS_AS(remora::rpc_sync<torch::Tensor>(trainer, "ops", "aten::add", torch::ones({2}), torch::ones({2})),
+                    remora::WorkerLost);
+  }
+  trainer.shutdown();
 }

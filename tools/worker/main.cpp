@@ -2,6 +2,8 @@
 // builtin operators, TorchScript modules, and the REMORA_EXPOSE'd functions of the shared
 // libraries it loads at start; it stops when the group shuts down.
 #include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -34,6 +36,9 @@ Group:
   --listen-host HOST      the address to listen on (default 127.0.0.1; 0.0.0.0 for all)
   --advertise-host HOST   the address peers connect to (default: the listen address)
   --init-timeout SECONDS  how long to wait for the group (default 60)
+  --elastic               join an elastic group instead (no rank or world size): serve until
+                          SIGTERM or SIGINT, then leave it; started again under its name, the
+                          worker joins as the next incarnation (docs/fault-tolerance.md)
 
 Trust:
   $REMORA_SECRET, or the file $REMORA_SECRET_FILE names: the group's secret (every worker of
@@ -54,6 +59,7 @@ Examples:
   torchrun --nnodes=2 --node-rank=1 --nproc-per-node=4 --master-addr=HOST --master-port=29500 \
       --no-python remora-worker --name 'ps{local_rank}' --operators '*' --model-dir /srv/models
   remora-worker --name w1 --rank 1 --world-size 2 --init-method tcp://10.0.0.1:29500
+  while true; do remora-worker --elastic --name ps --init-method tcp://10.0.0.1:29500; done
 )";
 
 [[noreturn]] void fail(const std::string& why) {
@@ -92,6 +98,28 @@ std::string expand(std::string name, const std::string& key, const std::string& 
 
 }  // namespace
 
+// Joins the elastic group, serves until SIGTERM or SIGINT, then leaves it.
+int serve_elastic(const std::string& name, remora::Options options) {
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);  // before the agent's threads start: they inherit it
+  try {
+    auto& agent = remora::init_rpc(name, std::move(options));
+    std::cerr << "remora-worker: '" << name << "' (id " << agent.self().id << ", incarnation "
+              << agent.self().incarnation << ") serving\n";
+    int signal = 0;
+    sigwait(&stop, &signal);
+    remora::shutdown();  // graceful: leaves the group; the others go on
+    std::cerr << "remora-worker: '" << name << "' left the group\n";
+  } catch (const std::exception& e) {
+    std::cerr << "remora-worker: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::string name;
   int rank = -1, world = -1;
@@ -105,6 +133,10 @@ int main(int argc, char** argv) {
     if (flag == "--help" || flag == "-h") {
       std::cout << kUsage;
       return 0;
+    }
+    if (flag == "--elastic") {
+      options.elastic = true;
+      continue;
     }
     if (i + 1 >= argc) fail("option " + flag + " needs a value");
     const std::string value = argv[++i];
@@ -123,9 +155,11 @@ int main(int argc, char** argv) {
     else fail("unknown option " + flag);
   }
   if (name.empty()) fail("--name is required");
-  if (rank < 0 && std::getenv("RANK")) rank = to_int("RANK", std::getenv("RANK"));
-  if (world < 0 && std::getenv("WORLD_SIZE")) world = to_int("WORLD_SIZE", std::getenv("WORLD_SIZE"));
-  if (rank < 0 || world < 0) fail("no rank and world size: pass --rank and --world-size, or set RANK and WORLD_SIZE");
+  if (rank < 0 && !options.elastic && std::getenv("RANK")) rank = to_int("RANK", std::getenv("RANK"));
+  if (world < 0 && !options.elastic && std::getenv("WORLD_SIZE")) world = to_int("WORLD_SIZE", std::getenv("WORLD_SIZE"));
+  if (options.elastic && (rank >= 0 || world >= 0)) fail("--elastic takes no --rank or --world-size");
+  if (!options.elastic && (rank < 0 || world < 0))
+    fail("no rank and world size: pass --rank and --world-size, or set RANK and WORLD_SIZE (or use --elastic)");
   name = expand(std::move(name), "{rank}", std::to_string(rank));
   if (name.find("{local_rank}") != std::string::npos) {
     const char* local = std::getenv("LOCAL_RANK");
@@ -143,6 +177,7 @@ int main(int argc, char** argv) {
   for (const auto& lib : libraries)
     if (!dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL)) fail("cannot load " + lib + ": " + dlerror());
 
+  if (options.elastic) return serve_elastic(name, options);
   try {
     remora::init_rpc(name, rank, world, options);
     std::cerr << "remora-worker: '" << name << "' (rank " << rank << " of " << world << ") serving\n";
