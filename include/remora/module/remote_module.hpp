@@ -8,6 +8,7 @@
 //   remora::Future<torch::Tensor> f = m.forward_async(x, 0.5);
 //   m.call<&Classifier::reset>();
 #include <chrono>
+#include <map>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -111,6 +112,12 @@ class RemoteModule {
   const RRef<I>& module_rref() const { return module_; }
   // The module's parameters as RRefs owned by its worker (for a distributed optimizer).
   std::vector<RRef<torch::Tensor>> remote_parameters(bool recurse = true) const;
+  // The module's parameters and buffers by name, copied to this worker (on the CPU), and the
+  // reverse: each tensor of `state` copied into the one of that name on the owner. load_state_dict
+  // throws Error (nothing copied) when a name is missing or extra or a shape differs. Both need a
+  // torch::nn::Module or a TorchScript module behind the interface. Cost: the whole state crosses.
+  std::map<std::string, torch::Tensor> state_dict() const;
+  void load_state_dict(const std::map<std::string, torch::Tensor>& state) const;
   // train() / eval() of the module on its worker. Both need a torch::nn::Module or a TorchScript
   // module behind the interface (an Error otherwise: an AOTInductor package has neither).
   void train(bool on = true) const;
@@ -249,6 +256,28 @@ std::vector<RRef<torch::Tensor>> RemoteModule<I>::remote_parameters(bool recurse
   detail::RRefAccess::check_usable(module_, "remote_parameters");
   return detail::call_as<&Shim::call>(agent(), detail::RRefAccess::core(module_).owner, Shim::identity, CallOptions{},
                                                detail::RRefAccess::core(module_).id, recurse).get();
+}
+
+template <class I>
+std::map<std::string, torch::Tensor> RemoteModule<I>::state_dict() const {
+  using Shim = detail::StateShim<I>;
+  (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+  detail::RRefAccess::check_usable(module_, "state_dict");
+  auto f = detail::call_as<&Shim::call>(agent(), detail::RRefAccess::core(module_).owner, Shim::identity, CallOptions{},
+                                        detail::RRefAccess::core(module_).id);
+  detail::AgentAccess::await_sync(agent(), f);
+  return std::move(f).get();
+}
+
+template <class I>
+void RemoteModule<I>::load_state_dict(const std::map<std::string, torch::Tensor>& state) const {
+  using Shim = detail::LoadStateShim<I>;
+  (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+  detail::RRefAccess::check_usable(module_, "load_state_dict");
+  auto f = detail::call_as<&Shim::call>(agent(), detail::RRefAccess::core(module_).owner, Shim::identity, CallOptions{},
+                                        detail::RRefAccess::core(module_).id, state);
+  detail::AgentAccess::await_sync(agent(), f);
+  std::move(f).get();
 }
 
 template <class I>

@@ -13,9 +13,16 @@
 // a view per member (a copy only when the piece is not contiguous). A failed member fails the
 // group call with its own error (WorkerLost names the worker) once every member has answered:
 // forward_each keeps the others' results.
+#include <chrono>
 #include <cstddef>
 #include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -23,6 +30,7 @@
 #include "remora/core/errors.hpp"
 #include "remora/module/device_mesh.hpp"
 #include "remora/module/placement.hpp"
+#include "remora/module/recovery.hpp"
 #include "remora/module/remote_module.hpp"
 
 namespace remora {
@@ -102,51 +110,74 @@ class RemoteModuleGroup {
  public:
   using Member = RemoteModule<I>;
   using result_type = typename Member::result_type;
+  using State = std::map<std::string, torch::Tensor>;
 
   RemoteModuleGroup() = default;  // no members; assign one made by create()
 
   // Builds M(args...) at every point of `mesh` (each "worker/device"), in the mesh's order, and
-  // waits until all exist. Throws as RemoteModule::create does, naming the failing point.
+  // waits until all exist. Throws as RemoteModule::create does, naming the failing point. The
+  // group keeps copies of `args` to make a member again (replace, on_failure).
   template <class M, class... As>
   static RemoteModuleGroup create(Agent& agent, const DeviceMesh& mesh, const As&... args) {
-    RemoteModuleGroup g(mesh);
-    for (const auto& point : mesh.devices()) g.members_.push_back(Member::template create<M>(agent, point, args...));
+    RemoteModuleGroup g(&agent, mesh);
+    g.shared_->make = [args...](Agent& a, const std::string& point) { return Member::template create<M>(a, point, args...); };
+    for (const auto& point : mesh.devices()) g.shared_->members.push_back(g.shared_->make(agent, point));
     return g;
   }
   template <class M, class... As>
   static RemoteModuleGroup create(const DeviceMesh& mesh, const As&... args) {
     return create<M>(current_agent(), mesh, args...);
   }
-  // A group over modules that already exist (one per point of `mesh`, in its order).
+  // A group over modules that already exist (one per point of `mesh`, in its order). It cannot
+  // make a member again (replace and the replacing policies throw Error).
   static RemoteModuleGroup from_members(DeviceMesh mesh, std::vector<Member> members) {
     if (members.size() != static_cast<std::size_t>(mesh.size()))
       throw Error("remora: RemoteModuleGroup: " + std::to_string(members.size()) + " members for a mesh of " +
                   std::to_string(mesh.size()) + " points");
-    RemoteModuleGroup g(std::move(mesh));
-    g.members_ = std::move(members);
+    RemoteModuleGroup g(nullptr, std::move(mesh));
+    g.shared_->members = std::move(members);
     return g;
   }
 
-  std::size_t size() const { return members_.size(); }
-  const Member& member(std::size_t i) const { return members_.at(i); }
-  const std::vector<Member>& members() const { return members_; }
-  const DeviceMesh& mesh() const { return *mesh_; }
+  // Copies of a group share its members: a member replaced through one is replaced for all.
+  std::size_t size() const { return shared_ ? snapshot().size() : 0; }
+  Member member(std::size_t i) const { return snapshot().at(i); }
+  std::vector<Member> members() const { return snapshot(); }
+  DeviceMesh mesh() const {
+    std::lock_guard lock(shared_->mu);
+    return shared_->mesh;
+  }
+
+  // Member `i` made again on `device` ("worker/device") from create()'s arguments, with the
+  // parameters and buffers of the first healthy member (state_dict), or with `state`; the mesh's
+  // point `i` becomes `device`. Throws Error when the group was not made by create(), when no
+  // other member answers, or as RemoteModule::create and load_state_dict do. Cost: one create
+  // and the whole state through this worker.
+  void replace(std::size_t i, std::string_view device) { replace_member(i, device, state_of_healthy(i)); }
+  void replace(std::size_t i, std::string_view device, const State& state) { replace_member(i, device, state); }
+
+  // What forward, forward_as and call do when a member's worker is lost during them: `policy`
+  // says, per lost member (recovery.hpp). Without one, or with Recovery::fail(), the group call
+  // fails with that member's WorkerLost. A recovered member runs the call once more, on its new
+  // module; the others are not called again. forward_each and call_each hand back the members'
+  // futures as they are.
+  void on_failure(std::function<Recovery(const MemberLost&)> policy) {
+    std::lock_guard lock(shared_->mu);
+    shared_->policy = std::move(policy);
+  }
 
   // Every member's forward, with each argument placed (a plain one replicated); one future per
   // member, in mesh order. Throws remora::Error for a placement that does not fit, before any call.
   template <class... As>
   std::vector<Future<result_type>> forward_each(const As&... args) const {
-    return each("forward", [&](const Member& m, std::size_t i) {
-      return m.forward_async(detail::piece_for(args, i, size())...);
-    }, args...);
+    return each("forward", snapshot(), forward_call(args...), args...);
   }
 
   // forward on every member, results combined as `placement` says (Shard(dim), Partial(),
   // Replicate()). Throws the first member's error once all have answered.
   template <class Placement, class... As>
   result_type forward_as(const Placement& placement, const As&... args) const {
-    auto futures = forward_each(args...);
-    return combine(detail::gather_all(futures), placement);
+    return combine(recovering("forward", forward_call(args...), args...), placement);
   }
   // forward_as(Shard(0), ...) for tensor results (a data-parallel batch comes back whole), else
   // forward_as(Replicate(), ...).
@@ -159,38 +190,165 @@ class RemoteModuleGroup {
   // Method M of I on every member (arguments placed as for forward); one future per member.
   template <auto M, class... As>
   auto call_each(const As&... args) const {
-    return each("call", [&](const Member& m, [[maybe_unused]] std::size_t i) {
-      return m.template call_async<M>(detail::piece_for(args, i, size())...);
-    }, args...);
+    return each("call", snapshot(), method_call<M>(args...), args...);
   }
   // The members' results in mesh order (nothing for a void method).
   template <auto M, class... As>
   auto call(const As&... args) const {
-    auto futures = call_each<M>(args...);
-    return detail::gather_all(futures);
+    return recovering("call", method_call<M>(args...), args...);
   }
 
  private:
-  explicit RemoteModuleGroup(DeviceMesh mesh) : mesh_(std::make_shared<const DeviceMesh>(std::move(mesh))) {}
+  struct Shared {
+    Shared(Agent* a, DeviceMesh m) : agent(a), mesh(std::move(m)) {}
+    mutable std::mutex mu;  // members, mesh, policy
+    Agent* agent;  // create()'s (null for from_members)
+    DeviceMesh mesh;
+    std::vector<Member> members;
+    std::function<Member(Agent&, const std::string&)> make;  // create()'s M and arguments
+    std::function<Recovery(const MemberLost&)> policy;
+  };
+  RemoteModuleGroup(Agent* agent, DeviceMesh mesh) : shared_(std::make_shared<Shared>(agent, std::move(mesh))) {}
 
-  // `call(member, i)` for every member, after checking `args`' placements (before anything is
-  // sent). A member already known lost refuses at once: its future carries that, not the group call.
-  template <class Call, class... As>
-  auto each([[maybe_unused]] const char* what, Call&& call, const As&... args) const {
-    (detail::check_placement(args, what, size()), ...);
-    using F = decltype(call(members_.at(0), 0));
-    std::vector<F> out;
-    out.reserve(size());
-    for (std::size_t i = 0; i < size(); ++i) {
-      try {
-        out.push_back(call(members_[i], i));
-      } catch (const Error&) {
-        out.push_back(make_exceptional_future<typename F::value_type>(std::current_exception()));
-      }
-    }
-    return out;
+  // (const: the members live in the shared state, which every copy of the group sees.)
+  void replace_member(std::size_t i, std::string_view device, const State& state) const {
+    if (i >= size()) throw Error("remora: RemoteModuleGroup::replace: no member " + std::to_string(i));
+    if (!shared_->make)
+      throw Error("remora: RemoteModuleGroup::replace: a group made by from_members() cannot make a member again");
+    auto m = shared_->make(*shared_->agent, std::string(device));
+    m.load_state_dict(state);
+    std::lock_guard lock(shared_->mu);
+    shared_->members[i] = std::move(m);
+    auto points = shared_->mesh.devices();
+    points[i] = std::string(device);
+    shared_->mesh = DeviceMesh(std::move(points), shared_->mesh.shape(), shared_->mesh.dims());
   }
 
+  std::vector<Member> snapshot() const {
+    if (!shared_) return {};
+    std::lock_guard lock(shared_->mu);
+    return shared_->members;
+  }
+  std::string point(std::size_t i) const {
+    std::lock_guard lock(shared_->mu);
+    return shared_->mesh.devices().at(i);
+  }
+
+  template <class... As>
+  auto forward_call(const As&... args) const {
+    return [&args...](const Member& m, std::size_t i, std::size_t n) {
+      return m.forward_async(detail::piece_for(args, i, n)...);
+    };
+  }
+  template <auto M, class... As>
+  auto method_call(const As&... args) const {
+    return [&args...](const Member& m, [[maybe_unused]] std::size_t i, [[maybe_unused]] std::size_t n) {
+      return m.template call_async<M>(detail::piece_for(args, i, n)...);
+    };
+  }
+
+  // `call(member, i, n)` for every member, after checking `args`' placements (before anything is
+  // sent). A member already known lost refuses at once: its future carries that, not the group call.
+  template <class Call, class... As>
+  auto each([[maybe_unused]] const char* what, const std::vector<Member>& members, const Call& call,
+            const As&... args) const {
+    (detail::check_placement(args, what, members.size()), ...);
+    using F = decltype(call(members.at(0), 0, 0));
+    std::vector<F> out;
+    out.reserve(members.size());
+    for (std::size_t i = 0; i < members.size(); ++i) out.push_back(one(members, call, i));
+    return out;
+  }
+  template <class Call>
+  static auto one(const std::vector<Member>& members, const Call& call, std::size_t i) {
+    using F = decltype(call(members.at(0), 0, 0));
+    try {
+      return call(members[i], i, members.size());
+    } catch (const Error&) {
+      return make_exceptional_future<typename F::value_type>(std::current_exception());
+    }
+  }
+
+  // each(), then the results in mesh order; a member lost on the way is recovered as the policy
+  // says and called again (at most once per recovery, three recoveries per member and call).
+  template <class Call, class... As>
+  auto recovering(const char* what, const Call& call, const As&... args) const {
+    auto members = snapshot();
+    auto futures = each(what, members, call, args...);
+    std::function<Recovery(const MemberLost&)> policy;
+    {
+      std::lock_guard lock(shared_->mu);
+      policy = shared_->policy;
+    }
+    if (policy)
+      for (std::size_t i = 0; i < futures.size(); ++i)
+        for (int attempt = 0; attempt < 3; ++attempt) {
+          futures[i].wait();
+          auto lost = lost_member(futures[i], members[i], i);
+          if (!lost || !recover(*lost, policy(*lost))) break;
+          members[i] = member(i);
+          futures[i] = one(members, call, i);
+        }
+    return detail::gather_all(futures);
+  }
+
+  template <class F>
+  std::optional<MemberLost> lost_member(F& future, const Member& m, std::size_t i) const {
+    const auto error = future.exception();
+    if (!error) return std::nullopt;
+    try {
+      std::rethrow_exception(error);
+    } catch (const WorkerLost& e) {
+      return MemberLost{i, point(i), m.owner(), e.what()};
+    } catch (...) {
+      return std::nullopt;
+    }
+  }
+
+  // False: the policy says fail. Throws Error when recovery itself fails.
+  bool recover(const MemberLost& lost, const Recovery& r) const {
+    if (!shared_->make) return false;  // from_members: nothing to make a member from
+    switch (r.kind()) {
+      case Recovery::Kind::fail:
+        return false;
+      case Recovery::Kind::replace_on:
+        replace_member(lost.index, r.device(), state_of_healthy(lost.index));
+        return true;
+      case Recovery::Kind::await_restart: {
+        auto& agent = *shared_->agent;
+        const auto deadline = std::chrono::steady_clock::now() + r.timeout();
+        for (;;) {
+          try {
+            if (agent.get_worker_info(lost.worker.name).incarnation > lost.worker.incarnation) break;
+          } catch (const Error&) {  // not there yet
+          }
+          if (std::chrono::steady_clock::now() >= deadline)
+            throw Error("remora: RemoteModuleGroup: member " + std::to_string(lost.index) + " ('" + lost.device +
+                        "') was lost and worker '" + lost.worker.name + "' did not join again within " +
+                        std::to_string(r.timeout().count()) + " ms (" + lost.reason + ")");
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        replace_member(lost.index, lost.device, state_of_healthy(lost.index));
+        return true;
+      }
+    }
+    return false;
+  }
+
+  State state_of_healthy(std::size_t except) const {
+    const auto members = snapshot();
+    std::string why;
+    for (std::size_t j = 0; j < members.size(); ++j) {
+      if (j == except) continue;
+      try {
+        return members[j].state_dict();
+      } catch (const Error& e) {
+        if (why.empty()) why = e.what();
+      }
+    }
+    throw Error("remora: RemoteModuleGroup: no healthy member to copy member " + std::to_string(except) +
+                "'s state from" + (why.empty() ? std::string() : " (" + why + ")"));
+  }
 
   result_type combine(std::vector<result_type> results, const Shard& s) const {
     static_assert(std::is_same_v<result_type, torch::Tensor>, "remora: Shard(dim) combines tensor results only");
@@ -206,12 +364,11 @@ class RemoteModuleGroup {
     for (std::size_t i = 1; i < results.size(); ++i)
       if (!detail::agree(results[0], results[i]))
         throw Error("remora: RemoteModuleGroup::forward_as(Replicate()): member " + std::to_string(i) + " ('" +
-                    mesh_->devices()[i] + "') disagrees with member 0 ('" + mesh_->devices()[0] + "')");
+                    point(i) + "') disagrees with member 0 ('" + point(0) + "')");
     return results.at(0);
   }
 
-  std::shared_ptr<const DeviceMesh> mesh_;
-  std::vector<Member> members_;
+  std::shared_ptr<Shared> shared_;
 };
 
 }  // namespace remora

@@ -3,8 +3,11 @@
 // to the module's device, forward runs, and results come back on the CPU when the module is on
 // CUDA, unless the caller set a device map to this worker (then they stay on the GPU). Like the RRef shims, each is registered under an id derived from
 // the interface and the method.
+#include <algorithm>
+#include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "remora/module/detail/module_of.hpp"
@@ -114,6 +117,18 @@ struct TrainableModule {
     else
       script->jit_module().train(mode);
   }
+  // Parameters and buffers by their dotted names (the tensors themselves, not copies).
+  std::vector<std::pair<std::string, torch::Tensor>> named_state() const {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    if (nn) {
+      for (const auto& p : nn->named_parameters(true)) out.emplace_back(p.key(), p.value());
+      for (const auto& b : nn->named_buffers(true)) out.emplace_back(b.key(), b.value());
+    } else {
+      for (const auto& p : script->jit_module().named_parameters(true)) out.emplace_back(p.name, p.value);
+      for (const auto& b : script->jit_module().named_buffers(true)) out.emplace_back(b.name, b.value);
+    }
+    return out;
+  }
 };
 
 // train(mode) / eval() of the module behind the interface.
@@ -142,6 +157,45 @@ struct ParametersShim {
   }
   static constexpr Identity identity{mix_id("remora/module/parameters", type_identity_of<I>.id),
                                      "Module::parameters"};
+};
+
+// The module's parameters and buffers by name, as copies on the CPU (what another replica loads).
+template <class I>
+struct StateShim {
+  static Future<std::map<std::string, torch::Tensor>> call(RRefId id) {
+    return typed_value<I>(rref_msg::requested_state(id)).then([](const std::shared_ptr<I>& obj) {
+      std::map<std::string, torch::Tensor> out;
+      for (auto& [name, t] : TrainableModule<I>(obj).named_state()) out.emplace(name, t.detach().to(torch::kCPU));
+      return out;
+    });
+  }
+  static constexpr Identity identity{mix_id("remora/module/state_dict", type_identity_of<I>.id), "Module::state_dict"};
+};
+
+// Copies `state` into the module's parameters and buffers, each on its own device. The names
+// must be exactly the module's: a missing or an extra one is an Error naming it, and nothing is
+// copied then.
+template <class I>
+struct LoadStateShim {
+  static Future<void> call(RRefId id, std::map<std::string, torch::Tensor> state) {
+    return typed_value<I>(rref_msg::requested_state(id)).then([state = std::move(state)](const std::shared_ptr<I>& obj) {
+      auto named = TrainableModule<I>(obj).named_state();
+      for (const auto& [name, t] : named) {
+        auto it = state.find(name);
+        if (it == state.end()) throw Error("remora: load_state_dict: the state has no '" + name + "'");
+        if (it->second.sizes() != t.sizes())
+          throw Error("remora: load_state_dict: '" + name + "' has the wrong shape");
+      }
+      if (state.size() != named.size())
+        for (const auto& [name, t] : state)
+          if (std::none_of(named.begin(), named.end(), [&](const auto& n) { return n.first == name; }))
+            throw Error("remora: load_state_dict: the module has no '" + name + "'");
+      torch::NoGradGuard no_grad;
+      for (auto& [name, t] : named) t.copy_(state.at(name));
+    });
+  }
+  static constexpr Identity identity{mix_id("remora/module/load_state_dict", type_identity_of<I>.id),
+                                     "Module::load_state_dict"};
 };
 
 }  // namespace remora::detail
