@@ -151,3 +151,38 @@ TEST_CASE("A group call that meets a lost member can move it to another worker, 
   CHECK_THROWS_WITH(r.group.forward(remora::Shard(0, x)), Catch::Contains("'w2' did not join again"));
   w9.shutdown();
 }
+
+TEST_CASE("A process group over a mesh is made anew after a member joined again", "[elastic][mesh]") {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  auto a = std::make_unique<remora::Agent>("a", elastic_options(store));
+  auto b = std::make_unique<remora::Agent>("b", elastic_options(store));
+  const remora::DeviceMesh mesh({"a/cpu", "b/cpu"});
+  // Both members make the group and sum over it; returns what each got.
+  auto all_reduce = [&](float a_value, float b_value) {
+    std::vector<float> got(2, -1);
+    std::vector<std::string> errors(2);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r)
+      threads.emplace_back([&, r] {
+        try {
+          auto pg = remora::process_group(r == 0 ? *a : *b, mesh);
+          std::vector<torch::Tensor> t = {torch::full({1}, r == 0 ? a_value : b_value)};
+          pg->allreduce(t)->wait();
+          got[r] = t[0].item<float>();
+        } catch (const std::exception& e) {
+          errors[r] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+    for (const auto& e : errors) CHECK(e.empty());
+    return got;
+  };
+  CHECK(all_reduce(1, 2) == std::vector<float>{3, 3});
+  b->shutdown(false);
+  b.reset();
+  b = std::make_unique<remora::Agent>("b", elastic_options(store));  // incarnation 2: its first group
+  REQUIRE(remora::test::eventually([&] { return a->get_worker_info("b").incarnation == 2; }));
+  CHECK(all_reduce(10, 20) == std::vector<float>{30, 30});
+  b->shutdown();
+  a->shutdown();
+}

@@ -87,10 +87,12 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(Agent& agent, c
                                                                  std::int64_t rank, const std::string& what) {
   bool cuda = false, cpu = false;
   std::string key;
+  // Each point with its worker's incarnation: after a member joined again (an elastic group), its
+  // groups are new ones, counted from the start on every member, not the old ones' successors.
   for (const auto& point : members.devices()) {
     const auto where = RemoteDevice::parse(point);
     (where.device.is_cuda() ? cuda : cpu) = true;
-    key += point + ",";
+    key += point + "#" + std::to_string(agent.get_worker_info(where.worker).incarnation) + ",";
   }
   if (cuda && cpu) throw Error("remora: process_group(" + what + "): its points mix CPU and CUDA devices");
   const int size = static_cast<int>(members.size());
