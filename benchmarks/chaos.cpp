@@ -7,9 +7,10 @@
 // Then the same number of steps runs without kills, and the final parameters are compared.
 //
 //   chaos [SECONDS [KILL_EVERY]]      defaults: 120 s, a kill every 10 s
+//   chaos restore [MIB]               a member of MIB MiB (default 1024) made again from a replica
 //
 // Prints: kills; kill to WorkerLost on the trainer (its `lost` event), p50 and max; kill to the
-// next completed step, p50 and max; kill to the restarted process's `joined`; step attempts that
+// next step completed after that, p50 and max; kill to the restarted process's `joined`; step attempts that
 // failed and ran again; calls executed twice (each stage appends every forward's tag to a file
 // that each of its incarnations shares); the largest parameter difference from the run without
 // kills (0: no step lost, none applied twice). Exits 1 when a call ran twice or they differ.
@@ -34,7 +35,9 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <remora/mesh.hpp>
 #include <remora/remora.hpp>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/nn.h>
 #include <torch/optim.h>
@@ -140,8 +143,12 @@ struct Model {
     remora::autograd::backward(ctx, {torch::mse_loss(y, target)});
     opt->step(ctx);
   }
+  // All or nothing: a stage lost half-way keeps every saved state as it was (else the stages
+  // saved already would run the step again from their new state).
   void save() {
-    for (std::size_t i = 0; i < stages.size(); ++i) saved[i] = stages[i].state_dict();
+    std::vector<State> now;
+    for (auto& s : stages) now.push_back(s.state_dict());
+    saved = std::move(now);
   }
   // The stages whose worker is gone (the incarnation that holds them is no member any more).
   std::set<std::size_t> lost_stages() const {
@@ -196,8 +203,51 @@ struct Restarter {
 
 }  // namespace
 
+namespace chaos {
+struct Wide {
+  virtual ~Wide() = default;
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+// One weight of `mib` MiB (no initialisation: restoring, not making, is what is timed).
+struct Big : torch::nn::Module, Wide {
+  explicit Big(std::int64_t mib) { w = register_parameter("w", torch::empty({mib, 1 << 18})); }
+  torch::Tensor forward(torch::Tensor x) override { return x; }
+  torch::Tensor w;
+};
+}  // namespace chaos
+
+// `chaos restore MIB`: a member of MIB MiB of parameters made again on a third worker from a
+// healthy replica (RemoteModuleGroup::replace), three workers of this process over the local
+// transport; prints the time of replace and of its parts.
+int restore(std::int64_t mib) {
+  remora::Options o;
+  o.elastic = true;
+  o.store = c10::make_intrusive<c10d::HashStore>();
+  o.rpc_timeout = 120s;
+  remora::Agent driver("driver", o), w1("w1", o), w2("w2", o), w3("w3", o);
+  auto g = remora::RemoteModuleGroup<chaos::Wide>::create<chaos::Big>(driver, remora::DeviceMesh({"w1/cpu", "w2/cpu"}), mib);
+  auto t0 = clock_type::now();
+  auto state = g.member(0).state_dict();
+  auto t1 = clock_type::now();
+  auto fresh = remora::RemoteModule<chaos::Wide>::create<chaos::Big>(driver, "w3/cpu", mib);
+  auto t2 = clock_type::now();
+  fresh.load_state_dict(state);
+  auto t3 = clock_type::now();
+  state.clear();
+  auto t4 = clock_type::now();
+  g.replace(1, "w3/cpu");
+  auto t5 = clock_type::now();
+  std::printf("chaos_restore_%lldMiB_replace_ms %.0f (by parts: state_dict %.0f, create %.0f, load_state_dict %.0f)\n",
+              (long long)mib, ms_since(t4, t5), ms_since(t0, t1), ms_since(t1, t2), ms_since(t2, t3));
+  g = {};
+  fresh = {};
+  for (auto* a : {&w1, &w2, &w3, &driver}) a->shutdown();
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc >= 5 && std::string(argv[1]) == "serve") return serve(argv[2], argv[3], argv[4]);
+  if (argc >= 2 && std::string(argv[1]) == "restore") return restore(argc > 2 ? std::atoll(argv[2]) : 1024);
   const int seconds = argc > 1 ? std::atoi(argv[1]) : 120;
   const int kill_every = argc > 2 ? std::atoi(argv[2]) : 10;
   torch::set_num_threads(1);
@@ -306,13 +356,25 @@ int main(int argc, char** argv) {
   {
     std::lock_guard lock(mu);
     for (const auto& [name, at] : kills) {
+      auto first_after = [&](const std::vector<clock_type::time_point>& ts) {
+        for (auto t : ts)
+          if (t >= at) return ms_since(at, t);
+        return -1.0;
+      };
+      std::fprintf(stderr, "kill %s: lost %.1f ms, joined %.1f ms, next step %.1f ms\n", name.c_str(),
+                   first_after(lost_at[name]), first_after(joined_at[name]), first_after(steps_done));
       for (auto t : lost_at[name])
         if (t >= at) {
           detect.push_back(ms_since(at, t));
           break;
         }
+      // The next step completed once the loss was seen (one that ends just after the kill had
+      // already had its answers from the killed worker).
+      const double lost_after = first_after(lost_at[name]);
+      const auto seen = at + std::chrono::duration_cast<clock_type::duration>(
+                                 std::chrono::duration<double, std::milli>(std::max(0.0, lost_after)));
       for (auto t : steps_done)
-        if (t >= at) {
+        if (t >= seen) {
           recover.push_back(ms_since(at, t));
           break;
         }

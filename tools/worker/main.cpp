@@ -99,12 +99,18 @@ std::string expand(std::string name, const std::string& key, const std::string& 
 }  // namespace
 
 // Joins the elastic group, serves until SIGTERM or SIGINT, then leaves it.
-int serve_elastic(const std::string& name, remora::Options options) {
+// SIGTERM and SIGINT, blocked in main before any thread starts (the libraries' and the agent's
+// inherit the mask), so that only sigwait takes them.
+sigset_t stop_signals() {
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);  // before the agent's threads start: they inherit it
+  return stop;
+}
+
+int serve_elastic(const std::string& name, remora::Options options) {
+  const sigset_t stop = stop_signals();
   try {
     auto& agent = remora::init_rpc(name, std::move(options));
     std::cerr << "remora-worker: '" << name << "' (id " << agent.self().id << ", incarnation "
@@ -172,6 +178,10 @@ int main(int argc, char** argv) {
     fail(e.what());
   }
 
+  if (options.elastic) {
+    const sigset_t stop = stop_signals();
+    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  }
   // Before joining, so that everything the libraries expose is registered when peers call.
   // RTLD_GLOBAL and this executable's exported symbols give the libraries its function registry.
   for (const auto& lib : libraries)

@@ -92,7 +92,7 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(Agent& agent, c
   for (const auto& point : members.devices()) {
     const auto where = RemoteDevice::parse(point);
     (where.device.is_cuda() ? cuda : cpu) = true;
-    key += point + "#" + std::to_string(agent.get_worker_info(where.worker).incarnation) + ",";
+    key += point + "#" + std::to_string(agent.get_worker_info(where.worker_id(agent)).incarnation) + ",";
   }
   if (cuda && cpu) throw Error("remora: process_group(" + what + "): its points mix CPU and CUDA devices");
   const int size = static_cast<int>(members.size());

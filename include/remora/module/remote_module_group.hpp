@@ -144,7 +144,7 @@ class RemoteModuleGroup {
   Member member(std::size_t i) const { return snapshot().at(i); }
   std::vector<Member> members() const { return snapshot(); }
   DeviceMesh mesh() const {
-    std::lock_guard lock(shared_->mu);
+    std::lock_guard lock(checked().mu);
     return shared_->mesh;
   }
 
@@ -162,7 +162,7 @@ class RemoteModuleGroup {
   // module; the others are not called again. forward_each and call_each hand back the members'
   // futures as they are.
   void on_failure(std::function<Recovery(const MemberLost&)> policy) {
-    std::lock_guard lock(shared_->mu);
+    std::lock_guard lock(checked().mu);
     shared_->policy = std::move(policy);
   }
 
@@ -201,7 +201,8 @@ class RemoteModuleGroup {
  private:
   struct Shared {
     Shared(Agent* a, DeviceMesh m) : agent(a), mesh(std::move(m)) {}
-    mutable std::mutex mu;  // members, mesh, policy
+    mutable std::mutex mu;          // members, mesh, policy
+    mutable std::mutex recovering;  // one recovery at a time (two callers may meet one loss)
     Agent* agent;  // create()'s (null for from_members)
     DeviceMesh mesh;
     std::vector<Member> members;
@@ -215,13 +216,18 @@ class RemoteModuleGroup {
     if (i >= size()) throw Error("remora: RemoteModuleGroup::replace: no member " + std::to_string(i));
     if (!shared_->make)
       throw Error("remora: RemoteModuleGroup::replace: a group made by from_members() cannot make a member again");
+    auto points = mesh().devices();
+    points[i] = std::string(device);
+    DeviceMesh next(std::move(points), shared_->mesh.shape(), shared_->mesh.dims());  // checked before anything is made
     auto m = shared_->make(*shared_->agent, std::string(device));
     m.load_state_dict(state);
     std::lock_guard lock(shared_->mu);
     shared_->members[i] = std::move(m);
-    auto points = shared_->mesh.devices();
-    points[i] = std::string(device);
-    shared_->mesh = DeviceMesh(std::move(points), shared_->mesh.shape(), shared_->mesh.dims());
+    shared_->mesh = std::move(next);
+  }
+  Shared& checked() const {
+    if (!shared_) throw Error("remora: RemoteModuleGroup: this group is empty (default-constructed)");
+    return *shared_;
   }
 
   std::vector<Member> snapshot() const {
@@ -273,6 +279,7 @@ class RemoteModuleGroup {
   // says and called again (at most once per recovery, three recoveries per member and call).
   template <class Call, class... As>
   auto recovering(const char* what, const Call& call, const As&... args) const {
+    checked();
     auto members = snapshot();
     auto futures = each(what, members, call, args...);
     std::function<Recovery(const MemberLost&)> policy;
@@ -285,7 +292,12 @@ class RemoteModuleGroup {
         for (int attempt = 0; attempt < 3; ++attempt) {
           futures[i].wait();
           auto lost = lost_member(futures[i], members[i], i);
-          if (!lost || !recover(*lost, policy(*lost))) break;
+          if (!lost) break;
+          {
+            std::lock_guard one_at_a_time(shared_->recovering);
+            // Made again already (by another caller that met the same loss): just call it.
+            if (member(i).module_rref() == members[i].module_rref() && !recover(*lost, policy(*lost))) break;
+          }
           members[i] = member(i);
           futures[i] = one(members, call, i);
         }
@@ -299,7 +311,11 @@ class RemoteModuleGroup {
     try {
       std::rethrow_exception(error);
     } catch (const WorkerLost& e) {
-      return MemberLost{i, point(i), m.owner(), e.what()};
+      // Only the member's own worker: a WorkerLost about another one (an argument's owner, say)
+      // is the call's failure, not the member's.
+      const auto owner = m.owner();
+      if (shared_->agent && !detail::AgentAccess::is_lost(*shared_->agent, owner.id)) return std::nullopt;
+      return MemberLost{i, point(i), owner, e.what()};
     } catch (...) {
       return std::nullopt;
     }
@@ -307,7 +323,9 @@ class RemoteModuleGroup {
 
   // False: the policy says fail. Throws Error when recovery itself fails.
   bool recover(const MemberLost& lost, const Recovery& r) const {
-    if (!shared_->make) return false;  // from_members: nothing to make a member from
+    if (r.kind() != Recovery::Kind::fail && !shared_->make)
+      throw Error("remora: RemoteModuleGroup: member " + std::to_string(lost.index) + " ('" + lost.device +
+                  "') was lost, and a group made by from_members() cannot make a member again (" + lost.reason + ")");
     switch (r.kind()) {
       case Recovery::Kind::fail:
         return false;

@@ -91,8 +91,9 @@ inline std::string encode_member(const MemberRecord& m) {
          "\n" + (m.cuda_mps ? "mps" : "-");
 }
 
-// Publishes `self` as a new member: returns its record with the id and incarnation it got.
-inline MemberRecord join_elastic(c10d::Store& store, const PeerAddress& self, bool cuda_mps) {
+// Publishes `self` as a new member: returns its record with the id and incarnation it got, and in
+// `previous` the id its name had until now ("": none), for abandon_join.
+inline MemberRecord join_elastic(c10d::Store& store, const PeerAddress& self, bool cuda_mps, std::string& previous) {
   if (self.name.empty() || self.name.find_first_of("/\n") != std::string::npos)
     throw Error("remora: invalid worker name '" + self.name + "' (non-empty, no '/' or newline)");
   MemberRecord m{static_cast<std::uint32_t>(store.add("elastic/ids", 1) - 1), self, 0, cuda_mps};
@@ -101,8 +102,21 @@ inline MemberRecord join_elastic(c10d::Store& store, const PeerAddress& self, bo
                 " worker ids (joins and rejoins); start a new group");
   m.incarnation = static_cast<std::uint64_t>(store.add("elastic/incarnation/" + self.name, 1));
   store.set(member_key(m.id), bytes_of(encode_member(m)));
-  store.set("elastic/name/" + self.name, bytes_of(std::to_string(m.id)));
+  const std::string name_key = "elastic/name/" + self.name;
+  previous = store.check({name_key}) ? string_of(store.get(name_key)) : std::string();
+  store.set(name_key, bytes_of(std::to_string(m.id)));
   return m;
+}
+
+// Undoes join_elastic for a worker that failed to join: its record goes, and its name means what
+// it meant before (unless another worker of that name joined since).
+inline void abandon_join(c10d::Store& store, const MemberRecord& m, const std::string& previous) {
+  store.deleteKey(member_key(m.id));
+  const std::string name_key = "elastic/name/" + m.address.name;
+  if (!previous.empty())
+    store.compareSet(name_key, bytes_of(std::to_string(m.id)), bytes_of(previous));
+  else if (store.check({name_key}) && string_of(store.get(name_key)) == std::to_string(m.id))
+    store.deleteKey(name_key);
 }
 
 // Member `id` as published, if it is still there and its name has not joined again since.

@@ -107,6 +107,29 @@ class AgentRuntime {
     lose(peer, "worker '" + workers[peer].name + "' left the group", MembershipEvent::left, false);
   }
   std::shared_ptr<MembershipWatchers> watchers() const { return watchers_; }
+  // Elastic: takes this worker out of the store, so that workers joining from now on do not meet
+  // it (leaving); abandon_join also gives its name back (a join that failed).
+  void unpublish() {
+    try {
+      store_->deleteKey(member_key(self_id));
+    } catch (const std::exception& e) {
+      log_warning("worker '" + workers[self_id].name + "': could not remove itself from the store (" +
+                  store_reason(e) + ")");
+    }
+  }
+  void abandon_join() {
+    try {
+      detail::abandon_join(*store_, self_record_, previous_name_);
+    } catch (const std::exception&) {  // the store is gone: nothing to give back
+    }
+  }
+  // Elastic: a member found in the store that refuses connections is dead; its record goes.
+  void forget_record(std::uint32_t id) {
+    try {
+      store_->deleteKey(member_key(id));
+    } catch (const std::exception&) {
+    }
+  }
   std::uint16_t listen_port() const { return acceptor_.local_endpoint().port(); }
   std::uint64_t next_request_id() { return next_request_id_.fetch_add(1, std::memory_order_relaxed); }
   State state() const { return state_.load(); }
@@ -123,7 +146,7 @@ class AgentRuntime {
   void decode_counted(UniqueFunction<void()> job) { post_counted(decoder_, std::move(job)); }
   // The device map and peer name for frames to `peer` (WireScope).
   wire::EncodeDevices encode_devices(std::uint32_t peer, Direction direction) const {
-    if (peer >= workers.size()) return {};
+    if (peer >= workers.size() || (elastic && !knows(peer))) return {};  // not met yet: no map, no name
     const wire::DeviceMap* map = peer == self_id                ? &self_map_
                                  : direction == Direction::call ? &call_maps_[peer]
                                                                 : &reply_maps_[peer];
@@ -162,6 +185,7 @@ class AgentRuntime {
   void open_local_acceptor();
   void join_static(const PeerAddress& me, int rank, int world_size);
   void join_elastic(const PeerAddress& me);
+  void meet_published(const PeerAddress& me);
   std::optional<std::uint32_t> elastic_id_of(std::string_view name);
   // Makes member `m` known (elastic). False when it is stale: its name has a newer incarnation
   // here. A newer incarnation than the one known replaces it: the old one is lost.
@@ -202,6 +226,8 @@ class AgentRuntime {
 
   std::shared_ptr<const std::string> secret_;  // null: no handshake
   PeerAddress me_;                             // as published
+  MemberRecord self_record_;                   // elastic: as published
+  std::string previous_name_;                  // elastic: the id this name had before it joined
   mutable std::mutex members_mu_;              // elastic: known_ and names_
   std::vector<char> known_;                    // elastic, by id: its entries are filled
   std::unordered_map<std::string, std::uint32_t> names_;  // elastic: each name's newest id

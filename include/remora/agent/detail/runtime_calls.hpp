@@ -35,6 +35,12 @@ inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, st
     complete = remote_profiles.expect(request_id, to, std::move(complete));
   }
   calls.add(request_id, to, function, timeout, std::move(complete), std::move(keep));
+  // Lost between the check above and the add: whoever lost it took the calls it found, not this
+  // one, and a connection dialed now would fail (or be refused) with no one to fail the call.
+  if (auto lost = links.lost_reason(to); !lost.empty()) {
+    fail_calls(calls.take_to(to), lost, false);
+    return false;
+  }
   if (to == self_id) {
     call_self(std::move(frame));
   } else if (auto held = held_.take(to); held.empty()) {
@@ -170,13 +176,8 @@ inline void AgentRuntime::shutdown(bool graceful) {
   State expected = State::running;
   if (!state_.compare_exchange_strong(expected, State::stopping)) return;
   send_held();
-  if (elastic) {  // unpublished first: a worker that joins from now on does not meet this one
-    try {
-      store_->deleteKey(member_key(self_id));
-    } catch (const std::exception& e) {
-      log_warning("worker '" + workers[self_id].name + "': could not remove itself from the store (" +
-                  store_reason(e) + ")");
-    }
+  if (elastic) {
+    unpublish();  // (a leave did already: deleting again is harmless)
   } else if (graceful) {
     try {
       wait_for_group_quiet(*store_, static_cast<int>(workers.size()), calls, services, options.shutdown_timeout);

@@ -15,8 +15,20 @@ inline void AgentRuntime::join_elastic(const PeerAddress& me) {
                 "elastic group yet");
   store_ = open_elastic_store(options);
   const bool mps = split_lines(device_record(options)).front().ends_with(" mps");
-  const auto self = remora::detail::join_elastic(*store_, me, mps);
+  const auto self = remora::detail::join_elastic(*store_, me, mps, previous_name_);
+  self_record_ = self;
   self_id = self.id;
+  try {
+    meet_published(me);
+  } catch (...) {
+    abandon_join();
+    throw;
+  }
+}
+
+// Every member published in the store, made known without events (they were there first).
+inline void AgentRuntime::meet_published(const PeerAddress& me) {
+  const auto& self = self_record_;
   workers.resize(kElasticIds);
   endpoints_.resize(kElasticIds);
   local_sockets_.resize(kElasticIds);
@@ -25,7 +37,7 @@ inline void AgentRuntime::join_elastic(const PeerAddress& me) {
   known_.assign(kElasticIds, 0);
   links.resize(kElasticIds);
   inbound_.set_group(std::vector<std::string>(kElasticIds), self_id);
-  workers[self_id] = {me.name, self_id, self.incarnation, mps};
+  workers[self_id] = {me.name, self_id, self.incarnation, self.cuda_mps};
   local_sockets_[self_id] = me.local_socket;
   inbound_.set_name(self_id, me.name);
   known_[self_id] = 1;
@@ -47,14 +59,24 @@ inline void AgentRuntime::join_elastic(const PeerAddress& me) {
   }
 }
 
+// The id `name` has here; one not met, or one whose known incarnation is lost (a newer one may
+// have joined without greeting this worker yet), is looked up in the store.
 inline std::optional<std::uint32_t> AgentRuntime::elastic_id_of(std::string_view name) {
+  std::optional<std::uint32_t> cached;
   {
     std::lock_guard lock(members_mu_);
-    if (auto it = names_.find(std::string(name)); it != names_.end()) return it->second;
+    if (auto it = names_.find(std::string(name)); it != names_.end()) cached = it->second;
   }
-  const auto id = member_id(*store_, std::string(name));
-  if (!id) return std::nullopt;
-  if (auto m = read_member(*store_, *id)) register_member(*m, true);
+  if (cached && !links.is_lost(*cached)) return cached;
+  try {
+    if (const auto id = member_id(*store_, std::string(name)); id && id != cached)
+      if (auto m = read_member(*store_, *id)) register_member(*m, true);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error("remora: worker '" + workers[self_id].name + "' could not ask the elastic group's store for '" +
+                std::string(name) + "': " + store_reason(e));
+  }
   std::lock_guard lock(members_mu_);
   if (auto it = names_.find(std::string(name)); it != names_.end()) return it->second;
   return std::nullopt;
@@ -64,8 +86,14 @@ inline bool AgentRuntime::register_member(const MemberRecord& m, bool announce) 
   if (m.id >= kElasticIds || m.id == self_id) return false;
   asio::ip::tcp::endpoint endpoint;
   try {
-    asio::ip::tcp::resolver resolver(io_);
-    endpoint = *resolver.resolve(m.address.host, std::to_string(m.address.port)).begin();
+    std::error_code numeric;
+    const auto address = asio::ip::make_address(m.address.host, numeric);
+    if (!numeric) {
+      endpoint = {address, m.address.port};
+    } else {  // a host name: a lookup (on an I/O thread for a hello; advertise addresses instead)
+      asio::ip::tcp::resolver resolver(io_);
+      endpoint = *resolver.resolve(m.address.host, std::to_string(m.address.port)).begin();
+    }
   } catch (const std::exception& e) {
     log_peer_warning("worker '" + workers[self_id].name + "': cannot resolve the address of worker '" +
                      m.address.name + "' (" + m.address.host + "): " + e.what());

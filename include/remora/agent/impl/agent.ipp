@@ -39,20 +39,29 @@ REMORA_DECL Agent::Agent(std::string name, Options options)
   for (auto id : members)
     greetings.push_back(detail::call_as<&detail::elastic_greet>(*this, id, function_identity<&detail::elastic_greet>,
                                                                 CallOptions{rt_->options.init_timeout}));
-  std::string first_failure;
-  std::size_t failed = 0;
+  // A member whose address refuses connections died without leaving: its record goes. One that answers
+  // but refuses this worker (another secret, say) is a reason not to join: if every member
+  // there refused it, the join fails.
+  std::string first_refusal;
+  std::size_t refused = 0;
   for (std::size_t i = 0; i < greetings.size(); ++i) {
     try {
       greetings[i].get();
-    } catch (const Error& e) {  // gone since it published itself: it is lost here now
-      ++failed;
-      if (first_failure.empty()) first_failure = e.what();
+    } catch (const Error& e) {
+      const std::string why = e.what();
+      if (why.find("cannot connect") != std::string::npos) {  // not there (or not reachable from here)
+        if (why.find("Connection refused") != std::string::npos) rt_->forget_record(members[i]);
+      } else {
+        ++refused;
+        if (first_refusal.empty()) first_refusal = why;
+      }
     }
   }
-  if (!members.empty() && failed == members.size()) {
+  if (refused > 0 && refused == members.size()) {
+    rt_->abandon_join();
     rt_->shutdown(false);
-    throw Error("remora: worker '" + self().name + "' could reach none of the " + std::to_string(members.size()) +
-                " members of its elastic group (" + first_failure + ")");
+    throw Error("remora: worker '" + self().name + "' was refused by all " + std::to_string(members.size()) +
+                " members of its elastic group (" + first_refusal + ")");
   }
 }
 
@@ -121,6 +130,7 @@ REMORA_DECL void Agent::shutdown(bool graceful) {
     if (!rt_->calls.wait_quiet(timeout))
       detail::log_warning("worker '" + self().name + "': calls still pending after " + std::to_string(timeout.count()) +
                   " ms; leaving anyway");
+    rt_->unpublish();  // a worker that joins from now on does not meet this one
     for (auto& s : rt_->services.snapshot()) s->on_group_quiet();
     std::vector<Future<void>> goodbyes;
     for (auto id : rt_->other_members())
