@@ -187,9 +187,9 @@ struct LoadStateShim {
           throw Error("remora: load_state_dict: '" + name + "' has the wrong shape");
       }
       if (state.size() != named.size())
-        for (const auto& [name, t] : state)
-          if (std::none_of(named.begin(), named.end(), [&](const auto& n) { return n.first == name; }))
-            throw Error("remora: load_state_dict: the module has no '" + name + "'");
+        for (const auto& entry : state)  // no structured binding: clang 14 cannot capture one
+          if (std::none_of(named.begin(), named.end(), [&](const auto& n) { return n.first == entry.first; }))
+            throw Error("remora: load_state_dict: the module has no '" + entry.first + "'");
       torch::NoGradGuard no_grad;
       for (auto& [name, t] : named) t.copy_(state.at(name));
     });
