@@ -103,6 +103,12 @@ TEST_CASE("A group member made again on another worker from a healthy replica an
   CHECK(torch::equal(r.group.member(1).state_dict().at("l.bias"), torch::zeros({3})));
   state.erase("seen");
   CHECK_THROWS_WITH(r.group.replace(1, "w2/cpu", state), Catch::Contains("no 'seen'"));
+  // Worker to worker: member 1 takes member 0's state again; a module of other shapes refuses it.
+  r.group.member(1).copy_state_from(r.group.member(0));
+  CHECK(torch::equal(r.group.member(1).state_dict().at("l.bias"), r.group.member(0).state_dict().at("l.bias")));
+  auto other = remora::RemoteModule<recovery::Net>::create<recovery::Lin>(r.driver, "w1/cpu", std::int64_t{4},
+                                                                          std::int64_t{5});
+  CHECK_THROWS_WITH(other.copy_state_from(r.group.member(0)), Catch::Contains("wrong shape"));
   w9.shutdown();
 }
 

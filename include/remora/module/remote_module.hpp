@@ -118,6 +118,10 @@ class RemoteModule {
   // torch::nn::Module or a TorchScript module behind the interface. Cost: the whole state crosses.
   std::map<std::string, torch::Tensor> state_dict() const;
   void load_state_dict(const std::map<std::string, torch::Tensor>& state) const;
+  // The state of `source` (a module of the same interface, on any worker) loaded into this one,
+  // checked as load_state_dict checks it. This module's worker fetches it from the source's, so
+  // the state crosses once and never through this caller (how a replica is restored).
+  void copy_state_from(const RemoteModule& source) const;
   // train() / eval() of the module on its worker. Both need a torch::nn::Module or a TorchScript
   // module behind the interface (an Error otherwise: an AOTInductor package has neither).
   void train(bool on = true) const;
@@ -276,6 +280,18 @@ void RemoteModule<I>::load_state_dict(const std::map<std::string, torch::Tensor>
   detail::RRefAccess::check_usable(module_, "load_state_dict");
   auto f = detail::call_as<&Shim::call>(agent(), detail::RRefAccess::core(module_).owner, Shim::identity, CallOptions{},
                                         detail::RRefAccess::core(module_).id, state);
+  detail::AgentAccess::await_sync(agent(), f);
+  std::move(f).get();
+}
+
+template <class I>
+void RemoteModule<I>::copy_state_from(const RemoteModule& source) const {
+  using Shim = detail::CopyStateShim<I>;
+  (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
+  detail::RRefAccess::check_usable(module_, "copy_state_from");
+  detail::RRefAccess::check_usable(source.module_, "copy_state_from");
+  auto f = detail::call_as<&Shim::call>(agent(), detail::RRefAccess::core(module_).owner, Shim::identity, CallOptions{},
+                                        detail::RRefAccess::core(module_).id, source.module_);
   detail::AgentAccess::await_sync(agent(), f);
   std::move(f).get();
 }

@@ -149,12 +149,12 @@ class RemoteModuleGroup {
   }
 
   // Member `i` made again on `device` ("worker/device") from create()'s arguments, with the
-  // parameters and buffers of the first healthy member (state_dict), or with `state`; the mesh's
-  // point `i` becomes `device`. Throws Error when the group was not made by create(), when no
-  // other member answers, or as RemoteModule::create and load_state_dict do. Cost: one create
-  // and the whole state through this worker.
-  void replace(std::size_t i, std::string_view device) { replace_member(i, device, state_of_healthy(i)); }
-  void replace(std::size_t i, std::string_view device, const State& state) { replace_member(i, device, state); }
+  // parameters and buffers of the first healthy member (copy_state_from: worker to worker), or
+  // with `state` (through this worker); the mesh's point `i` becomes `device`. Throws Error when
+  // the group was not made by create(), when no other member answers, or as RemoteModule::create
+  // and load_state_dict do. Cost: one create and the whole state once.
+  void replace(std::size_t i, std::string_view device) { replace_member(i, device, nullptr); }
+  void replace(std::size_t i, std::string_view device, const State& state) { replace_member(i, device, &state); }
 
   // What forward, forward_as and call do when a member's worker is lost during them: `policy`
   // says, per lost member (recovery.hpp). Without one, or with Recovery::fail(), the group call
@@ -212,7 +212,8 @@ class RemoteModuleGroup {
   RemoteModuleGroup(Agent* agent, DeviceMesh mesh) : shared_(std::make_shared<Shared>(agent, std::move(mesh))) {}
 
   // (const: the members live in the shared state, which every copy of the group sees.)
-  void replace_member(std::size_t i, std::string_view device, const State& state) const {
+  // With `state` null, from the first other member that answers.
+  void replace_member(std::size_t i, std::string_view device, const State* state) const {
     if (i >= size()) throw Error("remora: RemoteModuleGroup::replace: no member " + std::to_string(i));
     if (!shared_->make)
       throw Error("remora: RemoteModuleGroup::replace: a group made by from_members() cannot make a member again");
@@ -220,7 +221,8 @@ class RemoteModuleGroup {
     points[i] = std::string(device);
     DeviceMesh next(std::move(points), shared_->mesh.shape(), shared_->mesh.dims());  // checked before anything is made
     auto m = shared_->make(*shared_->agent, std::string(device));
-    m.load_state_dict(state);
+    if (state) m.load_state_dict(*state);
+    else copy_from_healthy(m, i);
     std::lock_guard lock(shared_->mu);
     shared_->members[i] = std::move(m);
     shared_->mesh = std::move(next);
@@ -330,7 +332,7 @@ class RemoteModuleGroup {
       case Recovery::Kind::fail:
         return false;
       case Recovery::Kind::replace_on:
-        replace_member(lost.index, r.device(), state_of_healthy(lost.index));
+        replace_member(lost.index, r.device(), nullptr);
         return true;
       case Recovery::Kind::await_restart: {
         auto& agent = *shared_->agent;
@@ -346,20 +348,20 @@ class RemoteModuleGroup {
                         std::to_string(r.timeout().count()) + " ms (" + lost.reason + ")");
           std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
-        replace_member(lost.index, lost.device, state_of_healthy(lost.index));
+        replace_member(lost.index, lost.device, nullptr);
         return true;
       }
     }
     return false;
   }
 
-  State state_of_healthy(std::size_t except) const {
+  void copy_from_healthy(const Member& m, std::size_t except) const {
     const auto members = snapshot();
     std::string why;
     for (std::size_t j = 0; j < members.size(); ++j) {
       if (j == except) continue;
       try {
-        return members[j].state_dict();
+        return m.copy_state_from(members[j]);
       } catch (const Error& e) {
         if (why.empty()) why = e.what();
       }

@@ -172,30 +172,50 @@ struct StateShim {
   static constexpr Identity identity{mix_id("remora/module/state_dict", type_identity_of<I>.id), "Module::state_dict"};
 };
 
-// Copies `state` into the module's parameters and buffers, each on its own device. The names
+// Copies `state` into the module held by `owned`: each tensor into its own device. The names
 // must be exactly the module's: a missing or an extra one is an Error naming it, and nothing is
 // copied then.
 template <class I>
+Future<void> load_state(const std::shared_ptr<OwnerState>& owned, std::map<std::string, torch::Tensor> state) {
+  return typed_value<I>(owned).then([state = std::move(state)](const std::shared_ptr<I>& obj) {
+    auto named = TrainableModule<I>(obj).named_state();
+    for (const auto& [name, t] : named) {
+      auto it = state.find(name);
+      if (it == state.end()) throw Error("remora: load_state_dict: the state has no '" + name + "'");
+      if (it->second.sizes() != t.sizes()) throw Error("remora: load_state_dict: '" + name + "' has the wrong shape");
+    }
+    if (state.size() != named.size())
+      for (const auto& entry : state)  // no structured binding: clang 14 cannot capture one
+        if (std::none_of(named.begin(), named.end(), [&](const auto& n) { return n.first == entry.first; }))
+          throw Error("remora: load_state_dict: the module has no '" + entry.first + "'");
+    torch::NoGradGuard no_grad;
+    for (auto& [name, t] : named) t.copy_(state.at(name));
+  });
+}
+
+template <class I>
 struct LoadStateShim {
   static Future<void> call(RRefId id, std::map<std::string, torch::Tensor> state) {
-    return typed_value<I>(rref_msg::requested_state(id)).then([state = std::move(state)](const std::shared_ptr<I>& obj) {
-      auto named = TrainableModule<I>(obj).named_state();
-      for (const auto& [name, t] : named) {
-        auto it = state.find(name);
-        if (it == state.end()) throw Error("remora: load_state_dict: the state has no '" + name + "'");
-        if (it->second.sizes() != t.sizes())
-          throw Error("remora: load_state_dict: '" + name + "' has the wrong shape");
-      }
-      if (state.size() != named.size())
-        for (const auto& entry : state)  // no structured binding: clang 14 cannot capture one
-          if (std::none_of(named.begin(), named.end(), [&](const auto& n) { return n.first == entry.first; }))
-            throw Error("remora: load_state_dict: the module has no '" + entry.first + "'");
-      torch::NoGradGuard no_grad;
-      for (auto& [name, t] : named) t.copy_(state.at(name));
-    });
+    return load_state<I>(rref_msg::requested_state(id), std::move(state));
   }
   static constexpr Identity identity{mix_id("remora/module/load_state_dict", type_identity_of<I>.id),
                                      "Module::load_state_dict"};
+};
+
+// The state of the module `source` (on another worker) loaded into this one: this owner asks the
+// source's owner for it, so the state crosses once, owner to owner, not through the caller.
+template <class I>
+struct CopyStateShim {
+  static Future<void> call(RRefId id, RRef<I> source) {
+    auto owned = rref_msg::requested_state(id);  // (needs the serving context: taken here)
+    using Get = StateShim<I>;
+    (void)AutoRegisterAs<&Get::call, Get::identity>::registered;
+    const auto& core = RRefAccess::core(source);
+    auto state = call_as<&Get::call>(*serving_agent, core.owner, Get::identity, CallOptions{}, core.id);
+    return state.then([owned, source](std::map<std::string, torch::Tensor> s) { return load_state<I>(owned, std::move(s)); });
+  }
+  static constexpr Identity identity{mix_id("remora/module/copy_state_from", type_identity_of<I>.id),
+                                     "Module::copy_state_from"};
 };
 
 }  // namespace remora::detail
