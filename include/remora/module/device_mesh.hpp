@@ -55,6 +55,8 @@ class DeviceMesh {
 
   // The point at `coords` (one per dimension). Throws remora::Error when out of range.
   const std::string& at(const std::vector<std::int64_t>& coords) const { return devices_[flat(coords)]; }
+  // The row-major position of the point at `coords` (what ValueMesh::at looks up).
+  std::size_t index_of(const std::vector<std::int64_t>& coords) const { return flat(coords); }
 
   // The one-dimensional mesh along `dim` through the `index`-th point of the other dimensions
   // (row-major over them; for a 2-D mesh, the other dimension's coordinate). It keeps the name

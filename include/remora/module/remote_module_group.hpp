@@ -29,81 +29,15 @@
 
 #include "remora/core/errors.hpp"
 #include "remora/module/device_mesh.hpp"
+#include "remora/module/detail/group_adverbs.hpp"
+#include "remora/module/detail/group_placement.hpp"
 #include "remora/module/placement.hpp"
 #include "remora/module/recovery.hpp"
 #include "remora/module/remote_module.hpp"
+#include "remora/module/stream.hpp"
+#include "remora/module/value_mesh.hpp"
 
 namespace remora {
-namespace detail {
-
-inline std::int64_t shard_dim(const Shard& s, const char* what, std::size_t members) {
-  if (!s.tensor.defined())
-    throw Error(std::string("remora: RemoteModuleGroup::") + what +
-                ": Shard(dim) without a tensor is a result placement; an argument is Shard(dim, tensor)");
-  const auto ndim = s.tensor.dim();
-  const auto d = s.dim < 0 ? s.dim + ndim : s.dim;
-  if (d < 0 || d >= ndim)
-    throw Error(std::string("remora: RemoteModuleGroup::") + what + ": Shard(" + std::to_string(s.dim) +
-                ") of a tensor with " + std::to_string(ndim) + " dimensions");
-  if (s.tensor.size(d) < static_cast<std::int64_t>(members))
-    throw Error(std::string("remora: RemoteModuleGroup::") + what + ": Shard(" + std::to_string(s.dim) +
-                ") of a tensor of size " + std::to_string(s.tensor.size(d)) + " along it cannot give each of " +
-                std::to_string(members) + " members a piece");
-  return d;
-}
-
-template <class A>
-void check_placement(const A& a, const char* what, std::size_t members) {
-  if constexpr (std::is_same_v<A, Shard>) shard_dim(a, what, members);
-}
-
-// What member `i` of `n` gets for the argument `a`.
-template <class A>
-auto piece_for(const A& a, std::size_t i, std::size_t n) {
-  if constexpr (std::is_same_v<A, Shard>) {
-    const auto d = shard_dim(a, "forward", n);
-    const auto len = a.tensor.size(d) / static_cast<std::int64_t>(n);
-    const auto start = static_cast<std::int64_t>(i) * len;
-    const auto count = i + 1 == n ? a.tensor.size(d) - start : len;
-    return a.tensor.narrow(d, start, count).contiguous();
-  } else if constexpr (is_replicate_v<A>) {
-    return a.value;
-  } else {
-    return a;
-  }
-}
-
-// Waits for every future, then returns their values (nothing for void) or rethrows the first failure.
-template <class R>
-auto gather_all(std::vector<Future<R>>& futures) {
-  std::exception_ptr first;
-  auto take = [&](auto&& on_value) {
-    for (auto& f : futures) {
-      try {
-        on_value(f);
-      } catch (...) {
-        if (!first) first = std::current_exception();
-      }
-    }
-    if (first) std::rethrow_exception(first);
-  };
-  if constexpr (std::is_void_v<R>) {
-    take([](Future<R>& f) { std::move(f).get(); });
-  } else {
-    std::vector<R> out;
-    out.reserve(futures.size());
-    take([&](Future<R>& f) { out.push_back(std::move(f).get()); });
-    return out;
-  }
-}
-
-template <class R>
-bool agree(const R& a, const R& b) {
-  if constexpr (std::is_same_v<R, torch::Tensor>) return a.sizes() == b.sizes() && torch::equal(a, b);
-  else return a == b;
-}
-
-}  // namespace detail
 
 template <class I>
 class RemoteModuleGroup {
@@ -170,14 +104,14 @@ class RemoteModuleGroup {
   // member, in mesh order. Throws remora::Error for a placement that does not fit, before any call.
   template <class... As>
   std::vector<Future<result_type>> forward_each(const As&... args) const {
-    return each("forward", snapshot(), forward_call(args...), args...);
+    return each("RemoteModuleGroup::forward", snapshot(), forward_call(args...), args...);
   }
 
   // forward on every member, results combined as `placement` says (Shard(dim), Partial(),
   // Replicate()). Throws the first member's error once all have answered.
   template <class Placement, class... As>
   result_type forward_as(const Placement& placement, const As&... args) const {
-    return combine(recovering("forward", forward_call(args...), args...), placement);
+    return combine(recovering("RemoteModuleGroup::forward", forward_call(args...), args...), placement);
   }
   // forward_as(Shard(0), ...) for tensor results (a data-parallel batch comes back whole), else
   // forward_as(Replicate(), ...).
@@ -190,12 +124,72 @@ class RemoteModuleGroup {
   // Method M of I on every member (arguments placed as for forward); one future per member.
   template <auto M, class... As>
   auto call_each(const As&... args) const {
-    return each("call", snapshot(), method_call<M>(args...), args...);
+    return each("RemoteModuleGroup::call", snapshot(), method_call<M>(args...), args...);
   }
-  // The members' results in mesh order (nothing for a void method).
+  // The members' results in a ValueMesh, in mesh order (nothing for a void method); a lost
+  // member is recovered as on_failure says.
   template <auto M, class... As>
   auto call(const As&... args) const {
-    return recovering("call", method_call<M>(args...), args...);
+    if constexpr (std::is_void_v<typename decltype(call_each<M>(args...))::value_type::value_type>) {
+      recovering("RemoteModuleGroup::call", method_call<M>(args...), args...);
+    } else {
+      auto values = recovering("RemoteModuleGroup::call", method_call<M>(args...), args...);
+      return ValueMesh(mesh(), std::move(values));
+    }
+  }
+
+  // The adverbs of RemoteGroup (remote_group.hpp), over I's methods with RemoteModule's device
+  // rules. They do not recover a lost member (call and forward do): its future holds WorkerLost.
+  template <auto M, class... As>
+  auto call_async(const As&... args) const {
+    return detail::gather_mesh(mesh(), call_each<M>(args...));
+  }
+  // Method M on every member; the caller waits for nothing, a member's failure is logged here.
+  template <auto M, class... As>
+  void broadcast(const As&... args) const {
+    auto futures = call_each<M>(args...);
+    detail::log_broadcast_failures(futures, mesh(), std::string(function_identity<M>.name));
+  }
+  // Method M on the member with the fewest calls in flight from this group (round robin among
+  // equals), skipping members whose worker is known lost.
+  template <auto M, class... As>
+  auto choose(const As&... args) const {
+    static_assert(!(std::is_same_v<As, Shard> || ...),
+                  "remora: choose() sends its arguments whole to one member: a Shard has no piece to give it");
+    const auto members = snapshot();
+    using F = decltype(members.at(0).template call_async<M>(detail::piece_for(args, 0, 1)...));
+    auto& loads = checked().loads;
+    const auto i = loads->pick([&](std::size_t j) {
+      return !shared_->agent || !detail::AgentAccess::is_lost(*shared_->agent, members[j].owner().id);
+    });
+    if (!i || members.empty())
+      return make_exceptional_future<typename F::value_type>(std::make_exception_ptr(
+          WorkerLost(point(0), std::string(function_identity<M>.name), "every member of the group is lost")));
+    auto f = one(members, method_call<M>(args...), *i);
+    detail::MemberLoads::track(loads, *i, f);
+    return f;
+  }
+  // Method M on every member; the results in the order they finish (stream.hpp).
+  template <auto M, class... As>
+  auto stream(const As&... args) const {
+    auto futures = call_each<M>(args...);
+    using R = typename decltype(futures)::value_type::value_type;
+    return Stream<R>(std::move(futures));
+  }
+  // The members along `dim` through the `index`-th point of the other dimensions (as
+  // DeviceMesh::slice): the same modules, in a group of their own that can make them again.
+  RemoteModuleGroup slice(std::string_view dim, std::int64_t index) const {
+    auto& from = checked();
+    DeviceMesh whole = mesh();
+    RemoteModuleGroup g(from.agent, whole.slice(dim, index));
+    const auto members = snapshot();
+    for (const auto& p : g.shared_->mesh.devices())
+      for (std::size_t i = 0; i < members.size(); ++i)
+        if (whole.devices()[i] == p) g.shared_->members.push_back(members[i]);
+    std::lock_guard lock(from.mu);
+    g.shared_->make = from.make;
+    g.shared_->policy = from.policy;
+    return g;
   }
 
  private:
@@ -208,6 +202,7 @@ class RemoteModuleGroup {
     std::vector<Member> members;
     std::function<Member(Agent&, const std::string&)> make;  // create()'s M and arguments
     std::function<Recovery(const MemberLost&)> policy;
+    std::shared_ptr<detail::MemberLoads> loads = std::make_shared<detail::MemberLoads>(mesh.devices().size());
   };
   RemoteModuleGroup(Agent* agent, DeviceMesh mesh) : shared_(std::make_shared<Shared>(agent, std::move(mesh))) {}
 
