@@ -2,9 +2,11 @@
 // Starting a group of agents inside one test process: they share one in-memory store and
 // listen on ephemeral loopback ports. And waiting: for a condition, for a peer to close a socket.
 #include <poll.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -19,6 +21,48 @@
 #include "remora/agent/rpc.hpp"
 
 namespace remora::test {
+
+// What this process writes to stderr (libtorch's LOG(WARNING) among it) while the capture lives;
+// text() reads what came so far.
+class StderrCapture {
+ public:
+  StderrCapture() : file_(std::tmpfile()) {
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    ::dup2(::fileno(file_), 2);
+  }
+  ~StderrCapture() {
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
+    std::fclose(file_);
+  }
+  StderrCapture(const StderrCapture&) = delete;
+  StderrCapture& operator=(const StderrCapture&) = delete;
+  std::string text() const {
+    std::fflush(stderr);
+    std::string out;
+    char buf[4096];
+    for (off_t at = 0;;) {
+      const auto n = ::pread(::fileno(file_), buf, sizeof buf, at);
+      if (n <= 0) return out;
+      out.append(buf, static_cast<std::size_t>(n));
+      at += n;
+    }
+  }
+
+ private:
+  std::FILE* file_;
+  int saved_ = -1;
+};
+
+// What `run` writes to stderr.
+template <class F>
+std::string stderr_of(F&& run) {
+  StderrCapture capture;
+  run();
+  return capture.text();
+}
 
 // Whether `pred` becomes true within `limit` (polled every millisecond): for what other workers
 // finish asynchronously, such as releasing what a scope held.

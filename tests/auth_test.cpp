@@ -386,25 +386,7 @@ TEST_CASE("A dialer does not talk to another user's process behind a local socke
 }
 #endif
 
-namespace {
-// What `run` writes to stderr (libtorch's LOG(WARNING) among it).
-template <class F>
-std::string stderr_of(F&& run) {
-  std::FILE* capture = std::tmpfile();
-  std::fflush(stderr);
-  const int saved = ::dup(2);
-  ::dup2(::fileno(capture), 2);
-  run();
-  std::fflush(stderr);
-  ::dup2(saved, 2);
-  ::close(saved);
-  std::rewind(capture);
-  std::string out;
-  for (int c; (c = std::fgetc(capture)) != EOF;) out.push_back(static_cast<char>(c));
-  std::fclose(capture);
-  return out;
-}
-}  // namespace
+using remora::test::stderr_of;
 
 TEST_CASE("A worker listening beyond loopback without a secret or TLS warns once that anyone can call it",
           "[agent][auth]") {

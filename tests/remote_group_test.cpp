@@ -1,6 +1,7 @@
 // Groups of any remote object (RemoteGroup, spawn) and the adverbs they share with
 // RemoteModuleGroup: call into a ValueMesh, call_async, broadcast, choose, stream, slice; a lost
 // member in each. Members that must finish in a given order wait on gates the test opens.
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -16,6 +17,7 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "agent_support.hpp"
+#include "remora/agent/detail/io_loop.hpp"  // on_io_thread
 #include "remora/mesh.hpp"
 
 using namespace std::chrono_literals;
@@ -50,10 +52,12 @@ struct Env {
   std::int64_t reset() { return seed * 10 + ++resets; }
   std::string where() { return remora::get_worker_info().name; }
   void set_policy(std::int64_t p) {
+    ++attempts;
     if (p < 0) throw std::invalid_argument("a negative policy");
     policy = p;
   }
   std::int64_t policy_of() { return policy; }
+  std::int64_t attempts_of() { return attempts; }
   // Waits for gate `key + the piece it got` (a Shard gives each member its own), then says who it is.
   std::string rollout(torch::Tensor key) {
     gates().wait(key.item<std::int64_t>());
@@ -64,7 +68,7 @@ struct Env {
     return where();
   }
   torch::Tensor scale(torch::Tensor x) { return x * seed; }
-  std::int64_t seed, resets = 0, policy = 0;
+  std::int64_t seed, resets = 0, policy = 0, attempts = 0;
 };
 
 struct Net {
@@ -94,7 +98,7 @@ struct Four {
 };
 }  // namespace
 
-TEST_CASE("spawn puts one object on every point; call gathers a ValueMesh in mesh order", "[mesh][group]") {
+TEST_CASE("One object on every point from spawn, and call gathers a ValueMesh in mesh order", "[mesh][group]") {
   Four g;
   auto envs = remora::spawn<Env>(g.driver, square(), std::int64_t{7});
   REQUIRE(envs.size() == 4);
@@ -120,18 +124,26 @@ TEST_CASE("spawn puts one object on every point; call gathers a ValueMesh in mes
   CHECK_THROWS_AS(remora::RemoteGroup<Env>().call<&Env::reset>(), remora::Error);
 }
 
-TEST_CASE("broadcast reaches every member without a reply; a failing member is logged", "[mesh][group]") {
+TEST_CASE("A broadcast reaches every member without a reply, and a failing member is logged", "[mesh][group]") {
   Four g;
   auto envs = remora::spawn<Env>(g.driver, square(), std::int64_t{1});
   envs.broadcast<&Env::set_policy>(std::int64_t{5});
   // Calls from one caller to one member run in order of sending only when each is answered
   // first, so the effect is awaited, not assumed.
   REQUIRE(remora::test::eventually([&] { return envs.call<&Env::policy_of>() == std::vector<std::int64_t>(4, 5); }));
-  envs.broadcast<&Env::set_policy>(std::int64_t{-1});  // every member throws: logged, nothing here
+  // Every member throws: each failure is logged here, naming the point and the method.
+  remora::test::StderrCapture capture;
+  envs.broadcast<&Env::set_policy>(std::int64_t{-1});
+  const auto logged = [&](const std::string& point) {
+    return capture.text().find("broadcast of groupfns::Env::set_policy to '" + point + "' failed") != std::string::npos;
+  };
+  CHECK(remora::test::eventually([&] { return logged("w1/cpu") && logged("w2/cpu") && logged("w3/cpu") && logged("w4/cpu"); }));
+  CHECK(capture.text().find("a negative policy") != std::string::npos);
+  CHECK(envs.call<&Env::attempts_of>() == std::vector<std::int64_t>(4, 2));
   CHECK(envs.call<&Env::policy_of>() == std::vector<std::int64_t>(4, 5));
 }
 
-TEST_CASE("stream hands out results in the order they finish; choose picks the least busy member",
+TEST_CASE("A stream hands out results in the order they finish, and choose picks the least busy member",
           "[mesh][group]") {
   Four g;
   auto envs = remora::spawn<Env>(g.driver, square(), std::int64_t{1});
@@ -170,15 +182,15 @@ TEST_CASE("A lost member: call fails naming it, call_each keeps the others, choo
   remora::Agent driver("driver", o), w1("w1", o), w2("w2", o), w3("w3", o);
   DeviceMesh line({"w1/cpu", "w2/cpu", "w3/cpu"});
   auto envs = remora::spawn<Env>(driver, line, std::int64_t{2});
-  w2.shutdown(false);  // dies: its connections close
+  w1.shutdown(false);  // member 0 dies: its connections close
   REQUIRE(remora::test::eventually([&] { return driver.get_worker_infos().size() == 3; }));
   CHECK_THROWS_AS(envs.call<&Env::reset>(), remora::WorkerLost);
-  CHECK_THROWS_WITH(envs.call<&Env::reset>(), Catch::Contains("w2"));
+  CHECK_THROWS_WITH(envs.call<&Env::reset>(), Catch::Contains("w1"));
   auto each = envs.call_each<&Env::where>();
-  CHECK(each[0].get() == "w1");
-  CHECK_THROWS_AS(each[1].get(), remora::WorkerLost);
+  CHECK_THROWS_AS(each[0].get(), remora::WorkerLost);
+  CHECK(each[1].get() == "w2");
   CHECK(each[2].get() == "w3");
-  for (int k = 0; k < 6; ++k) CHECK(envs.choose<&Env::where>().get() != "w2");
+  for (int k = 0; k < 6; ++k) CHECK(envs.choose<&Env::where>().get() != "w1");
   auto s = envs.stream<&Env::where>();
   std::size_t values = 0, errors = 0;
   for (;;) {
@@ -191,7 +203,23 @@ TEST_CASE("A lost member: call fails naming it, call_each keeps the others, choo
   }
   CHECK(values == 2);
   CHECK(errors == 1);
-  for (auto* a : {&w1, &w3, &driver}) a->shutdown();
+  // Member 0's call fails before it is sent, so its future has no pool to complete on; a
+  // next_async that waits for another member still completes on the pool, not on the I/O thread
+  // that read the reply (where a Task awaiting it would resume).
+  auto gated = envs.stream<&Env::rollout>(remora::Shard(0, torch::arange(300, 303)));
+  CHECK_THROWS_AS(gated.next(), remora::WorkerLost);
+  std::atomic<bool> ran_on_io{true};
+  auto index = gated.next_async().then([&](std::optional<remora::Stream<std::string>::Item> r) {
+    ran_on_io = remora::detail::on_io_thread;
+    return r->index;
+  });
+  groupfns::gates().release(301);
+  CHECK(std::move(index).get() == 1);
+  CHECK_FALSE(ran_on_io);
+  groupfns::gates().release(302);
+  CHECK(gated.next()->index == 2);
+  CHECK_FALSE(gated.next());
+  for (auto* a : {&w2, &w3, &driver}) a->shutdown();
 }
 
 TEST_CASE("RemoteModuleGroup has the same adverbs over its interface's methods", "[mesh][group]") {

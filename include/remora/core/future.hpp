@@ -241,6 +241,11 @@ struct FutureAccess {
     UniqueFunction<void()> fn(std::forward<F>(cb));
     if (!f.checked().add_if_pending(fn, true)) fn();
   }
+  // Where `f`'s continuations go: {nullptr, nullptr} when they run inline.
+  template <class T>
+  static std::pair<void (*)(void*, UniqueFunction<void()>), void*> dispatch_of(const Future<T>& f) {
+    return f.checked().dispatch();
+  }
   // Sends `to`'s continuations where `from`'s go, if `from`'s do not run inline; true if so.
   template <class T, class U>
   static bool share_dispatch(Promise<T>& to, const Future<U>& from) {

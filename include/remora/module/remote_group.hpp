@@ -74,7 +74,10 @@ class RemoteGroup {
   const Member& member(std::size_t i) const { return members_.at(i); }
   const std::vector<Member>& members() const { return members_; }
   // Calls in flight to member `i` from this group and its copies (what choose() weighs).
-  std::int64_t in_flight(std::size_t i) const { return loads_ ? loads_->in_flight(i) : 0; }
+  std::int64_t in_flight(std::size_t i) const {
+    if (i >= members_.size()) throw Error("remora: RemoteGroup::in_flight: no member " + std::to_string(i));
+    return loads_->in_flight(i);
+  }
 
   // Method M on every member; one future per member, in mesh order. A member already known
   // lost gets a future that holds its WorkerLost. Throws remora::Error for a placement that does
@@ -88,7 +91,10 @@ class RemoteGroup {
     using R = typename decltype(one<M>(members_.at(0), 0, args...))::value_type;
     std::vector<Future<R>> out;
     out.reserve(members_.size());
-    for (std::size_t i = 0; i < members_.size(); ++i) out.push_back(one<M>(members_[i], i, args...));
+    for (std::size_t i = 0; i < members_.size(); ++i) {
+      out.push_back(one<M>(members_[i], i, args...));
+      detail::MemberLoads::track(loads_, i, out.back());
+    }
     return out;
   }
   // All members' results in a ValueMesh (nothing for a void method) once every member answered;
@@ -98,11 +104,17 @@ class RemoteGroup {
   auto call_async(const As&... args) const {
     return detail::gather_mesh(mesh_, call_each<M>(args...));
   }
+  // (Waits on the calls themselves, not on call_async's continuation: no pool thread is needed
+  // to finish it, so a pool thread may call this.)
   template <auto M, class... As>
   auto call(const As&... args) const {
-    auto f = call_async<M>(args...);
-    detail::AgentAccess::await_sync(agent(), f);
-    return std::move(f).get();
+    auto all = when_all(call_each<M>(args...));
+    detail::AgentAccess::await_sync(agent(), all, members_.size());
+    if constexpr (std::is_void_v<typename decltype(all)::value_type>) {
+      std::move(all).get();
+    } else {
+      return ValueMesh(mesh_, std::move(all).get());
+    }
   }
   // Method M on every member; the caller waits for nothing and hears no result. A member that
   // fails is logged here (a warning naming its point, the method and why).
@@ -121,11 +133,13 @@ class RemoteGroup {
     static_assert(detail::method_of<T, M>(), "remora: RemoteGroup<T>: this method is not a method of T (nor of a class T derives from)");
     detail::check_method<T, M, detail::placed_t<As>...>();
     using R = typename decltype(one<M>(members_.at(0), 0, args...))::value_type;
-    const auto i = checked().loads_->pick([&](std::size_t j) { return !lost(j); });
+    const auto i = checked().loads_->claim([&](std::size_t j) { return !lost(j); });
     if (!i)
       return make_exceptional_future<R>(std::make_exception_ptr(WorkerLost(
           members_[0].owner_name(), std::string(function_identity<M>.name), "every member of the group is lost")));
-    return one<M>(members_[*i], *i, args...);
+    auto f = one<M>(members_[*i], *i, args...);
+    detail::MemberLoads::release_when_done(loads_, *i, f);
+    return f;
   }
   // Method M on every member; the results in the order they finish (stream.hpp).
   template <auto M, class... As>
@@ -138,7 +152,7 @@ class RemoteGroup {
   // The members along `dim` through the `index`-th point of the other dimensions, as
   // DeviceMesh::slice picks them; they are the same objects (no copy on any worker).
   RemoteGroup slice(std::string_view dim, std::int64_t index) const {
-    DeviceMesh sub = mesh_.slice(dim, index);
+    DeviceMesh sub = checked().mesh_.slice(dim, index);
     std::vector<Member> picked;
     for (const auto& point : sub.devices())
       for (std::size_t i = 0; i < members_.size(); ++i)
@@ -155,15 +169,14 @@ class RemoteGroup {
   bool lost(std::size_t i) const {
     return detail::AgentAccess::is_lost(agent(), detail::RRefAccess::core(members_[i]).owner);
   }
-  // Member i's call, counted for choose(); an Error before sending is its future's.
+  // Member i's call. What fails before it is sent (an argument that does not encode, say) is its
+  // future's, so the other members are still called.
   template <auto M, class... As>
   auto one(const Member& m, std::size_t i, const As&... args) const {
     using F = decltype(m.rpc_async().template call<M>(detail::piece_for(args, i, members_.size())...));
     try {
-      F f = m.rpc_async().template call<M>(detail::piece_for(args, i, members_.size())...);
-      detail::MemberLoads::track(loads_, i, f);
-      return f;
-    } catch (const Error&) {
+      return F(m.rpc_async().template call<M>(detail::piece_for(args, i, members_.size())...));
+    } catch (...) {
       return make_exceptional_future<typename F::value_type>(std::current_exception());
     }
   }

@@ -158,15 +158,17 @@ class RemoteModuleGroup {
                   "remora: choose() sends its arguments whole to one member: a Shard has no piece to give it");
     const auto members = snapshot();
     using F = decltype(members.at(0).template call_async<M>(detail::piece_for(args, 0, 1)...));
-    auto& loads = checked().loads;
-    const auto i = loads->pick([&](std::size_t j) {
-      return !shared_->agent || !detail::AgentAccess::is_lost(*shared_->agent, members[j].owner().id);
+    if (members.empty()) throw Error("remora: RemoteModuleGroup: this group has no members");
+    const auto& loads = shared_->loads;
+    const auto i = loads->claim([&](std::size_t j) {
+      const auto& rref = members[j].module_rref();
+      return !detail::AgentAccess::is_lost(detail::RRefAccess::context(rref)->agent(), members[j].owner().id);
     });
-    if (!i || members.empty())
+    if (!i)
       return make_exceptional_future<typename F::value_type>(std::make_exception_ptr(
           WorkerLost(point(0), std::string(function_identity<M>.name), "every member of the group is lost")));
-    auto f = one(members, method_call<M>(args...), *i);
-    detail::MemberLoads::track(loads, *i, f);
+    auto f = call_one(members, method_call<M>(args...), *i, false);  // claim() counted it
+    detail::MemberLoads::release_when_done(loads, *i, f);
     return f;
   }
   // Method M on every member; the results in the order they finish (stream.hpp).
@@ -177,18 +179,16 @@ class RemoteModuleGroup {
     return Stream<R>(std::move(futures));
   }
   // The members along `dim` through the `index`-th point of the other dimensions (as
-  // DeviceMesh::slice): the same modules, in a group of their own that can make them again.
+  // DeviceMesh::slice): the same modules, in a group of their own as from_members() makes it. It
+  // recovers nothing (replace throws): a member replaced through the whole group is not seen by
+  // a slice taken before, so take slices again after a recovery.
   RemoteModuleGroup slice(std::string_view dim, std::int64_t index) const {
     auto& from = checked();
-    DeviceMesh whole = mesh();
-    RemoteModuleGroup g(from.agent, whole.slice(dim, index));
-    const auto members = snapshot();
+    std::lock_guard lock(from.mu);  // the mesh and the members as one snapshot
+    RemoteModuleGroup g(nullptr, from.mesh.slice(dim, index));
     for (const auto& p : g.shared_->mesh.devices())
-      for (std::size_t i = 0; i < members.size(); ++i)
-        if (whole.devices()[i] == p) g.shared_->members.push_back(members[i]);
-    std::lock_guard lock(from.mu);
-    g.shared_->make = from.make;
-    g.shared_->policy = from.policy;
+      for (std::size_t i = 0; i < from.members.size(); ++i)
+        if (from.mesh.devices()[i] == p) g.shared_->members.push_back(from.members[i]);
     return g;
   }
 
@@ -259,17 +259,22 @@ class RemoteModuleGroup {
     using F = decltype(call(members.at(0), 0, 0));
     std::vector<F> out;
     out.reserve(members.size());
-    for (std::size_t i = 0; i < members.size(); ++i) out.push_back(one(members, call, i));
+    for (std::size_t i = 0; i < members.size(); ++i) out.push_back(call_one(members, call, i));
     return out;
   }
+  // Member i's call (counted as in flight until it completes, for choose). What fails before it
+  // is sent is its future's, so the other members are still called.
   template <class Call>
-  static auto one(const std::vector<Member>& members, const Call& call, std::size_t i) {
+  auto call_one(const std::vector<Member>& members, const Call& call, std::size_t i, bool count = true) const {
     using F = decltype(call(members.at(0), 0, 0));
+    F f;
     try {
-      return call(members[i], i, members.size());
-    } catch (const Error&) {
-      return make_exceptional_future<typename F::value_type>(std::current_exception());
+      f = call(members[i], i, members.size());
+    } catch (...) {
+      f = make_exceptional_future<typename F::value_type>(std::current_exception());
     }
+    if (count) detail::MemberLoads::track(shared_->loads, i, f);
+    return f;
   }
 
   // each(), then the results in mesh order; a member lost on the way is recovered as the policy
@@ -296,7 +301,7 @@ class RemoteModuleGroup {
             if (member(i).module_rref() == members[i].module_rref() && !recover(*lost, policy(*lost))) break;
           }
           members[i] = member(i);
-          futures[i] = one(members, call, i);
+          futures[i] = call_one(members, call, i);
         }
     return detail::gather_all(futures);
   }

@@ -37,7 +37,11 @@ class Stream {
   Stream() = default;  // holds nothing: next() gives std::nullopt
   // The results of `futures`, member i's at index i, as they complete.
   explicit Stream(std::vector<Future<T>> futures) : state_(std::make_shared<State>(futures.size())) {
-    if (!futures.empty()) state_->dispatch_from = futures.front();
+    for (const auto& f : futures)  // (a call that failed before it was sent has no dispatch)
+      if (auto d = detail::FutureAccess::dispatch_of(f); d.first) {
+        state_->dispatch = d;
+        break;
+      }
     for (std::size_t i = 0; i < futures.size(); ++i) {
       auto f = futures[i];
       detail::FutureAccess::on_ready_inline(f, [state = state_, i, f]() mutable { state->arrived(i, std::move(f)); });
@@ -50,7 +54,8 @@ class Stream {
     auto f = next_async();
     return std::move(f).get();
   }
-  // The same as a future, which completes on the agent's pool (never on an I/O thread).
+  // The same as a future. One that has to wait completes on the agent's pool, never on an I/O
+  // thread; one whose result is already there completes here, at once.
   Future<std::optional<Item>> next_async() {
     if (!state_) return make_ready_future<std::optional<Item>>(std::nullopt);
     return state_->take();
@@ -66,16 +71,14 @@ class Stream {
   struct State {
     explicit State(std::size_t n) : untaken(n) {}
     std::mutex mu;
-    std::deque<std::pair<std::size_t, Future<T>>> done;     // finished, not handed out
-    std::deque<Promise<std::optional<Item>>> waiting;        // next_async() calls before their result
-    std::size_t untaken;                                     // results not handed out
-    Future<T> dispatch_from;  // an input: results go where its continuations go (the pool)
+    std::deque<std::pair<std::size_t, Future<T>>> done;  // finished, not handed out
+    std::deque<Promise<std::optional<Item>>> waiting;     // next_async() calls before their result
+    std::size_t untaken;                                  // results not handed out
+    // Where the inputs' continuations go (the agent's pool): a result that arrives for a waiting
+    // next_async() is handed out there, so neither the copy of the value nor what the waiter
+    // resumes runs on the I/O thread that completed the call.
+    std::pair<void (*)(void*, detail::UniqueFunction<void()>), void*> dispatch{nullptr, nullptr};
 
-    Promise<std::optional<Item>> waiter() {
-      Promise<std::optional<Item>> p;
-      if (dispatch_from.valid()) detail::FutureAccess::share_dispatch(p, dispatch_from);
-      return p;
-    }
     static void hand_out(Promise<std::optional<Item>>& p, std::size_t i, Future<T>& f) {
       if (auto e = f.exception()) return p.set_exception(e);
       try {
@@ -94,11 +97,13 @@ class Stream {
       waiting.pop_front();
       --untaken;
       lock.unlock();
-      hand_out(p, i, f);
+      if (!dispatch.first) return hand_out(p, i, f);
+      dispatch.first(dispatch.second, [p = std::move(p), i, f = std::move(f)]() mutable { hand_out(p, i, f); });
     }
+    // (On the caller's thread: a result already there is handed out here.)
     Future<std::optional<Item>> take() {
       std::unique_lock lock(mu);
-      auto p = waiter();
+      Promise<std::optional<Item>> p;
       auto out = p.get_future();
       if (!done.empty()) {
         auto [i, f] = std::move(done.front());

@@ -38,10 +38,11 @@ class MemberLoads {
   explicit MemberLoads(std::size_t n) : counts_(new std::atomic<std::int64_t>[n]), n_(n) {
     for (std::size_t i = 0; i < n; ++i) counts_[i].store(0, std::memory_order_relaxed);
   }
-  // Among the members `usable(i)` accepts, the one with the fewest calls in flight; ties go
-  // round-robin, so idle members take turns. std::nullopt when none is usable.
+  // Among the members `usable(i)` accepts, the one with the fewest calls in flight, counted as
+  // one more at once (so two choices at the same moment spread); ties go round-robin, so idle
+  // members take turns. std::nullopt when none is usable. Follow with release_when_done.
   template <class Usable>
-  std::optional<std::size_t> pick(const Usable& usable) {
+  std::optional<std::size_t> claim(const Usable& usable) {
     const std::size_t start = next_.fetch_add(1, std::memory_order_relaxed);
     std::optional<std::size_t> best;
     std::int64_t best_load = 0;
@@ -51,13 +52,19 @@ class MemberLoads {
       const auto load = counts_[i].load(std::memory_order_relaxed);
       if (!best || load < best_load) best = i, best_load = load;
     }
+    if (best) counts_[*best].fetch_add(1, std::memory_order_relaxed);
     return best;
+  }
+  // Counts member i's claimed call out once `f` completes.
+  template <class T>
+  static void release_when_done(const std::shared_ptr<MemberLoads>& loads, std::size_t i, const Future<T>& f) {
+    FutureAccess::on_ready_inline(f, [loads, i] { loads->counts_[i].fetch_sub(1, std::memory_order_relaxed); });
   }
   // Counts `f` as a call to member `i` until it completes.
   template <class T>
   static void track(const std::shared_ptr<MemberLoads>& loads, std::size_t i, const Future<T>& f) {
     loads->counts_[i].fetch_add(1, std::memory_order_relaxed);
-    FutureAccess::on_ready_inline(f, [loads, i] { loads->counts_[i].fetch_sub(1, std::memory_order_relaxed); });
+    release_when_done(loads, i, f);
   }
   std::int64_t in_flight(std::size_t i) const { return counts_[i].load(std::memory_order_relaxed); }
 
