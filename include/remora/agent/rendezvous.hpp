@@ -1,6 +1,8 @@
 #pragma once
 // Rendezvous through a c10d store: every worker publishes name and address under its rank,
-// names must be unique, and each waits until all ranks are known.
+// names must be unique, and each waits until all ranks are known. Rank 0 gathers every rank's
+// record into one roster, which the others read once: a constant number of store operations per
+// worker (rank 0: two reads per rank), not one read per rank per worker.
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -101,9 +103,30 @@ inline std::string split_name(const std::vector<std::uint8_t>& published) {
   return "'" + (!s.empty() && s[0] == '!' ? s.substr(1) : s) + "'";
 }
 
+// What the rendezvous gives each worker: every rank's address and device record (the
+// "devices/RANK" key each sets before its address), indexed by rank.
+struct Roster {
+  std::vector<PeerAddress> peers;
+  std::vector<std::string> devices;
+};
+
+// The roster's bytes: each record as "SIZE:" and its bytes (records hold newlines).
+inline void append_record(std::string& out, const std::string& record) {
+  out += std::to_string(record.size()) + ":" + record;
+}
+inline std::string next_record(const std::string& in, std::size_t& at) {
+  const auto colon = in.find(':', at);
+  std::size_t size = 0;
+  if (colon == std::string::npos || colon == at || colon - at > 9 ||
+      in.find_first_not_of("0123456789", at) != colon || (size = std::stoul(in.substr(at, colon - at))) > in.size() - colon - 1)
+    throw Error("remora: the rendezvous roster is malformed (another version of remora in the group?)");
+  at = colon + 1 + size;
+  return in.substr(colon + 1, size);
+}
+
 // Publishes this worker (`self.name` and its addresses) and returns every worker's, indexed by rank.
-inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress& self, int rank, int world_size,
-                                           std::chrono::milliseconds timeout) {
+inline Roster rendezvous(c10d::Store& store, const PeerAddress& self, int rank, int world_size,
+                         std::chrono::milliseconds timeout) {
   const std::string& name = self.name;
   if (name.empty() || name.find_first_of("/\n") != std::string::npos)
     throw Error("remora: invalid worker name '" + name + "' (non-empty, no '/' or newline)");
@@ -114,11 +137,25 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress
             bytes_of((duplicate ? "!" : "") + name + "\n" + self.host + "\n" + std::to_string(self.port) + "\n" +
                      self.host_identity + "\n" + self.local_socket + "\n" + (self.authenticates ? "secret" : "open") +
                      (self.tls ? "+tls" : "")));
-  if (duplicate) throw Error("remora: worker name '" + name + "' is already taken by another rank");
+  // (Rank 0 says so after it wrote the roster, so the others learn it from there, not by timing out.)
+  const auto taken = [&] { return Error("remora: worker name '" + name + "' is already taken by another rank"); };
+  if (duplicate && rank != 0) throw taken();
   std::vector<std::string> keys;
   for (int r = 0; r < world_size; ++r) keys.push_back("worker/" + std::to_string(r));
+  std::string roster;
   try {
-    store.wait(keys, timeout);
+    if (rank == 0) {
+      store.wait(keys, timeout);
+      for (int r = 0; r < world_size; ++r) {
+        append_record(roster, string_of(store.get(keys[r])));
+        append_record(roster, string_of(store.get("devices/" + std::to_string(r))));
+      }
+      store.set("roster", bytes_of(roster));
+      if (duplicate) throw taken();
+    } else {
+      store.wait({"roster"}, timeout);
+      roster = string_of(store.get("roster"));
+    }
   } catch (const std::exception& e) {
     // Who came and who did not, as far as the store still answers.
     std::string joined, missing;
@@ -136,9 +173,13 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress
                 (joined.empty() ? std::string("none") : joined) + "; missing ranks: " +
                 (missing.empty() ? std::string("none") : missing) + " (" + store_reason(e) + ")");
   }
-  std::vector<PeerAddress> peers(world_size);
+  Roster out;
+  auto& peers = out.peers;
+  peers.resize(world_size);
+  std::size_t at = 0;
   for (int r = 0; r < world_size; ++r) {
-    auto fields = split_lines(string_of(store.get(keys[r])));
+    auto fields = split_lines(next_record(roster, at));
+    out.devices.push_back(next_record(roster, at));
     if (fields.size() != 6) throw Error("remora: rank " + std::to_string(r) + " published an address this build cannot read");
     if (!fields[0].empty() && fields[0][0] == '!')
       throw Error("remora: rank " + std::to_string(r) + " tried to join as '" + fields[0].substr(1) +
@@ -155,7 +196,7 @@ inline std::vector<PeerAddress> rendezvous(c10d::Store& store, const PeerAddress
     if (p.tls != self.tls)
       throw Error("remora: worker '" + (self.tls ? name : p.name) + "' uses TLS (Options::tls) and '" +
                   (self.tls ? p.name : name) + "' does not: every worker of a group needs TLS, or none");
-  return peers;
+  return out;
 }
 
 // A barrier that also sums numbers over all workers: used by graceful shutdown.

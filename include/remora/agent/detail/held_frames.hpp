@@ -23,6 +23,8 @@ class HeldFrames {
     count_.fetch_add(1, std::memory_order_release);
   }
 
+  bool empty() const { return count_.load(std::memory_order_acquire) == 0; }
+
   // What is held for `peer`, oldest first.
   std::vector<wire::OutFrame> take(std::uint32_t peer) {
     if (count_.load(std::memory_order_acquire) == 0) return {};

@@ -200,7 +200,7 @@ class AgentRuntime {
             me.cuda_mps};
   }
   void choose_transports(const std::vector<PeerAddress>& peers);
-  void exchange_device_maps();
+  void exchange_device_maps(const std::vector<std::string>& records);
   template <class Acceptor>
   void accept_next(Acceptor& acceptor);
   Link link_to(std::uint32_t peer);
@@ -220,6 +220,7 @@ class AgentRuntime {
   void fail_calls(std::vector<CallTable::Pending> failed, const std::string& why, bool timed_out);
   void call_self(wire::OutFrame frame);
   void arm_sweep();
+  void wake_sweep();
   void send_held();
   void close_silent_connections();
   void stop_now(const std::string& why);
@@ -267,7 +268,8 @@ class AgentRuntime {
   WorkerPool decoder_;
   InboundCalls inbound_;
   asio::steady_timer sweep_timer_;
-  std::uint64_t sweeps_ = 0;  // on the timer strand
+  std::atomic<bool> sweep_idle_{false};  // the sweep runs every 100 ms, not 5 (arm_sweep)
+  std::chrono::steady_clock::time_point last_silent_check_{}, last_tick_{};  // on the timer strand
   HeldFrames held_;           // notifications waiting for the next call to their peer
   std::atomic<State> state_{State::running};
   std::atomic<std::uint64_t> next_request_id_{1};
@@ -340,14 +342,18 @@ inline void AgentRuntime::join_static(const PeerAddress& me, int rank, int world
   // This worker's CUDA devices and device maps, before the rendezvous key: every rendezvoused
   // worker's devices are then there for the others to check.
   store_->set("devices/" + std::to_string(self_id), bytes_of(device_record(options)));
-  auto peers = rendezvous(*store_, me, rank, world_size, options.init_timeout);
+  auto roster = rendezvous(*store_, me, rank, world_size, options.init_timeout);
+  const auto& peers = roster.peers;
   asio::ip::tcp::resolver resolver(io_);
   for (std::uint32_t r = 0; r < peers.size(); ++r) {
     workers.push_back({peers[r].name, r});
-    endpoints_.push_back(*resolver.resolve(peers[r].host, std::to_string(peers[r].port)).begin());
+    asio::error_code numeric;  // a numeric address needs no lookup (N of them per worker)
+    const auto address = asio::ip::make_address(peers[r].host, numeric);
+    endpoints_.push_back(numeric ? *resolver.resolve(peers[r].host, std::to_string(peers[r].port)).begin()
+                                 : asio::ip::tcp::endpoint(address, peers[r].port));
   }
   choose_transports(peers);
-  exchange_device_maps();
+  exchange_device_maps(roster.devices);
   links.resize(workers.size());
   std::vector<std::string> names;
   for (const auto& w : workers) names.push_back(w.name);
@@ -390,10 +396,7 @@ inline void AgentRuntime::choose_transports(const std::vector<PeerAddress>& peer
 }
 
 // Checks every map that involves this worker and keeps the maps frames are encoded with.
-inline void AgentRuntime::exchange_device_maps() {
-  std::vector<std::string> records;
-  for (std::size_t r = 0; r < workers.size(); ++r)
-    records.push_back(string_of(store_->get("devices/" + std::to_string(r))));
+inline void AgentRuntime::exchange_device_maps(const std::vector<std::string>& records) {
   for (std::size_t r = 0; r < workers.size(); ++r)
     workers[r].cuda_mps = split_lines(records[r]).front().ends_with(" mps");
   auto maps = check_device_maps(workers, self_id, records);
