@@ -336,6 +336,55 @@ TEST_CASE("Rendezvous rejects a duplicate name and a bad rank", "[agent][rendezv
   CHECK_THROWS_WITH(remora::Agent("x", 5, 2, o), Catch::Contains("outside world size"));
 }
 
+namespace {
+// One worker's view of a shared store, counting the reads it makes.
+class CountingStore : public c10d::Store {
+ public:
+  explicit CountingStore(c10::intrusive_ptr<c10d::Store> base) : base_(std::move(base)) {}
+  void set(const std::string& k, const std::vector<uint8_t>& v) override { base_->set(k, v); }
+  std::vector<uint8_t> compareSet(const std::string& k, const std::vector<uint8_t>& a,
+                                  const std::vector<uint8_t>& b) override {
+    return base_->compareSet(k, a, b);
+  }
+  std::vector<uint8_t> get(const std::string& k) override {
+    ++gets;
+    return base_->get(k);
+  }
+  int64_t add(const std::string& k, int64_t v) override { return base_->add(k, v); }
+  bool deleteKey(const std::string& k) override { return base_->deleteKey(k); }
+  bool check(const std::vector<std::string>& k) override { return base_->check(k); }
+  int64_t getNumKeys() override { return base_->getNumKeys(); }
+  void wait(const std::vector<std::string>& k) override { base_->wait(k); }
+  void wait(const std::vector<std::string>& k, const std::chrono::milliseconds& t) override { base_->wait(k, t); }
+  std::atomic<int> gets{0};
+
+ private:
+  c10::intrusive_ptr<c10d::Store> base_;
+};
+}  // namespace
+
+TEST_CASE("Rendezvous reads one roster: a constant number of store reads per worker, two per rank at rank 0",
+          "[agent][rendezvous]") {
+  constexpr int n = 12;
+  auto shared = c10::make_intrusive<c10d::HashStore>();
+  std::vector<c10::intrusive_ptr<CountingStore>> views;
+  std::vector<std::unique_ptr<remora::Agent>> agents(n);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) views.push_back(c10::make_intrusive<CountingStore>(shared));
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back([&, i] {
+      remora::Options o;
+      o.store = views[i];
+      o.init_timeout = 20s;
+      agents[i] = std::make_unique<remora::Agent>("r" + std::to_string(i), i, n, o);
+    });
+  for (auto& t : threads) t.join();
+  CHECK(views[0]->gets.load() <= 2 * n + 1);  // each rank's address and device record
+  for (int i = 1; i < n; ++i) CHECK(views[i]->gets.load() <= 2);  // the roster
+  CHECK(agents[n - 1]->rpc_sync<&fns::add>("r0", 2, 3) == 5);
+  remora::test::shutdown_group(agents);
+}
+
 TEST_CASE("Calls answer alike whether callers, workers and I/O threads watch or sleep at once", "[agent]") {
   using us = std::chrono::microseconds;
   struct Watches {
