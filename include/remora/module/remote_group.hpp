@@ -132,31 +132,22 @@ class RemoteGroup {
                   "remora: choose() sends its arguments whole to one member: a Shard has no piece to give it");
     static_assert(detail::method_of<T, M>(), "remora: RemoteGroup<T>: this method is not a method of T (nor of a class T derives from)");
     detail::check_method<T, M, detail::placed_t<As>...>();
-    using R = typename decltype(one<M>(members_.at(0), 0, args...))::value_type;
-    const auto i = checked().loads_->claim([&](std::size_t j) { return !lost(j); });
-    if (!i)
-      return make_exceptional_future<R>(std::make_exception_ptr(WorkerLost(
-          members_[0].owner_name(), std::string(function_identity<M>.name), "every member of the group is lost")));
-    auto f = one<M>(members_[*i], *i, args...);
-    detail::MemberLoads::release_when_done(loads_, *i, f);
-    return f;
+    checked();
+    return detail::choose_member(
+        loads_, [&](std::size_t j) { return !lost(j); },
+        [&](std::size_t i) { return one<M>(members_[i], i, args...); }, members_[0].owner_name(), function_identity<M>.name);
   }
   // Method M on every member; the results in the order they finish (stream.hpp).
   template <auto M, class... As>
   auto stream(const As&... args) const {
-    auto futures = call_each<M>(args...);
-    using R = typename decltype(futures)::value_type::value_type;
-    return Stream<R>(std::move(futures));
+    return Stream(call_each<M>(args...));
   }
 
   // The members along `dim` through the `index`-th point of the other dimensions, as
   // DeviceMesh::slice picks them; they are the same objects (no copy on any worker).
   RemoteGroup slice(std::string_view dim, std::int64_t index) const {
     DeviceMesh sub = checked().mesh_.slice(dim, index);
-    std::vector<Member> picked;
-    for (const auto& point : sub.devices())
-      for (std::size_t i = 0; i < members_.size(); ++i)
-        if (mesh_.devices()[i] == point) picked.push_back(members_[i]);
+    auto picked = detail::members_at(mesh_, sub, members_);
     return RemoteGroup(std::move(sub), std::move(picked));
   }
 

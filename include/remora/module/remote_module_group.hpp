@@ -157,26 +157,20 @@ class RemoteModuleGroup {
     static_assert(!(std::is_same_v<As, Shard> || ...),
                   "remora: choose() sends its arguments whole to one member: a Shard has no piece to give it");
     const auto members = snapshot();
-    using F = decltype(members.at(0).template call_async<M>(detail::piece_for(args, 0, 1)...));
     if (members.empty()) throw Error("remora: RemoteModuleGroup: this group has no members");
-    const auto& loads = shared_->loads;
-    const auto i = loads->claim([&](std::size_t j) {
-      const auto& rref = members[j].module_rref();
-      return !detail::AgentAccess::is_lost(detail::RRefAccess::context(rref)->agent(), members[j].owner().id);
-    });
-    if (!i)
-      return make_exceptional_future<typename F::value_type>(std::make_exception_ptr(
-          WorkerLost(point(0), std::string(function_identity<M>.name), "every member of the group is lost")));
-    auto f = call_one(members, method_call<M>(args...), *i, false);  // claim() counted it
-    detail::MemberLoads::release_when_done(loads, *i, f);
-    return f;
+    return detail::choose_member(
+        shared_->loads,
+        [&](std::size_t j) {
+          const auto& rref = members[j].module_rref();
+          return !detail::AgentAccess::is_lost(detail::RRefAccess::context(rref)->agent(), members[j].owner().id);
+        },
+        [&](std::size_t i) { return call_one(members, method_call<M>(args...), i, false); },  // (claim counted it)
+        point(0), function_identity<M>.name);
   }
   // Method M on every member; the results in the order they finish (stream.hpp).
   template <auto M, class... As>
   auto stream(const As&... args) const {
-    auto futures = call_each<M>(args...);
-    using R = typename decltype(futures)::value_type::value_type;
-    return Stream<R>(std::move(futures));
+    return Stream(call_each<M>(args...));
   }
   // The members along `dim` through the `index`-th point of the other dimensions (as
   // DeviceMesh::slice): the same modules, in a group of their own as from_members() makes it. It
@@ -186,9 +180,7 @@ class RemoteModuleGroup {
     auto& from = checked();
     std::lock_guard lock(from.mu);  // the mesh and the members as one snapshot
     RemoteModuleGroup g(nullptr, from.mesh.slice(dim, index));
-    for (const auto& p : g.shared_->mesh.devices())
-      for (std::size_t i = 0; i < from.members.size(); ++i)
-        if (from.mesh.devices()[i] == p) g.shared_->members.push_back(from.members[i]);
+    g.shared_->members = detail::members_at(from.mesh, g.shared_->mesh, from.members);
     return g;
   }
 

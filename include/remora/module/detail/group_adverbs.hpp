@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -73,6 +74,31 @@ class MemberLoads {
   std::size_t n_;
   std::atomic<std::size_t> next_{0};
 };
+
+// choose(): `call(i)` on the least busy member `usable` accepts, counted as in flight until it
+// completes; a future holding WorkerLost (naming `worker`, one of the group's) when none is.
+template <class Usable, class Call>
+auto choose_member(const std::shared_ptr<MemberLoads>& loads, const Usable& usable, const Call& call,
+                   const std::string& worker, std::string_view method) {
+  using F = decltype(call(std::size_t{0}));
+  const auto i = loads->claim(usable);
+  if (!i)
+    return make_exceptional_future<typename F::value_type>(
+        std::make_exception_ptr(WorkerLost(worker, std::string(method), "every member of the group is lost")));
+  F f = call(*i);
+  MemberLoads::release_when_done(loads, *i, f);
+  return f;
+}
+
+// The members at the points of `sub` (a slice of `whole`), in `sub`'s order.
+template <class M>
+std::vector<M> members_at(const DeviceMesh& whole, const DeviceMesh& sub, const std::vector<M>& members) {
+  std::vector<M> picked;
+  for (const auto& point : sub.devices())
+    for (std::size_t i = 0; i < members.size(); ++i)
+      if (whole.devices()[i] == point) picked.push_back(members[i]);
+  return picked;
+}
 
 // A broadcast hears no result: each member's failure is logged here once it is known, naming
 // the member, its point and the method. The calls themselves hold what they need until then.
