@@ -91,7 +91,8 @@ int main(int argc, char** argv) {
   std::printf("scale_rendezvous_ms %.1f\n", rendezvous_ms);
   std::printf("scale_rss_per_agent_kib %.0f\n", (rss1 - rss0) / n);
   std::printf("scale_first_round_ms %.2f (connects to %d workers)\n", first_ms, n - 1);
-  std::printf("scale_rss_per_connection_kib %.1f (both ends, in this process)\n", (rss2 - rss1) / (2.0 * (n - 1)));
+  // Each connection has both its ends in this process.
+  std::printf("scale_rss_per_connection_kib %.1f (both ends)\n", (rss2 - rss1) / (n - 1));
   std::printf("scale_call_gather_us p50 %.0f p99 %.0f (1 to %d, 4 B, %d rounds)\n", us[us.size() / 2],
               us[std::min(us.size() - 1, us.size() * 99 / 100)], n - 1, rounds);
   group = {};

@@ -15,6 +15,7 @@
 //   describe(ec)         (static) why a read failed
 #include <cstddef>
 #include <exception>
+#include <memory>
 #include <span>
 #include <string>
 #include <system_error>
@@ -37,7 +38,9 @@ class FrameReadLoop {
  protected:
   static constexpr std::size_t kRecvBuffer = 64 * 1024;
 
-  explicit FrameReadLoop(const wire::Limits& first) : reader_(first), recv_(kRecvBuffer) {}
+  // (The receive buffer is left uninitialized: a connection's memory is then what its reads have
+  // touched, a page or two for one that carries small calls, not the whole 64 KiB.)
+  explicit FrameReadLoop(const wire::Limits& first) : reader_(first), recv_(new std::byte[kRecvBuffer]) {}
 
   void read_more() {
     auto& d = derived();
@@ -58,7 +61,7 @@ class FrameReadLoop {
                                       });
       return;
     }
-    d.read_stream().async_read_some(asio::buffer(recv_), [self = d.self_ptr(), this](std::error_code ec, std::size_t n) {
+    d.read_stream().async_read_some(asio::buffer(recv_.get(), kRecvBuffer), [self = d.self_ptr(), this](std::error_code ec, std::size_t n) {
       if (ec) return derived().close_now(Derived::describe(ec));
       derived().after_read();
       recv_begin_ = 0;
@@ -88,7 +91,7 @@ class FrameReadLoop {
   void consume() {
     if (guarded([&] {
           while (recv_begin_ < recv_end_ && !derived().read_closed()) {
-            recv_begin_ += reader_.feed(std::span<const std::byte>(recv_.data() + recv_begin_, recv_end_ - recv_begin_));
+            recv_begin_ += reader_.feed(std::span<const std::byte>(recv_.get() + recv_begin_, recv_end_ - recv_begin_));
             deliver_if_done();
           }
         }))
@@ -115,7 +118,7 @@ class FrameReadLoop {
     derived().on_read_frame(reader_.take());
   }
 
-  std::vector<std::byte> recv_;
+  std::unique_ptr<std::byte[]> recv_;
   std::size_t recv_begin_ = 0, recv_end_ = 0;
 };
 
