@@ -222,6 +222,50 @@ TEST_CASE("A lost member: call fails naming it, call_each keeps the others, choo
   for (auto* a : {&w2, &w3, &driver}) a->shutdown();
 }
 
+TEST_CASE("A RemoteGroup makes a lost member again, elsewhere or on its restarted worker, and calls it once",
+          "[mesh][group][elastic]") {
+  remora::Options o;
+  o.elastic = true;
+  o.store = c10::make_intrusive<c10d::HashStore>();
+  o.rpc_timeout = 20s;
+  std::map<std::string, std::unique_ptr<remora::Agent>> w;
+  for (const char* name : {"driver", "w1", "w2", "w3", "w9"}) w[name] = std::make_unique<remora::Agent>(name, o);
+  auto& driver = *w["driver"];
+  const auto gone = [&](const std::string& name) {
+    return remora::test::eventually([&] {
+      for (const auto& info : driver.get_worker_infos())
+        if (info.name == name) return false;
+      return true;
+    });
+  };
+  auto envs = remora::spawn<Env>(driver, DeviceMesh({"w1/cpu", "w2/cpu", "w3/cpu"}), std::int64_t{1});
+  CHECK(envs.call<&Env::reset>() == std::vector<std::int64_t>{11, 11, 11});
+  // Elsewhere: member 1 is made again on w9 (a new Env) and runs the call once; the others are
+  // not called again.
+  envs.on_failure([](const remora::MemberLost&) { return remora::Recovery::replace_on("w9/cpu"); });
+  w["w2"]->shutdown(false);
+  REQUIRE(gone("w2"));
+  CHECK(envs.call<&Env::reset>() == std::vector<std::int64_t>{12, 11, 12});
+  CHECK(envs.mesh().devices() == std::vector<std::string>{"w1/cpu", "w9/cpu", "w3/cpu"});
+  // On its restarted worker: the call waits for w3's next incarnation.
+  const auto first = envs.member(2).owner().incarnation;
+  envs.on_failure([](const remora::MemberLost&) { return remora::Recovery::await_restart(20s); });
+  w["w3"]->shutdown(false);
+  REQUIRE(gone("w3"));
+  std::thread restart([&] { w["w3 again"] = std::make_unique<remora::Agent>("w3", o); });
+  CHECK(envs.call<&Env::reset>() == std::vector<std::int64_t>{13, 12, 11});
+  restart.join();
+  CHECK(envs.member(2).owner().incarnation > first);
+  CHECK(envs.call<&Env::where>().values() == std::vector<std::string>{"w1", "w9", "w3"});
+  // fail(): the call fails with the member's WorkerLost; a group not made by spawn cannot replace.
+  envs.on_failure([](const remora::MemberLost&) { return remora::Recovery::fail(); });
+  w["w1"]->shutdown(false);
+  REQUIRE(gone("w1"));
+  CHECK_THROWS_AS(envs.call<&Env::reset>(), remora::WorkerLost);
+  CHECK_THROWS_WITH(envs.slice("d0", 0).replace(0, "w9/cpu"), Catch::Contains("not made by spawn"));
+  for (const char* name : {"w9", "w3 again", "driver"}) w[name]->shutdown();
+}
+
 TEST_CASE("RemoteModuleGroup has the same adverbs over its interface's methods", "[mesh][group]") {
   Four g;
   auto nets = remora::RemoteModuleGroup<groupfns::Net>::create<groupfns::Shift>(g.driver, square());

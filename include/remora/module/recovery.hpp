@@ -1,5 +1,6 @@
 #pragma once
-// What a RemoteModuleGroup does when a group call meets a lost member (on_failure):
+// What a group (RemoteModuleGroup, RemoteGroup) does when a group call meets a lost member
+// (on_failure):
 //
 //   g.on_failure([](const remora::MemberLost& lost) {
 //     return remora::Recovery::await_restart(std::chrono::seconds(30));  // or replace_on("w9/cpu"), fail()
@@ -7,8 +8,11 @@
 #include <chrono>
 #include <cstddef>
 #include <string>
+#include <thread>
 
+#include "remora/agent/agent.hpp"
 #include "remora/agent/options.hpp"
+#include "remora/core/errors.hpp"
 
 namespace remora {
 
@@ -44,5 +48,24 @@ class Recovery {
   std::string device_;
   std::chrono::milliseconds timeout_;
 };
+
+namespace detail {
+// Waits up to `timeout` for the worker `lost` names to join again as a newer incarnation (what
+// Recovery::await_restart asks); throws Error naming `group`, the member and the worker past it.
+inline void await_rejoin(Agent& agent, const MemberLost& lost, std::chrono::milliseconds timeout, const char* group) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    try {
+      if (agent.get_worker_info(lost.worker.name).incarnation > lost.worker.incarnation) return;
+    } catch (const Error&) {  // not there yet
+    }
+    if (std::chrono::steady_clock::now() >= deadline)
+      throw Error(std::string("remora: ") + group + ": member " + std::to_string(lost.index) + " ('" + lost.device +
+                  "') was lost and worker '" + lost.worker.name + "' did not join again within " +
+                  std::to_string(timeout.count()) + " ms (" + lost.reason + ")");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+}  // namespace detail
 
 }  // namespace remora

@@ -327,19 +327,7 @@ class RemoteModuleGroup {
         replace_member(lost.index, r.device(), nullptr);
         return true;
       case Recovery::Kind::await_restart: {
-        auto& agent = *shared_->agent;
-        const auto deadline = std::chrono::steady_clock::now() + r.timeout();
-        for (;;) {
-          try {
-            if (agent.get_worker_info(lost.worker.name).incarnation > lost.worker.incarnation) break;
-          } catch (const Error&) {  // not there yet
-          }
-          if (std::chrono::steady_clock::now() >= deadline)
-            throw Error("remora: RemoteModuleGroup: member " + std::to_string(lost.index) + " ('" + lost.device +
-                        "') was lost and worker '" + lost.worker.name + "' did not join again within " +
-                        std::to_string(r.timeout().count()) + " ms (" + lost.reason + ")");
-          std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
+        detail::await_rejoin(*shared_->agent, lost, r.timeout(), "RemoteModuleGroup");
         replace_member(lost.index, lost.device, nullptr);
         return true;
       }
