@@ -91,6 +91,15 @@ using remora::DeviceMesh;
 
 DeviceMesh square() { return DeviceMesh({"w1/cpu", "w2/cpu", "w3/cpu", "w4/cpu"}, {2, 2}, {"dp", "pp"}); }
 
+// An elastic group's options over a store of its own.
+remora::Options elastic_options() {
+  remora::Options o;
+  o.elastic = true;
+  o.store = c10::make_intrusive<c10d::HashStore>();
+  o.rpc_timeout = 20s;
+  return o;
+}
+
 struct Four {
   std::vector<std::unique_ptr<remora::Agent>> agents = remora::test::start_group({"driver", "w1", "w2", "w3", "w4"});
   remora::Agent& driver = *agents[0];
@@ -175,10 +184,7 @@ TEST_CASE("A stream hands out results in the order they finish, and choose picks
 
 TEST_CASE("A lost member: call fails naming it, call_each keeps the others, choose skips it, stream ends its entry",
           "[mesh][group][elastic]") {
-  remora::Options o;
-  o.elastic = true;
-  o.store = c10::make_intrusive<c10d::HashStore>();
-  o.rpc_timeout = 20s;
+  const auto o = elastic_options();
   remora::Agent driver("driver", o), w1("w1", o), w2("w2", o), w3("w3", o);
   DeviceMesh line({"w1/cpu", "w2/cpu", "w3/cpu"});
   auto envs = remora::spawn<Env>(driver, line, std::int64_t{2});
@@ -224,10 +230,7 @@ TEST_CASE("A lost member: call fails naming it, call_each keeps the others, choo
 
 TEST_CASE("A RemoteGroup makes a lost member again, elsewhere or on its restarted worker, and calls it once",
           "[mesh][group][elastic]") {
-  remora::Options o;
-  o.elastic = true;
-  o.store = c10::make_intrusive<c10d::HashStore>();
-  o.rpc_timeout = 20s;
+  const auto o = elastic_options();
   std::map<std::string, std::unique_ptr<remora::Agent>> w;
   for (const char* name : {"driver", "w1", "w2", "w3", "w9"}) w[name] = std::make_unique<remora::Agent>(name, o);
   auto& driver = *w["driver"];

@@ -7,8 +7,11 @@
 //   });
 #include <chrono>
 #include <cstddef>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "remora/agent/agent.hpp"
 #include "remora/agent/options.hpp"
@@ -65,6 +68,46 @@ inline void await_rejoin(Agent& agent, const MemberLost& lost, std::chrono::mill
                   std::to_string(timeout.count()) + " ms (" + lost.reason + ")");
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+}
+
+// The MemberLost that member i's failed call stands for: its future holds a WorkerLost and the
+// member's own worker is lost (`own_lost()`); nothing otherwise (a WorkerLost about another
+// worker, an argument's owner say, is the call's own failure).
+template <class F, class OwnLost>
+std::optional<MemberLost> member_lost(const F& future, std::size_t i, const std::string& point, const WorkerInfo& worker,
+                                      const OwnLost& own_lost) {
+  const auto error = future.exception();
+  if (!error) return std::nullopt;
+  try {
+    std::rethrow_exception(error);
+  } catch (const WorkerLost& e) {
+    if (!own_lost()) return std::nullopt;
+    return MemberLost{i, point, worker, e.what()};
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+// A group call's recovery, shared by the groups: for each member i whose future failed because
+// its own worker was lost (`lost_of(i)` says so, and how), `recover(lost)` makes it again unless
+// the policy says fail (false), then `again(i)` calls the new member; at most three recoveries per
+// member and call, one at a time. A member someone else already made again (`current(i)` is not
+// `members[i]`) is just called.
+template <class Member, class F, class LostOf, class Current, class Recover, class Again>
+void recover_members(std::vector<Member>& members, std::vector<F>& futures, std::mutex& one_at_a_time,
+                     const LostOf& lost_of, const Current& current, const Recover& recover, const Again& again) {
+  for (std::size_t i = 0; i < futures.size(); ++i)
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      futures[i].wait();
+      std::optional<MemberLost> lost = lost_of(i);
+      if (!lost) break;
+      {
+        std::lock_guard lock(one_at_a_time);
+        if (current(i) == members[i] && !recover(*lost)) break;
+      }
+      members[i] = current(i);
+      futures[i] = again(i);
+    }
 }
 }  // namespace detail
 

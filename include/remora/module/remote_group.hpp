@@ -240,34 +240,18 @@ class RemoteGroup {
       policy = shared_->policy;
     }
     if (!policy) return;
-    for (std::size_t i = 0; i < futures.size(); ++i)
-      for (int attempt = 0; attempt < 3; ++attempt) {
-        futures[i].wait();
-        auto gone = lost_member(futures[i], members[i], i);
-        if (!gone) break;
-        {
-          std::lock_guard one_at_a_time(shared_->recovering);
-          // Made again already (by another caller that met the same loss): just call it.
-          if (member(i) == members[i] && !recover(*gone, policy(*gone))) break;
-        }
-        members[i] = member(i);
-        futures[i] = one<M>(members[i], i, members.size(), args...);
-        detail::MemberLoads::track(shared_->loads, i, futures[i]);
-      }
+    detail::recover_members(
+        members, futures, shared_->recovering, [&](std::size_t i) { return lost_member(futures[i], members[i], i); },
+        [&](std::size_t i) { return member(i); }, [&](const MemberLost& gone) { return recover(gone, policy(gone)); },
+        [&](std::size_t i) {
+          auto f = one<M>(members[i], i, members.size(), args...);
+          detail::MemberLoads::track(shared_->loads, i, f);
+          return f;
+        });
   }
   template <class F>
-  std::optional<MemberLost> lost_member(F& future, const Member& m, std::size_t i) const {
-    const auto error = future.exception();
-    if (!error) return std::nullopt;
-    try {
-      std::rethrow_exception(error);
-    } catch (const WorkerLost& e) {
-      // Only the member's own worker: a WorkerLost about another one is the call's own failure.
-      if (!lost(m)) return std::nullopt;
-      return MemberLost{i, mesh().devices().at(i), m.owner(), e.what()};
-    } catch (...) {
-      return std::nullopt;
-    }
+  std::optional<MemberLost> lost_member(const F& future, const Member& m, std::size_t i) const {
+    return detail::member_lost(future, i, mesh().devices().at(i), m.owner(), [&] { return lost(m); });
   }
   // False: the policy says fail. Throws Error when the recovery itself fails.
   bool recover(const MemberLost& gone, const Recovery& r) const {

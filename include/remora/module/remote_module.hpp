@@ -131,6 +131,8 @@ class RemoteModule {
   WorkerInfo owner() const { return module_.owner(); }
   std::string owner_name() const { return module_.owner_name(); }
   bool valid() const { return module_.valid(); }
+  // The same module (one RRef's value), wherever the two handles were copied from.
+  friend bool operator==(const RemoteModule& a, const RemoteModule& b) { return a.module_ == b.module_; }
 
   // A RemoteModule is a value: it travels in calls and results (its RRef is forked).
   template <class Archive>

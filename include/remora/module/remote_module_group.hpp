@@ -282,37 +282,19 @@ class RemoteModuleGroup {
       policy = shared_->policy;
     }
     if (policy)
-      for (std::size_t i = 0; i < futures.size(); ++i)
-        for (int attempt = 0; attempt < 3; ++attempt) {
-          futures[i].wait();
-          auto lost = lost_member(futures[i], members[i], i);
-          if (!lost) break;
-          {
-            std::lock_guard one_at_a_time(shared_->recovering);
-            // Made again already (by another caller that met the same loss): just call it.
-            if (member(i).module_rref() == members[i].module_rref() && !recover(*lost, policy(*lost))) break;
-          }
-          members[i] = member(i);
-          futures[i] = call_one(members, call, i);
-        }
+      detail::recover_members(
+          members, futures, shared_->recovering, [&](std::size_t i) { return lost_member(futures[i], members[i], i); },
+          [&](std::size_t i) { return member(i); }, [&](const MemberLost& lost) { return recover(lost, policy(lost)); },
+          [&](std::size_t i) { return call_one(members, call, i); });
     return detail::gather_all(futures);
   }
 
   template <class F>
-  std::optional<MemberLost> lost_member(F& future, const Member& m, std::size_t i) const {
-    const auto error = future.exception();
-    if (!error) return std::nullopt;
-    try {
-      std::rethrow_exception(error);
-    } catch (const WorkerLost& e) {
-      // Only the member's own worker: a WorkerLost about another one (an argument's owner, say)
-      // is the call's failure, not the member's.
-      const auto owner = m.owner();
-      if (shared_->agent && !detail::AgentAccess::is_lost(*shared_->agent, owner.id)) return std::nullopt;
-      return MemberLost{i, point(i), owner, e.what()};
-    } catch (...) {
-      return std::nullopt;
-    }
+  std::optional<MemberLost> lost_member(const F& future, const Member& m, std::size_t i) const {
+    const auto owner = m.owner();
+    return detail::member_lost(future, i, point(i), owner, [&] {
+      return !shared_->agent || detail::AgentAccess::is_lost(*shared_->agent, owner.id);
+    });
   }
 
   // False: the policy says fail. Throws Error when recovery itself fails.
