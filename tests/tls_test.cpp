@@ -5,11 +5,13 @@
 #include <atomic>
 #include <cstdlib>
 #include <future>
+#include <memory>
 #include <thread>
 #include <filesystem>
 #include <string>
 
 #include <asio.hpp>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <asio/ssl.hpp>
 #include <catch2/catch.hpp>
 
@@ -309,4 +311,36 @@ TEST_CASE("TLS with a secret: the proofs are bound to the TLS session, so a rela
   CHECK(remora::test::eventually([] { return tls_fns::adds == 2; }));
   shutdown_group(g);
 }
+TEST_CASE("An elastic group under TLS and a secret: a worker that joins again authenticates as any other",
+          "[elastic][tls]") {
+  TestPki pki;
+  if (!pki.ok) {
+    WARN("skipped: the openssl tool is not available to make test certificates");
+    return;
+  }
+  auto o = tls_options(pki.options("node"));
+  o.secret = "elastic-secret";
+  o.elastic = true;
+  o.store = c10::make_intrusive<c10d::HashStore>();
+  auto a = std::make_unique<remora::Agent>("a", o);
+  auto b = std::make_unique<remora::Agent>("b", o);
+  CHECK(a->rpc_sync<&tls_fns::add>("b", 1, 2) == 3);
+  CHECK(a->transport_to("b") == "tls");
+  const auto first = a->get_worker_info("b").incarnation;
+  b->shutdown(false);  // dies
+  REQUIRE(remora::test::eventually([&] { return a->get_worker_infos().size() == 1; }));
+  b = std::make_unique<remora::Agent>("b", o);  // started again under its name
+  CHECK(a->get_worker_info("b").incarnation > first);
+  CHECK(a->rpc_sync<&tls_fns::add>("b", 2, 3) == 5);
+  CHECK(b->rpc_sync<&tls_fns::add>("a", 3, 4) == 7);
+  CHECK(b->transport_to("a") == "tls");
+  // A joiner with another secret: every member refuses it, so it does not join.
+  auto wrong = o;
+  wrong.secret = "not-the-secret";
+  CHECK_THROWS_AS(remora::Agent("c", wrong), remora::Error);
+  CHECK(a->get_worker_infos().size() == 2);
+  b->shutdown();
+  a->shutdown();
+}
+
 #endif  // REMORA_OPENSSL
