@@ -112,6 +112,17 @@ inline std::vector<std::unique_ptr<Agent>> start_group(std::vector<std::string> 
 }
 
 // Graceful shutdown of a whole group, all at once as separate processes would.
+// An elastic group's options over `store` (20 s for every timeout).
+inline Options elastic_options(c10::intrusive_ptr<c10d::Store> store) {
+  Options o;
+  o.elastic = true;
+  o.store = std::move(store);
+  o.rpc_timeout = std::chrono::seconds(20);
+  o.init_timeout = std::chrono::seconds(20);
+  o.shutdown_timeout = std::chrono::seconds(20);
+  return o;
+}
+
 inline void shutdown_group(std::vector<std::unique_ptr<Agent>>& agents) {
   std::vector<std::thread> threads;
   for (auto& a : agents) threads.emplace_back([&a] { a->shutdown(); });

@@ -42,16 +42,7 @@ int sleepy(int ms) {
 }  // namespace elastic_fns
 
 namespace {
-
-remora::Options elastic_options(c10::intrusive_ptr<c10d::Store> store) {
-  remora::Options o;
-  o.elastic = true;
-  o.store = std::move(store);
-  o.rpc_timeout = 20s;
-  o.init_timeout = 20s;
-  o.shutdown_timeout = 20s;
-  return o;
-}
+using remora::test::elastic_options;
 
 // Membership events one agent saw, in order.
 struct Seen {

@@ -37,16 +37,7 @@ struct Lin : torch::nn::Module, Net {
 }  // namespace recovery
 
 namespace {
-
-remora::Options elastic_options(c10::intrusive_ptr<c10d::Store> store) {
-  remora::Options o;
-  o.elastic = true;
-  o.store = std::move(store);
-  o.rpc_timeout = 20s;
-  o.init_timeout = 20s;
-  o.shutdown_timeout = 20s;
-  return o;
-}
+using remora::test::elastic_options;
 
 // A driver and workers w1..w3 of one elastic group, and a group of Lin(4, 3), one per worker,
 // all with member 0's parameters.

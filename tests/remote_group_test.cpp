@@ -92,13 +92,7 @@ using remora::DeviceMesh;
 DeviceMesh square() { return DeviceMesh({"w1/cpu", "w2/cpu", "w3/cpu", "w4/cpu"}, {2, 2}, {"dp", "pp"}); }
 
 // An elastic group's options over a store of its own.
-remora::Options elastic_options() {
-  remora::Options o;
-  o.elastic = true;
-  o.store = c10::make_intrusive<c10d::HashStore>();
-  o.rpc_timeout = 20s;
-  return o;
-}
+remora::Options elastic_options() { return remora::test::elastic_options(c10::make_intrusive<c10d::HashStore>()); }
 
 struct Four {
   std::vector<std::unique_ptr<remora::Agent>> agents = remora::test::start_group({"driver", "w1", "w2", "w3", "w4"});

@@ -56,26 +56,33 @@ inline std::string store_reason(const std::exception& e) {
 }
 inline std::string string_of(const std::vector<std::uint8_t>& b) { return {b.begin(), b.end()}; }
 
+// The host and port of the store that `o.init_method` names (env://: MASTER_ADDR, MASTER_PORT;
+// tcp://host:port). Throws Error for a missing variable or a malformed or unknown method.
+struct StoreAddress {
+  std::string host, port;
+};
+inline StoreAddress store_address(const Options& o) {
+  if (o.init_method.rfind("env://", 0) == 0) {
+    StoreAddress a{env_or("MASTER_ADDR", ""), env_or("MASTER_PORT", "")};
+    if (a.host.empty() || a.port.empty())
+      throw Error("remora: init_method env:// needs MASTER_ADDR and MASTER_PORT in the environment");
+    return a;
+  }
+  if (o.init_method.rfind("tcp://", 0) == 0) {
+    auto hp = o.init_method.substr(6);
+    auto colon = hp.rfind(':');
+    if (colon == std::string::npos) throw Error("remora: init_method must be tcp://host:port, got " + o.init_method);
+    return {hp.substr(0, colon), hp.substr(colon + 1)};
+  }
+  throw Error("remora: unknown init_method '" + o.init_method + "' (use env:// or tcp://host:port)");
+}
+
 // The store the options name, namespaced under "remora/" (and torchrun's restart count, so a
 // restarted group does not read its predecessor's keys).
 inline c10::intrusive_ptr<c10d::Store> open_store(const Options& o, int rank, int world_size) {
   c10::intrusive_ptr<c10d::Store> base = o.store;
   if (!base) {
-    std::string host, port;
-    if (o.init_method.rfind("env://", 0) == 0) {
-      host = env_or("MASTER_ADDR", "");
-      port = env_or("MASTER_PORT", "");
-      if (host.empty() || port.empty())
-        throw Error("remora: init_method env:// needs MASTER_ADDR and MASTER_PORT in the environment");
-    } else if (o.init_method.rfind("tcp://", 0) == 0) {
-      auto hp = o.init_method.substr(6);
-      auto colon = hp.rfind(':');
-      if (colon == std::string::npos) throw Error("remora: init_method must be tcp://host:port, got " + o.init_method);
-      host = hp.substr(0, colon);
-      port = hp.substr(colon + 1);
-    } else {
-      throw Error("remora: unknown init_method '" + o.init_method + "' (use env:// or tcp://host:port)");
-    }
+    const auto [host, port] = store_address(o);
     c10d::TCPStoreOptions so;
     so.port = port_of(port, o.init_method.rfind("env://", 0) == 0 ? std::string("MASTER_PORT")
                                                                    : "the port of init_method " + o.init_method);

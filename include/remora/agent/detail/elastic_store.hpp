@@ -46,21 +46,7 @@ inline bool accepts_connections(std::uint16_t port) {
 inline c10::intrusive_ptr<c10d::Store> open_elastic_store(const Options& o) {
   c10::intrusive_ptr<c10d::Store> base = o.store;
   if (!base) {
-    std::string host, port;
-    if (o.init_method.rfind("env://", 0) == 0) {
-      host = env_or("MASTER_ADDR", "");
-      port = env_or("MASTER_PORT", "");
-      if (host.empty() || port.empty())
-        throw Error("remora: init_method env:// needs MASTER_ADDR and MASTER_PORT in the environment");
-    } else if (o.init_method.rfind("tcp://", 0) == 0) {
-      auto hp = o.init_method.substr(6);
-      auto colon = hp.rfind(':');
-      if (colon == std::string::npos) throw Error("remora: init_method must be tcp://host:port, got " + o.init_method);
-      host = hp.substr(0, colon);
-      port = hp.substr(colon + 1);
-    } else {
-      throw Error("remora: unknown init_method '" + o.init_method + "' (use env:// or tcp://host:port)");
-    }
+    const auto [host, port] = store_address(o);
     c10d::TCPStoreOptions so;
     so.port = port_of(port, "the store port of init_method " + o.init_method);
     so.waitWorkers = false;
