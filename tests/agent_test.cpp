@@ -356,6 +356,9 @@ class CountingStore : public c10d::Store {
   int64_t getNumKeys() override { return base_->getNumKeys(); }
   void wait(const std::vector<std::string>& k) override { base_->wait(k); }
   void wait(const std::vector<std::string>& k, const std::chrono::milliseconds& t) override { base_->wait(k, t); }
+  // A pure virtual of libtorch 2.x's Store (no `override`: 1.13's Store has none); the copy
+  // counts apart.
+  c10::intrusive_ptr<c10d::Store> clone() { return c10::make_intrusive<CountingStore>(base_); }
   std::atomic<int> gets{0};
 
  private:

@@ -59,18 +59,19 @@ TEST_CASE("A small call allocates a fixed handful of times", "[agent][allocation
   auto g = remora::test::start_group({"a", "b"}, o);
   auto& a = *g[0];
   const auto x = torch::ones({1});
-  // 8 today: per received tensor libtorch's TensorImpl, StorageImpl and data context (2 tensors),
-  // the future's state, the served call's pool job.
+  // remora's own: the future's state and the served call's pool job (2). The rest are libtorch's
+  // TensorImpl, StorageImpl and data context of each received tensor (argument and reply: 6),
+  // which a received tensor cannot do without. A few calls in a thousand also grow a buffer.
   const double tensor_call = allocations_per_call([&](int) { (void)a.rpc_sync<&alloc_fns::echo>("b", x); });
-  CHECK(tensor_call <= 9);
+  CHECK(tensor_call <= 8.5);
   int wrong = 0;  // counted, not CHECKed: Catch's assertions allocate
   const double scalar_call = allocations_per_call([&](int i) { wrong += a.rpc_sync<&alloc_fns::add>("b", i, 1) != i + 1; });
   CHECK(wrong == 0);
-  CHECK(scalar_call <= 3);
+  CHECK(scalar_call <= 2.5);
   auto m = remora::RemoteModule<alloc_fns::Echo>::create<alloc_fns::EchoModule>(a, "b/cpu");
   const double forward = allocations_per_call([&](int) { (void)m.forward(x); });
-  CHECK(forward <= 10);
-  UNSCOPED_INFO("allocations per call: 4 B rpc_sync " << tensor_call << ", ints " << scalar_call
+  CHECK(forward <= 9.5);  // one more than rpc_sync
+  WARN("allocations per call: 4 B rpc_sync " << tensor_call << ", ints " << scalar_call
                                                       << ", RemoteModule::forward " << forward);
   m = remora::RemoteModule<alloc_fns::Echo>();
   remora::test::shutdown_group(g);

@@ -309,6 +309,33 @@ TEST_CASE("GPU tensors cross between two processes by CUDA IPC handle, both ways
   CHECK(remora::test::wait_exit(child) == 0);
 }
 
+TEST_CASE("GPU tensors cross by CUDA IPC between processes in separate PID namespaces", "[cuda][process][pidns]") {
+  // unshare(1) makes the server pid 1 of a new PID namespace (root only; skipped elsewhere): the
+  // two processes share the GPU and the network namespace, not their pids.
+  if (std::getenv("REMORA_TRANSPORT") && std::string(std::getenv("REMORA_TRANSPORT")) == "tcp") return;  // no IPC
+  if (::geteuid() != 0 || std::system("unshare --pid --fork true >/dev/null 2>&1") != 0) {
+    WARN("skipped: this process cannot make a PID namespace (unshare --pid)");
+    return;
+  }
+  const auto hosted = remora::test::host_store();
+  pid_t child = remora::test::spawn_self({"--pid", "--fork", "@self", "--role", "cuda_server", std::to_string(hosted.port)},
+                                         "/usr/bin/unshare");
+  {
+    auto o = remora::test::hosted_options(hosted);
+    o.set_device_map("server", {{"cuda:0", "cuda:0"}});
+    remora::Agent client("client", 0, 2, o);
+    CHECK(client.transport_to("server") == "local");
+    for (int round = 0; round < 3; ++round) {
+      auto x = torch::randn({1 << 20}, torch::kCUDA);
+      auto y = client.rpc_sync<&cuda_fns::scale>("server", x, 2.0);
+      CHECK(y.device() == torch::Device("cuda:0"));
+      CHECK(torch::allclose(y, x * 2));
+    }
+    client.shutdown();
+  }
+  CHECK(remora::test::wait_exit(child) == 0);
+}
+
 TEST_CASE("A call's GPU arguments reach the call complete, and the caller's memory is reused only after the copy",
           "[cuda][process]") {
   const auto hosted = remora::test::host_store();
