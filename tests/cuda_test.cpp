@@ -310,16 +310,18 @@ TEST_CASE("GPU tensors cross between two processes by CUDA IPC handle, both ways
 }
 
 TEST_CASE("GPU tensors cross by CUDA IPC between processes in separate PID namespaces", "[cuda][process][pidns]") {
-  // unshare(1) makes the server pid 1 of a new PID namespace (root only; skipped elsewhere): the
-  // two processes share the GPU and the network namespace, not their pids.
+  // unshare(1) makes the server pid 1 of a new PID namespace with its own /proc (root only;
+  // skipped elsewhere): the two processes share the GPU and the network namespace, not their
+  // pids. (Without a /proc of its own the CUDA driver does not start in such a namespace.)
   if (std::getenv("REMORA_TRANSPORT") && std::string(std::getenv("REMORA_TRANSPORT")) == "tcp") return;  // no IPC
-  if (::geteuid() != 0 || std::system("unshare --pid --fork true >/dev/null 2>&1") != 0) {
-    WARN("skipped: this process cannot make a PID namespace (unshare --pid)");
+  if (::geteuid() != 0 || std::system("unshare --pid --fork --mount-proc true >/dev/null 2>&1") != 0) {
+    WARN("skipped: this process cannot make a PID namespace (unshare --pid --mount-proc)");
     return;
   }
   const auto hosted = remora::test::host_store();
-  pid_t child = remora::test::spawn_self({"--pid", "--fork", "@self", "--role", "cuda_server", std::to_string(hosted.port)},
-                                         "/usr/bin/unshare");
+  pid_t child = remora::test::spawn_self(
+      {"--pid", "--fork", "--mount-proc", "@self", "--role", "cuda_server", std::to_string(hosted.port)},
+      "/usr/bin/unshare");
   {
     auto o = remora::test::hosted_options(hosted);
     o.set_device_map("server", {{"cuda:0", "cuda:0"}});

@@ -22,6 +22,7 @@
 
 #include <asio.hpp>
 #include <catch2/catch.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "agent_support.hpp"
 #include "raw_peer.hpp"
@@ -519,6 +520,32 @@ TEST_CASE("A bad MASTER_PORT and a rendezvous that times out say what is wrong, 
     CHECK_THAT(what, Catch::Contains("waiting for all 3 workers to join; joined: 'first' (rank 0); missing ranks: 1, 2"));
     CHECK_THAT(what, !Catch::Contains("frame #"));
   }
+  // A rank other than 0 waits for the roster in the get of the TCPStore it opened with
+  // init_timeout: as prompt, and the same account.
+  c10d::TCPStoreOptions so;
+  so.port = 0;
+  so.isServer = true;
+  so.waitWorkers = false;
+  c10d::TCPStore server("127.0.0.1", so);
+  ::setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
+  remora::Options t;
+  t.init_method = "tcp://127.0.0.1:" + std::to_string(server.getPort());
+  t.init_timeout = std::chrono::seconds(2);
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    remora::Agent b("second", 1, 2, t);
+    FAIL("the rendezvous did not time out");
+  } catch (const remora::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("waiting for all 2 workers to join; joined: 'second' (rank 1); missing ranks: 0"));
+    CHECK_THAT(e.what(), !Catch::Contains("frame #"));
+  }
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(20));  // not the store's default
+  // A store nobody hosts: a remora::Error that names its address, not libtorch's backtrace.
+  t.init_method = "tcp://127.0.0.1:1";
+  t.init_timeout = std::chrono::milliseconds(300);
+  CHECK_THROWS_WITH(remora::Agent("third", 1, 2, t),
+                    Catch::Contains("cannot reach the rendezvous store at 127.0.0.1:1") && !Catch::Contains("frame #"));
+  ::unsetenv("TORCHELASTIC_USE_AGENT_STORE");
 }
 
 TEST_CASE("Profile events are taken only from the worker that served the call they name", "[agent][hostile]") {

@@ -1,8 +1,9 @@
 #pragma once
-// Rendezvous through a c10d store: every worker publishes name and address under its rank,
-// names must be unique, and each waits until all ranks are known. Rank 0 gathers every rank's
-// record into one roster, which the others read once: a constant number of store operations per
-// worker (rank 0: two reads per rank), not one read per rank per worker.
+// Rendezvous through a c10d store: every worker publishes its name, address and device record
+// under its rank in one key, and each waits until all ranks are known. Rank 0 gathers every
+// rank's key into one roster, which the others read once: three store operations per worker
+// (rank 0: one read per rank), not one read per rank per worker. Names must be unique: every
+// worker checks the roster, so a duplicate fails the whole group at once.
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -91,7 +92,13 @@ inline c10::intrusive_ptr<c10d::Store> open_store(const Options& o, int rank, in
     so.numWorkers = world_size;
     so.waitWorkers = false;
     so.timeout = o.init_timeout;
-    base = c10::make_intrusive<c10d::TCPStore>(host, so);
+    try {
+      base = c10::make_intrusive<c10d::TCPStore>(host, so);
+    } catch (const std::exception& e) {  // c10::Error, or c10d's TimeoutError (a runtime_error in 1.13)
+      throw Error("remora: cannot " + std::string(so.isServer ? "host" : "reach") + " the rendezvous store at " + host +
+                  ":" + port + " (init_method " + o.init_method + ", init_timeout " +
+                  std::to_string(o.init_timeout.count()) + " ms): " + store_reason(e));
+    }
   }
   return c10::make_intrusive<c10d::PrefixStore>("remora/" + env_or("TORCHELASTIC_RESTART_COUNT", "0"), base);
 }
@@ -104,14 +111,7 @@ inline std::vector<std::string> split_lines(const std::string& v) {
   return out;
 }
 
-// The worker name in a published address ("name\nhost\n...").
-inline std::string split_name(const std::vector<std::uint8_t>& published) {
-  const std::string s = split_lines(string_of(published))[0];
-  return "'" + (!s.empty() && s[0] == '!' ? s.substr(1) : s) + "'";
-}
-
-// What the rendezvous gives each worker: every rank's address and device record (the
-// "devices/RANK" key each sets before its address), indexed by rank.
+// What the rendezvous gives each worker: every rank's address and device record, indexed by rank.
 struct Roster {
   std::vector<PeerAddress> peers;
   std::vector<std::string> devices;
@@ -131,36 +131,40 @@ inline std::string next_record(const std::string& in, std::size_t& at) {
   return in.substr(colon + 1, size);
 }
 
-// Publishes this worker (`self.name` and its addresses) and returns every worker's, indexed by rank.
-inline Roster rendezvous(c10d::Store& store, const PeerAddress& self, int rank, int world_size,
-                         std::chrono::milliseconds timeout) {
+// The worker name in a published key (its first record: "name\nhost\n...").
+inline std::string split_name(const std::vector<std::uint8_t>& published) {
+  std::size_t at = 0;
+  return "'" + split_lines(next_record(string_of(published), at))[0] + "'";
+}
+
+// Publishes this worker (`self.name`, its addresses and `devices`, its device record) and
+// returns every worker's, indexed by rank. `get_waits`: the store's get waits for a missing key
+// up to `timeout` itself (a TCPStore opened with that timeout), so the roster needs no wait of
+// its own (c10d's TCPStore::get is a wait and a read: one round trip less of four).
+inline Roster rendezvous(c10d::Store& store, const PeerAddress& self, const std::string& devices, int rank,
+                         int world_size, std::chrono::milliseconds timeout, bool get_waits = false) {
   const std::string& name = self.name;
   if (name.empty() || name.find_first_of("/\n") != std::string::npos)
     throw Error("remora: invalid worker name '" + name + "' (non-empty, no '/' or newline)");
   if (world_size < 1 || rank < 0 || rank >= world_size)
     throw Error("remora: rank " + std::to_string(rank) + " is outside world size " + std::to_string(world_size));
-  const bool duplicate = store.add("name/" + name, 1) > 1;
-  store.set("worker/" + std::to_string(rank),
-            bytes_of((duplicate ? "!" : "") + name + "\n" + self.host + "\n" + std::to_string(self.port) + "\n" +
-                     self.host_identity + "\n" + self.local_socket + "\n" + (self.authenticates ? "secret" : "open") +
-                     (self.tls ? "+tls" : "")));
-  // (Rank 0 says so after it wrote the roster, so the others learn it from there, not by timing out.)
-  const auto taken = [&] { return Error("remora: worker name '" + name + "' is already taken by another rank"); };
-  if (duplicate && rank != 0) throw taken();
+  // The key's value is two roster records: rank 0 concatenates the values as they are.
+  std::string published;
+  append_record(published, name + "\n" + self.host + "\n" + std::to_string(self.port) + "\n" + self.host_identity +
+                               "\n" + self.local_socket + "\n" + (self.authenticates ? "secret" : "open") +
+                               (self.tls ? "+tls" : ""));
+  append_record(published, devices);
+  store.set("worker/" + std::to_string(rank), bytes_of(published));
   std::vector<std::string> keys;
   for (int r = 0; r < world_size; ++r) keys.push_back("worker/" + std::to_string(r));
   std::string roster;
   try {
     if (rank == 0) {
       store.wait(keys, timeout);
-      for (int r = 0; r < world_size; ++r) {
-        append_record(roster, string_of(store.get(keys[r])));
-        append_record(roster, string_of(store.get("devices/" + std::to_string(r))));
-      }
+      for (int r = 0; r < world_size; ++r) roster += string_of(store.get(keys[r]));
       store.set("roster", bytes_of(roster));
-      if (duplicate) throw taken();
     } else {
-      store.wait({"roster"}, timeout);
+      if (!get_waits) store.wait({"roster"}, timeout);
       roster = string_of(store.get("roster"));
     }
   } catch (const std::exception& e) {
@@ -188,9 +192,10 @@ inline Roster rendezvous(c10d::Store& store, const PeerAddress& self, int rank, 
     auto fields = split_lines(next_record(roster, at));
     out.devices.push_back(next_record(roster, at));
     if (fields.size() != 6) throw Error("remora: rank " + std::to_string(r) + " published an address this build cannot read");
-    if (!fields[0].empty() && fields[0][0] == '!')
-      throw Error("remora: rank " + std::to_string(r) + " tried to join as '" + fields[0].substr(1) +
-                  "', a name another rank already has");
+    for (int before = 0; before < r; ++before)
+      if (peers[before].name == fields[0])
+        throw Error("remora: ranks " + std::to_string(before) + " and " + std::to_string(r) + " both joined as '" +
+                    fields[0] + "': the name is already taken, and worker names must be unique");
     peers[r] = {fields[0], fields[1], port_of(fields[2], "the port rank " + std::to_string(r) + " published"), fields[3], fields[4],
                 fields[5].rfind("secret", 0) == 0, fields[5].ends_with("+tls")};
   }

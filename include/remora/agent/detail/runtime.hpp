@@ -339,10 +339,9 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
 inline void AgentRuntime::join_static(const PeerAddress& me, int rank, int world_size) {
   self_id = static_cast<std::uint32_t>(rank);
   store_ = open_store(options, rank, world_size);
-  // This worker's CUDA devices and device maps, before the rendezvous key: every rendezvoused
-  // worker's devices are then there for the others to check.
-  store_->set("devices/" + std::to_string(self_id), bytes_of(device_record(options)));
-  auto roster = rendezvous(*store_, me, rank, world_size, options.init_timeout);
+  // With this worker's CUDA devices and device maps, for the others to check.
+  auto roster = rendezvous(*store_, me, device_record(options), rank, world_size, options.init_timeout,
+                           /*get_waits=*/!options.store);  // open_store made a TCPStore with init_timeout
   const auto& peers = roster.peers;
   asio::ip::tcp::resolver resolver(io_);
   for (std::uint32_t r = 0; r < peers.size(); ++r) {
