@@ -92,7 +92,12 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(Agent& agent, c
   for (const auto& point : members.devices()) {
     const auto where = RemoteDevice::parse(point);
     (where.device.is_cuda() ? cuda : cpu) = true;
-    key += point + "#" + std::to_string(agent.get_worker_info(where.worker_id(agent)).incarnation) + ",";
+    const auto id = where.worker_id(agent);  // throws when the worker is not (or no longer) in the group
+    // A lost member would leave the others waiting in the backend's rendezvous until its timeout.
+    if (id != agent.self().id && AgentAccess::is_lost(agent, id))
+      throw WorkerLost(where.worker, "process_group(" + what + ")",
+                       "a member of the mesh is lost; make the group once it has joined again, or over a mesh without it");
+    key += point + "#" + std::to_string(agent.get_worker_info(id).incarnation) + ",";
   }
   if (cuda && cpu) throw Error("remora: process_group(" + what + "): its points mix CPU and CUDA devices");
   const int size = static_cast<int>(members.size());
