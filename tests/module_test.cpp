@@ -12,6 +12,7 @@
 #include <torch/nn.h>
 
 #include "remora/module/remote_module.hpp"
+#include "remora/module/remote_module_group.hpp"
 
 using namespace std::chrono_literals;
 using remora::RemoteModule;
@@ -108,6 +109,17 @@ void zero_param(RRef<torch::Tensor> p) {
 }
 bool is_training(RRef<Classifier> r) { return dynamic_cast<torch::nn::Module&>(r.local_value()).is_training(); }
 
+// An Mlp with a buffer: weight sync may leave buffers out.
+struct Scaled : torch::nn::Module, Classifier {
+  Scaled(std::int64_t in, std::int64_t out)
+      : fc(register_module("fc", torch::nn::Linear(in, out))), scale(register_buffer("scale", torch::full({out}, 3.0))) {}
+  torch::Tensor forward(torch::Tensor x, double temperature) override { return fc->forward(x) * scale / temperature; }
+  void reset() override {}
+  std::int64_t calls() const override { return 0; }
+  torch::nn::Linear fc;
+  torch::Tensor scale;
+};
+
 }  // namespace mt
 
 namespace {
@@ -193,6 +205,56 @@ TEST_CASE("RemoteModule: parameters, train and eval on the owner", "[module]") {
     CHECK(g[0]->rpc_sync<&mt::is_training>("ps", m.module_rref()));
   }
   CHECK(eventually([&] { return owned(*g[1]) == 0; }));
+  shutdown_group(g);
+  check_no_leaks(g);
+}
+
+TEST_CASE("Weight sync: a model's named parameters loaded in place into a module and into every member of a group",
+          "[module][weight_sync]") {
+  auto g = start_group({"trainer", "w1", "w2", "w3"});
+  {
+    auto trainer = std::make_shared<mt::Scaled>(4, 3);  // the model trained here
+    const auto x = torch::rand({2, 4});
+    const auto expected = [&] { return trainer->forward(x, 1.0); };
+    auto group = remora::RemoteModuleGroup<mt::Classifier>::create<mt::Scaled>(
+        *g[0], remora::DeviceMesh({"w1/cpu", "w2/cpu"}), std::int64_t{4}, std::int64_t{3});
+    auto single = RemoteModule<mt::Classifier>::create<mt::Scaled>(*g[0], "w3/cpu", 4, 3);
+    CHECK_FALSE(torch::allclose(single.forward(x), expected()));  // made with other random weights
+    for (int step = 0; step < 3; ++step) {
+      {
+        torch::NoGradGuard no_grad;
+        for (auto& p : trainer->parameters()) p.add_(torch::rand_like(p));  // a training step
+      }
+      group.load_state_dict(trainer->named_parameters());
+      single.load_state_dict(trainer->named_parameters());
+      for (std::size_t i = 0; i < group.size(); ++i) CHECK(torch::allclose(group.member(i).forward(x), expected()));
+      CHECK(torch::allclose(single.forward(x), expected()));
+    }
+    // Buffers too, when sent with the parameters; asynchronously.
+    trainer->scale.fill_(5.0);
+    auto everything = trainer->named_parameters();
+    for (const auto& b : trainer->named_buffers()) everything.insert(b.key(), b.value());
+    remora::Future<void> f = group.load_state_dict_async(everything);
+    f.get();
+    CHECK(torch::allclose(group.member(1).forward(x), expected()));
+    // A mismatch is found on every member before anything is sent: nothing changes.
+    const auto before = group.member(0).forward(x);
+    const auto single_before = single.forward(x);
+    auto other = std::make_shared<mt::Scaled>(4, 5);
+    CHECK_THROWS_WITH(group.load_state_dict(other->named_parameters()),
+                      Catch::Contains("load_state_dict on w1/cpu: 'fc.bias' has shape [5] here and [3] in the module") &&
+                          Catch::Contains("nothing was sent"));
+    torch::OrderedDict<std::string, torch::Tensor> partial;
+    partial.insert("fc.bias", torch::zeros({3}));
+    CHECK_THROWS_WITH(single.load_state_dict(partial), Catch::Contains("the state has no parameter 'fc.weight'"));
+    partial.insert("fc.weight", torch::zeros({3, 4}));
+    partial.insert("gate", torch::zeros({1}));
+    CHECK_THROWS_WITH(single.load_state_dict_async(partial).get(),
+                      Catch::Contains("w3/cpu: the module has no parameter or buffer 'gate'"));
+    CHECK(torch::equal(group.member(0).forward(x), before));
+    CHECK(torch::equal(single.forward(x), single_before));
+  }
+  CHECK(eventually([&] { return owned(*g[1]) == 0 && owned(*g[3]) == 0; }));
   shutdown_group(g);
   check_no_leaks(g);
 }

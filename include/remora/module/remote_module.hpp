@@ -17,6 +17,7 @@
 
 #include "remora/module/concepts.hpp"
 #include "remora/module/detail/module_shims.hpp"
+#include "remora/module/detail/weight_sync.hpp"
 #include "remora/module/remote_device.hpp"
 #include "remora/rref/remote.hpp"
 
@@ -118,6 +119,19 @@ class RemoteModule {
   // torch::nn::Module or a TorchScript module behind the interface. Cost: the whole state crosses.
   std::map<std::string, torch::Tensor> state_dict() const;
   void load_state_dict(const std::map<std::string, torch::Tensor>& state) const;
+  // Weight sync: `named` (a model's named_parameters(), or named_buffers() too) copied in place
+  // into this module's tensors of those names. The module's names and shapes are fetched and
+  // checked first: a name it lacks, a shape that differs or a parameter left out throws Error
+  // naming it, and no tensor is sent. Cost: one small call, then the tensors once (on one host by
+  // shared memory or CUDA IPC handle); buffers left out keep their values.
+  void load_state_dict(const torch::OrderedDict<std::string, torch::Tensor>& named) const {
+    auto f = load_state_dict_async(named);
+    detail::AgentAccess::await_sync(agent(), f);
+    std::move(f).get();
+  }
+  Future<void> load_state_dict_async(const torch::OrderedDict<std::string, torch::Tensor>& named) const {
+    return detail::load_named_state<I>({module_}, {owner_name() + "/" + device_.str()}, named);
+  }
   // The state of `source` (a module of the same interface, on any worker) loaded into this one,
   // checked as load_state_dict checks it. This module's worker fetches it from the source's, so
   // the state crosses once and never through this caller (how a replica is restored).
@@ -281,7 +295,7 @@ void RemoteModule<I>::load_state_dict(const std::map<std::string, torch::Tensor>
   (void)detail::AutoRegisterAs<&Shim::call, Shim::identity>::registered;
   detail::RRefAccess::check_usable(module_, "load_state_dict");
   auto f = detail::call_as<&Shim::call>(agent(), detail::RRefAccess::core(module_).owner, Shim::identity, CallOptions{},
-                                        detail::RRefAccess::core(module_).id, state);
+                                        detail::RRefAccess::core(module_).id, state, false);
   detail::AgentAccess::await_sync(agent(), f);
   std::move(f).get();
 }

@@ -90,6 +90,27 @@ class RemoteModuleGroup {
   void replace(std::size_t i, std::string_view device) { replace_member(i, device, nullptr); }
   void replace(std::size_t i, std::string_view device, const State& state) { replace_member(i, device, &state); }
 
+  // Weight sync to every member (RemoteModule::load_state_dict of named tensors): all members'
+  // names and shapes are checked before any tensor is sent, then each member's worker receives
+  // `named` once and copies it in place. The future completes when every member has copied, or
+  // holds the first failure (a lost member: its WorkerLost; nothing is recovered here).
+  void load_state_dict(const torch::OrderedDict<std::string, torch::Tensor>& named) const {
+    auto f = load_state_dict_async(named);
+    if (shared_->agent) detail::AgentAccess::await_sync(*shared_->agent, f);
+    std::move(f).get();
+  }
+  Future<void> load_state_dict_async(const torch::OrderedDict<std::string, torch::Tensor>& named) const {
+    auto members = snapshot();
+    if (members.empty()) throw Error("remora: RemoteModuleGroup::load_state_dict: this group has no members");
+    std::vector<RRef<I>> modules;
+    std::vector<std::string> points;
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      modules.push_back(members[i].module_rref());
+      points.push_back(point(i));
+    }
+    return detail::load_named_state<I>(modules, std::move(points), named);
+  }
+
   // What forward, forward_as and call do when a member's worker is lost during them: `policy`
   // says, per lost member (recovery.hpp). Without one, or with Recovery::fail(), the group call
   // fails with that member's WorkerLost. A recovered member runs the call once more, on its new

@@ -117,6 +117,22 @@ struct TrainableModule {
     else
       script->jit_module().train(mode);
   }
+  // The shapes of its parameters and of its buffers, by dotted name.
+  using Shapes = std::map<std::string, std::vector<std::int64_t>>;
+  std::pair<Shapes, Shapes> shapes() const {
+    std::pair<Shapes, Shapes> out;
+    const auto add = [](Shapes& to, const std::string& name, const torch::Tensor& t) {
+      to.emplace(name, std::vector<std::int64_t>(t.sizes().begin(), t.sizes().end()));
+    };
+    if (nn) {
+      for (const auto& p : nn->named_parameters(true)) add(out.first, p.key(), p.value());
+      for (const auto& b : nn->named_buffers(true)) add(out.second, b.key(), b.value());
+    } else {
+      for (const auto& p : script->jit_module().named_parameters(true)) add(out.first, p.name, p.value);
+      for (const auto& b : script->jit_module().named_buffers(true)) add(out.second, b.name, b.value);
+    }
+    return out;
+  }
   // Parameters and buffers by their dotted names (the tensors themselves, not copies).
   std::vector<std::pair<std::string, torch::Tensor>> named_state() const {
     std::vector<std::pair<std::string, torch::Tensor>> out;
@@ -173,30 +189,38 @@ struct StateShim {
 };
 
 // Copies `state` into the module held by `owned`: each tensor into its own device. The names
-// must be exactly the module's: a missing or an extra one is an Error naming it, and nothing is
-// copied then.
+// must be the module's: an extra one, a wrong shape or (unless `partial`) a missing one is an
+// Error naming it, and nothing is copied then. `partial`: names the state leaves out keep their
+// tensors (weight sync checks on the caller that every parameter is there).
 template <class I>
-Future<void> load_state(const std::shared_ptr<OwnerState>& owned, std::map<std::string, torch::Tensor> state) {
-  return typed_value<I>(owned).then([state = std::move(state)](const std::shared_ptr<I>& obj) {
+Future<void> load_state(const std::shared_ptr<OwnerState>& owned, std::map<std::string, torch::Tensor> state,
+                        bool partial = false) {
+  return typed_value<I>(owned).then([state = std::move(state), partial](const std::shared_ptr<I>& obj) {
     auto named = TrainableModule<I>(obj).named_state();
+    std::size_t found = 0;
     for (const auto& [name, t] : named) {
       auto it = state.find(name);
-      if (it == state.end()) throw Error("remora: load_state_dict: the state has no '" + name + "'");
+      if (it == state.end()) {
+        if (partial) continue;
+        throw Error("remora: load_state_dict: the state has no '" + name + "'");
+      }
       if (it->second.sizes() != t.sizes()) throw Error("remora: load_state_dict: '" + name + "' has the wrong shape");
+      ++found;
     }
-    if (state.size() != named.size())
+    if (state.size() != found)
       for (const auto& entry : state)  // no structured binding: clang 14 cannot capture one
         if (std::none_of(named.begin(), named.end(), [&](const auto& n) { return n.first == entry.first; }))
           throw Error("remora: load_state_dict: the module has no '" + entry.first + "'");
     torch::NoGradGuard no_grad;
-    for (auto& [name, t] : named) t.copy_(state.at(name));
+    for (auto& [name, t] : named)
+      if (auto it = state.find(name); it != state.end()) t.copy_(it->second);
   });
 }
 
 template <class I>
 struct LoadStateShim {
-  static Future<void> call(RRefId id, std::map<std::string, torch::Tensor> state) {
-    return load_state<I>(rref_msg::requested_state(id), std::move(state));
+  static Future<void> call(RRefId id, std::map<std::string, torch::Tensor> state, bool partial) {
+    return load_state<I>(rref_msg::requested_state(id), std::move(state), partial);
   }
   static constexpr Identity identity{mix_id("remora/module/load_state_dict", type_identity_of<I>.id),
                                      "Module::load_state_dict"};
