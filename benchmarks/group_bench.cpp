@@ -1,10 +1,13 @@
 // A data-parallel forward through a RemoteModuleGroup of 4 replicas (the batch sharded along
 // dim 0, results concatenated) against the same four forward_async calls made by hand, and
 // against the whole batch run by one member. Five agents in one process over the transport
-// REMORA_TRANSPORT picks. Prints `name value` lines; scripts/bench reads them.
+// REMORA_TRANSPORT picks. Then weight sync: a 512 MiB state (named_parameters of an Mlp(8192))
+// loaded into one member and into three, against one memcpy of as many bytes. Prints `name value`
+// lines; scripts/bench reads them.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -72,6 +75,33 @@ int main() {
     const double one = mean_us(s.iters, [&] { group.member(0).forward(x); });
     std::printf("group_%s_us %.1f\nby_hand_%s_us %.1f\none_member_%s_us %.1f\n", s.name, grouped, s.name, by_hand,
                 s.name, one);
+  }
+  {
+    const auto best_ms = [](auto&& f) {
+      double best = 1e300;
+      for (int round = 0; round < 3; ++round) {
+        const auto t = std::chrono::steady_clock::now();
+        f();
+        best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count());
+      }
+      return best;
+    };
+    auto model = std::make_shared<bench::Mlp>(8192);
+    const auto named = model->named_parameters();
+    std::int64_t bytes = 0;
+    for (const auto& p : model->parameters()) bytes += static_cast<std::int64_t>(p.nbytes());
+    auto from = torch::ones({bytes}, torch::kByte);
+    auto to = torch::zeros({bytes}, torch::kByte);
+    const double copy_ms = best_ms([&] { std::memcpy(to.data_ptr(), from.data_ptr(), static_cast<std::size_t>(bytes)); });
+    std::printf("weight_sync_bytes %lld\nweight_sync_memcpy_ms %.1f\n", static_cast<long long>(bytes), copy_ms);
+    for (int n : {1, 3}) {
+      std::vector<std::string> points;
+      for (int i = 1; i <= n; ++i) points.push_back("w" + std::to_string(i) + "/cpu");
+      auto group = remora::RemoteModuleGroup<bench::Block>::create<bench::Mlp>(me, remora::DeviceMesh(points),
+                                                                               std::int64_t{8192});
+      group.load_state_dict(named);  // the members' receive buffers touched once
+      std::printf("weight_sync_%d_members_ms %.1f\n", n, best_ms([&] { group.load_state_dict(named); }));
+    }
   }
   std::vector<std::thread> t;
   for (auto& a : agents) t.emplace_back([&a] { a->shutdown(); });
