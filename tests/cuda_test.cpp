@@ -326,13 +326,17 @@ TEST_CASE("GPU tensors cross by CUDA IPC between processes in separate PID names
     auto o = remora::test::hosted_options(hosted);
     o.set_device_map("server", {{"cuda:0", "cuda:0"}});
     remora::Agent client("client", 0, 2, o);
-    CHECK(client.transport_to("server") == "local");
+    using remora::transport::detail::OpenedSegments;
+    const auto opened_before = OpenedSegments::instance().opened_count();
     for (int round = 0; round < 3; ++round) {
       auto x = torch::randn({1 << 20}, torch::kCUDA);
       auto y = client.rpc_sync<&cuda_fns::scale>("server", x, 2.0);
       CHECK(y.device() == torch::Device("cuda:0"));
       CHECK(torch::allclose(y, x * 2));
     }
+    CHECK(client.transport_to("server") == "local");  // (known once the first call connected)
+    // The replies came by IPC handle: this process opened the server's memory.
+    CHECK(OpenedSegments::instance().opened_count() > opened_before);
     client.shutdown();
   }
   CHECK(remora::test::wait_exit(child) == 0);

@@ -208,6 +208,11 @@ class OpenedSegments {
     std::lock_guard lock(mu_);
     return closed_;
   }
+  // Segments opened so far (each cudaIpcOpenMemHandle that succeeded).
+  std::uint64_t opened_count() const {
+    std::lock_guard lock(mu_);
+    return opened_;
+  }
 
  private:
   struct Segment {
@@ -233,6 +238,7 @@ class OpenedSegments {
       if (cudaIpcOpenMemHandle(&base, mh, cudaIpcMemLazyEnablePeerAccess) != cudaSuccess)
         throw ProtocolError("cannot open the peer's GPU memory handle");
       it = open_.emplace(key, Segment{base}).first;
+      ++opened_;
     }
     ++it->second.users;
     it->second.last_use = ++clock_;
@@ -262,6 +268,7 @@ class OpenedSegments {
   std::map<std::string, Segment> open_;
   std::uint64_t clock_ = 0;
   std::uint64_t closed_ = 0;
+  std::uint64_t opened_ = 0;
 };
 
 // The receiver's side: a copy of the exported tensor on `device`, made on a stream of its own
