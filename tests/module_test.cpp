@@ -253,6 +253,17 @@ TEST_CASE("Weight sync: a model's named parameters loaded in place into a module
                       Catch::Contains("w3/cpu: the module has no parameter or buffer 'gate'"));
     CHECK(torch::equal(group.member(0).forward(x), before));
     CHECK(torch::equal(single.forward(x), single_before));
+    // Only the last member does not fit: the first is not loaded either.
+    auto mixed = remora::RemoteModuleGroup<mt::Classifier>::from_members(
+        remora::DeviceMesh({"w3/cpu", "w2/cpu"}),
+        {single, RemoteModule<mt::Classifier>::create<mt::Scaled>(*g[0], "w2/cpu", 4, 5)});
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : trainer->parameters()) p.add_(1.0);
+    }
+    CHECK_THROWS_WITH(mixed.load_state_dict(trainer->named_parameters()),
+                      Catch::Contains("load_state_dict on w2/cpu: 'fc.bias' has shape [3] here and [5] in the module"));
+    CHECK(torch::equal(single.forward(x), single_before));
   }
   CHECK(eventually([&] { return owned(*g[1]) == 0 && owned(*g[3]) == 0; }));
   shutdown_group(g);

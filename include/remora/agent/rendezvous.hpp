@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <c10/util/Exception.h>
@@ -188,17 +189,26 @@ inline Roster rendezvous(c10d::Store& store, const PeerAddress& self, const std:
   auto& peers = out.peers;
   peers.resize(world_size);
   std::size_t at = 0;
+  std::unordered_map<std::string, int> rank_of;  // names seen so far
   for (int r = 0; r < world_size; ++r) {
+    const std::size_t begins = at;
     auto fields = split_lines(next_record(roster, at));
     out.devices.push_back(next_record(roster, at));
+    // This rank's part is what it published: otherwise the roster is another group's (a store
+    // and prefix used again) or was made for another world size.
+    if (r == rank && roster.compare(begins, at - begins, published) != 0)
+      throw Error("remora: the rendezvous roster does not hold what worker '" + name + "' published as rank " +
+                  std::to_string(rank) + ": the store holds an earlier group's keys, or ranks disagree on the world size");
     if (fields.size() != 6) throw Error("remora: rank " + std::to_string(r) + " published an address this build cannot read");
-    for (int before = 0; before < r; ++before)
-      if (peers[before].name == fields[0])
-        throw Error("remora: ranks " + std::to_string(before) + " and " + std::to_string(r) + " both joined as '" +
-                    fields[0] + "': the name is already taken, and worker names must be unique");
+    if (auto [it, fresh] = rank_of.emplace(fields[0], r); !fresh)
+      throw Error("remora: ranks " + std::to_string(it->second) + " and " + std::to_string(r) + " both joined as '" +
+                  fields[0] + "': the name is already taken, and worker names must be unique");
     peers[r] = {fields[0], fields[1], port_of(fields[2], "the port rank " + std::to_string(r) + " published"), fields[3], fields[4],
                 fields[5].rfind("secret", 0) == 0, fields[5].ends_with("+tls")};
   }
+  if (at != roster.size())
+    throw Error("remora: the rendezvous roster holds more than " + std::to_string(world_size) +
+                " workers: ranks disagree on the world size");
   // A group authenticates all or nothing: say so here rather than as failed connections later.
   for (const auto& p : peers)
     if (p.authenticates != self.authenticates)

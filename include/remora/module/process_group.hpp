@@ -94,9 +94,11 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(Agent& agent, c
     (where.device.is_cuda() ? cuda : cpu) = true;
     const auto id = where.worker_id(agent);  // throws when the worker is not (or no longer) in the group
     // A lost member would leave the others waiting in the backend's rendezvous until its timeout.
+    // (What this worker knows: one that has not met the loss yet goes on into the backend.)
     if (id != agent.self().id && AgentAccess::is_lost(agent, id))
-      throw WorkerLost(where.worker, "process_group(" + what + ")",
-                       "a member of the mesh is lost; make the group once it has joined again, or over a mesh without it");
+      throw WorkerLost(agent.get_worker_info(id).name, "process_group(" + what + ")",
+                       "a member of the mesh is lost; make the group over a mesh without it (or, in an elastic "
+                       "group, once it has joined again)");
     key += point + "#" + std::to_string(agent.get_worker_info(id).incarnation) + ",";
   }
   if (cuda && cpu) throw Error("remora: process_group(" + what + "): its points mix CPU and CUDA devices");

@@ -123,7 +123,8 @@ class RemoteModule {
   // into this module's tensors of those names. The module's names and shapes are fetched and
   // checked first: a name it lacks, a shape that differs or a parameter left out throws Error
   // naming it, and no tensor is sent. Cost: one small call, then the tensors once (on one host by
-  // shared memory or CUDA IPC handle); buffers left out keep their values.
+  // shared memory or CUDA IPC handle); buffers left out keep their values. The async form waits
+  // for that small call before it returns, and reads `named` until its future completes.
   void load_state_dict(const torch::OrderedDict<std::string, torch::Tensor>& named) const {
     auto f = load_state_dict_async(named);
     detail::AgentAccess::await_sync(agent(), f);

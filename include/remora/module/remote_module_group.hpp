@@ -93,7 +93,8 @@ class RemoteModuleGroup {
   // Weight sync to every member (RemoteModule::load_state_dict of named tensors): all members'
   // names and shapes are checked before any tensor is sent, then each member's worker receives
   // `named` once and copies it in place. The future completes when every member has copied, or
-  // holds the first failure (a lost member: its WorkerLost; nothing is recovered here).
+  // holds the first failure (a lost member: its WorkerLost; nothing is recovered here); the async
+  // form waits for the members' shapes before it returns, and reads `named` until then.
   void load_state_dict(const torch::OrderedDict<std::string, torch::Tensor>& named) const {
     auto f = load_state_dict_async(named);
     if (shared_->agent) detail::AgentAccess::await_sync(*shared_->agent, f);

@@ -222,7 +222,7 @@ struct LoadStateShim {
   static Future<void> call(RRefId id, std::map<std::string, torch::Tensor> state, bool partial) {
     return load_state<I>(rref_msg::requested_state(id), std::move(state), partial);
   }
-  static constexpr Identity identity{mix_id("remora/module/load_state_dict", type_identity_of<I>.id),
+  static constexpr Identity identity{mix_id("remora/module/load_state_dict/partial", type_identity_of<I>.id),
                                      "Module::load_state_dict"};
 };
 

@@ -3,7 +3,7 @@
 // place into remote modules, one or a whole group. Every module's names and shapes are fetched
 // and checked first, so a mismatch fails before any tensor is sent; then each module's worker
 // receives the tensors once and copies them into its own (on one host through shared memory or
-// CUDA IPC, as any call's tensors).
+// CUDA IPC, as any call's tensors). Both steps start on the caller's thread, never on a pool.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -60,33 +60,41 @@ inline void check_state_fits(const StateShapes& module, const std::map<std::stri
     if (!state.count(entry.first)) fail("the state has no parameter '" + entry.first + "'");
 }
 
-// Loads `named` into every module of `modules` (`points[i]` names module i in errors): all
-// shapes fetched and checked, then every load sent; completes when every module has copied.
+// Loads `named` into every module of `modules` (`points[i]` names module i in errors). First,
+// on this thread, every module's shapes are fetched (one small call each, waited for here) and
+// checked: a mismatch throws before any tensor is sent. Then every load is encoded and sent from
+// this thread, so GPU tensors are exported after the work queued on its current stream; a load
+// that cannot be sent (no device map to that worker, say) fails its own future. The returned
+// future completes when every module has copied, or holds the first failure. `named`'s tensors
+// are read until then: leave them unchanged until the future completes.
 template <class I>
-Future<void> load_named_state(const std::vector<RRef<I>>& modules, std::vector<std::string> points,
+Future<void> load_named_state(const std::vector<RRef<I>>& modules, const std::vector<std::string>& points,
                               const torch::OrderedDict<std::string, torch::Tensor>& named) {
   using Shapes = StateShapesShim<I>;
   using Load = LoadStateShim<I>;
   (void)AutoRegisterAs<&Shapes::call, Shapes::identity>::registered;
   (void)AutoRegisterAs<&Load::call, Load::identity>::registered;
-  std::vector<Future<StateShapes>> shapes;
+  std::vector<Future<StateShapes>> asked;
   for (const auto& m : modules) {
     RRefAccess::check_usable(m, "load_state_dict");
     const auto& core = RRefAccess::core(m);
-    shapes.push_back(call_as<&Shapes::call>(RRefAccess::context(m)->agent(), core.owner, Shapes::identity,
-                                            CallOptions{}, core.id));
+    asked.push_back(call_as<&Shapes::call>(RRefAccess::context(m)->agent(), core.owner, Shapes::identity,
+                                           CallOptions{}, core.id));
   }
-  return when_all(std::move(shapes))
-      .then([modules, points = std::move(points), state = state_of(named)](std::vector<StateShapes> all) {
-        for (std::size_t i = 0; i < modules.size(); ++i) check_state_fits(all[i], state, points[i]);
-        std::vector<Future<void>> loads;
-        for (const auto& m : modules) {
-          const auto& core = RRefAccess::core(m);
-          loads.push_back(call_as<&Load::call>(RRefAccess::context(m)->agent(), core.owner, Load::identity,
-                                               CallOptions{}, core.id, state, true));
-        }
-        return when_all(std::move(loads));
-      });
+  const std::vector<StateShapes> shapes = when_all(std::move(asked)).get();
+  const auto state = state_of(named);
+  for (std::size_t i = 0; i < modules.size(); ++i) check_state_fits(shapes[i], state, points.at(i));
+  std::vector<Future<void>> loads;
+  for (const auto& m : modules) {
+    try {
+      const auto& core = RRefAccess::core(m);
+      loads.push_back(call_as<&Load::call>(RRefAccess::context(m)->agent(), core.owner, Load::identity,
+                                           CallOptions{}, core.id, state, true));
+    } catch (...) {
+      loads.push_back(make_exceptional_future<void>(std::current_exception()));
+    }
+  }
+  return when_all(std::move(loads));
 }
 
 }  // namespace remora::detail
