@@ -79,6 +79,20 @@ inline StoreAddress store_address(const Options& o) {
   throw Error("remora: unknown init_method '" + o.init_method + "' (use env:// or tcp://host:port)");
 }
 
+// The TCPStore at `host` with `so` (a client, or its server when so.isServer). Throws Error naming
+// the store's address when it cannot be reached or hosted (libtorch throws c10::Error, or c10d's
+// TimeoutError, a runtime_error in 1.13).
+inline c10::intrusive_ptr<c10d::Store> make_tcp_store(const Options& o, const std::string& host,
+                                                      const c10d::TCPStoreOptions& so) {
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(host, so);
+  } catch (const std::exception& e) {
+    throw Error("remora: cannot " + std::string(so.isServer ? "host" : "reach") + " the rendezvous store at " + host +
+                ":" + std::to_string(so.port) + " (init_method " + o.init_method + ", init_timeout " +
+                std::to_string(o.init_timeout.count()) + " ms): " + store_reason(e));
+  }
+}
+
 // The store the options name, namespaced under "remora/" (and torchrun's restart count, so a
 // restarted group does not read its predecessor's keys).
 inline c10::intrusive_ptr<c10d::Store> open_store(const Options& o, int rank, int world_size) {
@@ -93,13 +107,7 @@ inline c10::intrusive_ptr<c10d::Store> open_store(const Options& o, int rank, in
     so.numWorkers = world_size;
     so.waitWorkers = false;
     so.timeout = o.init_timeout;
-    try {
-      base = c10::make_intrusive<c10d::TCPStore>(host, so);
-    } catch (const std::exception& e) {  // c10::Error, or c10d's TimeoutError (a runtime_error in 1.13)
-      throw Error("remora: cannot " + std::string(so.isServer ? "host" : "reach") + " the rendezvous store at " + host +
-                  ":" + port + " (init_method " + o.init_method + ", init_timeout " +
-                  std::to_string(o.init_timeout.count()) + " ms): " + store_reason(e));
-    }
+    base = make_tcp_store(o, host, so);
   }
   return c10::make_intrusive<c10d::PrefixStore>("remora/" + env_or("TORCHELASTIC_RESTART_COUNT", "0"), base);
 }

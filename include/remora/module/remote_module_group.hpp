@@ -101,15 +101,15 @@ class RemoteModuleGroup {
     std::move(f).get();
   }
   Future<void> load_state_dict_async(const torch::OrderedDict<std::string, torch::Tensor>& named) const {
-    auto members = snapshot();
-    if (members.empty()) throw Error("remora: RemoteModuleGroup::load_state_dict: this group has no members");
     std::vector<RRef<I>> modules;
     std::vector<std::string> points;
-    for (std::size_t i = 0; i < members.size(); ++i) {
-      modules.push_back(members[i].module_rref());
-      points.push_back(point(i));
+    {
+      std::lock_guard lock(checked().mu);  // the members and their points as one snapshot
+      for (const auto& m : shared_->members) modules.push_back(m.module_rref());
+      points = shared_->mesh.devices();
     }
-    return detail::load_named_state<I>(modules, std::move(points), named);
+    if (modules.empty()) throw Error("remora: RemoteModuleGroup::load_state_dict: this group has no members");
+    return detail::load_named_state<I>(modules, points, named);
   }
 
   // What forward, forward_as and call do when a member's worker is lost during them: `policy`

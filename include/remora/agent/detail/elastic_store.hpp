@@ -63,7 +63,7 @@ inline c10::intrusive_ptr<c10d::Store> open_elastic_store(const Options& o) {
         so.isServer = false;
       }
     }
-    if (!base) base = c10::make_intrusive<c10d::TCPStore>(host, so);
+    if (!base) base = make_tcp_store(o, host, so);
   }
   return c10::make_intrusive<c10d::PrefixStore>("remora/elastic", base);
 }

@@ -117,32 +117,31 @@ struct TrainableModule {
     else
       script->jit_module().train(mode);
   }
+  // `visit(name, tensor, is_parameter)` for each parameter, then each buffer, by dotted name
+  // (the tensors themselves, not copies).
+  template <class Visit>
+  void for_each_state(const Visit& visit) const {
+    if (nn) {
+      for (const auto& p : nn->named_parameters(true)) visit(p.key(), p.value(), true);
+      for (const auto& b : nn->named_buffers(true)) visit(b.key(), b.value(), false);
+    } else {
+      for (const auto& p : script->jit_module().named_parameters(true)) visit(p.name, p.value, true);
+      for (const auto& b : script->jit_module().named_buffers(true)) visit(b.name, b.value, false);
+    }
+  }
   // The shapes of its parameters and of its buffers, by dotted name.
   using Shapes = std::map<std::string, std::vector<std::int64_t>>;
   std::pair<Shapes, Shapes> shapes() const {
     std::pair<Shapes, Shapes> out;
-    const auto add = [](Shapes& to, const std::string& name, const torch::Tensor& t) {
-      to.emplace(name, std::vector<std::int64_t>(t.sizes().begin(), t.sizes().end()));
-    };
-    if (nn) {
-      for (const auto& p : nn->named_parameters(true)) add(out.first, p.key(), p.value());
-      for (const auto& b : nn->named_buffers(true)) add(out.second, b.key(), b.value());
-    } else {
-      for (const auto& p : script->jit_module().named_parameters(true)) add(out.first, p.name, p.value);
-      for (const auto& b : script->jit_module().named_buffers(true)) add(out.second, b.name, b.value);
-    }
+    for_each_state([&](const std::string& name, const torch::Tensor& t, bool parameter) {
+      (parameter ? out.first : out.second).emplace(name, t.sizes().vec());
+    });
     return out;
   }
-  // Parameters and buffers by their dotted names (the tensors themselves, not copies).
+  // Parameters and buffers by their dotted names.
   std::vector<std::pair<std::string, torch::Tensor>> named_state() const {
     std::vector<std::pair<std::string, torch::Tensor>> out;
-    if (nn) {
-      for (const auto& p : nn->named_parameters(true)) out.emplace_back(p.key(), p.value());
-      for (const auto& b : nn->named_buffers(true)) out.emplace_back(b.key(), b.value());
-    } else {
-      for (const auto& p : script->jit_module().named_parameters(true)) out.emplace_back(p.name, p.value);
-      for (const auto& b : script->jit_module().named_buffers(true)) out.emplace_back(b.name, b.value);
-    }
+    for_each_state([&](const std::string& name, const torch::Tensor& t, bool) { out.emplace_back(name, t); });
     return out;
   }
 };
