@@ -71,6 +71,15 @@ torch::Tensor weight_grad_in(remora::RRef<Inspector> m, std::uint64_t context) {
   return it == grads.end() ? torch::Tensor() : it->value().cpu();
 }
 // Rank 1 of the two-process test: serves until the group shuts down.
+// Queues `rounds` products on this thread's stream and returns at once: its reply leaves while
+// they run (the sender records an event behind them and does not wait).
+torch::Tensor slow_square(torch::Tensor x, std::int64_t rounds) {
+  auto y = x;
+  for (std::int64_t i = 0; i < rounds; ++i) y = torch::tanh(y.matmul(x) / x.size(0));
+  return y;
+}
+int ping(int v) { return v + 1; }
+
 int cuda_server(const std::vector<std::string>& args) {
   remora::Agent agent("server", 1, 2, remora::test::tcp_options(static_cast<std::uint16_t>(std::stoi(args.at(0)))));
   agent.shutdown();
@@ -337,6 +346,36 @@ TEST_CASE("GPU tensors cross by CUDA IPC between processes in separate PID names
     CHECK(client.transport_to("server") == "local");  // (known once the first call connected)
     // The replies came by IPC handle: this process opened the server's memory.
     CHECK(OpenedSegments::instance().opened_count() > opened_before);
+    client.shutdown();
+  }
+  CHECK(remora::test::wait_exit(child) == 0);
+}
+
+TEST_CASE("A reply's GPU copy is waited for off the I/O thread: later replies on its connection are not held up",
+          "[cuda][process]") {
+  if (std::getenv("REMORA_TRANSPORT") && std::string(std::getenv("REMORA_TRANSPORT")) == "tcp") return;  // no IPC
+  const auto hosted = remora::test::host_store();
+  pid_t child = remora::test::spawn_self({"--role", "cuda_server", std::to_string(hosted.port)});
+  {
+    auto o = remora::test::hosted_options(hosted);
+    o.set_device_map("server", {{"cuda:0", "cuda:0"}});
+    remora::Agent client("client", 0, 2, o);
+    auto x = torch::randn({4096, 4096}, torch::kCUDA);
+    client.rpc_sync<&cuda_fns::slow_square>("server", x, 1);  // segments, events and cuBLAS warm on both sides
+    auto slow = client.rpc_async<&cuda_fns::slow_square>("server", x, 400);  // about a second of GPU work
+    // The reply is read (its call leaves the table) long before the server's GPU is done with it.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (client.debug_info().calls_in_flight != 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
+    REQUIRE(client.debug_info().calls_in_flight == 0);
+    CHECK_FALSE(slow.is_ready());  // its copy waits behind the server's work
+    // The next reply on the same connection is read by the same I/O thread: it does not wait for
+    // that copy (it did when the I/O thread synchronized the copy itself).
+    CHECK(client.rpc_sync<&cuda_fns::ping>("server", 1) == 2);
+    CHECK_FALSE(slow.is_ready());
+    auto y = slow.get();
+    CHECK(y.device() == torch::Device("cuda:0"));
+    CHECK(torch::allclose(y, cuda_fns::slow_square(x, 400), 1e-4, 1e-4));
     client.shutdown();
   }
   CHECK(remora::test::wait_exit(child) == 0);

@@ -230,6 +230,18 @@ TEST_CASE("Weight sync: a model's named parameters loaded in place into a module
       for (std::size_t i = 0; i < group.size(); ++i) CHECK(torch::allclose(group.member(i).forward(x), expected()));
       CHECK(torch::allclose(single.forward(x), expected()));
     }
+    // A state larger than one load (64 MiB of CPU tensors) goes in pieces that overlap:
+    // fc.weight alone, then the rest.
+    {
+      auto big = std::make_shared<mt::Scaled>(4096, 4096);
+      CHECK(remora::detail::chunks_of(remora::detail::state_of(big->named_parameters())).size() == 2);
+      auto wide = remora::RemoteModuleGroup<mt::Classifier>::create<mt::Scaled>(
+          *g[0], remora::DeviceMesh({"w1/cpu", "w2/cpu"}), std::int64_t{4096}, std::int64_t{4096});
+      wide.load_state_dict(big->named_parameters());
+      const auto xb = torch::rand({2, 4096});
+      for (std::size_t i = 0; i < wide.size(); ++i)
+        CHECK(torch::allclose(wide.member(i).forward(xb), big->forward(xb, 1.0)));
+    }
     // Buffers too, when sent with the parameters; asynchronously.
     trainer->scale.fill_(5.0);
     auto everything = trainer->named_parameters();

@@ -55,6 +55,10 @@ inline constexpr std::uint8_t kProfiled = 2;
 // FrameHeader::flags of a call: a notification. The callee runs it and answers nothing, not even
 // an error; the caller registered nothing to answer (AgentRuntime::notify).
 inline constexpr std::uint8_t kNoReply = 4;
+// FrameHeader::flags of a call: the callee only reads its GPU tensors while the call runs (weight
+// sync), so a receiver on the sender's host may use the sender's memory in place instead of a copy
+// (transport/detail/cuda_ipc.hpp). The sender's own choice: it lends its memory, nothing more.
+inline constexpr std::uint8_t kLendsDeviceTensors = 16;
 
 // Fixed part of a tensor descriptor; `ndim` int64 sizes follow it.
 struct TensorDescriptor {

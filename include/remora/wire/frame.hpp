@@ -28,10 +28,11 @@ struct InFrame {
   FrameHeader header;
   c10::SmallVector<std::byte, 128> meta;  // body then descriptors
   c10::SmallVector<ReceivedTensor, 2> tensors;
-  // For a call: what the thread that runs it does first, before it touches the tensors (a GPU
-  // tensor lent by a peer of this host is still being copied on a stream of its own; its entry
-  // makes that thread's stream wait for the copy, so the callee's host never waits for the GPU).
-  // Empty for every other frame and for calls without such tensors. Cost: one stream wait each.
+  // What the thread that uses the tensors does first: a GPU tensor lent by a peer of this host is
+  // still being copied on a stream of its own. A call's entries make the running thread's stream
+  // wait for the copy (the callee's host never waits for the GPU); a reply's wait on the host, on
+  // the decoder thread (never the I/O thread that read it). Empty for every other frame and for
+  // frames without such tensors. Cost: one stream wait or one host wait each.
   std::vector<std::function<void()>> before_use;
 
   FrameKind kind() const { return static_cast<FrameKind>(header.kind); }

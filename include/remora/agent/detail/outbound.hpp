@@ -99,6 +99,9 @@ struct AgentAccess {
 // continuations that are short and never block (they save a hand-off to the pool).
 enum class Continuations { on_pool, inline_on_io };
 
+// Whether a reply may hold GPU copies still running (CUDA IPC); without CUDA the test is not compiled.
+inline constexpr bool kGpuCopiesInReplies = REMORA_CUDA_IPC;
+
 // Sets `promise` to the value `reply` holds, or to why it does not decode.
 template <class T>
 void decode_reply(Promise<T>& promise, wire::InFrame& reply, const wire::Limits& limits) {
@@ -132,14 +135,22 @@ Future<T> start_call(Agent& agent, std::uint32_t to, std::string_view function, 
     try {
       if (reply->kind() == wire::FrameKind::error)
         return promise.set_exception(AgentAccess::error_of(*agent, *reply, to, function));
-      if constexpr (!decodes_without_user_code<T>) {
-        // Decoding may run user code (reply_decoding.hpp): on the decoder thread, off this I/O
-        // thread (and off the pool, whose threads may all wait in sync calls for such replies).
-        return AgentAccess::decode_off_io(*agent, [promise = std::move(promise), agent, to,
-                                                     frame = std::move(*reply)]() mutable {
-          WireScope scope(agent, to);  // as AgentRuntime::finish gives the I/O thread's decoding
-          decode_reply(promise, frame, agent->options().limits);
-        });
+      // Decoding that may run user code (reply_decoding.hpp), and GPU copies still running
+      // (wire::InFrame::before_use), are waited for on the decoder thread, off this I/O thread
+      // (and off the pool, whose threads may all wait in sync calls for such replies).
+      if constexpr (!decodes_without_user_code<T> || kGpuCopiesInReplies) {
+        if (!decodes_without_user_code<T> || !reply->before_use.empty()) {
+          return AgentAccess::decode_off_io(*agent, [promise = std::move(promise), agent, to,
+                                                       frame = std::move(*reply)]() mutable {
+            try {
+              for (auto& wait_for_copy : frame.before_use) wait_for_copy();
+            } catch (...) {
+              return promise.set_exception(std::current_exception());
+            }
+            WireScope scope(agent, to);  // as AgentRuntime::finish gives the I/O thread's decoding
+            decode_reply(promise, frame, agent->options().limits);
+          });
+        }
       }
       decode_reply(promise, *reply, agent->options().limits);
     } catch (...) {

@@ -5,10 +5,13 @@
 // the interface and the method.
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
+
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include "remora/module/detail/module_of.hpp"
 #include "remora/module/to_device.hpp"
@@ -211,8 +214,15 @@ Future<void> load_state(const std::shared_ptr<OwnerState>& owned, std::map<std::
         if (std::none_of(named.begin(), named.end(), [&](const auto& n) { return n.first == entry.first; }))
           throw Error("remora: load_state_dict: the module has no '" + entry.first + "'");
     torch::NoGradGuard no_grad;
+    std::optional<c10::Device> gpu;
     for (auto& [name, t] : named)
-      if (auto it = state.find(name); it != state.end()) t.copy_(it->second);
+      if (auto it = state.find(name); it != state.end()) {
+        t.copy_(it->second);
+        if (!t.device().is_cpu()) gpu = t.device();
+      }
+    // The reply says the state was copied: the caller may change its tensors then (an optimizer
+    // step), and a GPU copy may still read them (from the caller's own memory, on one host).
+    if (gpu) c10::impl::getDeviceGuardImpl(gpu->type())->getStream(*gpu).synchronize();
   });
 }
 

@@ -2,8 +2,9 @@
 // Weight sync: a trainer's named tensors (model->named_parameters(), named_buffers()) copied in
 // place into remote modules, one or a whole group. Every module's names and shapes are fetched
 // and checked first, so a mismatch fails before any tensor is sent; then each module's worker
-// receives the tensors once and copies them into its own (on one host through shared memory or
-// CUDA IPC, as any call's tensors). Both steps start on the caller's thread, never on a pool.
+// receives the tensors once and copies them into its own (on one host CPU tensors through shared
+// memory, in pieces that overlap; GPU tensors straight from the caller's memory, lent by CUDA IPC
+// handle for the load's duration). Both steps start on the caller's thread, never on a pool.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -37,6 +38,33 @@ inline std::map<std::string, torch::Tensor> state_of(const torch::OrderedDict<st
   std::map<std::string, torch::Tensor> out;
   for (const auto& item : named) out.emplace(item.key(), item.value().detach());
   return out;
+}
+
+// `state` cut into the loads sent to each module: CPU tensors in pieces of at most kLoadChunkBytes
+// (a larger tensor alone), so that the module copies one piece out of shared memory (or the
+// socket) while the next is being written (on one host a CPU state crosses by two copies, which
+// then overlap); GPU tensors all in one piece, since they are lent in place (nothing to overlap,
+// one GPU wait per load).
+inline constexpr std::uint64_t kLoadChunkBytes = std::uint64_t{64} << 20;
+inline std::vector<std::map<std::string, torch::Tensor>> chunks_of(const std::map<std::string, torch::Tensor>& state) {
+  std::vector<std::map<std::string, torch::Tensor>> chunks(2);  // chunks[0]: the GPU tensors
+  std::uint64_t filled = 0;
+  for (const auto& [name, t] : state) {
+    if (!t.device().is_cpu()) {
+      chunks[0].emplace(name, t);
+      continue;
+    }
+    if (!chunks.back().empty() && filled + t.nbytes() > kLoadChunkBytes) {  // (a larger tensor: a piece of its own)
+      chunks.emplace_back();
+      filled = 0;
+    }
+    chunks.back().emplace(name, t);
+    filled += t.nbytes();
+  }
+  if (chunks.back().empty()) chunks.pop_back();
+  if (chunks[0].empty()) chunks.erase(chunks.begin());
+  if (chunks.empty()) chunks.emplace_back();  // an empty state is still checked and loaded
+  return chunks;
 }
 
 // Throws Error naming the first mismatch of `state` against the module at `where` ("worker/device"):
@@ -84,14 +112,26 @@ Future<void> load_named_state(const std::vector<RRef<I>>& modules, const std::ve
   const std::vector<StateShapes> shapes = when_all(std::move(asked)).get();
   const auto state = state_of(named);
   for (std::size_t i = 0; i < modules.size(); ++i) check_state_fits(shapes[i], state, points.at(i));
+  const auto chunks = chunks_of(state);
   std::vector<Future<void>> loads;
   for (const auto& m : modules) {
-    try {
-      const auto& core = RRefAccess::core(m);
-      loads.push_back(call_as<&Load::call>(RRefAccess::context(m)->agent(), core.owner, Load::identity,
-                                           CallOptions{}, core.id, state, true));
-    } catch (...) {
-      loads.push_back(make_exceptional_future<void>(std::current_exception()));
+    for (const auto& chunk : chunks) {
+      try {
+        const auto& core = RRefAccess::core(m);
+        Agent& agent = RRefAccess::context(m)->agent();
+        const auto rid = AgentAccess::next_request_id(agent);
+        WireScope scope(&agent, core.owner);
+        auto frame = encode_call<&Load::call>(agent, rid, Load::identity, core.id, chunk, true);
+        // The module reads the tensors only while the load runs: on the caller's host its GPU
+        // copies them straight from the caller's memory (cuda_ipc.hpp), with no copy in between.
+        reinterpret_cast<wire::FrameHeader*>(frame.head.data())->flags |= wire::kLendsDeviceTensors;
+        bool sent = false;
+        loads.push_back(start_call<void>(agent, core.owner, Load::identity.name, rid, std::move(frame),
+                                         CallOptions{}.timeout, nullptr, &sent));
+        if (sent) scope.commit();
+      } catch (...) {
+        loads.push_back(make_exceptional_future<void>(std::current_exception()));
+      }
     }
   }
   return when_all(std::move(loads));

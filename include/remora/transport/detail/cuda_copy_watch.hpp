@@ -48,6 +48,12 @@ class CopyDone {
     c10::cuda::CUDAGuard guard(device_);
     cudaStreamWaitEvent(c10::cuda::getCurrentCUDAStream(device_).stream(), event_, 0);
   }
+  // Blocks this thread until the copy is done (a reply's tensors, complete for every stream once
+  // handed on). Throws Error when the copy failed.
+  void synchronize() const {
+    if (const cudaError_t e = cudaEventSynchronize(event_); e != cudaSuccess)
+      throw Error(std::string("remora: a copy from a peer's GPU memory failed: ") + cudaGetErrorString(e));
+  }
 
  private:
   cudaEvent_t event_;

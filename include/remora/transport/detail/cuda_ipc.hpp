@@ -3,8 +3,9 @@
 // tensor's memory (a CUDA IPC handle of the caching allocator's segment, plus the offset) and an
 // interprocess event recorded on its current stream after the work that produced the tensor; the
 // receiver opens the memory, makes a stream wait for the event and copies into its own tensor on
-// the mapped device. A reply's receiver synchronizes that stream (not the device) before the
-// tensor is handed on; a call's receiver does not (the call's thread waits on the GPU instead).
+// the mapped device. The I/O thread that reads the frame only queues the copy: a reply's decoder
+// thread waits for it on the host before the tensor is handed on; a call's thread makes its
+// stream wait for it on the GPU.
 // Once the copy is done the receiver tells the sender, which lets go of its tensor and event. A
 // peer in the same process (two agents in one program; the record's process token says so) finds
 // the export by its id in this process's table: CUDA refuses to open an IPC handle in the process
@@ -178,7 +179,7 @@ class CudaExports {
 // recently used segment that nobody is copying from is closed.
 class OpenedSegments {
  public:
-  static constexpr std::size_t kMaxOpen = 32;
+  static constexpr std::size_t kMaxOpen = 512;  // a 7B model's state is about 300 tensors
 
   static OpenedSegments& instance() {
     static OpenedSegments segments;
@@ -271,16 +272,29 @@ class OpenedSegments {
   std::uint64_t opened_ = 0;
 };
 
+// How the receiver hands a copied tensor on.
+enum class CopyHandOn {
+  complete,       // the copy is complete for every stream on return (the reading thread waits)
+  stream_waits,   // a call's argument: before_use makes the running thread's stream wait (no host wait)
+  host_waits,     // a reply's value: before_use waits on the host, on the thread that hands it on
+  borrow,         // a call that only reads its GPU tensors while it runs (wire::kLendsDeviceTensors):
+                  // no copy; the tensor is a view of the sender's memory, before_use makes the
+                  // running thread's stream wait for the sender's event, and the sender gets its
+                  // memory back once the view is gone and the work queued then on the current
+                  // stream of the thread that dropped it is done
+};
+
 // The receiver's side: a copy of the exported tensor on `device`, made on a stream of its own
-// behind the sender's event; `release` lets the sender reuse its memory. With `before_use` null
-// the copy is complete for every stream on return, and `release` has run. Otherwise (a call's
-// argument) the host does not wait: `before_use` gets what makes the stream of the thread that
-// runs the call wait for the copy, and `release` runs on CopyWatch's thread once the copy is
-// done. That spares the callee's host a wait for the GPU to switch to its context and back;
-// the caller, which takes the reply on its own thread, still waits once per round trip.
+// behind the sender's event; `release` lets the sender reuse its memory. With
+// CopyHandOn::complete the copy is complete for every stream on return, and `release` has run.
+// Otherwise the thread that reads the frame (an I/O thread) does not wait for the GPU: the entry
+// added to `before_use` waits, on the thread that runs the call (its stream, not its host) or
+// the one that decodes the reply (the agent's decoder thread; its host), and `release` runs on
+// CopyWatch's thread once the copy is done. A callee's host thus never waits for the GPU to
+// switch to its context and back; a caller waits once per round trip, off the I/O thread.
 inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef sizes, c10::ScalarType dtype,
                                         std::uint64_t nbytes, c10::Device device, std::function<void()> release,
-                                        std::vector<std::function<void()>>* before_use) {
+                                        CopyHandOn hand_on, std::vector<std::function<void()>>& before_use) {
   c10::cuda::CUDAGuard guard(device);
   const bool same_process = r.token == process_token();
   const std::byte* src = nullptr;
@@ -314,6 +328,26 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
     }
     src = static_cast<const std::byte*>(segment->base()) + r.offset;
   }
+  if (hand_on == CopyHandOn::borrow) {
+    before_use.push_back([event, device] {
+      c10::cuda::CUDAGuard guard(device);
+      cudaStreamWaitEvent(c10::cuda::getCurrentCUDAStream(device.index()).stream(), event, 0);
+    });
+    auto lent = [segment = std::move(segment), release = std::move(release), device](void*) mutable {
+      try {
+        c10::cuda::CUDAGuard guard(device);
+        CopyWatch::instance().when_done(CopyWatch::instance().record(c10::cuda::getCurrentCUDAStream(device.index())),
+                                        [segment = std::move(segment), release = std::move(release)]() mutable {
+                                          segment.reset();
+                                          release();
+                                        });
+      } catch (...) {  // no event: the sender keeps its memory until the connection ends
+        remora::detail::log_current_exception("a lent GPU tensor's release");
+      }
+    };
+    return torch::from_blob(const_cast<std::byte*>(src), sizes, std::move(lent),
+                            torch::TensorOptions().dtype(dtype).device(device));
+  }
   auto stream = c10::cuda::getStreamFromPool(false, device.index());
   auto out = torch::empty(sizes, torch::TensorOptions().dtype(dtype).device(device));
   // The copy's stream waits for the sender's event on the GPU (docs/gpu.md compares the other
@@ -321,12 +355,13 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
   cudaError_t e = cudaStreamWaitEvent(stream.stream(), event, 0);
   if (e == cudaSuccess) e = cudaMemcpyAsync(out.data_ptr(), src, nbytes, cudaMemcpyDeviceToDevice, stream.stream());
   if (e != cudaSuccess) throw ProtocolError(std::string("copy from the peer's GPU memory failed: ") + cudaGetErrorString(e));
-  if (before_use) {
+  if (hand_on != CopyHandOn::complete) {
     // `out` was allocated for this thread's current stream but is written on `stream`: the
     // allocator must not hand its memory out again before that copy is done.
     c10::cuda::CUDACachingAllocator::recordStream(out.storage().data_ptr(), stream);
     auto done = CopyWatch::instance().record(stream);
-    before_use->push_back([done] { done->wait_on_current_stream(); });
+    if (hand_on == CopyHandOn::stream_waits) before_use.push_back([done] { done->wait_on_current_stream(); });
+    else before_use.push_back([done] { done->synchronize(); });
     CopyWatch::instance().when_done(std::move(done),
                                     [release = std::move(release), segment = std::move(segment)]() mutable {
                                       segment.reset();

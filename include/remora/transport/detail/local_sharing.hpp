@@ -147,8 +147,10 @@ class LocalSharing {
       std::memcpy(t.data_ptr(), &record, sizeof record);
     });
   }
-  // A call's GPU arguments are handed on while their copies still run (import_cuda_tensor); a
-  // reply's, complete.
+  // The reading thread only queues the copy of a call's or a reply's GPU tensor: the thread that
+  // runs the call or decodes the reply waits for it (import_cuda_tensor). A call that says it only
+  // reads them while it runs gets views of the sender's memory instead. Other frames' tensors
+  // arrive complete.
   static wire::PlacementResolver cuda_resolver(SendRelease release) {
     return [release](std::span<const std::byte> bytes, c10::IntArrayRef sizes, c10::ScalarType dtype,
                      std::uint64_t nbytes, c10::Device device, wire::InFrame& frame) {
@@ -156,8 +158,12 @@ class LocalSharing {
       CudaIpcRecord r;
       std::memcpy(&r, bytes.data(), sizeof r);
       const bool call = frame.kind() == wire::FrameKind::call;
+      const auto hand_on = call && (frame.header.flags & wire::kLendsDeviceTensors) ? CopyHandOn::borrow
+                           : call                                                   ? CopyHandOn::stream_waits
+                           : frame.kind() == wire::FrameKind::reply                 ? CopyHandOn::host_waits
+                                                                                    : CopyHandOn::complete;
       return import_cuda_tensor(r, sizes, dtype, nbytes, device, [release, id = r.id] { release(id, kReleaseCuda); },
-                                call ? &frame.before_use : nullptr);
+                                hand_on, frame.before_use);
     };
   }
   CudaExports cuda_exports_;
