@@ -25,6 +25,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
+#include "remora/agent/detail/call_interceptor.hpp"
 #include "remora/agent/detail/call_table.hpp"
 #include "remora/agent/detail/checked_options.hpp"
 #include "remora/agent/detail/device_maps.hpp"
@@ -160,6 +161,22 @@ class AgentRuntime {
   PeerLinks links;
   CallTable calls;
   RemoteProfiles remote_profiles;  // events of profiled calls in flight, from their callees
+  // The layer above that meets this agent's calls (call_interceptor.hpp); null until one is
+  // registered (intercept), which the hot path checks and nothing more.
+  std::atomic<CallInterceptor*> interceptor{nullptr};
+  // Registers `i`; the first one stays. Throws Error when another is registered already.
+  void intercept(CallInterceptor* i) {
+    CallInterceptor* none = nullptr;
+    if (!interceptor.compare_exchange_strong(none, i, std::memory_order_acq_rel) && none != i)
+      throw Error("remora: worker '" + workers[self_id].name + "' has a call interceptor already");
+  }
+  // The interceptor for a frame that carries a record: made by its layer on first need
+  // (interceptor_of); null when the program has no such layer.
+  CallInterceptor* interceptor_for_record() {
+    if (auto* i = interceptor.load(std::memory_order_acquire)) return i;
+    if (auto of = interceptor_of.load(std::memory_order_acquire)) intercept(of(agent));
+    return interceptor.load(std::memory_order_acquire);
+  }
   c10d::Store& store() { return *store_; }  // the group's (prefixed) rendezvous store
   const c10::intrusive_ptr<c10d::Store>& store_ptr() const { return store_; }
   // Worker `id`'s same-host socket as this worker reaches it ("@name"; "" when it uses TCP).
@@ -299,7 +316,7 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
       acceptor_(io_), local_acceptor_(io_), pool_(options.num_worker_threads, *options.worker_watch),
       decoder_(1, std::chrono::microseconds(0)),
       inbound_(&a, pool_, io_, options.limits, options.max_pending_calls_per_peer,
-               options.max_pending_bytes_per_peer),
+               options.max_pending_bytes_per_peer, [this] { return interceptor_for_record(); }),
       sweep_timer_(timer_strand_) {
   Registry::global().check_no_clashes();
   listen();
