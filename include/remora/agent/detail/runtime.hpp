@@ -213,8 +213,16 @@ class AgentRuntime {
   void emit(MembershipEvent event);
   Hello hello_to(std::uint32_t peer) const {
     const auto& me = workers[self_id];
+    // An elastic peer that has not met this worker registers it from the hello: it needs this
+    // worker's devices and its map to that peer (only that one: a hello is read under 1 KiB).
+    std::string devices;
+    if (elastic) {
+      devices = std::to_string(my_devices_.count) + (my_devices_.mps ? " mps" : "");
+      if (const auto* map = my_devices_.map_to(workers[peer].name))
+        for (const auto& [from, to] : map->entries) devices += "\n" + workers[peer].name + "\n" + from.str() + "\n" + to.str();
+    }
     return {self_id, me.name, peer, me.incarnation, me_.host, me_.port, me_.host_identity, me_.local_socket,
-            me.cuda_mps};
+            me.cuda_mps, std::move(devices)};
   }
   void choose_transports(const std::vector<PeerAddress>& peers);
   void exchange_device_maps(const std::vector<std::string>& records);
@@ -269,6 +277,7 @@ class AgentRuntime {
   std::vector<std::string> local_sockets_;  // per peer: its local socket when it shares this host
   // Per peer: the device map of calls to it (ours) and of replies to it (the inverse of its map to us).
   std::vector<wire::DeviceMap> call_maps_, reply_maps_;
+  DeviceRecord my_devices_;  // elastic: this worker's device count and maps, for members it meets
   wire::DeviceMap self_map_{{}, true};
   c10::intrusive_ptr<c10d::Store> store_;
 
