@@ -286,6 +286,47 @@ TEST_CASE("Tensors nested in structs and containers, and RRefs: remote, to_here,
   shutdown_group(g);
 }
 
+namespace {
+// Opens a context, makes a call in it, and ends it after `resume` completes: on the thread that
+// completes it (a coroutine resumed elsewhere).
+remora::Task<void> context_across_threads(remora::Agent& a, remora::Future<int> resume, std::uint64_t* id) {
+  ag::Context ctx(a);
+  *id = ctx.id();
+  auto x = torch::ones({2}, torch::requires_grad());
+  a.rpc_sync<&dag::square>("b", x);
+  co_await resume;
+}
+}  // namespace
+
+TEST_CASE("A context that ends on another thread after a co_await leaves both threads' contexts right", "[autograd]") {
+  auto g = start_group({"a", "b"});
+  auto& a = *g[0];
+  remora::Promise<int> resume;
+  std::uint64_t first = 0;
+  auto task = context_across_threads(a, resume.get_future(), &first);
+  CHECK(ag::stats(a).contexts == 1);
+  std::thread other([&] {
+    ag::Context own(a);
+    resume.set_value(1);  // the coroutine resumes here and its context ends on this thread
+    // This thread is still in its own context: the call is recorded, its gradient comes back.
+    auto x = torch::tensor({1.0, 2.0}, torch::requires_grad());
+    auto z = a.rpc_sync<&dag::square>("b", x);
+    ag::backward(own, {z.sum()});
+    auto grad = grad_of(ag::get_gradients(own), x);
+    CHECK(grad.defined());
+    if (grad.defined()) CHECK(torch::allclose(grad, 2 * x));
+  });
+  other.join();
+  task.get();
+  // The thread the coroutine began on is in no context now: a new one may begin here.
+  {
+    ag::Context again(a);
+    CHECK(again.id() != first);
+  }
+  check_nothing_left(g);
+  shutdown_group(g);
+}
+
 TEST_CASE("Retain_graph allows a second pass, and without it the second pass fails on the callee", "[autograd]") {
   auto g = start_group({"a", "b"});
   auto& a = *g[0];

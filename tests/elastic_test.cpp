@@ -225,9 +225,31 @@ TEST_CASE("Elastic and static settings are not mixed", "[elastic]") {
   CHECK_THROWS_WITH(remora::Agent("a", 0, 1, o), Catch::Contains("takes no rank or world size"));
   o.elastic = false;
   CHECK_THROWS_WITH(remora::Agent("a", o), Catch::Contains("set Options::elastic"));
-  o.elastic = true;
-  o.set_device_map("b", {{"cuda:0", "cuda:0"}});
-  CHECK_THROWS_WITH(remora::Agent("a", o), Catch::Contains("not supported in an elastic group"));
+}
+
+TEST_CASE("An elastic worker's device maps are checked against its devices when it joins, and against each member's",
+          "[elastic]") {
+  // Without CUDA (this host) every map fails on the mapping worker's own side: it has 0 devices.
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  auto o = elastic_options(store);
+  remora::Agent b("b", o);
+  if (torch::cuda::device_count() == 0) {
+    auto mapped = o;
+    mapped.set_device_map("b", {{"cuda:0", "cuda:0"}});  // b is there
+    CHECK_THROWS_WITH(remora::Agent("a", mapped),
+                      Catch::Contains("the device map of worker 'a' to 'b' maps from cuda:0, but 'a' has 0 CUDA devices"));
+    mapped.device_maps.clear();
+    mapped.set_device_map("later", {{"cuda:0", "cuda:1"}});  // a worker that has not joined
+    CHECK_THROWS_WITH(remora::Agent("a2", mapped), Catch::Contains("but 'a2' has 0 CUDA devices"));
+  }
+  auto bad = o;
+  bad.set_device_map("b", {{"cpu", "cuda:0"}});
+  CHECK_THROWS_WITH(remora::Agent("a3", bad), Catch::Contains("device maps map indexed CUDA devices"));
+  // The failed joins left nothing behind: the group goes on, and a plain worker joins it.
+  remora::Agent c("c", o);
+  CHECK(c.rpc_sync<&elastic_fns::bump>("b", 1) == 2);
+  c.shutdown();
+  b.shutdown();
 }
 
 TEST_CASE("remora-worker --elastic joins a running group, leaves it on SIGTERM and joins again as the next incarnation",

@@ -12,12 +12,13 @@
 #include <catch2/catch.hpp>
 
 #include "remora/core/concepts.hpp"
-#include "remora/wire/grad_record.hpp"
+#include "remora/autograd/detail/grad_record.hpp"
 #include "wire_support.hpp"
 
 using remora::test::bit_equal;
 using remora::test::roundtrip;
 namespace wire = remora::wire;
+namespace grad = remora::autograd::detail;
 
 namespace {
 torch::Tensor random_of(c10::ScalarType dtype, std::vector<int64_t> shape) {
@@ -293,38 +294,38 @@ TEST_CASE("Large received tensors reuse pooled memory", "[wire]") {
 TEST_CASE("An autograd record rides at the end of the body and comes off before decoding", "[wire]") {
   auto frame = wire::encode_frame(wire::FrameKind::call, 7, std::string("args"), torch::arange(6).reshape({2, 3}),
                                   torch::ones({2}));
-  wire::append_grad_record(frame, {0x0001000000000005ull, 42, {}});
-  CHECK(frame.header().flags == wire::kGradRecord);
+  grad::append_grad_record(frame, {0x0001000000000005ull, 42, {}});
+  CHECK(frame.header().flags == grad::kGradRecord);
   auto in = wire::read_frame(remora::test::flatten(frame));
-  auto record = wire::take_grad_record(in);
+  auto record = grad::take_grad_record(in);
   REQUIRE(record);
   CHECK(record->context == 0x0001000000000005ull);
   CHECK(record->message == 42);
   CHECK(in.header.flags == 0);
-  CHECK(!wire::take_grad_record(in));  // taken once
+  CHECK(!grad::take_grad_record(in));  // taken once
   auto [s, t, u] = wire::decode<std::string, torch::Tensor, torch::Tensor>(in);
   CHECK(s == "args");
   CHECK(torch::equal(t, torch::arange(6).reshape({2, 3})));
   CHECK(torch::equal(u, torch::ones({2})));
   // A header that claims a record the body is too short to hold is a protocol error.
   auto bare = wire::read_frame(remora::test::flatten(wire::encode_frame(wire::FrameKind::reply, 8)));
-  bare.header.flags = wire::kGradRecord;
-  CHECK_THROWS_AS(wire::take_grad_record(bare), remora::ProtocolError);
+  bare.header.flags = grad::kGradRecord;
+  CHECK_THROWS_AS(grad::take_grad_record(bare), remora::ProtocolError);
 }
 
 TEST_CASE("An autograd record carries the origins of passed-on tensors, and bad ones are refused", "[wire]") {
-  auto make = [](std::vector<wire::GradOrigin> origins) {
+  auto make = [](std::vector<grad::GradOrigin> origins) {
     auto frame = wire::encode_frame(wire::FrameKind::call, 7, std::string("args"), torch::ones({3}));
-    wire::GradRecord record;
+    grad::GradRecord record;
     record.context = 9;
     record.message = 4;
     record.origins = std::move(origins);
-    wire::append_grad_record(frame, record);
+    grad::append_grad_record(frame, record);
     return wire::read_frame(remora::test::flatten(frame));
   };
   auto in = make({{0, 2, 17, 1, 3}, {2, 1, 5, 0, 1}});
-  CHECK(in.header.flags == (wire::kGradRecord | wire::kGradOrigins));
-  auto record = wire::take_grad_record(in);
+  CHECK(in.header.flags == (grad::kGradRecord | grad::kGradOrigins));
+  auto record = grad::take_grad_record(in);
   REQUIRE(record);
   CHECK(record->context == 9);
   CHECK(record->message == 4);
@@ -340,12 +341,12 @@ TEST_CASE("An autograd record carries the origins of passed-on tensors, and bad 
   CHECK(torch::equal(t, torch::ones({3})));
   // Out of order, an input past the message's count, or a count the body cannot hold: refused.
   auto unordered = make({{1, 2, 17, 0, 1}, {1, 2, 18, 0, 1}});
-  CHECK_THROWS_AS(wire::take_grad_record(unordered), remora::ProtocolError);
+  CHECK_THROWS_AS(grad::take_grad_record(unordered), remora::ProtocolError);
   auto past = make({{0, 2, 17, 3, 3}});
-  CHECK_THROWS_AS(wire::take_grad_record(past), remora::ProtocolError);
+  CHECK_THROWS_AS(grad::take_grad_record(past), remora::ProtocolError);
   auto empty = wire::encode_frame(wire::FrameKind::reply, 8);
-  wire::append_grad_record(empty, {9, 4, {}});
+  grad::append_grad_record(empty, {9, 4, {}});
   auto short_body = wire::read_frame(remora::test::flatten(empty));
-  short_body.header.flags |= wire::kGradOrigins;
-  CHECK_THROWS_AS(wire::take_grad_record(short_body), remora::ProtocolError);
+  short_body.header.flags |= grad::kGradOrigins;
+  CHECK_THROWS_AS(grad::take_grad_record(short_body), remora::ProtocolError);
 }

@@ -27,7 +27,6 @@
 #include <torch/types.h>
 
 #include "remora/agent/agent.hpp"
-#include "remora/agent/detail/grad_hooks.hpp"
 #include "remora/autograd/detail/grad_contexts.hpp"
 #include "remora/autograd/stats.hpp"
 
@@ -52,7 +51,7 @@ class Context {
  private:
   Agent* agent_;
   std::shared_ptr<detail::GradContext> state_;
-  remora::detail::GradScope saved_;
+  detail::GradScope saved_;
 };
 
 // Runs the backward pass of `roots` (tensors of one element each: losses) through this worker's

@@ -49,8 +49,13 @@ struct FrameHeader {
   std::uint32_t reserved = 0;  // must be zero
 };
 static_assert(sizeof(FrameHeader) == 32 && std::is_trivially_copyable_v<FrameHeader>);
+// FrameHeader::flags of a call or reply: a layer above the agent appended a record to the body,
+// which its CallInterceptor takes off before the body is decoded (agent/detail/call_interceptor.hpp;
+// distributed autograd's, autograd/detail/grad_record.hpp). Bit 3 (8) is that layer's own.
+inline constexpr std::uint8_t kInterceptorRecord = 1;
+inline constexpr std::uint8_t kInterceptorBit = 8;
 // FrameHeader::flags of a call: the caller is profiling; the callee sends its events back
-// (agent/detail/remote_profile.hpp). (Bit 0 is kGradRecord, wire/grad_record.hpp.)
+// (agent/detail/remote_profile.hpp).
 inline constexpr std::uint8_t kProfiled = 2;
 // FrameHeader::flags of a call: a notification. The callee runs it and answers nothing, not even
 // an error; the caller registered nothing to answer (AgentRuntime::notify).

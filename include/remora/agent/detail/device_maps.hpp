@@ -39,6 +39,60 @@ inline std::string device_record(const Options& o) {
   return v;
 }
 
+// A worker's device record, read: its CUDA device count, whether it uses MPS, its maps by worker.
+struct DeviceRecord {
+  int count = 0;
+  bool mps = false;
+  std::vector<std::pair<std::string, wire::DeviceMap>> maps;  // worker -> map, as published
+  const wire::DeviceMap* map_to(const std::string& worker) const {
+    for (const auto& [w, m] : maps)
+      if (w == worker) return &m;
+    return nullptr;
+  }
+};
+
+// Reads `record` (device_record's text); `who` names its publisher in the error.
+inline DeviceRecord read_device_record(const std::string& record, const std::string& who) {
+  DeviceRecord out;
+  const auto lines = split_lines(record);
+  try {
+    out.count = std::stoi(lines.at(0));
+  } catch (const std::exception&) {
+    throw Error("remora: " + who + " published devices this build cannot read");
+  }
+  out.mps = lines[0].ends_with(" mps");
+  for (std::size_t i = 1; i + 2 < lines.size(); i += 3) {
+    auto it = std::find_if(out.maps.begin(), out.maps.end(), [&](const auto& m) { return m.first == lines[i]; });
+    if (it == out.maps.end()) it = out.maps.insert(out.maps.end(), {lines[i], {}});
+    it->second.entries.emplace_back(c10::Device(lines[i + 1]), c10::Device(lines[i + 2]));
+  }
+  return out;
+}
+
+// Throws Error unless `map`, worker `owner`'s (with `owner_count` CUDA devices) to `to_worker`
+// (with `to_count`), is one-to-one between existing indexed CUDA devices.
+inline void check_device_map(const std::string& owner, int owner_count, const std::string& to_worker, int to_count,
+                             const wire::DeviceMap& map) {
+  const std::string where = "the device map of worker '" + owner + "' to '" + to_worker + "'";
+  for (std::size_t i = 0; i < map.entries.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (map.entries[j].second == map.entries[i].second)
+        throw Error("remora: " + where + " maps both " + map.entries[j].first.str() + " and " +
+                    map.entries[i].first.str() + " to " + map.entries[i].second.str() +
+                    "; a map must be one-to-one so replies can come back");
+  for (const auto& [from, to] : map.entries) {
+    if (!from.is_cuda() || !to.is_cuda() || !from.has_index() || !to.has_index())
+      throw Error("remora: " + where + " maps " + from.str() + " to " + to.str() +
+                  "; device maps map indexed CUDA devices (cuda:N)");
+    if (from.index() >= owner_count)
+      throw Error("remora: " + where + " maps from " + from.str() + ", but '" + owner + "' has " +
+                  std::to_string(owner_count) + " CUDA devices");
+    if (to.index() >= to_count)
+      throw Error("remora: " + where + " maps to " + to.str() + ", but '" + to_worker + "' has " +
+                  std::to_string(to_count) + " CUDA devices");
+  }
+}
+
 struct PeerDeviceMaps {
   std::vector<wire::DeviceMap> call, reply;  // per peer rank
 };
@@ -47,54 +101,42 @@ struct PeerDeviceMaps {
 inline PeerDeviceMaps check_device_maps(const std::vector<WorkerInfo>& workers, std::uint32_t self,
                                         const std::vector<std::string>& records) {
   const auto n = workers.size();
-  std::vector<int> counts(n);
-  std::vector<std::vector<std::pair<std::string, wire::DeviceMap>>> maps(n);  // per rank: worker -> map
-  for (std::size_t r = 0; r < n; ++r) {
-    auto lines = split_lines(records[r]);
-    try {
-      counts[r] = std::stoi(lines[0]);
-    } catch (const std::exception&) {
-      throw Error("remora: rank " + std::to_string(r) + " published devices this build cannot read");
-    }
-    for (std::size_t i = 1; i + 2 < lines.size(); i += 3) {
-      auto it = std::find_if(maps[r].begin(), maps[r].end(), [&](const auto& m) { return m.first == lines[i]; });
-      if (it == maps[r].end()) it = maps[r].insert(maps[r].end(), {lines[i], {}});
-      it->second.entries.emplace_back(c10::Device(lines[i + 1]), c10::Device(lines[i + 2]));
-    }
-  }
-  auto check = [&](const std::string& owner, std::uint32_t from_rank, const std::string& to_worker,
-                   const wire::DeviceMap& map) {
-    std::uint32_t to_rank = UINT32_MAX;
-    for (const auto& w : workers)
-      if (w.name == to_worker) to_rank = w.id;
-    const std::string where = "the device map of worker '" + owner + "' to '" + to_worker + "'";
-    if (to_rank == UINT32_MAX) throw Error("remora: " + where + " names a worker that is not in the group");
-    for (std::size_t i = 0; i < map.entries.size(); ++i)
-      for (std::size_t j = 0; j < i; ++j)
-        if (map.entries[j].second == map.entries[i].second)
-          throw Error("remora: " + where + " maps both " + map.entries[j].first.str() + " and " +
-                      map.entries[i].first.str() + " to " + map.entries[i].second.str() +
-                      "; a map must be one-to-one so replies can come back");
-    for (const auto& [from, to] : map.entries) {
-      if (!from.is_cuda() || !to.is_cuda() || !from.has_index() || !to.has_index())
-        throw Error("remora: " + where + " maps " + from.str() + " to " + to.str() +
-                    "; device maps map indexed CUDA devices (cuda:N)");
-      if (from.index() >= counts[from_rank])
-        throw Error("remora: " + where + " maps from " + from.str() + ", but '" + owner + "' has " +
-                    std::to_string(counts[from_rank]) + " CUDA devices");
-      if (to.index() >= counts[to_rank])
-        throw Error("remora: " + where + " maps to " + to.str() + ", but '" + to_worker + "' has " +
-                    std::to_string(counts[to_rank]) + " CUDA devices");
-    }
-    return to_rank;
-  };
+  std::vector<DeviceRecord> read(n);
+  for (std::size_t r = 0; r < n; ++r) read[r] = read_device_record(records[r], "rank " + std::to_string(r));
   PeerDeviceMaps out{std::vector<wire::DeviceMap>(n), std::vector<wire::DeviceMap>(n)};
   for (std::uint32_t r = 0; r < n; ++r)
-    for (const auto& [worker, map] : maps[r]) {
-      const auto to_rank = check(workers[r].name, r, worker, map);
+    for (const auto& [worker, map] : read[r].maps) {
+      std::uint32_t to_rank = UINT32_MAX;
+      for (const auto& w : workers)
+        if (w.name == worker) to_rank = w.id;
+      if (to_rank == UINT32_MAX)
+        throw Error("remora: the device map of worker '" + workers[r].name + "' to '" + worker +
+                    "' names a worker that is not in the group");
+      check_device_map(workers[r].name, read[r].count, worker, read[to_rank].count, map);
       if (r == self) out.call[to_rank] = map;
       if (to_rank == self && r != self) out.reply[r] = map.inverse();
     }
+  return out;
+}
+
+// Elastic groups: the maps between this worker (`self`, its record `mine`) and a member it meets
+// (`member`, its record `theirs`): this worker's calls use its own map to the member, its replies
+// the inverse of the member's map to it. Throws Error naming the map when either does not fit
+// the two workers' devices (the worker that joins checks both directions with every member).
+struct PairDeviceMaps {
+  wire::DeviceMap call, reply;
+};
+inline PairDeviceMaps pair_device_maps(const std::string& self, const DeviceRecord& mine, const std::string& member,
+                                       const DeviceRecord& theirs) {
+  PairDeviceMaps out;
+  if (const auto* m = mine.map_to(member)) {
+    check_device_map(self, mine.count, member, theirs.count, *m);
+    out.call = *m;
+  }
+  if (const auto* m = theirs.map_to(self)) {
+    check_device_map(member, theirs.count, self, mine.count, *m);
+    out.reply = m->inverse();
+  }
   return out;
 }
 

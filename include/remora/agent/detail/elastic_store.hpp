@@ -5,7 +5,7 @@
 // finds out when it cannot connect.
 //   elastic/ids            the next id (add)
 //   elastic/incarnation/N  joins under name N so far (add)
-//   elastic/member/ID      the member's address (PeerAddress, incarnation, MPS)
+//   elastic/member/ID      the member's address (PeerAddress, incarnation, MPS, device record)
 //   elastic/name/N         the id name N has now
 #include <cstdint>
 #include <optional>
@@ -29,6 +29,7 @@ struct MemberRecord {
   PeerAddress address;
   std::uint64_t incarnation = 1;
   bool cuda_mps = false;
+  std::string devices;  // its device record (device_maps.hpp): CUDA devices and device maps
 };
 
 // Whether something listens on this host's loopback at `port` (a store, there).
@@ -74,15 +75,16 @@ inline std::string encode_member(const MemberRecord& m) {
   const auto& a = m.address;
   return a.name + "\n" + a.host + "\n" + std::to_string(a.port) + "\n" + a.host_identity + "\n" + a.local_socket +
          "\n" + (a.authenticates ? "secret" : "open") + (a.tls ? "+tls" : "") + "\n" + std::to_string(m.incarnation) +
-         "\n" + (m.cuda_mps ? "mps" : "-");
+         "\n" + (m.cuda_mps ? "mps" : "-") + "\n" + m.devices;
 }
 
 // Publishes `self` as a new member: returns its record with the id and incarnation it got, and in
 // `previous` the id its name had until now ("": none), for abandon_join.
-inline MemberRecord join_elastic(c10d::Store& store, const PeerAddress& self, bool cuda_mps, std::string& previous) {
+inline MemberRecord join_elastic(c10d::Store& store, const PeerAddress& self, bool cuda_mps, const std::string& devices,
+                                 std::string& previous) {
   if (self.name.empty() || self.name.find_first_of("/\n") != std::string::npos)
     throw Error("remora: invalid worker name '" + self.name + "' (non-empty, no '/' or newline)");
-  MemberRecord m{static_cast<std::uint32_t>(store.add("elastic/ids", 1) - 1), self, 0, cuda_mps};
+  MemberRecord m{static_cast<std::uint32_t>(store.add("elastic/ids", 1) - 1), self, 0, cuda_mps, devices};
   if (m.id >= kElasticIds)
     throw Error("remora: this elastic group has handed out all its " + std::to_string(kElasticIds) +
                 " worker ids (joins and rejoins); start a new group");
@@ -109,10 +111,13 @@ inline void abandon_join(c10d::Store& store, const MemberRecord& m, const std::s
 inline std::optional<MemberRecord> read_member(c10d::Store& store, std::uint32_t id) {
   if (!store.check({member_key(id)})) return std::nullopt;
   const auto f = split_lines(string_of(store.get(member_key(id))));
-  if (f.size() != 8) throw Error("remora: elastic member " + std::to_string(id) + " published a record this build cannot read");
+  if (f.size() < 9 || (f.size() - 9) % 3 != 0)
+    throw Error("remora: elastic member " + std::to_string(id) + " published a record this build cannot read");
+  std::string devices = f[8];
+  for (std::size_t i = 9; i < f.size(); ++i) devices += "\n" + f[i];
   MemberRecord m{id, {f[0], f[1], port_of(f[2], "the port member " + std::to_string(id) + " published"), f[3], f[4],
                       f[5].rfind("secret", 0) == 0, f[5].ends_with("+tls")},
-                 std::stoull(f[6]), f[7] == "mps"};
+                 std::stoull(f[6]), f[7] == "mps", std::move(devices)};
   const std::string name_key = "elastic/name/" + m.address.name;
   if (!store.check({name_key}) || string_of(store.get(name_key)) != std::to_string(id)) return std::nullopt;
   return m;

@@ -20,11 +20,13 @@ struct Hello {
   std::uint16_t port = 0;
   std::string host_identity, local_socket;
   bool cuda_mps = false;
+  std::string devices;  // elastic: the caller's device count and its device map to the target
 };
 
 inline wire::OutFrame encode_hello(const Hello& h) {
   return wire::encode_frame(wire::FrameKind::control, 0, static_cast<std::uint8_t>(ControlType::hello), h.rank, h.name,
-                            h.target, h.incarnation, h.host, h.port, h.host_identity, h.local_socket, h.cuda_mps);
+                            h.target, h.incarnation, h.host, h.port, h.host_identity, h.local_socket, h.cuda_mps,
+                            h.devices);
 }
 
 // Throws ProtocolError when `frame` is not a hello this build can read.
@@ -32,7 +34,7 @@ inline Hello decode_hello(const wire::InFrame& frame, const wire::Limits& limits
   std::uint8_t type = 0;
   Hello h;
   wire::decode_into(frame, limits, type, h.rank, h.name, h.target, h.incarnation, h.host, h.port, h.host_identity,
-                    h.local_socket, h.cuda_mps);
+                    h.local_socket, h.cuda_mps, h.devices);
   if (type != static_cast<std::uint8_t>(ControlType::hello)) throw ProtocolError("unexpected control message");
   return h;
 }

@@ -23,7 +23,7 @@
 #include <asio/defer.hpp>
 #include <asio/io_context.hpp>
 
-#include "remora/agent/detail/grad_hooks.hpp"
+#include "remora/agent/detail/call_interceptor.hpp"
 #include "remora/agent/detail/peer_budget.hpp"
 #include "remora/agent/detail/profiling.hpp"
 #include "remora/agent/detail/remote_profile.hpp"
@@ -39,10 +39,12 @@ class InboundCalls {
   using Respond = UniqueFunction<void(wire::OutFrame)>;
 
   // `agent` is what served functions see as serving_agent; all references outlive this.
+  // `interceptor` finds (or makes) the agent's CallInterceptor for a call that carries a record.
   InboundCalls(Agent* agent, WorkerPool& pool, asio::io_context& io, const wire::Limits& limits,
-               std::uint64_t max_pending_calls, std::uint64_t max_pending_bytes)
+               std::uint64_t max_pending_calls, std::uint64_t max_pending_bytes,
+               UniqueFunction<CallInterceptor*()> interceptor)
       : agent_(agent), pool_(pool), io_(io), limits_(limits), budgets_(max_pending_calls, max_pending_bytes),
-        lifetime_(std::make_shared<ServeLifetime>(limits)) {}
+        lifetime_(std::make_shared<ServeLifetime>(limits)), interceptor_(std::move(interceptor)) {}
 
   // From now on, answers given after their handler returned are dropped: the agent is stopping
   // and will soon be gone. Waits for such answers being given now.
@@ -229,7 +231,7 @@ class InboundCalls {
     for (auto& wait_for_arguments : call.frame.before_use) wait_for_arguments();  // on this thread's streams
     call.frame.before_use.clear();
     if (call.frame.header.flags & wire::kProfiled) return run_profiled(fn, std::move(call));
-    if (call.frame.header.flags & wire::kGradRecord) return run_in_grad_context(fn, std::move(call));
+    if (call.frame.header.flags & wire::kInterceptorRecord) return run_intercepted(fn, std::move(call));
     serving_agent = agent_;
     serving_peer = call.from;
     const auto start = std::chrono::steady_clock::now();
@@ -281,40 +283,46 @@ class InboundCalls {
     if (reply) (*inner)(std::move(*reply));
   }
 
-  // A call made inside a distributed autograd context: its tensors join the graph, the handler
-  // (and every call it makes on this thread) runs in the context, and the reply's tensors are
-  // recorded for the backward pass.
-  void run_in_grad_context(const RegisteredFunction& fn, IncomingCall&& call) {
+  // A call that carries a record of the layer above (distributed autograd's: the call was made
+  // inside a context): the agent's CallInterceptor takes the record off, the handler runs inside
+  // the scope it returns (so do the calls it makes on this thread), and the interceptor sees the
+  // reply as it leaves.
+  void run_intercepted(const RegisteredFunction& fn, IncomingCall&& call) {
     const std::uint64_t rid = call.frame.request_id();
-    GradRecorder* recorder = grad_recorder.load(std::memory_order_acquire);
-    std::uint64_t context = 0;
+    CallInterceptor* interceptor = nullptr;
+    std::uint64_t scope = 0;
     try {
-      if (!recorder) {
+      interceptor = interceptor_();
+      if (!interceptor) {
         serving_agent = agent_;
         std::string name = serving_worker_name();
         serving_agent = nullptr;
         throw Error("remora: worker '" + name +
                     "' was built without distributed autograd (include <remora/autograd.hpp>)");
       }
-      auto record = wire::take_grad_record(call.frame);
-      recorder->received(*agent_, call.from, call.frame, *record);
-      context = record->context;
+      scope = interceptor->received(call.from, call.frame);
     } catch (...) {
       return answer(call.respond, rid, current_exception_frame(rid));
     }
-    call.respond = [recorder, agent = agent_, to = call.from, context,
-                    inner = std::move(call.respond)](wire::OutFrame reply) mutable {
+    call.respond = [interceptor, to = call.from, scope, inner = std::move(call.respond)](wire::OutFrame reply) mutable {
       if (reply.header().kind == static_cast<std::uint8_t>(wire::FrameKind::reply)) {
         try {
-          recorder->reply_sent(*agent, to, context, reply);
+          interceptor->reply_sent(to, scope, reply);
         } catch (...) {
           reply = current_exception_frame(reply.header().request_id);
         }
       }
       inner(std::move(reply));
     };
-    GradScopeGuard scope({agent_, context});
-    run_handler(fn, std::move(call));  // the record is off: it runs as any call
+    struct Run {
+      InboundCalls* self;
+      const RegisteredFunction* fn;
+      IncomingCall* call;
+    } run{this, &fn, &call};
+    interceptor->run_in(scope, [](void* p) {
+      auto* r = static_cast<Run*>(p);
+      r->self->run_handler(*r->fn, std::move(*r->call));  // the record is off: it runs as any call
+    }, &run);
   }
 
   Agent* agent_;
@@ -327,6 +335,7 @@ class InboundCalls {
   std::uint32_t self_ = 0;
   std::string_view name_of(std::uint32_t id) const { return id < names_.size() ? std::string_view(names_[id]) : "?"; }
   std::atomic<std::uint64_t> calls_batched_{0};
+  UniqueFunction<CallInterceptor*()> interceptor_;
 };
 
 }  // namespace remora::detail

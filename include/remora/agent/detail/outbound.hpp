@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "remora/agent/agent.hpp"
+#include "remora/agent/detail/call_interceptor.hpp"
 #include "remora/agent/detail/call_table.hpp"
 #include "remora/agent/detail/registry.hpp"
 #include "remora/agent/detail/reply_decoding.hpp"
@@ -60,6 +61,10 @@ struct AgentAccess {
   static REMORA_DECL void dispatch_to_pool(void* agent, UniqueFunction<void()> callback);
   // Runs `job` on the agent's decoder thread (a reply whose decoding may run user code).
   static REMORA_DECL void decode_off_io(Agent& agent, UniqueFunction<void()> job);
+  // Registers the layer above that meets `agent`'s calls (call_interceptor.hpp); it must live as
+  // long as the agent (a service of it). The first one stays: registering it again does nothing,
+  // another one throws Error.
+  static REMORA_DECL void intercept(Agent& agent, CallInterceptor* interceptor);
 
   // This agent's instance of service S (made on first use as S(Agent&)); it lives as long as the
   // agent.

@@ -25,6 +25,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
+#include "remora/agent/detail/call_interceptor.hpp"
 #include "remora/agent/detail/call_table.hpp"
 #include "remora/agent/detail/checked_options.hpp"
 #include "remora/agent/detail/device_maps.hpp"
@@ -160,6 +161,22 @@ class AgentRuntime {
   PeerLinks links;
   CallTable calls;
   RemoteProfiles remote_profiles;  // events of profiled calls in flight, from their callees
+  // The layer above that meets this agent's calls (call_interceptor.hpp); null until one is
+  // registered (intercept), which the hot path checks and nothing more.
+  std::atomic<CallInterceptor*> interceptor{nullptr};
+  // Registers `i`; the first one stays. Throws Error when another is registered already.
+  void intercept(CallInterceptor* i) {
+    CallInterceptor* none = nullptr;
+    if (!interceptor.compare_exchange_strong(none, i, std::memory_order_acq_rel) && none != i)
+      throw Error("remora: worker '" + workers[self_id].name + "' has a call interceptor already");
+  }
+  // The interceptor for a frame that carries a record: made by its layer on first need
+  // (interceptor_of); null when the program has no such layer.
+  CallInterceptor* interceptor_for_record() {
+    if (auto* i = interceptor.load(std::memory_order_acquire)) return i;
+    if (auto of = interceptor_of.load(std::memory_order_acquire)) intercept(of(agent));
+    return interceptor.load(std::memory_order_acquire);
+  }
   c10d::Store& store() { return *store_; }  // the group's (prefixed) rendezvous store
   const c10::intrusive_ptr<c10d::Store>& store_ptr() const { return store_; }
   // Worker `id`'s same-host socket as this worker reaches it ("@name"; "" when it uses TCP).
@@ -196,8 +213,16 @@ class AgentRuntime {
   void emit(MembershipEvent event);
   Hello hello_to(std::uint32_t peer) const {
     const auto& me = workers[self_id];
+    // An elastic peer that has not met this worker registers it from the hello: it needs this
+    // worker's devices and its map to that peer (only that one: a hello is read under 1 KiB).
+    std::string devices;
+    if (elastic) {
+      devices = std::to_string(my_devices_.count) + (my_devices_.mps ? " mps" : "");
+      if (const auto* map = my_devices_.map_to(workers[peer].name))
+        for (const auto& [from, to] : map->entries) devices += "\n" + workers[peer].name + "\n" + from.str() + "\n" + to.str();
+    }
     return {self_id, me.name, peer, me.incarnation, me_.host, me_.port, me_.host_identity, me_.local_socket,
-            me.cuda_mps};
+            me.cuda_mps, std::move(devices)};
   }
   void choose_transports(const std::vector<PeerAddress>& peers);
   void exchange_device_maps(const std::vector<std::string>& records);
@@ -252,6 +277,7 @@ class AgentRuntime {
   std::vector<std::string> local_sockets_;  // per peer: its local socket when it shares this host
   // Per peer: the device map of calls to it (ours) and of replies to it (the inverse of its map to us).
   std::vector<wire::DeviceMap> call_maps_, reply_maps_;
+  DeviceRecord my_devices_;  // elastic: this worker's device count and maps, for members it meets
   wire::DeviceMap self_map_{{}, true};
   c10::intrusive_ptr<c10d::Store> store_;
 
@@ -299,7 +325,7 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
       acceptor_(io_), local_acceptor_(io_), pool_(options.num_worker_threads, *options.worker_watch),
       decoder_(1, std::chrono::microseconds(0)),
       inbound_(&a, pool_, io_, options.limits, options.max_pending_calls_per_peer,
-               options.max_pending_bytes_per_peer),
+               options.max_pending_bytes_per_peer, [this] { return interceptor_for_record(); }),
       sweep_timer_(timer_strand_) {
   Registry::global().check_no_clashes();
   listen();

@@ -25,8 +25,7 @@ inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, st
     complete(nullptr, std::make_exception_ptr(WorkerLost(worker, std::string(function), lost)));
     return false;
   }
-  if (grad_scope.context && grad_scope.agent == &agent)  // a call made inside an autograd context
-    grad_recorder.load(std::memory_order_acquire)->call_sent(agent, to, frame);
+  if (auto* i = interceptor.load(std::memory_order_acquire)) i->call_sent(to, frame);  // (autograd's record)
   complete = profiled_call(std::move(complete), function, workers[self_id].name, worker);
   // The callee's events join this thread's legacy profile (which registers a callback: when
   // none is registered, one flag check skips the thread-local lookup).
@@ -111,11 +110,11 @@ inline void AgentRuntime::on_reply(std::uint32_t from, wire::InFrame&& frame) {
     return finish(std::move(*p), nullptr,
                   std::make_exception_ptr(ProtocolError("reply from the wrong worker", workers[from].name)));
   }
-  if (frame.header.flags & wire::kGradRecord) {  // its tensors join this worker's graph
+  if (frame.header.flags & wire::kInterceptorRecord) {  // (autograd's: its tensors join this worker's graph)
     try {
-      auto record = wire::take_grad_record(frame);
-      if (auto* recorder = grad_recorder.load(std::memory_order_acquire))
-        recorder->received(agent, from, frame, *record);
+      auto* i = interceptor_for_record();
+      if (!i) throw ProtocolError("a reply with a record no layer of this program reads", workers[from].name);
+      i->received(from, frame);
     } catch (...) {
       return finish(std::move(*p), nullptr, std::current_exception());
     }

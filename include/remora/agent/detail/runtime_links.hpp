@@ -107,7 +107,8 @@ inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
                            {name, hello.host, hello.port, hello.host_identity, hello.local_socket, secret_ != nullptr,
                             uses_tls()},
                            hello.incarnation,
-                           hello.cuda_mps},
+                           hello.cuda_mps,
+                           hello.devices},
                           true);
         if (!knows(hello.rank) || workers[hello.rank].name != name ||
             workers[hello.rank].incarnation != hello.incarnation)

@@ -2,6 +2,8 @@
 // AgentRuntime's members: an elastic group's joining, meeting members, losing them (a connection
 // failed, a member left, a new incarnation of its name replaced it), leaving; and the membership
 // events of every group.
+#include <limits>
+
 #include "remora/agent/detail/runtime.hpp"
 
 namespace remora::detail {
@@ -10,12 +12,14 @@ namespace remora::detail {
 // events: they were there first). Both of two workers joining at once publish before they read,
 // so at least one of them finds the other, and greets it (Agent's constructor).
 inline void AgentRuntime::join_elastic(const PeerAddress& me) {
-  if (!options.device_maps.empty())
-    throw Error("remora: worker '" + me.name + "': device maps (Options::device_maps) are not supported in an "
-                "elastic group yet");
+  // Device maps: this worker's own are checked against its devices now, against each member's
+  // as it is met (register_member); maps to workers that have not joined wait for them.
+  const std::string devices = device_record(options);
+  my_devices_ = read_device_record(devices, "worker '" + me.name + "'");
+  for (const auto& [worker, map] : my_devices_.maps)
+    check_device_map(me.name, my_devices_.count, worker, std::numeric_limits<int>::max(), map);
   store_ = open_elastic_store(options);
-  const bool mps = split_lines(device_record(options)).front().ends_with(" mps");
-  const auto self = remora::detail::join_elastic(*store_, me, mps, previous_name_);
+  const auto self = remora::detail::join_elastic(*store_, me, my_devices_.mps, devices, previous_name_);
   self_record_ = self;
   self_id = self.id;
   try {
@@ -102,6 +106,15 @@ inline bool AgentRuntime::register_member(const MemberRecord& m, bool announce) 
   const auto& me = workers[self_id];
   const bool same_host = !me_.local_socket.empty() && !m.address.local_socket.empty() &&
                          m.address.host_identity == me_.host_identity;
+  PairDeviceMaps maps;
+  try {
+    maps = pair_device_maps(me.name, my_devices_, m.address.name,
+                            read_device_record(m.devices, "worker '" + m.address.name + "'"));
+  } catch (const Error& e) {
+    if (!announce) throw;  // met while joining: the join fails, naming the map
+    log_peer_warning("worker '" + me.name + "': not meeting worker '" + m.address.name + "': " + e.what());
+    return false;
+  }
   std::optional<std::uint32_t> replaced;
   {
     std::lock_guard lock(members_mu_);
@@ -112,6 +125,8 @@ inline bool AgentRuntime::register_member(const MemberRecord& m, bool announce) 
       replaced = it->second;
     }
     workers[m.id] = {m.address.name, m.id, m.incarnation, m.cuda_mps};
+    call_maps_[m.id] = std::move(maps.call);
+    reply_maps_[m.id] = std::move(maps.reply);
     endpoints_[m.id] = endpoint;
     local_sockets_[m.id] = same_host ? m.address.local_socket : std::string();
     inbound_.set_name(m.id, m.address.name);

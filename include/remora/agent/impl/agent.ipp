@@ -218,6 +218,9 @@ REMORA_DECL void AgentAccess::dispatch_to_pool(void* agent, UniqueFunction<void(
 REMORA_DECL void AgentAccess::decode_off_io(Agent& agent, UniqueFunction<void()> job) {
   agent.rt_->decode_counted(std::move(job));
 }
+REMORA_DECL void AgentAccess::intercept(Agent& agent, CallInterceptor* interceptor) {
+  agent.rt_->intercept(interceptor);
+}
 REMORA_DECL c10::intrusive_ptr<c10d::Store> AgentAccess::store(const Agent& agent) { return agent.rt_->store_ptr(); }
 REMORA_DECL std::uint64_t AgentAccess::calls_batched(const Agent& agent) { return agent.rt_->calls_batched(); }
 REMORA_DECL std::uint64_t AgentAccess::pending_from(const Agent& agent, std::uint32_t peer) {

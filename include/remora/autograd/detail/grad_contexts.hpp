@@ -19,9 +19,10 @@
 #include <torch/csrc/autograd/function.h>
 
 #include "remora/agent/agent.hpp"
+#include "remora/agent/detail/call_interceptor.hpp"
 #include "remora/agent/detail/services.hpp"
+#include "remora/autograd/detail/grad_record.hpp"
 #include "remora/autograd/stats.hpp"
-#include "remora/wire/grad_record.hpp"
 
 namespace remora::autograd::detail {
 
@@ -48,7 +49,7 @@ class RecvBackward final : public torch::autograd::Node {
   const std::uint64_t message;
   // Per input, where its gradient may go straight (`inputs` 0: nowhere but `from`): set when
   // `from` had only passed the tensor on, before the node joins the graph; read-only after.
-  std::vector<wire::GradOrigin> origins;
+  std::vector<GradOrigin> origins;
 
  private:
   std::shared_ptr<std::atomic<std::int64_t>> live_;
@@ -78,9 +79,41 @@ struct GradContext {
 
 using GradStats = remora::autograd::Stats;
 
-class GradContexts : public remora::detail::AgentService {
+// The autograd context the current thread works in, if any: set by remora::autograd::Context on
+// a user's thread, and by the agent's interceptor (GradContexts::run_in) while it serves a call
+// that carried a record. Only agents whose interceptor is registered ever read it.
+struct GradScope {
+  Agent* agent = nullptr;
+  std::uint64_t context = 0;  // 0: none
+};
+inline thread_local GradScope grad_scope;
+
+// Sets grad_scope for the current scope.
+class GradScopeGuard {
+ public:
+  explicit GradScopeGuard(GradScope scope) : saved_(grad_scope) { grad_scope = scope; }
+  ~GradScopeGuard() { grad_scope = saved_; }
+  GradScopeGuard(const GradScopeGuard&) = delete;
+  GradScopeGuard& operator=(const GradScopeGuard&) = delete;
+
+ private:
+  GradScope saved_;
+};
+
+// One agent's contexts, and the agent's CallInterceptor: registered on the agent when the table is
+// made (grad_contexts), it records the calls made inside a context and joins received tensors to
+// this worker's graph.
+class GradContexts : public remora::detail::AgentService, public remora::detail::CallInterceptor {
  public:
   explicit GradContexts(Agent& agent) : agent_(agent) {}
+
+  // CallInterceptor. A call made on a thread inside one of this agent's live contexts carries
+  // the context's record; a received record joins the frame's tensors that require grad to the
+  // sender's side of the graph, and a served call runs inside its context (the scope is its id).
+  REMORA_DECL void call_sent(std::uint32_t to, wire::OutFrame& frame) override;
+  REMORA_DECL std::uint64_t received(std::uint32_t from, wire::InFrame& frame) override;
+  REMORA_DECL void run_in(std::uint64_t scope, void (*handler)(void*), void* arg) override;
+  REMORA_DECL void reply_sent(std::uint32_t to, std::uint64_t scope, wire::OutFrame& reply) override;
 
   Agent& agent() const { return agent_; }
 
@@ -140,7 +173,7 @@ class GradContexts : public remora::detail::AgentService {
   std::shared_ptr<std::atomic<std::int64_t>> recv_live_ = std::make_shared<std::atomic<std::int64_t>>(0);
 };
 
-// The agent's contexts, made on first use.
+// The agent's contexts, made on first use (and then registered as its interceptor).
 REMORA_DECL std::shared_ptr<GradContexts> grad_contexts(Agent& agent);
 
 }  // namespace remora::autograd::detail

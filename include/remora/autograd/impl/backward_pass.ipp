@@ -16,7 +16,6 @@
 namespace remora::autograd::detail {
 
 using remora::detail::AgentAccess;
-using remora::detail::GradScopeGuard;
 
 // (Helpers of run_local_pass: REMORA_DECL like it, never in an anonymous namespace, which would
 // give each translation unit of a header-only program its own copy under one inline function.)

@@ -8,16 +8,22 @@ namespace remora::autograd {
 REMORA_DECL Context::Context() : Context(current_agent()) {}
 
 REMORA_DECL Context::Context(Agent& agent) : agent_(&agent) {
-  if (remora::detail::grad_scope.context && remora::detail::grad_scope.agent == &agent)
-    throw Error("remora: this thread is in autograd context " + std::to_string(remora::detail::grad_scope.context) +
+  auto table = detail::grad_contexts(agent);
+  auto& scope = detail::grad_scope;
+  // A scope whose context has ended is not a context this thread is in: a Context destroyed on
+  // another thread (after a co_await resumed there) could not restore this thread's scope.
+  if (scope.context && scope.agent == &agent && table->find(scope.context))
+    throw Error("remora: this thread is in autograd context " + std::to_string(scope.context) +
                 " already; contexts do not nest");
-  state_ = detail::grad_contexts(agent)->create();
-  saved_ = remora::detail::grad_scope;
-  remora::detail::grad_scope = {&agent, state_->id};
+  state_ = table->create();
+  saved_ = scope.agent == &agent ? detail::GradScope{} : scope;  // (this agent's: none, or an ended one)
+  scope = {&agent, state_->id};
 }
 
 REMORA_DECL Context::~Context() {
-  remora::detail::grad_scope = saved_;
+  // Restores the scope only on a thread that is in this context: a coroutine may end the
+  // Context on another thread than the one it began on, whose scope is not this one's.
+  if (detail::grad_scope.agent == agent_ && detail::grad_scope.context == state_->id) detail::grad_scope = saved_;
   try {
     detail::grad_contexts(*agent_)->take(state_->id);
     detail::release_on_peers(*agent_, *state_, {});

@@ -1,4 +1,4 @@
-// Distributed autograd's tables and the recorder the agent calls at its frame boundaries
+// Distributed autograd's tables and the interceptor the agent calls at its frame boundaries
 // (compiled once; see autograd/context.hpp).
 #include <optional>
 
@@ -12,12 +12,13 @@
 namespace remora::autograd::detail {
 
 using remora::detail::AgentAccess;
-using remora::detail::grad_scope;
 
 // ---- the tables ----
 
 REMORA_DECL std::shared_ptr<GradContexts> grad_contexts(Agent& agent) {
-  return AgentAccess::service<GradContexts>(agent);
+  auto table = AgentAccess::service<GradContexts>(agent);
+  AgentAccess::intercept(agent, table.get());  // the first time registers it; then a no-op
+  return table;
 }
 
 REMORA_DECL std::shared_ptr<GradContext> GradContexts::create() {
@@ -155,7 +156,7 @@ REMORA_DECL torch::autograd::edge_list edges_of(wire::OutFrame& frame) {
 
 // Where the gradient of a tensor hanging from `edge` is due, if not at this worker: the worker
 // it came from untouched (or where that one had it from), unless that is `to`.
-REMORA_DECL std::optional<wire::GradOrigin> origin_of(const torch::autograd::Edge& edge, std::uint64_t context, std::uint32_t to) {
+REMORA_DECL std::optional<GradOrigin> origin_of(const torch::autograd::Edge& edge, std::uint64_t context, std::uint32_t to) {
   const auto* recv = dynamic_cast<const RecvBackward*>(edge.function.get());
   if (!recv || recv->context != context) return std::nullopt;
   if (edge.input_nr < recv->origins.size() && recv->origins[edge.input_nr].inputs != 0) {
@@ -164,14 +165,14 @@ REMORA_DECL std::optional<wire::GradOrigin> origin_of(const torch::autograd::Edg
     return o;
   }
   if (recv->from == to) return std::nullopt;
-  return wire::GradOrigin{0, recv->from, recv->message, edge.input_nr, recv->num_inputs()};
+  return GradOrigin{0, recv->from, recv->message, edge.input_nr, recv->num_inputs()};
 }
 
 // Records the send function of `frame` (if it has tensors that require grad) and appends the
 // frame's record, with the origins of the tensors this worker only passes on.
 REMORA_DECL void record_send(GradContexts& table, GradContext& ctx, std::uint32_t to, wire::OutFrame& frame, bool always) {
   auto edges = edges_of(frame);
-  wire::GradRecord record{ctx.id, 0, {}};
+  GradRecord record{ctx.id, 0, {}};
   for (std::size_t i = 0; i < edges.size(); ++i)
     if (auto o = origin_of(edges[i], ctx.id, to)) {
       o->slot = static_cast<std::uint32_t>(i);
@@ -185,55 +186,62 @@ REMORA_DECL void record_send(GradContexts& table, GradContext& ctx, std::uint32_
       ctx.sends.emplace(record.message, std::move(edges));
     }
   }
-  if (always || record.message) wire::append_grad_record(frame, record);
+  if (always || record.message) append_grad_record(frame, record);
 }
 
-class Recorder final : public remora::detail::GradRecorder {
- public:
-  void call_sent(Agent& agent, std::uint32_t to, wire::OutFrame& frame) override {
-    auto table = grad_contexts(agent);
-    // A served call may outlive its context here (released meanwhile): its calls go out plain.
-    if (auto ctx = table->find(grad_scope.context)) record_send(*table, *ctx, to, frame, true);
-  }
+// ---- the interceptor ----
 
-  void received(Agent& agent, std::uint32_t from, wire::InFrame& frame, const wire::GradRecord& record) override {
-    auto table = grad_contexts(agent);
-    auto ctx = table->join(record.context, from);
-    if (!ctx) return;  // ended here (or its maker is gone): the tensors stay plain
-    {
-      std::lock_guard lock(ctx->mu);
-      ctx->peers.insert(from);
-    }
-    if (!record.message) return;
-    std::shared_ptr<RecvBackward> node;
-    for (auto& r : frame.tensors) {
-      if (!r.tensor.requires_grad()) continue;
-      if (!node) node = std::make_shared<RecvBackward>(ctx->id, from, record.message, table->recv_counter());
-      r.tensor.requires_grad_(false);  // a leaf as the frame reader made it; now it hangs from the sender
-      const auto input = node->add_input_metadata(r.tensor);
-      torch::autograd::impl::set_gradient_edge(r.tensor, {node, input});
-    }
-    if (record.origins.empty()) return;
-    const auto workers = AgentAccess::id_bound(agent);
-    if (!node || record.origins.back().slot >= node->num_inputs())
-      throw ProtocolError("autograd origin for a tensor the frame does not have", agent.get_worker_info(from).name);
-    node->origins.resize(node->num_inputs());
-    for (const auto& o : record.origins) {
-      if (o.worker >= workers) throw ProtocolError("autograd origin names no worker", agent.get_worker_info(from).name);
-      if (o.worker != agent.self().id) node->origins[o.slot] = o;  // due here: the sender's route is as short
-    }
-  }
+REMORA_DECL void GradContexts::call_sent(std::uint32_t to, wire::OutFrame& frame) {
+  if (!grad_scope.context || grad_scope.agent != &agent_) return;  // not a call made inside a context
+  // A served call may outlive its context here (released meanwhile): its calls go out plain.
+  if (auto ctx = find(grad_scope.context)) record_send(*this, *ctx, to, frame, true);
+}
 
-  void reply_sent(Agent& agent, std::uint32_t to, std::uint64_t context, wire::OutFrame& reply) override {
-    auto table = grad_contexts(agent);
-    if (auto ctx = table->find(context)) record_send(*table, *ctx, to, reply, false);
+REMORA_DECL std::uint64_t GradContexts::received(std::uint32_t from, wire::InFrame& frame) {
+  auto record = take_grad_record(frame);
+  if (!record) throw ProtocolError("a frame flagged with an autograd record has none", agent_.get_worker_info(from).name);
+  auto ctx = join(record->context, from);
+  if (!ctx) return record->context;  // ended here (or its maker is gone): the tensors stay plain
+  {
+    std::lock_guard lock(ctx->mu);
+    ctx->peers.insert(from);
   }
-};
+  if (!record->message) return record->context;
+  std::shared_ptr<RecvBackward> node;
+  for (auto& r : frame.tensors) {
+    if (!r.tensor.requires_grad()) continue;
+    if (!node) node = std::make_shared<RecvBackward>(ctx->id, from, record->message, recv_counter());
+    r.tensor.requires_grad_(false);  // a leaf as the frame reader made it; now it hangs from the sender
+    const auto input = node->add_input_metadata(r.tensor);
+    torch::autograd::impl::set_gradient_edge(r.tensor, {node, input});
+  }
+  if (record->origins.empty()) return record->context;
+  const auto workers = AgentAccess::id_bound(agent_);
+  if (!node || record->origins.back().slot >= node->num_inputs())
+    throw ProtocolError("autograd origin for a tensor the frame does not have", agent_.get_worker_info(from).name);
+  node->origins.resize(node->num_inputs());
+  for (const auto& o : record->origins) {
+    if (o.worker >= workers) throw ProtocolError("autograd origin names no worker", agent_.get_worker_info(from).name);
+    if (o.worker != agent_.self().id) node->origins[o.slot] = o;  // due here: the sender's route is as short
+  }
+  return record->context;
+}
 
-// Installs the recorder and registers the messages in every program that includes autograd.
+REMORA_DECL void GradContexts::run_in(std::uint64_t scope, void (*handler)(void*), void* arg) {
+  GradScopeGuard in_context({&agent_, scope});
+  handler(arg);
+}
+
+REMORA_DECL void GradContexts::reply_sent(std::uint32_t to, std::uint64_t scope, wire::OutFrame& reply) {
+  if (auto ctx = find(scope)) record_send(*this, *ctx, to, reply, false);
+}
+
+// Lets an agent that receives a record before this layer was used on it make its table, and
+// registers the messages, in every program that includes autograd.
 [[maybe_unused]] inline const bool autograd_served = [] {
-  static Recorder recorder;
-  remora::detail::grad_recorder.store(&recorder, std::memory_order_release);
+  remora::detail::interceptor_of.store([](Agent& agent) -> remora::detail::CallInterceptor* {
+    return grad_contexts(agent).get();
+  }, std::memory_order_release);
   return remora::detail::AutoRegister<&msg::gradients>::registered &&
          remora::detail::AutoRegister<&msg::release>::registered;
 }();

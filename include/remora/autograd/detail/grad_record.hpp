@@ -1,8 +1,9 @@
 #pragma once
 // A frame's distributed-autograd record: the sender's autograd context the frame belongs to, and
 // the message whose tensors that require grad hang from the sender's graph (0: none do). It is
-// the last 16 bytes of the body of a call or reply frame whose header has the flag kGradRecord;
-// the agent takes it off before the body is decoded, so values never see it.
+// the last 16 bytes of the body of a call or reply frame whose header has the flag kGradRecord
+// (the agent's wire::kInterceptorRecord); the autograd layer's interceptor takes it off before the
+// body is decoded, so values never see it.
 //
 // With the flag kGradOrigins, the origins of tensors the sender only passed on come just before
 // those 16 bytes: entries of 24 bytes, then their count (u32) and a zero u32. A tensor the
@@ -14,12 +15,16 @@
 #include <vector>
 
 #include "remora/core/errors.hpp"
+#include "remora/wire/format.hpp"
 #include "remora/wire/frame.hpp"
 
-namespace remora::wire {
+namespace remora::autograd::detail {
 
-inline constexpr std::uint8_t kGradRecord = 1;   // FrameHeader::flags of call and reply frames
-inline constexpr std::uint8_t kGradOrigins = 8;  // with kGradRecord: origins precede the record
+using wire::FrameHeader;
+using wire::InFrame;
+using wire::OutFrame;
+inline constexpr std::uint8_t kGradRecord = wire::kInterceptorRecord;  // FrameHeader::flags of calls and replies
+inline constexpr std::uint8_t kGradOrigins = wire::kInterceptorBit;    // with kGradRecord: origins precede the record
 
 // Where the gradient of one of the frame's tensors that require grad may go straight: it is
 // input `input` of `inputs` of message `message` that worker `worker` sent.
@@ -97,4 +102,4 @@ inline std::optional<GradRecord> take_grad_record(InFrame& frame) {
   return r;
 }
 
-}  // namespace remora::wire
+}  // namespace remora::autograd::detail
