@@ -18,6 +18,7 @@
 #include "agent_support.hpp"
 #include "process_support.hpp"
 #include "raw_peer.hpp"
+#include "remora/agent/detail/elastic_store.hpp"
 #include "remora/dynamic.hpp"
 #include "remora/rref.hpp"
 #include "roles.hpp"
@@ -245,11 +246,39 @@ TEST_CASE("An elastic worker's device maps are checked against its devices when 
   auto bad = o;
   bad.set_device_map("b", {{"cpu", "cuda:0"}});
   CHECK_THROWS_WITH(remora::Agent("a3", bad), Catch::Contains("device maps map indexed CUDA devices"));
-  // The failed joins left nothing behind: the group goes on, and a plain worker joins it.
+  // The failed joins (refused before they published anything) left nothing behind: the group
+  // goes on, and a plain worker joins it.
   remora::Agent c("c", o);
   CHECK(c.rpc_sync<&elastic_fns::bump>("b", 1) == 2);
   c.shutdown();
   b.shutdown();
+}
+
+TEST_CASE("remora-worker --store hosts an elastic group's store, so the group outlives each of its workers",
+          "[elastic][process][worker]") {
+  std::uint16_t port = 0;
+  {
+    asio::io_context io;  // a port the kernel picks, given back for the store to take
+    asio::ip::tcp::acceptor probe(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    port = probe.local_endpoint().port();
+  }
+  pid_t store = remora::test::spawn_self({"--store", std::to_string(port)}, REMORA_WORKER);
+  REQUIRE(eventually([&] { return remora::detail::accepts_connections(port); }, 30s));
+  remora::Options o = elastic_options({});
+  o.init_method = "tcp://127.0.0.1:" + std::to_string(port);
+  {
+    auto a = std::make_unique<remora::Agent>("a", o);  // the first to join: hosts nothing
+    remora::Agent b("b", o);
+    CHECK(b.rpc_sync<&elastic_fns::bump>("a", 1) == 2);
+    a->shutdown();
+    a.reset();
+    remora::Agent c("c", o);  // joins after the first member is gone
+    CHECK(c.rpc_sync<&elastic_fns::bump>("b", 1) == 2);
+    c.shutdown();
+    b.shutdown();
+  }
+  ::kill(store, SIGTERM);
+  CHECK(remora::test::wait_exit(store) == 0);
 }
 
 TEST_CASE("remora-worker --elastic joins a running group, leaves it on SIGTERM and joins again as the next incarnation",

@@ -231,7 +231,7 @@ TEST_CASE("Weight sync: a model's named parameters loaded in place into a module
       CHECK(torch::allclose(single.forward(x), expected()));
     }
     // A state larger than one load (64 MiB of CPU tensors) goes in pieces that overlap:
-    // fc.weight alone, then the rest.
+    // fc.bias (first by name), then fc.weight alone.
     {
       auto big = std::make_shared<mt::Scaled>(4096, 4096);
       CHECK(remora::detail::chunks_of(remora::detail::state_of(big->named_parameters())).size() == 2);

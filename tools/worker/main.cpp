@@ -13,10 +13,12 @@
 #include <vector>
 
 #include <remora/remora.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 namespace {
 
 constexpr const char* kUsage = R"(usage: remora-worker --name NAME [options]
+       remora-worker --store PORT
 
 Joins a remora group as worker NAME and serves, with no code of the caller's:
   builtin operators by name     remora::rpc_sync<R>(NAME, "aten::add", a, b)    with --operators
@@ -40,6 +42,13 @@ Group:
                           SIGTERM or SIGINT, then leave it; started again under its name, the
                           worker joins as the next incarnation (docs/fault-tolerance.md)
 
+Store:
+  --store PORT            host a group's rendezvous store (c10d's TCPStore, on every interface,
+                          as torchrun's) on PORT and do nothing else, until SIGTERM or SIGINT.
+                          An elastic group whose store one of its workers hosts cannot be joined
+                          once that worker is gone; one hosted this way outlives them all.
+                          Workers reach it with --init-method tcp://HOST:PORT.
+
 Trust:
   $REMORA_SECRET, or the file $REMORA_SECRET_FILE names: the group's secret (every worker of
                           the group needs the same; see docs/security.md)
@@ -60,6 +69,7 @@ Examples:
       --no-python remora-worker --name 'ps{local_rank}' --operators '*' --model-dir /srv/models
   remora-worker --name w1 --rank 1 --world-size 2 --init-method tcp://10.0.0.1:29500
   while true; do remora-worker --elastic --name ps --init-method tcp://10.0.0.1:29500; done
+  remora-worker --store 29500 &    # the store of that elastic group, apart from its workers
 )";
 
 [[noreturn]] void fail(const std::string& why) {
@@ -126,7 +136,29 @@ int serve_elastic(const std::string& name, remora::Options options) {
   return 0;
 }
 
+// Hosts a TCPStore on `port` until SIGTERM or SIGINT.
+int host_store(int port) {
+  if (port > 65535) fail("--store wants a port, not " + std::to_string(port));
+  const sigset_t stop = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);  // before the store's threads start: they inherit it
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(port);
+    so.isServer = true;
+    so.waitWorkers = false;
+    auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", so);
+    std::cerr << "remora-worker: hosting a store on port " << store->getPort() << "\n";
+    int signal = 0;
+    sigwait(&stop, &signal);
+  } catch (const std::exception& e) {
+    std::cerr << "remora-worker: cannot host a store on port " << port << ": " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--store") return host_store(to_int("--store", argv[2]));
   std::string name;
   int rank = -1, world = -1;
   std::vector<std::string> libraries;
@@ -147,6 +179,7 @@ int main(int argc, char** argv) {
     if (i + 1 >= argc) fail("option " + flag + " needs a value");
     const std::string value = argv[++i];
     if (flag == "--name") name = value;
+    else if (flag == "--store") fail("--store PORT takes no other option");
     else if (flag == "--rank") rank = to_int(flag, value);
     else if (flag == "--world-size") world = to_int(flag, value);
     else if (flag == "--init-method") options.init_method = value;

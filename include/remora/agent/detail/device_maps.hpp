@@ -119,6 +119,22 @@ inline PeerDeviceMaps check_device_maps(const std::vector<WorkerInfo>& workers, 
   return out;
 }
 
+// A hello's devices: the caller's device count and its map to the hello's `target` only, without
+// the target's name ("count[ mps]\nfrom\nto..."): a hello is read under a 1 KiB limit.
+inline std::string hello_devices(const DeviceRecord& mine, const std::string& target) {
+  std::string v = std::to_string(mine.count) + (mine.mps ? " mps" : "");
+  if (const auto* map = mine.map_to(target))
+    for (const auto& [from, to] : map->entries) v += "\n" + from.str() + "\n" + to.str();
+  return v;
+}
+// The device record a hello's devices stand for, its maps naming `target` (this worker).
+inline std::string record_of_hello(const std::string& devices, const std::string& target) {
+  const auto lines = split_lines(devices);
+  std::string v = lines[0];
+  for (std::size_t i = 1; i + 1 < lines.size(); i += 2) v += "\n" + target + "\n" + lines[i] + "\n" + lines[i + 1];
+  return v;
+}
+
 // Elastic groups: the maps between this worker (`self`, its record `mine`) and a member it meets
 // (`member`, its record `theirs`): this worker's calls use its own map to the member, its replies
 // the inverse of the member's map to it. Throws Error naming the map when either does not fit

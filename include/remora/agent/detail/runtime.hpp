@@ -215,14 +215,8 @@ class AgentRuntime {
     const auto& me = workers[self_id];
     // An elastic peer that has not met this worker registers it from the hello: it needs this
     // worker's devices and its map to that peer (only that one: a hello is read under 1 KiB).
-    std::string devices;
-    if (elastic) {
-      devices = std::to_string(my_devices_.count) + (my_devices_.mps ? " mps" : "");
-      if (const auto* map = my_devices_.map_to(workers[peer].name))
-        for (const auto& [from, to] : map->entries) devices += "\n" + workers[peer].name + "\n" + from.str() + "\n" + to.str();
-    }
     return {self_id, me.name, peer, me.incarnation, me_.host, me_.port, me_.host_identity, me_.local_socket,
-            me.cuda_mps, std::move(devices)};
+            me.cuda_mps, elastic ? hello_devices(my_devices_, workers[peer].name) : std::string()};
   }
   void choose_transports(const std::vector<PeerAddress>& peers);
   void exchange_device_maps(const std::vector<std::string>& records);
@@ -362,29 +356,6 @@ inline AgentRuntime::AgentRuntime(Agent& a, std::string name, int rank, int worl
   for (int i = 0; i < std::max(1, options.num_io_threads); ++i) io_threads_.emplace_back([this] { io_loop_.run(); });
 }
 
-inline void AgentRuntime::join_static(const PeerAddress& me, int rank, int world_size) {
-  self_id = static_cast<std::uint32_t>(rank);
-  store_ = open_store(options, rank, world_size);
-  // With this worker's CUDA devices and device maps, for the others to check.
-  auto roster = rendezvous(*store_, me, device_record(options), rank, world_size, options.init_timeout,
-                           /*get_waits=*/!options.store);  // open_store made a TCPStore with init_timeout
-  const auto& peers = roster.peers;
-  asio::ip::tcp::resolver resolver(io_);
-  for (std::uint32_t r = 0; r < peers.size(); ++r) {
-    workers.push_back({peers[r].name, r});
-    asio::error_code numeric;  // a numeric address needs no lookup (N of them per worker)
-    const auto address = asio::ip::make_address(peers[r].host, numeric);
-    endpoints_.push_back(numeric ? *resolver.resolve(peers[r].host, std::to_string(peers[r].port)).begin()
-                                 : asio::ip::tcp::endpoint(address, peers[r].port));
-  }
-  choose_transports(peers);
-  exchange_device_maps(roster.devices);
-  links.resize(workers.size());
-  std::vector<std::string> names;
-  for (const auto& w : workers) names.push_back(w.name);
-  inbound_.set_group(std::move(names), self_id);
-}
-
 inline void AgentRuntime::listen() {
   auto at = asio::ip::tcp::endpoint(asio::ip::make_address(options.listen_host), options.listen_port);
   acceptor_.open(at.protocol());
@@ -406,27 +377,6 @@ inline void AgentRuntime::open_local_acceptor() {
   local_acceptor_.open(ep.protocol());
   local_acceptor_.bind(ep);
   local_acceptor_.listen();
-}
-
-// Local to peers of this host (when allowed), TCP to the rest.
-inline void AgentRuntime::choose_transports(const std::vector<PeerAddress>& peers) {
-  const auto& me = peers[self_id];
-  for (const auto& p : peers) {
-    const bool same_host = !me.local_socket.empty() && !p.local_socket.empty() && p.host_identity == me.host_identity;
-    local_sockets_.push_back(same_host ? p.local_socket : std::string());
-    if (options.transport == Transport::local && !same_host)
-      throw Error("remora: Options::transport is local, but worker '" + p.name +
-                  "' is on another host or cannot use local sockets (use Transport::automatic)");
-  }
-}
-
-// Checks every map that involves this worker and keeps the maps frames are encoded with.
-inline void AgentRuntime::exchange_device_maps(const std::vector<std::string>& records) {
-  for (std::size_t r = 0; r < workers.size(); ++r)
-    workers[r].cuda_mps = split_lines(records[r]).front().ends_with(" mps");
-  auto maps = check_device_maps(workers, self_id, records);
-  call_maps_ = std::move(maps.call);
-  reply_maps_ = std::move(maps.reply);
 }
 
 }  // namespace remora::detail

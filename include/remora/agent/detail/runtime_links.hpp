@@ -108,7 +108,7 @@ inline void AgentRuntime::on_frame(const Link& conn, wire::InFrame&& frame) {
                             uses_tls()},
                            hello.incarnation,
                            hello.cuda_mps,
-                           hello.devices},
+                           record_of_hello(hello.devices, workers[self_id].name)},
                           true);
         if (!knows(hello.rank) || workers[hello.rank].name != name ||
             workers[hello.rank].incarnation != hello.incarnation)

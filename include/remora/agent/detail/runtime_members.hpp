@@ -1,12 +1,56 @@
 #pragma once
-// AgentRuntime's members: an elastic group's joining, meeting members, losing them (a connection
-// failed, a member left, a new incarnation of its name replaced it), leaving; and the membership
-// events of every group.
+// AgentRuntime's members: joining a static group (the roster) or an elastic one, meeting members,
+// losing them (a connection failed, a member left, a new incarnation of its name replaced it),
+// leaving; and the membership events of every group.
 #include <limits>
 
 #include "remora/agent/detail/runtime.hpp"
 
 namespace remora::detail {
+
+inline void AgentRuntime::join_static(const PeerAddress& me, int rank, int world_size) {
+  self_id = static_cast<std::uint32_t>(rank);
+  store_ = open_store(options, rank, world_size);
+  // With this worker's CUDA devices and device maps, for the others to check.
+  auto roster = rendezvous(*store_, me, device_record(options), rank, world_size, options.init_timeout,
+                           /*get_waits=*/!options.store);  // open_store made a TCPStore with init_timeout
+  const auto& peers = roster.peers;
+  asio::ip::tcp::resolver resolver(io_);
+  for (std::uint32_t r = 0; r < peers.size(); ++r) {
+    workers.push_back({peers[r].name, r});
+    asio::error_code numeric;  // a numeric address needs no lookup (N of them per worker)
+    const auto address = asio::ip::make_address(peers[r].host, numeric);
+    endpoints_.push_back(numeric ? *resolver.resolve(peers[r].host, std::to_string(peers[r].port)).begin()
+                                 : asio::ip::tcp::endpoint(address, peers[r].port));
+  }
+  choose_transports(peers);
+  exchange_device_maps(roster.devices);
+  links.resize(workers.size());
+  std::vector<std::string> names;
+  for (const auto& w : workers) names.push_back(w.name);
+  inbound_.set_group(std::move(names), self_id);
+}
+
+// Local to peers of this host (when allowed), TCP to the rest.
+inline void AgentRuntime::choose_transports(const std::vector<PeerAddress>& peers) {
+  const auto& me = peers[self_id];
+  for (const auto& p : peers) {
+    const bool same_host = !me.local_socket.empty() && !p.local_socket.empty() && p.host_identity == me.host_identity;
+    local_sockets_.push_back(same_host ? p.local_socket : std::string());
+    if (options.transport == Transport::local && !same_host)
+      throw Error("remora: Options::transport is local, but worker '" + p.name +
+                  "' is on another host or cannot use local sockets (use Transport::automatic)");
+  }
+}
+
+// Checks every map that involves this worker and keeps the maps frames are encoded with.
+inline void AgentRuntime::exchange_device_maps(const std::vector<std::string>& records) {
+  for (std::size_t r = 0; r < workers.size(); ++r)
+    workers[r].cuda_mps = split_lines(records[r]).front().ends_with(" mps");
+  auto maps = check_device_maps(workers, self_id, records);
+  call_maps_ = std::move(maps.call);
+  reply_maps_ = std::move(maps.reply);
+}
 
 // Publishes this worker in the store, then makes known every member published there (without
 // events: they were there first). Both of two workers joining at once publish before they read,
@@ -110,8 +154,8 @@ inline bool AgentRuntime::register_member(const MemberRecord& m, bool announce) 
   try {
     maps = pair_device_maps(me.name, my_devices_, m.address.name,
                             read_device_record(m.devices, "worker '" + m.address.name + "'"));
-  } catch (const Error& e) {
-    if (!announce) throw;  // met while joining: the join fails, naming the map
+  } catch (const std::exception& e) {  // (c10::Error too: a device name that does not parse)
+    if (!announce) throw Error(std::string(e.what()));  // met while joining: the join fails, naming the map
     log_peer_warning("worker '" + me.name + "': not meeting worker '" + m.address.name + "': " + e.what());
     return false;
   }

@@ -1,7 +1,10 @@
 // Context, backward and get_gradients (compiled once; see autograd/context.hpp).
+#include <atomic>
+
 #include "remora/agent/detail/outbound.hpp"
 #include "remora/autograd/context.hpp"
 #include "remora/autograd/detail/backward_pass.hpp"
+#include "remora/core/log.hpp"
 
 namespace remora::autograd {
 
@@ -23,7 +26,17 @@ REMORA_DECL Context::Context(Agent& agent) : agent_(&agent) {
 REMORA_DECL Context::~Context() {
   // Restores the scope only on a thread that is in this context: a coroutine may end the
   // Context on another thread than the one it began on, whose scope is not this one's.
-  if (detail::grad_scope.agent == agent_ && detail::grad_scope.context == state_->id) detail::grad_scope = saved_;
+  if (detail::grad_scope.agent == agent_ && detail::grad_scope.context == state_->id) {
+    detail::grad_scope = saved_;
+  } else {
+    static std::atomic<bool> told{false};
+    if (!told.exchange(true))
+      remora::detail::log_warning(
+          "remora: autograd context " + std::to_string(state_->id) +
+          " ended on another thread than the one it began on (a coroutine that resumed elsewhere?): calls made on "
+          "the new thread were not recorded in it, and those of the first thread were until it ended. A Context "
+          "belongs to one thread: end it before a co_await (docs/autograd.md)");
+  }
   try {
     detail::grad_contexts(*agent_)->take(state_->id);
     detail::release_on_peers(*agent_, *state_, {});

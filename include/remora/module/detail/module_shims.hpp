@@ -5,7 +5,6 @@
 // the interface and the method.
 #include <algorithm>
 #include <map>
-#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -214,15 +213,19 @@ Future<void> load_state(const std::shared_ptr<OwnerState>& owned, std::map<std::
         if (std::none_of(named.begin(), named.end(), [&](const auto& n) { return n.first == entry.first; }))
           throw Error("remora: load_state_dict: the module has no '" + entry.first + "'");
     torch::NoGradGuard no_grad;
-    std::optional<c10::Device> gpu;
+    std::vector<c10::Device> gpus;  // where copies were queued (both ends of each)
+    const auto note = [&](c10::Device d) {
+      if (!d.is_cpu() && std::find(gpus.begin(), gpus.end(), d) == gpus.end()) gpus.push_back(d);
+    };
     for (auto& [name, t] : named)
       if (auto it = state.find(name); it != state.end()) {
         t.copy_(it->second);
-        if (!t.device().is_cpu()) gpu = t.device();
+        note(t.device());
+        note(it->second.device());
       }
     // The reply says the state was copied: the caller may change its tensors then (an optimizer
     // step), and a GPU copy may still read them (from the caller's own memory, on one host).
-    if (gpu) c10::impl::getDeviceGuardImpl(gpu->type())->getStream(*gpu).synchronize();
+    for (const auto& d : gpus) c10::impl::getDeviceGuardImpl(d.type())->getStream(d).synchronize();
   });
 }
 

@@ -6,6 +6,7 @@
 // memory, in pieces that overlap; GPU tensors straight from the caller's memory, lent by CUDA IPC
 // handle for the load's duration). Both steps start on the caller's thread, never on a pool.
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <string>
 #include <utility>
@@ -15,6 +16,7 @@
 
 #include "remora/core/when_all.hpp"
 #include "remora/module/detail/module_shims.hpp"
+#include "remora/wire/lending_calls.hpp"
 
 namespace remora::detail {
 
@@ -88,6 +90,21 @@ inline void check_state_fits(const StateShapes& module, const std::map<std::stri
     if (!state.count(entry.first)) fail("the state has no parameter '" + entry.first + "'");
 }
 
+// Lists Shim's function as one that only reads its GPU tensors while it runs, in every program
+// that sends or serves it (wire/lending_calls.hpp).
+template <class Shim>
+struct LendsTo {
+  static inline const bool allowed = (wire::LendingCalls::allow(Shim::identity.id), true);
+};
+
+// Flags the call `frame` as lending its GPU tensors (wire::kLendsDeviceTensors).
+inline void lend_device_tensors(wire::OutFrame& frame) {
+  wire::FrameHeader h;
+  std::memcpy(&h, frame.head.data(), sizeof h);
+  h.flags |= wire::kLendsDeviceTensors;
+  std::memcpy(frame.head.data(), &h, sizeof h);
+}
+
 // Loads `named` into every module of `modules` (`points[i]` names module i in errors). First,
 // on this thread, every module's shapes are fetched (one small call each, waited for here) and
 // checked: a mismatch throws before any tensor is sent. Then every load is encoded and sent from
@@ -102,6 +119,7 @@ Future<void> load_named_state(const std::vector<RRef<I>>& modules, const std::ve
   using Load = LoadStateShim<I>;
   (void)AutoRegisterAs<&Shapes::call, Shapes::identity>::registered;
   (void)AutoRegisterAs<&Load::call, Load::identity>::registered;
+  (void)LendsTo<Load>::allowed;
   std::vector<Future<StateShapes>> asked;
   for (const auto& m : modules) {
     RRefAccess::check_usable(m, "load_state_dict");
@@ -124,7 +142,7 @@ Future<void> load_named_state(const std::vector<RRef<I>>& modules, const std::ve
         auto frame = encode_call<&Load::call>(agent, rid, Load::identity, core.id, chunk, true);
         // The module reads the tensors only while the load runs: on the caller's host its GPU
         // copies them straight from the caller's memory (cuda_ipc.hpp), with no copy in between.
-        reinterpret_cast<wire::FrameHeader*>(frame.head.data())->flags |= wire::kLendsDeviceTensors;
+        lend_device_tensors(frame);
         bool sent = false;
         loads.push_back(start_call<void>(agent, core.owner, Load::identity.name, rid, std::move(frame),
                                          CallOptions{}.timeout, nullptr, &sent));

@@ -49,10 +49,21 @@ class CopyDone {
     cudaStreamWaitEvent(c10::cuda::getCurrentCUDAStream(device_).stream(), event_, 0);
   }
   // Blocks this thread until the copy is done (a reply's tensors, complete for every stream once
-  // handed on). Throws Error when the copy failed.
-  void synchronize() const {
-    if (const cudaError_t e = cudaEventSynchronize(event_); e != cudaSuccess)
-      throw Error(std::string("remora: a copy from a peer's GPU memory failed: ") + cudaGetErrorString(e));
+  // handed on), polling: a copy behind the event of a peer that died must not hold the thread for
+  // ever. Throws Error when the copy failed or is not done within `limit`.
+  void synchronize(std::chrono::milliseconds limit) const {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (int round = 0;; ++round) {
+      const cudaError_t e = cudaEventQuery(event_);
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotReady)
+        throw Error(std::string("remora: a copy from a peer's GPU memory failed: ") + cudaGetErrorString(e));
+      if (std::chrono::steady_clock::now() > deadline)
+        throw Error("remora: a copy from a peer's GPU memory did not finish within " + std::to_string(limit.count()) +
+                    " ms");
+      if (round < 64) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
   }
 
  private:

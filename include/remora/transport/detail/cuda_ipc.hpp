@@ -328,21 +328,32 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
     }
     src = static_cast<const std::byte*>(segment->base()) + r.offset;
   }
+  // A view in place only where the sender's memory is on the device the tensor is for (a map
+  // to another GPU of this host copies, as any call).
+  if (hand_on == CopyHandOn::borrow) {
+    cudaPointerAttributes where{};
+    if (cudaPointerGetAttributes(&where, src) != cudaSuccess || where.device != device.index()) {
+      cudaGetLastError();  // (clears the error a failed query leaves)
+      hand_on = CopyHandOn::stream_waits;
+    }
+  }
   if (hand_on == CopyHandOn::borrow) {
     before_use.push_back([event, device] {
       c10::cuda::CUDAGuard guard(device);
-      cudaStreamWaitEvent(c10::cuda::getCurrentCUDAStream(device.index()).stream(), event, 0);
+      cuda_check(cudaStreamWaitEvent(c10::cuda::getCurrentCUDAStream(device.index()).stream(), event, 0),
+                 "cannot wait for a lent GPU tensor");
     });
     auto lent = [segment = std::move(segment), release = std::move(release), device](void*) mutable {
       try {
         c10::cuda::CUDAGuard guard(device);
-        CopyWatch::instance().when_done(CopyWatch::instance().record(c10::cuda::getCurrentCUDAStream(device.index())),
-                                        [segment = std::move(segment), release = std::move(release)]() mutable {
-                                          segment.reset();
-                                          release();
-                                        });
-      } catch (...) {  // no event: the sender keeps its memory until the connection ends
+        auto done = CopyWatch::instance().record(c10::cuda::getCurrentCUDAStream(device.index()));
+        CopyWatch::instance().when_done(std::move(done), [segment = std::move(segment), release = std::move(release)]() mutable {
+          segment.reset();
+          release();
+        });
+      } catch (...) {  // no event to wait for: the segment stays open, the sender keeps its memory
         remora::detail::log_current_exception("a lent GPU tensor's release");
+        if (segment) new std::shared_ptr<OpenedSegments::Lease>(std::move(segment));  // never closed
       }
     };
     return torch::from_blob(const_cast<std::byte*>(src), sizes, std::move(lent),
@@ -361,7 +372,7 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
     c10::cuda::CUDACachingAllocator::recordStream(out.storage().data_ptr(), stream);
     auto done = CopyWatch::instance().record(stream);
     if (hand_on == CopyHandOn::stream_waits) before_use.push_back([done] { done->wait_on_current_stream(); });
-    else before_use.push_back([done] { done->synchronize(); });
+    else before_use.push_back([done] { done->synchronize(std::chrono::minutes(1)); });
     CopyWatch::instance().when_done(std::move(done),
                                     [release = std::move(release), segment = std::move(segment)]() mutable {
                                       segment.reset();

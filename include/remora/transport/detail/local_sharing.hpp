@@ -20,6 +20,7 @@
 #include "remora/transport/detail/cuda_ipc.hpp"
 #include "remora/transport/detail/shared_memory.hpp"
 #include "remora/wire/frame_reader.hpp"
+#include "remora/wire/lending_calls.hpp"
 
 namespace remora::transport {
 
@@ -148,9 +149,10 @@ class LocalSharing {
     });
   }
   // The reading thread only queues the copy of a call's or a reply's GPU tensor: the thread that
-  // runs the call or decodes the reply waits for it (import_cuda_tensor). A call that says it only
-  // reads them while it runs gets views of the sender's memory instead. Other frames' tensors
-  // arrive complete.
+  // runs the call or decodes the reply waits for it (import_cuda_tensor). A call the sender lends
+  // its tensors to, of a function this process lists as only reading them while it runs
+  // (wire::LendingCalls), gets views of the sender's memory instead. Other frames' tensors arrive
+  // complete.
   static wire::PlacementResolver cuda_resolver(SendRelease release) {
     return [release](std::span<const std::byte> bytes, c10::IntArrayRef sizes, c10::ScalarType dtype,
                      std::uint64_t nbytes, c10::Device device, wire::InFrame& frame) {
@@ -158,10 +160,12 @@ class LocalSharing {
       CudaIpcRecord r;
       std::memcpy(&r, bytes.data(), sizeof r);
       const bool call = frame.kind() == wire::FrameKind::call;
-      const auto hand_on = call && (frame.header.flags & wire::kLendsDeviceTensors) ? CopyHandOn::borrow
-                           : call                                                   ? CopyHandOn::stream_waits
-                           : frame.kind() == wire::FrameKind::reply                 ? CopyHandOn::host_waits
-                                                                                    : CopyHandOn::complete;
+      const bool lent = call && (frame.header.flags & wire::kLendsDeviceTensors) &&
+                        wire::LendingCalls::allows_body(frame.body());  // the receiver decides
+      const auto hand_on = lent                                     ? CopyHandOn::borrow
+                           : call                                   ? CopyHandOn::stream_waits
+                           : frame.kind() == wire::FrameKind::reply ? CopyHandOn::host_waits
+                                                                    : CopyHandOn::complete;
       return import_cuda_tensor(r, sizes, dtype, nbytes, device, [release, id = r.id] { release(id, kReleaseCuda); },
                                 hand_on, frame.before_use);
     };
