@@ -11,7 +11,7 @@
 
 #include "remora/core/errors.hpp"
 #include "remora/wire/frame_reader.hpp"
-#include "remora/wire/grad_record.hpp"
+#include "remora/autograd/detail/grad_record.hpp"
 #include "remora/wire/ivalue_codec.hpp"
 #include "remora/wire/value_codec.hpp"
 
@@ -38,7 +38,7 @@ void try_decode(const wire::InFrame& frame, const wire::Limits& limits) {
 
 inline void decode_every_way(wire::InFrame& frame, const wire::Limits& limits) {
   try {
-    (void)wire::take_grad_record(frame);
+    (void)remora::autograd::detail::take_grad_record(frame);
   } catch (const remora::Error&) {
     return;
   }

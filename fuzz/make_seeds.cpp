@@ -55,10 +55,10 @@ int main(int argc, char** argv) {
   frames.push_back(wire::encode_frame(wire::FrameKind::error, 7, std::uint8_t{1}, std::string("std::runtime_error"),
                                       std::string("boom"), std::string("w1"), std::string("f")));
   auto with_record = wire::encode_frame(call, 8, std::uint64_t{42}, torch::ones({2}).requires_grad_(true));
-  wire::append_grad_record(with_record, {1, 2, {}});
+  remora::autograd::detail::append_grad_record(with_record, {1, 2, {}});
   frames.push_back(std::move(with_record));
   auto with_origins = wire::encode_frame(call, 9, std::uint64_t{42}, torch::ones({2}).requires_grad_(true));
-  wire::append_grad_record(with_origins, {1, 2, {{0, 1, 3, 0, 1}}});
+  remora::autograd::detail::append_grad_record(with_origins, {1, 2, {{0, 1, 3, 0, 1}}});
   frames.push_back(std::move(with_origins));
   for (const auto& f : frames)
     for (std::uint8_t chunking : {0, 7, 63}) write(dir, framed(f, chunking));
