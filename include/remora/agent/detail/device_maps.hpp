@@ -95,6 +95,7 @@ inline void check_device_map(const std::string& owner, int owner_count, const st
 
 struct PeerDeviceMaps {
   std::vector<wire::DeviceMap> call, reply;  // per peer rank
+  std::vector<bool> mps;                     // per rank: its CUDA work goes through an MPS server
 };
 
 // `records[r]` is rank r's device_record.
@@ -103,7 +104,8 @@ inline PeerDeviceMaps check_device_maps(const std::vector<WorkerInfo>& workers, 
   const auto n = workers.size();
   std::vector<DeviceRecord> read(n);
   for (std::size_t r = 0; r < n; ++r) read[r] = read_device_record(records[r], "rank " + std::to_string(r));
-  PeerDeviceMaps out{std::vector<wire::DeviceMap>(n), std::vector<wire::DeviceMap>(n)};
+  PeerDeviceMaps out{std::vector<wire::DeviceMap>(n), std::vector<wire::DeviceMap>(n), std::vector<bool>(n)};
+  for (std::size_t r = 0; r < n; ++r) out.mps[r] = read[r].mps;
   for (std::uint32_t r = 0; r < n; ++r)
     for (const auto& [worker, map] : read[r].maps) {
       std::uint32_t to_rank = UINT32_MAX;

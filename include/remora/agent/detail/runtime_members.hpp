@@ -45,9 +45,8 @@ inline void AgentRuntime::choose_transports(const std::vector<PeerAddress>& peer
 
 // Checks every map that involves this worker and keeps the maps frames are encoded with.
 inline void AgentRuntime::exchange_device_maps(const std::vector<std::string>& records) {
-  for (std::size_t r = 0; r < workers.size(); ++r)
-    workers[r].cuda_mps = split_lines(records[r]).front().ends_with(" mps");
   auto maps = check_device_maps(workers, self_id, records);
+  for (std::size_t r = 0; r < workers.size(); ++r) workers[r].cuda_mps = maps.mps[r];
   call_maps_ = std::move(maps.call);
   reply_maps_ = std::move(maps.reply);
 }

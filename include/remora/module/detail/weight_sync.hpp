@@ -98,7 +98,7 @@ struct LendsTo {
 };
 
 // Flags the call `frame` as lending its GPU tensors (wire::kLendsDeviceTensors).
-inline void lend_device_tensors(wire::OutFrame& frame) {
+inline void offer_device_tensors(wire::OutFrame& frame) {
   wire::FrameHeader h;
   std::memcpy(&h, frame.head.data(), sizeof h);
   h.flags |= wire::kLendsDeviceTensors;
@@ -142,7 +142,7 @@ Future<void> load_named_state(const std::vector<RRef<I>>& modules, const std::ve
         auto frame = encode_call<&Load::call>(agent, rid, Load::identity, core.id, chunk, true);
         // The module reads the tensors only while the load runs: on the caller's host its GPU
         // copies them straight from the caller's memory (cuda_ipc.hpp), with no copy in between.
-        lend_device_tensors(frame);
+        offer_device_tensors(frame);
         bool sent = false;
         loads.push_back(start_call<void>(agent, core.owner, Load::identity.name, rid, std::move(frame),
                                          CallOptions{}.timeout, nullptr, &sent));
