@@ -59,10 +59,10 @@ class ScriptRemoteModule {
 
   // The script's parameters, each as an RRef owned by the module's worker (the tensors the
   // module uses), for a DistributedOptimizer; and its train mode.
-  std::vector<RRef<torch::Tensor>> remote_parameters(bool recurse = true) const {
-    return module_.remote_parameters(recurse);
-  }
-  void train(bool on = true) const { module_.train(on); }
+  // (Out of line: their server shims would otherwise be instantiated in every TU that includes
+  // this header.)
+  REMORA_DECL std::vector<RRef<torch::Tensor>> remote_parameters(bool recurse = true) const;
+  REMORA_DECL void train(bool on = true) const;
   void eval() const { train(false); }
 
   // The module itself, for code on its owner (local_value() there gives the ScriptModule).

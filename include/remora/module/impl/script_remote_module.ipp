@@ -60,6 +60,12 @@ REMORA_DECL ScriptRemoteModule ScriptRemoteModule::load(Agent& agent, std::strin
   return out;
 }
 
+REMORA_DECL std::vector<RRef<torch::Tensor>> ScriptRemoteModule::remote_parameters(bool recurse) const {
+  return module_.remote_parameters(recurse);
+}
+
+REMORA_DECL void ScriptRemoteModule::train(bool on) const { module_.train(on); }
+
 }  // namespace remora
 
 namespace remora::detail {
