@@ -314,6 +314,10 @@ TEST_CASE("GPU tensors cross between two processes by CUDA IPC handle, both ways
       CHECK(y.device() == torch::Device("cuda:0"));
       CHECK(torch::allclose(y, x * 2));
     }
+    // The replies came from another process on this GPU: without MPS this process said once that
+    // MPS would cut the cost of each hand-over (over TCP nothing crossed by CUDA IPC).
+    if (client.transport_to("server") == "local")
+      CHECK(remora::transport::detail::MpsAdvice::given() == !remora::transport::detail::cuda_mps_server());
     client.shutdown();
   }
   CHECK(remora::test::wait_exit(child) == 0);

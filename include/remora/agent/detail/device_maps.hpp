@@ -4,10 +4,7 @@
 // map is one-to-one so replies can come back) and keeps, per peer, the map its calls use (its
 // own) and the map its replies use (the inverse of the peer's map to it). Errors name the worker
 // and the device, and every worker raises the same one.
-#include <unistd.h>
-
 #include <algorithm>
-#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,19 +14,12 @@
 #include "remora/agent/options.hpp"
 #include "remora/agent/rendezvous.hpp"
 #include "remora/core/errors.hpp"
+#include "remora/transport/detail/cuda_mps.hpp"
 #include "remora/wire/device_map.hpp"
 
 namespace remora::detail {
 
-// Whether this process's CUDA work would go through an MPS server: CUDA connects a process to one
-// when an MPS control daemon listens in its pipe directory ($CUDA_MPS_PIPE_DIRECTORY, by default
-// /tmp/nvidia-mps). No CUDA call says so; the daemon's socket does.
-inline bool cuda_mps_server() {
-  if (torch::cuda::device_count() == 0) return false;
-  const char* dir = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
-  const std::string control = std::string(dir && *dir ? dir : "/tmp/nvidia-mps") + "/control";
-  return ::access(control.c_str(), F_OK) == 0;
-}
+using transport::detail::cuda_mps_server;
 
 // "count[ mps]\nworker\nfrom\nto\n..." for the store.
 inline std::string device_record(const Options& o) {

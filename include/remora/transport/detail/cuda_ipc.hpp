@@ -40,6 +40,7 @@
 #include "remora/core/errors.hpp"
 #include "remora/transport/detail/cuda_copy_watch.hpp"
 #include "remora/transport/detail/cuda_event_pool.hpp"
+#include "remora/transport/detail/cuda_mps.hpp"
 #include "remora/transport/detail/process_token.hpp"
 #include "remora/wire/frame_reader.hpp"
 
@@ -327,6 +328,14 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
       event = it->second;
     }
     src = static_cast<const std::byte*>(segment->base()) + r.offset;
+    // Until the advice was given (once per process): is the peer's memory on this very GPU?
+    if (!MpsAdvice::given()) {
+      cudaPointerAttributes where{};
+      if (cudaPointerGetAttributes(&where, src) == cudaSuccess && where.device == device.index())
+        MpsAdvice::shared_gpu(device.index());
+      else
+        cudaGetLastError();  // (clears the error a failed query leaves)
+    }
   }
   // A view in place only where the sender's memory is on the device the tensor is for (a map
   // to another GPU of this host copies, as any call).
