@@ -16,6 +16,7 @@
 #include "agent_support.hpp"
 #include "process_support.hpp"
 #include "remora/module.hpp"
+#include "remora/transport/fault_plan.hpp"
 #include "remora/rref.hpp"
 #include "roles.hpp"
 

@@ -15,7 +15,7 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "remora/core/errors.hpp"
-#include "remora/transport/fault_plan.hpp"
+#include "remora/transport/test_hooks.hpp"
 #include "remora/wire/device_map.hpp"
 #include "remora/wire/limits.hpp"
 

@@ -26,6 +26,7 @@
 
 #include "remora/core/log.hpp"
 #include "remora/core/type_id.hpp"
+#include "remora/transport/test_hooks.hpp"
 #include "remora/wire/frame.hpp"
 
 namespace remora::detail {
@@ -138,11 +139,6 @@ class FaultPlan {
   std::condition_variable wake_;
   bool stopping_ = false;
   std::thread timer_;
-};
-
-// What remora's own tests set on an agent (Options::test_hooks).
-struct TestHooks {
-  std::shared_ptr<FaultPlan> faults;  // frames this worker sends that the plan names fail
 };
 
 }  // namespace remora::detail
