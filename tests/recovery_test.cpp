@@ -154,6 +154,7 @@ TEST_CASE("A process group over a mesh is made anew after a member joined again"
   auto a = std::make_unique<remora::Agent>("a", elastic_options(store));
   auto b = std::make_unique<remora::Agent>("b", elastic_options(store));
   const remora::DeviceMesh mesh({"a/cpu", "b/cpu"});
+  c10::intrusive_ptr<c10d::ProcessGroup> first;  // a's group of the first round, kept
   // Both members make the group and sum over it; returns what each got.
   auto all_reduce = [&](float a_value, float b_value) {
     std::vector<float> got(2, -1);
@@ -165,6 +166,7 @@ TEST_CASE("A process group over a mesh is made anew after a member joined again"
           auto pg = remora::process_group(r == 0 ? *a : *b, mesh);
           std::vector<torch::Tensor> t = {torch::full({1}, r == 0 ? a_value : b_value)};
           pg->allreduce(t)->wait();
+          if (r == 0 && !first) first = pg;
           got[r] = t[0].item<float>();
         } catch (const std::exception& e) {
           errors[r] = e.what();
@@ -180,9 +182,19 @@ TEST_CASE("A process group over a mesh is made anew after a member joined again"
   // Without b the group cannot be made: a remora error that names it, not the backend's timeout.
   REQUIRE(remora::test::eventually([&] { return a->get_worker_infos().size() == 1; }));
   CHECK_THROWS_WITH(remora::process_group(*a, mesh), Catch::Contains("'b'"));
+  // The group made with b's first incarnation fails at once, saying why, instead of a backend's
+  // error or a wait for its timeout (its fence is set by the event of b's leaving).
+  const auto* fence = remora::detail::GroupFence::of(*first);
+  REQUIRE(fence != nullptr);
+  REQUIRE(remora::test::eventually([&] { return fence->stale(); }));
+  std::vector<torch::Tensor> t = {torch::ones({1})};
+  CHECK_THROWS_AS(first->allreduce(t), remora::WorkerLost);
+  CHECK_THROWS_WITH(first->barrier(), Catch::Contains("membership changed") && Catch::Contains("member 'b' was lost") &&
+                                          Catch::Contains("process_group(the whole mesh).barrier"));
   b = std::make_unique<remora::Agent>("b", elastic_options(store));  // incarnation 2: its first group
   REQUIRE(remora::test::eventually([&] { return a->get_worker_info("b").incarnation == 2; }));
   CHECK(all_reduce(10, 20) == std::vector<float>{30, 30});
+  CHECK_THROWS_AS(first->allreduce(t), remora::WorkerLost);  // still the old one
   b->shutdown();
   a->shutdown();
 }

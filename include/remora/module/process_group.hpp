@@ -35,6 +35,7 @@
 #include "remora/agent/detail/services.hpp"
 #include "remora/agent/rpc.hpp"
 #include "remora/core/errors.hpp"
+#include "remora/module/detail/group_fence.hpp"
 #include "remora/module/device_mesh.hpp"
 
 namespace remora {
@@ -44,12 +45,17 @@ namespace detail {
 // backends are process groups; wrapped in one (libtorch 2.x, where they are c10d::Backend).
 enum class BackendKind { gloo, nccl };
 
-template <class PG = c10d::ProcessGroup, class B>
+// What a backend is made as: fenced itself where it is a process group (libtorch 1.x); in
+// libtorch 2.x the process group that carries it is (as_process_group).
+template <class B>
+using FencedIfGroup = std::conditional_t<std::is_base_of_v<c10d::ProcessGroup, B>, FencedGroup<B>, B>;
+
+template <class PG = FencedGroup<c10d::ProcessGroup>, class B>
 c10::intrusive_ptr<c10d::ProcessGroup> as_process_group(c10::intrusive_ptr<B> backend,
                                                         const c10::intrusive_ptr<c10d::Store>& store, int rank,
                                                         int size, c10::DeviceType device, BackendKind kind) {
   const char* name = kind == BackendKind::gloo ? "gloo" : "nccl";
-  if constexpr (std::is_base_of_v<PG, B>) {
+  if constexpr (std::is_base_of_v<c10d::ProcessGroup, B>) {
     (void)store, (void)rank, (void)size, (void)device, (void)name;
     return backend;
   } else {
@@ -83,10 +89,36 @@ inline int next_group_generation(Agent& agent, const std::string& key) {
   return AgentAccess::service<MeshGroupCounts>(agent)->next(key);
 }
 
+inline c10::intrusive_ptr<c10d::ProcessGroup> make_backend_group(Agent& agent,
+                                                                 const c10::intrusive_ptr<c10d::Store>& store,
+                                                                 int rank, int size, bool cuda,
+                                                                 std::chrono::milliseconds timeout,
+                                                                 const std::string& what) {
+  if (cuda) {
+#if defined(USE_C10D_NCCL)
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = timeout;
+    auto nccl = c10::make_intrusive<FencedIfGroup<c10d::ProcessGroupNCCL>>(store, rank, size, options);
+    return as_process_group(nccl, store, rank, size, c10::DeviceType::CUDA, BackendKind::nccl);
+#else
+    throw Error("remora: process_group(" + what + "): a CUDA mesh needs NCCL, and this libtorch has none");
+#endif
+  }
+  auto options = c10d::ProcessGroupGloo::Options::create();
+  options->timeout = timeout;
+  const auto& o = agent.options();
+  const std::string host = o.advertise_host.empty() ? o.listen_host : o.advertise_host;
+  options->devices.push_back(host.empty() || host == "0.0.0.0" ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                                                : c10d::ProcessGroupGloo::createDeviceForHostname(host));
+  auto gloo = c10::make_intrusive<FencedIfGroup<c10d::ProcessGroupGloo>>(store, rank, size, options);
+  return as_process_group(gloo, store, rank, size, c10::DeviceType::CPU, BackendKind::gloo);
+}
+
 inline c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(Agent& agent, const DeviceMesh& members,
                                                                  std::int64_t rank, const std::string& what) {
   bool cuda = false, cpu = false;
   std::string key;
+  std::vector<WorkerInfo> others;  // the other members, as they are now (the fence's reference)
   // Each point with its worker's incarnation: after a member joined again (an elastic group), its
   // groups are new ones, counted from the start on every member, not the old ones' successors.
   for (const auto& point : members.devices()) {
@@ -99,31 +131,31 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(Agent& agent, c
       throw WorkerLost(agent.get_worker_info(id).name, "process_group(" + what + ")",
                        "a member of the mesh is lost; make the group over a mesh without it (or, in an elastic "
                        "group, once it has joined again)");
-    key += point + "#" + std::to_string(agent.get_worker_info(id).incarnation) + ",";
+    const auto info = agent.get_worker_info(id);
+    key += point + "#" + std::to_string(info.incarnation) + ",";
+    if (id != agent.self().id &&
+        std::none_of(others.begin(), others.end(), [&](const WorkerInfo& w) { return w.id == id; }))
+      others.push_back(info);
   }
   if (cuda && cpu) throw Error("remora: process_group(" + what + "): its points mix CPU and CUDA devices");
   const int size = static_cast<int>(members.size());
   auto store = c10::make_intrusive<c10d::PrefixStore>(
       "mesh/" + key + std::to_string(next_group_generation(agent, key)), AgentAccess::store(agent));
   const auto timeout = agent.options().rpc_timeout;
-  if (cuda) {
-#if defined(USE_C10D_NCCL)
-    auto options = c10d::ProcessGroupNCCL::Options::create();
-    options->timeout = timeout;
-    auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, static_cast<int>(rank), size, options);
-    return as_process_group(nccl, store, static_cast<int>(rank), size, c10::DeviceType::CUDA, BackendKind::nccl);
-#else
-    throw Error("remora: process_group(" + what + "): a CUDA mesh needs NCCL, and this libtorch has none");
-#endif
+  auto group = make_backend_group(agent, store, static_cast<int>(rank), size, cuda, timeout, what);
+  auto* fence = dynamic_cast<GroupFence*>(group.get());
+  fence->watch(agent, others, "process_group(" + what + ")");
+  // A change while the backend met its members came before the subscription: look once more.
+  for (const auto& m : others) {
+    if (AgentAccess::is_lost(agent, m.id)) fence->mark(m.name, "was lost");
+    try {
+      if (const auto now = agent.get_worker_info(m.name).incarnation; now != m.incarnation)
+        fence->mark(m.name, "joined again (incarnation " + std::to_string(now) + ")");
+    } catch (const Error&) {  // no worker of that name now
+      fence->mark(m.name, "left");
+    }
   }
-  auto options = c10d::ProcessGroupGloo::Options::create();
-  options->timeout = timeout;
-  const auto& o = agent.options();
-  const std::string host = o.advertise_host.empty() ? o.listen_host : o.advertise_host;
-  options->devices.push_back(host.empty() || host == "0.0.0.0" ? c10d::ProcessGroupGloo::createDefaultDevice()
-                                                                : c10d::ProcessGroupGloo::createDeviceForHostname(host));
-  auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, static_cast<int>(rank), size, options);
-  return as_process_group(gloo, store, static_cast<int>(rank), size, c10::DeviceType::CPU, BackendKind::gloo);
+  return group;
 }
 
 }  // namespace detail
