@@ -12,6 +12,7 @@
 
 #include "agent_support.hpp"
 #include "remora/rref.hpp"
+#include "remora/transport/fault_plan.hpp"
 
 using namespace std::chrono_literals;
 using remora::detail::FaultPlan;
