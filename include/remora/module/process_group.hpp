@@ -144,10 +144,11 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> make_process_group(Agent& agent, c
   const auto timeout = agent.options().rpc_timeout;
   auto group = make_backend_group(agent, store, static_cast<int>(rank), size, cuda, timeout, what);
   auto* fence = dynamic_cast<GroupFence*>(group.get());
+  TORCH_INTERNAL_ASSERT(fence != nullptr, "remora: make_backend_group made a group without a fence");
   fence->watch(agent, others, "process_group(" + what + ")");
   // A change while the backend met its members came before the subscription: look once more.
   for (const auto& m : others) {
-    if (AgentAccess::is_lost(agent, m.id)) fence->mark(m.name, "was lost");
+    if (AgentAccess::is_lost(agent, m.id)) fence->mark(m.name, "was lost or left");
     try {
       if (const auto now = agent.get_worker_info(m.name).incarnation; now != m.incarnation)
         fence->mark(m.name, "joined again (incarnation " + std::to_string(now) + ")");

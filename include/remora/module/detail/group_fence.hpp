@@ -33,10 +33,12 @@ class GroupFence {
     subscription_ = agent.on_membership([state](const MembershipEvent& e) {
       for (const auto& m : state->members) {
         if (m.name != e.worker.name) continue;
-        if (e.kind != MembershipEvent::joined && e.worker.incarnation == m.incarnation)
-          state->mark(m.name, std::string(e.kind == MembershipEvent::left ? "left" : "was lost") +
-                                  (e.reason.empty() ? "" : " (" + e.reason + ")"));
-        else if (e.kind == MembershipEvent::joined && e.worker.incarnation != m.incarnation)
+        // (Events of earlier incarnations, delivered late, say nothing of this group.)
+        if (e.kind == MembershipEvent::left && e.worker.incarnation == m.incarnation)
+          state->mark(m.name, "left");
+        else if (e.kind == MembershipEvent::lost && e.worker.incarnation == m.incarnation)
+          state->mark(m.name, "was lost" + (e.reason.empty() ? std::string() : " (" + e.reason + ")"));
+        else if (e.kind == MembershipEvent::joined && e.worker.incarnation > m.incarnation)
           state->mark(m.name, "joined again (incarnation " + std::to_string(e.worker.incarnation) +
                                   "; the group has " + std::to_string(m.incarnation) + ")");
       }
@@ -61,7 +63,7 @@ class GroupFence {
     }
     throw WorkerLost(worker, what_ + "." + collective,
                      "the mesh's membership changed since this process group was made: member '" + worker + "' " +
-                         why + "; make a new one with process_group(mesh)");
+                         why + "; call process_group again for a group of the members there are now");
   }
 
   // The fence of a group process_group() made, or null for another group.
@@ -115,6 +117,19 @@ class FencedGroup : public Group, public GroupFence {
   Ptr<Work> _allgather_base(at::Tensor& out, at::Tensor& in, const c10d::AllgatherOptions& o = {}) {
     return check("_allgather_base"), Group::_allgather_base(out, in, o);
   }
+  Ptr<Work> allgather_coalesced(std::vector<std::vector<at::Tensor>>& out, std::vector<at::Tensor>& in,
+                                const c10d::AllgatherOptions& o = {}) {
+    return check("allgather_coalesced"), Group::allgather_coalesced(out, in, o);
+  }
+  // (libtorch 2; in a version whose group lacks one, it is never instantiated.)
+  Ptr<Work> allgather_into_tensor_coalesced(std::vector<at::Tensor>& out, std::vector<at::Tensor>& in,
+                                            const c10d::AllgatherOptions& o = {}) {
+    return check("allgather_into_tensor_coalesced"), Group::allgather_into_tensor_coalesced(out, in, o);
+  }
+  Ptr<Work> reduce_scatter_tensor_coalesced(std::vector<at::Tensor>& out, std::vector<at::Tensor>& in,
+                                            const c10d::ReduceScatterOptions& o = {}) {
+    return check("reduce_scatter_tensor_coalesced"), Group::reduce_scatter_tensor_coalesced(out, in, o);
+  }
   Ptr<Work> gather(std::vector<std::vector<at::Tensor>>& out, std::vector<at::Tensor>& in,
                    const c10d::GatherOptions& o = {}) {
     return check("gather"), Group::gather(out, in, o);
@@ -143,6 +158,10 @@ class FencedGroup : public Group, public GroupFence {
     return check("recvAnysource"), Group::recvAnysource(t, tag);
   }
   Ptr<Work> barrier(const c10d::BarrierOptions& o = {}) { return check("barrier"), Group::barrier(o); }
+  void monitoredBarrier(const c10d::BarrierOptions& o, bool wait_all_ranks = false) {
+    check("monitoredBarrier");
+    Group::monitoredBarrier(o, wait_all_ranks);
+  }
 };
 
 }  // namespace remora::detail

@@ -328,23 +328,18 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
       event = it->second;
     }
     src = static_cast<const std::byte*>(segment->base()) + r.offset;
-    // Until the advice was given (once per process): is the peer's memory on this very GPU?
-    if (!MpsAdvice::given()) {
-      cudaPointerAttributes where{};
-      if (cudaPointerGetAttributes(&where, src) == cudaSuccess && where.device == device.index())
-        MpsAdvice::shared_gpu(device.index());
-      else
-        cudaGetLastError();  // (clears the error a failed query leaves)
-    }
   }
-  // A view in place only where the sender's memory is on the device the tensor is for (a map
-  // to another GPU of this host copies, as any call).
-  if (hand_on == CopyHandOn::borrow) {
+  // Whether the sender's memory is on the very GPU the tensor is for: asked for a lent tensor
+  // (a view in place only there; a map to another GPU of this host copies, as any call), and from
+  // another process until the MPS advice was given or is not needed (cuda_mps.hpp).
+  const bool advise = !same_process && MpsAdvice::wanted();
+  if (hand_on == CopyHandOn::borrow || advise) {
     cudaPointerAttributes where{};
-    if (cudaPointerGetAttributes(&where, src) != cudaSuccess || where.device != device.index()) {
-      cudaGetLastError();  // (clears the error a failed query leaves)
-      hand_on = CopyHandOn::stream_waits;
-    }
+    bool here = false;
+    if (cudaPointerGetAttributes(&where, src) == cudaSuccess) here = where.device == device.index();
+    else cudaGetLastError();  // (clears the error the failed query left)
+    if (advise && here) MpsAdvice::shared_gpu(device.index());
+    if (hand_on == CopyHandOn::borrow && !here) hand_on = CopyHandOn::stream_waits;
   }
   if (hand_on == CopyHandOn::borrow) {
     before_use.push_back([event, device] {

@@ -30,10 +30,12 @@ class MpsAdvice {
  public:
   // Whether this process gave the advice (for tests).
   static bool given() { return flag().load(std::memory_order_relaxed); }
+  // Whether a tensor from another process should still be looked at: no MPS server, and no
+  // advice given yet. Cost after the first call: two loads.
+  static bool wanted() { return !under_mps() && !given(); }
   // Called where a tensor from another process is on this process's GPU `device_index`.
   static void shared_gpu(int device_index) {
-    static const bool mps = cuda_mps_server();  // fixed when the CUDA context was made
-    if (mps || flag().exchange(true, std::memory_order_relaxed)) return;
+    if (under_mps() || flag().exchange(true, std::memory_order_relaxed)) return;
     remora::detail::log_warning(
         "this process and a peer process share cuda:" + std::to_string(device_index) +
         " without MPS, so each GPU tensor handed between them waits for the GPU to switch between the two "
@@ -42,6 +44,10 @@ class MpsAdvice {
   }
 
  private:
+  static bool under_mps() {
+    static const bool mps = cuda_mps_server();  // fixed when the CUDA context was made
+    return mps;
+  }
   static std::atomic<bool>& flag() {
     static std::atomic<bool> f{false};
     return f;
