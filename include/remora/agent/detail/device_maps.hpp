@@ -19,11 +19,9 @@
 
 namespace remora::detail {
 
-using transport::detail::cuda_mps_server;
-
 // "count[ mps]\nworker\nfrom\nto\n..." for the store.
 inline std::string device_record(const Options& o) {
-  std::string v = std::to_string(torch::cuda::device_count()) + (cuda_mps_server() ? " mps" : "");
+  std::string v = std::to_string(torch::cuda::device_count()) + (transport::detail::cuda_mps_server() ? " mps" : "");
   for (const auto& [worker, map] : o.device_maps)
     for (const auto& [from, to] : map.entries) v += "\n" + worker + "\n" + from.str() + "\n" + to.str();
   return v;
