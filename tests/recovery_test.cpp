@@ -1,7 +1,10 @@
 // Groups of remote modules that recover a lost member (RemoteModuleGroup::replace, on_failure),
 // over elastic groups whose workers come and go in this process.
+#include <atomic>
 #include <chrono>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -195,6 +198,25 @@ TEST_CASE("A process group over a mesh is made anew after a member joined again"
   REQUIRE(remora::test::eventually([&] { return a->get_worker_info("b").incarnation == 2; }));
   CHECK(all_reduce(10, 20) == std::vector<float>{30, 30});
   CHECK_THROWS_AS(first->allreduce(t), remora::WorkerLost);  // still the old one
-  b->shutdown();
+  // Dropping a group waits for no membership callback: a thread drops it while it holds a lock
+  // that a user's callback, running, waits for (were the drop to wait for that delivery, both
+  // would wait until the callback gave up after 20 s).
+  std::timed_mutex held;
+  std::atomic<bool> locked{false}, in_callback{false};
+  auto sub = a->on_membership([&](const remora::MembershipEvent&) {
+    in_callback = true;
+    if (held.try_lock_for(20s)) held.unlock();
+  });
+  auto dropper = std::async(std::launch::async, [&] {
+    std::lock_guard lock(held);
+    locked = true;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;  // (no Catch assertion off the test's thread)
+    while (!in_callback && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    first.reset();
+  });
+  REQUIRE(remora::test::eventually([&] { return locked.load(); }));
+  b->shutdown();  // a hears that b left: the callback runs and waits for the lock
+  CHECK(dropper.wait_for(10s) == std::future_status::ready);
+  dropper.get();
   a->shutdown();
 }

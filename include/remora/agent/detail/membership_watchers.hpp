@@ -1,6 +1,7 @@
 #pragma once
 // The subscribers to an agent's membership events and the queue that delivers events to them in
 // order (membership.hpp). Thread-safe.
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <exception>
@@ -20,17 +21,31 @@ class MembershipWatchers {
  public:
   using Callback = std::function<void(const MembershipEvent&)>;
 
-  std::uint64_t add(Callback callback) {
+  // `removal_waits`: whether remove() waits for a delivery in progress, so that the callback
+  // never runs after it (what users' subscriptions promise). Without, remove() returns at once
+  // and the callback may run once more: for a callback that holds what it uses, removed by a
+  // thread that may hold a lock another callback waits for (a process group's fence).
+  std::uint64_t add(Callback callback, bool removal_waits = true) {
     std::lock_guard lock(mu_);
-    subscribers_.emplace_back(++last_id_, std::make_shared<Callback>(std::move(callback)));
+    subscribers_.push_back({++last_id_, std::make_shared<Callback>(std::move(callback)), removal_waits});
     return last_id_;
   }
 
-  // Waits for a delivery in progress, unless it is this thread's (a callback removing itself).
+  // Waits for a delivery in progress (unless it is this thread's: a callback removing itself),
+  // where the subscriber asked for it.
   void remove(std::uint64_t id) {
+    {
+      std::lock_guard lock(mu_);
+      auto it = std::find_if(subscribers_.begin(), subscribers_.end(), [&](const auto& s) { return s.id == id; });
+      if (it == subscribers_.end()) return;
+      if (!it->removal_waits) {
+        subscribers_.erase(it);
+        return;
+      }
+    }
     std::lock_guard delivering(deliver_mu_);
     std::lock_guard lock(mu_);
-    std::erase_if(subscribers_, [&](const auto& s) { return s.first == id; });
+    std::erase_if(subscribers_, [&](const auto& s) { return s.id == id; });
   }
 
   // Queues `event`; returns whether a drain() must be scheduled to deliver it (none is pending).
@@ -48,7 +63,7 @@ class MembershipWatchers {
     std::lock_guard delivering(deliver_mu_);
     for (;;) {
       MembershipEvent event;
-      std::vector<std::pair<std::uint64_t, std::shared_ptr<Callback>>> subscribers;
+      std::vector<Subscriber> subscribers;
       {
         std::lock_guard lock(mu_);
         if (queue_.empty()) {
@@ -59,10 +74,10 @@ class MembershipWatchers {
         queue_.pop_front();
         subscribers = subscribers_;
       }
-      for (const auto& [id, callback] : subscribers) {
-        if (!subscribed(id)) continue;  // removed by an earlier callback of this event
+      for (const auto& s : subscribers) {
+        if (!subscribed(s.id)) continue;  // removed by an earlier callback of this event
         try {
-          (*callback)(event);
+          (*s.callback)(event);
         } catch (const std::exception& e) {
           log_warning("remora: a membership callback threw: " + std::string(e.what()));
         } catch (...) {
@@ -76,13 +91,18 @@ class MembershipWatchers {
   bool subscribed(std::uint64_t id) const {
     std::lock_guard lock(mu_);
     for (const auto& s : subscribers_)
-      if (s.first == id) return true;
+      if (s.id == id) return true;
     return false;
   }
 
   std::recursive_mutex deliver_mu_;  // held while delivering; remove() takes it to wait
   mutable std::mutex mu_;            // the lists below
-  std::vector<std::pair<std::uint64_t, std::shared_ptr<Callback>>> subscribers_;
+  struct Subscriber {
+    std::uint64_t id;
+    std::shared_ptr<Callback> callback;
+    bool removal_waits;
+  };
+  std::vector<Subscriber> subscribers_;
   std::deque<MembershipEvent> queue_;
   bool drain_pending_ = false;
   std::uint64_t last_id_ = 0;

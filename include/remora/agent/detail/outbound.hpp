@@ -30,6 +30,10 @@ struct AgentAccess {
   static REMORA_DECL bool knows(const Agent& agent, std::uint32_t id);
   // Every worker id of the group is below this (its size, static; what it handed out, elastic).
   static REMORA_DECL std::uint32_t id_bound(const Agent& agent);
+  // Agent::on_membership, but ending the subscription does not wait for a delivery in progress
+  // (the callback may run once more after): for a callback that holds what it uses.
+  static REMORA_DECL Subscription on_membership_unwaited(Agent& agent,
+                                                         std::function<void(const MembershipEvent&)> callback);
   // `peer` left the elastic group (its last call to this worker).
   static REMORA_DECL void member_left(Agent& agent, std::uint32_t peer);
   // The device map replies to `peer` are encoded with (the inverse of its map to this worker;

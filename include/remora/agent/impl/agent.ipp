@@ -117,6 +117,12 @@ REMORA_DECL Subscription Agent::on_membership(std::function<void(const Membershi
   const auto id = watchers->add(std::move(callback));
   return Subscription(watchers, id);
 }
+REMORA_DECL Subscription detail::AgentAccess::on_membership_unwaited(Agent& agent,
+                                                                   std::function<void(const MembershipEvent&)> callback) {
+  auto watchers = agent.rt_->watchers();
+  const auto id = watchers->add(std::move(callback), /*removal_waits=*/false);
+  return Subscription(watchers, id);
+}
 REMORA_DECL std::uint16_t Agent::listen_port() const { return rt_->listen_port(); }
 REMORA_DECL std::string Agent::transport_to(std::string_view worker) const {
   return rt_->links.kind_to(rt_->id_of(worker));

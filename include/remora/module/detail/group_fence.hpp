@@ -15,6 +15,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include "remora/agent/agent.hpp"
+#include "remora/agent/detail/outbound.hpp"
 #include "remora/agent/membership.hpp"
 #include "remora/core/errors.hpp"
 
@@ -30,7 +31,9 @@ class GroupFence {
     what_ = std::move(what);
     auto state = state_;
     state->members = std::move(members);
-    subscription_ = agent.on_membership([state](const MembershipEvent& e) {
+    // A group dropped while a callback of the user's runs must not wait for it (the thread that
+    // drops it may hold a lock that callback waits for): this callback holds its state.
+    subscription_ = AgentAccess::on_membership_unwaited(agent, [state](const MembershipEvent& e) {
       for (const auto& m : state->members) {
         if (m.name != e.worker.name) continue;
         // (Events of earlier incarnations, delivered late, say nothing of this group.)
@@ -83,7 +86,7 @@ class GroupFence {
   };
   std::shared_ptr<State> state_ = std::make_shared<State>();  // shared with the subscription's callback
   std::string what_;
-  Subscription subscription_;  // ends with the group; outliving the agent is fine
+  Subscription subscription_;  // ends with the group, at once; outliving the agent is fine
 };
 
 // `Group` (c10d::ProcessGroup with libtorch 2's backends set on it, or a libtorch 1 backend,
