@@ -234,13 +234,32 @@ TEST_CASE("Weight sync: a model's named parameters loaded in place into a module
     // fc.bias (first by name), then fc.weight alone.
     {
       auto big = std::make_shared<mt::Scaled>(4096, 4096);
-      CHECK(remora::detail::chunks_of(remora::detail::state_of(big->named_parameters())).size() == 2);
+      CHECK(remora::detail::chunks_of(remora::detail::state_of(big->named_parameters()), 1 << 30).size() == 2);
       auto wide = remora::RemoteModuleGroup<mt::Classifier>::create<mt::Scaled>(
           *g[0], remora::DeviceMesh({"w1/cpu", "w2/cpu"}), std::int64_t{4096}, std::int64_t{4096});
       wide.load_state_dict(big->named_parameters());
       const auto xb = torch::rand({2, 4096});
       for (std::size_t i = 0; i < wide.size(); ++i)
         CHECK(torch::allclose(wide.member(i).forward(xb), big->forward(xb, 1.0)));
+    }
+    // Tensors off the CPU (meta tensors stand in for GPU ones here) go in pieces of at most the
+    // bound, a larger one alone, and never with CPU tensors: 14.5 GB of GPU state fits no frame.
+    {
+      std::map<std::string, torch::Tensor> state;
+      const auto gib = [](std::int64_t n) { return torch::empty({n << 28}, torch::dtype(torch::kFloat).device(torch::kMeta)); };
+      state["a"] = gib(1);  // 1 GiB
+      state["b"] = gib(1);
+      state["c"] = gib(3);  // past the bound: alone
+      state["d"] = torch::zeros({4});
+      const auto chunks = remora::detail::chunks_of(state, std::uint64_t{3} << 29);  // 1.5 GiB
+      REQUIRE(chunks.size() == 4);
+      CHECK(chunks[0].size() == 1);
+      CHECK(chunks[1].size() == 1);
+      CHECK(chunks[2].count("c") == 1);
+      CHECK(chunks[3].count("d") == 1);
+      std::size_t named = 0;
+      for (const auto& c : chunks) named += c.size();
+      CHECK(named == state.size());
     }
     // Buffers too, when sent with the parameters; asynchronously.
     trainer->scale.fill_(5.0);

@@ -5,6 +5,7 @@
 // receives the tensors once and copies them into its own (on one host CPU tensors through shared
 // memory, in pieces that overlap; GPU tensors straight from the caller's memory, lent by CUDA IPC
 // handle for the load's duration). Both steps start on the caller's thread, never on a pool.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -45,26 +46,28 @@ inline std::map<std::string, torch::Tensor> state_of(const torch::OrderedDict<st
 // `state` cut into the loads sent to each module: CPU tensors in pieces of at most kLoadChunkBytes
 // (a larger tensor alone), so that the module copies one piece out of shared memory (or the
 // socket) while the next is being written (on one host a CPU state crosses by two copies, which
-// then overlap); GPU tensors all in one piece, since they are lent in place (nothing to overlap,
-// one GPU wait per load).
+// then overlap); GPU tensors, lent in place, in pieces of at most `gpu_piece` bytes: few loads
+// (one GPU wait each, and the loads run side by side), none past the frame limit (14.5 GB of
+// GPU state is 15 loads).
 inline constexpr std::uint64_t kLoadChunkBytes = std::uint64_t{64} << 20;
-inline std::vector<std::map<std::string, torch::Tensor>> chunks_of(const std::map<std::string, torch::Tensor>& state) {
-  std::vector<std::map<std::string, torch::Tensor>> chunks(2);  // chunks[0]: the GPU tensors
-  std::uint64_t filled = 0;
-  for (const auto& [name, t] : state) {
-    if (!t.device().is_cpu()) {
-      chunks[0].emplace(name, t);
-      continue;
+inline std::vector<std::map<std::string, torch::Tensor>> chunks_of(const std::map<std::string, torch::Tensor>& state,
+                                                                   std::uint64_t gpu_piece) {
+  std::vector<std::map<std::string, torch::Tensor>> chunks;
+  for (const bool gpu : {true, false}) {
+    const std::uint64_t piece = gpu ? gpu_piece : kLoadChunkBytes;
+    bool open = false;  // whether chunks.back() takes tensors of this kind
+    std::uint64_t filled = 0;
+    for (const auto& [name, t] : state) {
+      if (t.device().is_cpu() == gpu) continue;
+      if (!open || (!chunks.back().empty() && filled + t.nbytes() > piece)) {  // (a larger tensor: a piece of its own)
+        chunks.emplace_back();
+        open = true;
+        filled = 0;
+      }
+      chunks.back().emplace(name, t);
+      filled += t.nbytes();
     }
-    if (!chunks.back().empty() && filled + t.nbytes() > kLoadChunkBytes) {  // (a larger tensor: a piece of its own)
-      chunks.emplace_back();
-      filled = 0;
-    }
-    chunks.back().emplace(name, t);
-    filled += t.nbytes();
   }
-  if (chunks.back().empty()) chunks.pop_back();
-  if (chunks[0].empty()) chunks.erase(chunks.begin());
   if (chunks.empty()) chunks.emplace_back();  // an empty state is still checked and loaded
   return chunks;
 }
@@ -130,7 +133,10 @@ Future<void> load_named_state(const std::vector<RRef<I>>& modules, const std::ve
   const std::vector<StateShapes> shapes = when_all(std::move(asked)).get();
   const auto state = state_of(named);
   for (std::size_t i = 0; i < modules.size(); ++i) check_state_fits(shapes[i], state, points.at(i));
-  const auto chunks = chunks_of(state);
+  // GPU pieces: 1 GiB, or less under a lower frame limit (the pieces carry a little more than
+  // their tensors).
+  const auto& limits = modules.empty() ? wire::Limits{} : RRefAccess::context(modules[0])->agent().options().limits;
+  const auto chunks = chunks_of(state, std::min<std::uint64_t>(std::uint64_t{1} << 30, limits.max_frame_bytes / 2));
   std::vector<Future<void>> loads;
   for (const auto& m : modules) {
     for (const auto& chunk : chunks) {
