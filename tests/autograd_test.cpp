@@ -112,7 +112,7 @@ TEST_CASE("Gradients of a remote call come back to the caller's leaves, not to .
     auto x = torch::tensor({1.0, 2.0, 3.0}, torch::requires_grad());
     auto y = torch::tensor({4.0, 5.0, 6.0}, torch::requires_grad());
     ag::Context ctx(a);
-    CHECK(ctx.id() >> 48 == 1);
+    CHECK(ctx.id() >> ag::detail::GradContexts::kMakerShift == 1);
     auto z = a.rpc_sync<&dag::mul_add>("b", x, y);
     CHECK(z.requires_grad());
     ag::backward(ctx, {z.sum()});
@@ -533,7 +533,7 @@ TEST_CASE("A context another worker made ends after autograd_context_timeout wit
   auto g = start_group({"a", "b"}, o);
   auto table = remora::autograd::detail::grad_contexts(*g[1]);
   // As if a's release of its context never came: b knows the context, nobody ends it.
-  const std::uint64_t made_by_a = std::uint64_t{1} << 48 | 999;
+  const std::uint64_t made_by_a = std::uint64_t{1} << ag::detail::GradContexts::kMakerShift | 999;
   REQUIRE(table->join(made_by_a, 0) != nullptr);
   auto own = table->create();
   CHECK(ag::stats(*g[1]).contexts == 2);

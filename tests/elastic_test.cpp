@@ -19,6 +19,7 @@
 #include "process_support.hpp"
 #include "raw_peer.hpp"
 #include "remora/agent/detail/elastic_store.hpp"
+#include "remora/autograd.hpp"
 #include "remora/dynamic.hpp"
 #include "remora/rref.hpp"
 #include "roles.hpp"
@@ -36,6 +37,7 @@ int bump(int x) {
 int runs_here() { return runs.load(); }
 std::uint64_t incarnation_here() { return remora::current_agent().self().incarnation; }
 torch::Tensor make_value(std::int64_t n) { return torch::full({n}, 7.0); }
+torch::Tensor twice(torch::Tensor x) { return x * 2; }
 int sleepy(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;
@@ -219,6 +221,77 @@ TEST_CASE("A connection meant for another worker id is refused before any of its
   CHECK(g[0]->rpc_sync<&elastic_fns::bump>("b", 1) == 2);  // a's own connection is unaffected
   CHECK(elastic_fns::runs == 1);
   remora::test::shutdown_group(g);
+}
+
+TEST_CASE("An elastic group's ids go past 65536: a member that joined after many restarts is met, called, owns "
+          "values and makes autograd contexts, and the join after the last id fails clearly",
+          "[elastic][autograd]") {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  // As if the group had handed out that many ids already (joins and restarts).
+  const auto hand_out = [&](std::int64_t n) { return store->add("remora/elastic/elastic/ids", n); };
+  hand_out(5000);  // past the 4,096 ids of earlier builds
+  remora::Agent a("a", elastic_options(store));
+  CHECK(a.self().id == 5000);
+  hand_out(std::int64_t{1} << 17);  // c's id does not fit in 16 bits (autograd's context ids)
+  remora::Agent c("c", elastic_options(store));
+  CHECK(c.self().id > (1u << 17));
+  CHECK(names_are(c.get_worker_infos(), {"a", "c"}));
+  CHECK(eventually([&] { return names_are(a.get_worker_infos(), {"a", "c"}); }));
+  CHECK(a.rpc_sync<&elastic_fns::bump>("c", 1) == 2);
+  CHECK(c.rpc_sync<&elastic_fns::bump>("a", 2) == 3);
+  auto owned_by_c = remora::remote<&elastic_fns::make_value>(a, "c", std::int64_t{3});
+  CHECK(owned_by_c.to_here().size(0) == 3);
+  {
+    auto x = torch::ones({3}, torch::requires_grad());
+    remora::autograd::Context ctx(c);
+    auto y = c.rpc_sync<&elastic_fns::twice>("a", x);
+    remora::autograd::backward(ctx, {y.sum()});
+    const auto grads = remora::autograd::get_gradients(ctx);
+    REQUIRE(grads.contains(x));
+    CHECK(torch::allclose(grads.at(x), torch::full({3}, 2.0)));
+  }
+  owned_by_c = {};
+  // The group's last id is handed out: the next join says so.
+  hand_out(remora::detail::kElasticIds - hand_out(0));
+  CHECK_THROWS_WITH(remora::Agent("d", elastic_options(store)), Catch::Contains("handed out all"));
+  CHECK(a.rpc_sync<&elastic_fns::bump>("c", 3) == 4);  // the group goes on
+  c.shutdown();
+  a.shutdown();
+}
+
+TEST_CASE("A joining worker finds the members through their names: one record per name, the newest, however often "
+          "it restarted",
+          "[elastic]") {
+  namespace d = remora::detail;
+  c10d::HashStore store;
+  const auto join = [&](const std::string& name) {
+    d::PeerAddress address;
+    address.name = name;
+    address.host = "127.0.0.1";
+    address.port = 1;
+    std::string previous;
+    return d::join_elastic(store, address, false, "", previous);
+  };
+  join("a");
+  d::MemberRecord newest;
+  for (int i = 0; i < 300; ++i) newest = join("b");
+  // A first incarnation that died between counting its name and listing it: the next lists it.
+  store.add("elastic/incarnation/z", 1);
+  store.add("elastic/names", 1);
+  const auto z = join("z");
+  CHECK(z.incarnation == 2);
+  const auto members = d::published_members(store);
+  REQUIRE(members.size() == 3);
+  std::vector<std::string> names;
+  for (const auto& m : members) names.push_back(m.address.name);
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"a", "b", "z"});
+  for (const auto& m : members)
+    if (m.address.name == "b") {
+      CHECK(m.id == newest.id);
+      CHECK(m.incarnation == 300);
+    }
+  CHECK(store.add("elastic/names", 0) == 4);  // a, b, the lost listing, z: not one per join
 }
 
 TEST_CASE("Elastic and static settings are not mixed", "[elastic]") {

@@ -1,15 +1,21 @@
 #pragma once
 // An elastic group's records in its store (Options::elastic): ids handed out once each, the
-// incarnation count of each name, each member's address under its id, and which id a name has
-// now. A member that leaves removes its address; one that dies leaves it, and whoever reads it
-// finds out when it cannot connect.
+// incarnation count of each name, each member's address under its id, which id a name has now,
+// and every name that ever joined. A member that leaves removes its address; one that dies leaves
+// it, and whoever reads it finds out when it cannot connect.
 //   elastic/ids            the next id (add)
 //   elastic/incarnation/N  joins under name N so far (add)
 //   elastic/member/ID      the member's address (PeerAddress, incarnation, MPS, device record)
 //   elastic/name/N         the id name N has now
+//   elastic/names          names that joined so far (add); elastic/names/K: the K-th
+//   elastic/listed/N       name N is in that list
+// A joining worker reads the members through the names, so its cost grows with the names the
+// group has known, not with its joins (a worker restarted every 10 s takes a new id each time).
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <asio/io_context.hpp>
 #include <asio/ip/address.hpp>
@@ -21,8 +27,9 @@
 
 namespace remora::detail {
 
-// Ids an elastic group hands out in its lifetime (joins and rejoins together).
-inline constexpr std::uint32_t kElasticIds = 4096;
+// Ids an elastic group hands out in its lifetime (joins and rejoins together): a member restarted
+// every 10 s for four months. Each id a worker meets costs it about 400 bytes.
+inline constexpr std::uint32_t kElasticIds = std::uint32_t{1} << 20;
 
 struct MemberRecord {
   std::uint32_t id = 0;
@@ -93,6 +100,13 @@ inline MemberRecord join_elastic(c10d::Store& store, const PeerAddress& self, bo
   const std::string name_key = "elastic/name/" + self.name;
   previous = store.check({name_key}) ? string_of(store.get(name_key)) : std::string();
   store.set(name_key, bytes_of(std::to_string(m.id)));
+  // The name is listed after its record is there: a worker that reads the list finds the record
+  // (and one that read it before misses this name, but then this worker, reading next, finds that
+  // one). Once per name; again by a later incarnation when the first died before its name was.
+  if (const std::string listed = "elastic/listed/" + self.name; !store.check({listed})) {
+    store.set("elastic/names/" + std::to_string(store.add("elastic/names", 1) - 1), bytes_of(self.name));
+    store.set(listed, bytes_of("1"));
+  }
   return m;
 }
 
@@ -132,9 +146,18 @@ inline std::optional<std::uint32_t> member_id(c10d::Store& store, const std::str
   return static_cast<std::uint32_t>(id);
 }
 
-// The next id the group will hand out: every member has a smaller one.
-inline std::uint32_t elastic_id_bound(c10d::Store& store) {
-  return static_cast<std::uint32_t>(std::min<std::int64_t>(store.add("elastic/ids", 0), kElasticIds));
+// Every member published now: the newest record of each name that joined, where it is still there.
+inline std::vector<MemberRecord> published_members(c10d::Store& store) {
+  std::vector<MemberRecord> out;
+  const auto names = store.add("elastic/names", 0);
+  for (std::int64_t k = 0; k < names; ++k) {
+    const std::string key = "elastic/names/" + std::to_string(k);
+    if (!store.check({key})) continue;  // its worker is between counting itself and writing its name
+    const auto id = member_id(store, string_of(store.get(key)));
+    if (!id || std::any_of(out.begin(), out.end(), [&](const MemberRecord& m) { return m.id == *id; })) continue;
+    if (auto m = read_member(store, *id)) out.push_back(std::move(*m));
+  }
+  return out;
 }
 
 }  // namespace remora::detail

@@ -7,6 +7,7 @@
 // collected until the read handler returns, then run one after another on one pool thread, and
 // their replies leave in one write: one hand-off and one system call for the lot instead of one
 // each. Other calls go to the pool one by one.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -24,6 +25,7 @@
 #include <asio/io_context.hpp>
 
 #include "remora/agent/detail/call_interceptor.hpp"
+#include "remora/agent/detail/id_table.hpp"
 #include "remora/agent/detail/peer_budget.hpp"
 #include "remora/agent/detail/profiling.hpp"
 #include "remora/agent/detail/remote_profile.hpp"
@@ -53,14 +55,20 @@ class InboundCalls {
     lifetime_->alive = false;
   }
 
-  // Once the group is known, before any call arrives: its workers' names by id, and this one's id.
-  void set_group(std::vector<std::string> names, std::uint32_t self) {
-    budgets_.resize(names.size());
-    names_ = std::move(names);
+  // Once the group is known, before any call arrives: its workers' names by id, this one's id,
+  // and the ids there may be (an elastic group's grow: set_name adds each one met).
+  void set_group(std::vector<std::string> names, std::uint32_t self, std::uint32_t id_limit = 0) {
+    const auto limit = std::max<std::uint32_t>(id_limit, static_cast<std::uint32_t>(names.size()));
+    budgets_.reserve(limit);
+    names_.reserve(limit);
+    for (std::uint32_t id = 0; id < names.size(); ++id) set_name(id, std::move(names[id]));
     self_ = self;
   }
-  // An elastic member's name, once it is known (before any of its calls arrive).
-  void set_name(std::uint32_t id, std::string name) { names_.at(id) = std::move(name); }
+  // A member's name, once it is known (before any of its calls arrive).
+  void set_name(std::uint32_t id, std::string name) {
+    budgets_.add(id);
+    names_.make(id) = std::move(name);
+  }
   // Calls from `peer` received and not yet answered.
   std::uint64_t pending_from(std::uint32_t peer) const { return budgets_.pending_calls(peer); }
 
@@ -331,9 +339,12 @@ class InboundCalls {
   const wire::Limits& limits_;
   PeerBudgets budgets_;
   std::shared_ptr<ServeLifetime> lifetime_;
-  std::vector<std::string> names_;  // by worker id, for profiler spans
+  IdTable<std::string> names_;  // by worker id, for profiler spans
   std::uint32_t self_ = 0;
-  std::string_view name_of(std::uint32_t id) const { return id < names_.size() ? std::string_view(names_[id]) : "?"; }
+  std::string_view name_of(std::uint32_t id) const {
+    const auto* name = names_.find(id);
+    return name ? std::string_view(*name) : "?";
+  }
   std::atomic<std::uint64_t> calls_batched_{0};
   UniqueFunction<CallInterceptor*()> interceptor_;
 };

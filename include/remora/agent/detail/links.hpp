@@ -1,7 +1,8 @@
 #pragma once
 // An agent's connections: per peer the one connection that carries calls both ways, the
 // accepted connections whose peer has not said who it is yet, and why a peer was lost.
-// Thread-safe; one mutex guards everything.
+// Thread-safe; one mutex guards everything. The per-peer entries grow with the highest id seen
+// (an elastic group's ids keep growing as members join).
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -20,12 +21,10 @@ class PeerLinks {
  public:
   using Link = std::shared_ptr<transport::Connection>;
 
-  // Called once the group is known.
+  // Called once a static group is known: its peers' entries.
   void resize(std::size_t workers) {
     std::lock_guard lock(mu_);
-    links_.resize(workers);
-    lost_.resize(workers);
-    closed_traffic_.resize(workers);
+    peers_.resize(workers);
   }
 
   // The connection to `peer`, made by `connect()` (under the lock: one connection per peer) when
@@ -33,8 +32,9 @@ class PeerLinks {
   template <class Connect>
   Link get(std::uint32_t peer, Connect&& connect) {
     std::lock_guard lock(mu_);
-    if (!links_[peer]) links_[peer] = connect();
-    return links_[peer];
+    auto& link = slot(peer).link;
+    if (!link) link = connect();
+    return link;
   }
 
   // Accepted connections from one address that have not said who they are, at most: a peer makes
@@ -67,7 +67,7 @@ class PeerLinks {
   void introduced(std::uint32_t peer, const Link& conn) {
     std::lock_guard lock(mu_);
     conn->peer_id = peer;
-    if (!links_[peer]) links_[peer] = conn;
+    if (auto& link = slot(peer).link; !link) link = conn;
   }
 
   // `conn` closed. Returns true when its peer is now lost: it was the connection that carries
@@ -78,11 +78,13 @@ class PeerLinks {
     std::lock_guard lock(mu_);
     std::erase_if(accepted_, [&](const Accepted& a) { return a.conn == conn; });
     const std::uint32_t peer = conn->peer_id;
-    if (peer < closed_traffic_.size()) add(closed_traffic_[peer], *conn);
-    if (peer == UINT32_MAX || links_[peer] != conn) return false;
-    links_[peer].reset();
-    if (!running || !lost_[peer].empty()) return false;  // lost once (it left, or was replaced)
-    lost_[peer] = reason;
+    if (peer >= peers_.size()) return false;  // it never said who it is
+    auto& p = peers_[peer];
+    add(p.closed_traffic, *conn);
+    if (p.link != conn) return false;
+    p.link.reset();
+    if (!running || !p.lost.empty()) return false;  // lost once (it left, or was replaced)
+    p.lost = reason;
     return true;
   }
 
@@ -90,33 +92,35 @@ class PeerLinks {
   // was already lost, else, with `take_link`, its connection taken out, for the caller to close.
   // (A peer that leaves closes its connection itself, after the answer to its leave.)
   std::pair<bool, Link> mark_lost(std::uint32_t peer, const std::string& reason, bool take_link) {
+    if (peer == UINT32_MAX) return {false, nullptr};
     std::lock_guard lock(mu_);
-    if (peer >= lost_.size() || !lost_[peer].empty()) return {false, nullptr};
-    lost_[peer] = reason;
-    return {true, take_link ? std::exchange(links_[peer], nullptr) : nullptr};
+    auto& p = slot(peer);
+    if (!p.lost.empty()) return {false, nullptr};
+    p.lost = reason;
+    return {true, take_link ? std::exchange(p.link, nullptr) : nullptr};
   }
 
   // Why `peer` was lost; empty while it is alive.
   std::string lost_reason(std::uint32_t peer) const {
     std::lock_guard lock(mu_);
-    return peer < lost_.size() ? lost_[peer] : std::string();
+    return peer < peers_.size() ? peers_[peer].lost : std::string();
   }
   bool is_lost(std::uint32_t peer) const {
     std::lock_guard lock(mu_);
-    return peer < lost_.size() && !lost_[peer].empty();
+    return peer < peers_.size() && !peers_[peer].lost.empty();
   }
 
   // "tcp", "tls", "local", or "" while no connection to `peer` is open.
   std::string kind_to(std::uint32_t peer) const {
     std::lock_guard lock(mu_);
-    return links_[peer] ? links_[peer]->kind() : "";
+    return peer < peers_.size() && peers_[peer].link ? peers_[peer].link->kind() : "";
   }
 
   std::size_t shared_bytes_in_use() const {
     std::lock_guard lock(mu_);
     std::size_t n = 0;
-    for (const auto& l : links_)
-      if (l) n += l->shared_bytes_in_use();
+    for (const auto& p : peers_)
+      if (p.link) n += p.link->shared_bytes_in_use();
     for (const auto& a : accepted_) n += a.conn->shared_bytes_in_use();
     return n;
   }
@@ -128,7 +132,8 @@ class PeerLinks {
   };
   std::vector<PeerTraffic> traffic() const {
     std::lock_guard lock(mu_);
-    auto out = closed_traffic_;
+    std::vector<PeerTraffic> out;
+    for (const auto& p : peers_) out.push_back(p.closed_traffic);
     for_each_open([&](const Link& conn) {
       if (conn->peer_id >= out.size()) return;  // not introduced yet
       add(out[conn->peer_id], *conn);
@@ -147,36 +152,45 @@ class PeerLinks {
   // Asks every connection to close (each reports it through its close handler).
   void close_all(const std::string& reason) {
     std::lock_guard lock(mu_);
-    for (auto& l : links_)
-      if (l) l->close(reason);
+    for (auto& p : peers_)
+      if (p.link) p.link->close(reason);
     for (auto& a : accepted_) a.conn->close(reason);
   }
 
   // Drops every connection (once no I/O thread is left to use them).
   void clear() {
     std::lock_guard lock(mu_);
-    links_.assign(links_.size(), nullptr);
+    for (auto& p : peers_) p.link = nullptr;
     accepted_.clear();
   }
 
  private:
   mutable std::mutex mu_;
-  std::vector<Link> links_;  // per peer rank
+  struct Peer {
+    Link link;                  // the connection that carries calls both ways; null: none open
+    std::string lost;           // why it is gone; empty while it is alive
+    PeerTraffic closed_traffic;  // its closed connections' traffic
+  };
+  std::vector<Peer> peers_;  // by peer id
   struct Accepted {
     Link conn;
     std::chrono::steady_clock::time_point at;
     std::string address;
   };
   std::vector<Accepted> accepted_;
-  std::vector<std::string> lost_;  // per peer rank: why it is gone; empty while it is alive
-  std::vector<PeerTraffic> closed_traffic_;  // per peer rank: its closed connections' traffic
 
   // Each open connection once (a link to a peer may also be one it accepted); under mu_.
   template <class F>
   void for_each_open(F&& f) const {
     for (const auto& a : accepted_) f(a.conn);
-    for (const auto& l : links_)
-      if (l && std::none_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) { return a.conn == l; })) f(l);
+    for (const auto& p : peers_)
+      if (p.link && std::none_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) { return a.conn == p.link; }))
+        f(p.link);
+  }
+  // `peer`'s entry, made when it is the first of its id (under mu_).
+  Peer& slot(std::uint32_t peer) {
+    if (peer >= peers_.size()) peers_.resize(std::size_t{peer} + 1);
+    return peers_[peer];
   }
 
   static void add(PeerTraffic& to, const transport::Connection& conn) {

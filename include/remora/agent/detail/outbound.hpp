@@ -28,7 +28,7 @@ struct AgentAccess {
   static REMORA_DECL bool is_lost(const Agent& agent, std::uint32_t peer);
   // Whether `id` is a worker of the group (elastic: one this worker knows).
   static REMORA_DECL bool knows(const Agent& agent, std::uint32_t id);
-  // Every worker id of the group is below this (its size, static; what it handed out, elastic).
+  // Every worker id of the group is below this (its size, static; every id it may hand out, elastic).
   static REMORA_DECL std::uint32_t id_bound(const Agent& agent);
   // Agent::on_membership, but ending the subscription does not wait for a delivery in progress
   // (the callback may run once more after): for a callback that holds what it uses.

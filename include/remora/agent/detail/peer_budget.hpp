@@ -13,6 +13,7 @@
 #include <string>
 #include <utility>
 
+#include "remora/agent/detail/id_table.hpp"
 #include "remora/wire/frame.hpp"
 
 namespace remora::detail {
@@ -51,22 +52,21 @@ class PeerBudgets {
     std::uint64_t bytes_ = 0;
   };
 
-  // Called once the group is known, before any call arrives.
-  void resize(std::size_t peers) {
-    usage_ = std::shared_ptr<Usage[]>(new Usage[peers]);
-    peers_ = peers;
-  }
+  // Called once the group is known, before any call arrives: peers may have ids below `limit`.
+  void reserve(std::uint32_t limit) { usage_.reserve(limit); }
+  // `peer` is a member: its calls count from now on (before any of them arrives).
+  void add(std::uint32_t peer) { usage_.make(peer); }
 
   // A ticket for `frame` from `peer`, or the reason it is refused. A peer with nothing pending
   // is always admitted (any frame the limits let through can be a call).
   bool admit(std::uint32_t peer, const wire::InFrame& frame, Ticket& out, std::string& why) {
-    if (peer >= peers_) return true;  // not a group member's connection: the agent refuses it
+    auto* u = usage_.find(peer);
+    if (!u) return true;  // not a group member's connection: the agent refuses it
     std::uint64_t bytes = frame.meta.size();
     for (const auto& t : frame.tensors) bytes += t.tensor.defined() ? t.tensor.nbytes() : 0;
-    auto& u = usage_[peer];
-    const auto calls = u.calls.fetch_add(1, std::memory_order_relaxed);
-    const auto held = u.bytes.fetch_add(bytes, std::memory_order_relaxed);
-    out = Ticket(std::shared_ptr<Usage>(usage_, &u), bytes);
+    const auto calls = u->calls.fetch_add(1, std::memory_order_relaxed);
+    const auto held = u->bytes.fetch_add(bytes, std::memory_order_relaxed);
+    out = Ticket(usage_.share(peer), bytes);
     if (calls == 0) return true;
     if (calls >= max_calls_) {
       why = std::to_string(calls) + " calls from this worker are already pending there (Options::max_pending_calls_per_peer " +
@@ -83,13 +83,13 @@ class PeerBudgets {
 
   // Calls from `peer` admitted and not yet released (tests).
   std::uint64_t pending_calls(std::uint32_t peer) const {
-    return peer < peers_ ? usage_[peer].calls.load(std::memory_order_relaxed) : 0;
+    const auto* u = usage_.find(peer);
+    return u ? u->calls.load(std::memory_order_relaxed) : 0;
   }
 
  private:
   std::uint64_t max_calls_, max_bytes_;
-  std::shared_ptr<Usage[]> usage_;
-  std::size_t peers_ = 0;
+  IdTable<Usage> usage_;  // by peer id; a ticket shares its block's ownership
 };
 
 inline void PeerBudgets::Ticket::release() {

@@ -32,6 +32,7 @@
 #include "remora/agent/detail/elastic_store.hpp"
 #include "remora/agent/detail/held_frames.hpp"
 #include "remora/agent/detail/hello.hpp"
+#include "remora/agent/detail/id_table.hpp"
 #include "remora/agent/detail/inbound.hpp"
 #include "remora/agent/detail/io_loop.hpp"
 #include "remora/agent/detail/links.hpp"
@@ -66,9 +67,9 @@ class AgentRuntime {
   const Options shown_options;  // what Agent::options() hands out: `options` without the secret
   const bool elastic;
   std::uint32_t self_id = 0;  // set once, by the constructor (an elastic worker's comes from the store)
-  // By id. An elastic group's has kElasticIds entries, filled as members become known (each once,
-  // before its id is handed to anyone: readers of a known id need no lock).
-  std::vector<WorkerInfo> workers;
+  // By id. An elastic group's ids go up to kElasticIds; each entry is filled once, as its member
+  // becomes known, before its id is handed to anyone: readers of a known id need no lock.
+  IdTable<WorkerInfo> workers;
 
   // Throws Error when `name` is not in the group. An elastic worker asks the store for a name it
   // has not met (a blocking read: never on an I/O thread).
@@ -76,8 +77,8 @@ class AgentRuntime {
     if (elastic) {
       if (auto id = elastic_id_of(name)) return *id;
     } else {
-      for (const auto& w : workers)
-        if (w.name == name) return w.id;
+      for (std::uint32_t id = 0; id < workers.size(); ++id)
+        if (workers[id].name == name) return id;
     }
     throw Error("remora: worker '" + std::string(name) + "' is not part of this group");
   }
@@ -85,8 +86,10 @@ class AgentRuntime {
   bool knows(std::uint32_t id) const {
     if (!elastic) return id < workers.size();
     std::lock_guard lock(members_mu_);
-    return id < known_.size() && known_[id];
+    return is_known(id);
   }
+  // Ids a peer may name: a static group's ranks, or every id an elastic group may hand out.
+  std::uint32_t id_bound() const { return elastic ? kElasticIds : workers.size(); }
   // Whether `id` is known, after asking the store when it is not (elastic; a blocking read): an
   // RRef may name an owner this worker has not met.
   bool meet(std::uint32_t id) {
@@ -153,7 +156,7 @@ class AgentRuntime {
                                                                 : &reply_maps_[peer];
     return {map, workers[peer].name};
   }
-  const wire::DeviceMap& reply_map(std::uint32_t peer) const { return reply_maps_.at(peer); }
+  const wire::DeviceMap& reply_map(std::uint32_t peer) const { return reply_maps_[peer]; }
   std::uint64_t calls_batched() const { return inbound_.calls_batched(); }
   std::uint64_t late_replies() const { return late_replies_.load(std::memory_order_relaxed); }
   std::uint64_t pending_from(std::uint32_t peer) const { return inbound_.pending_from(peer); }
@@ -180,7 +183,7 @@ class AgentRuntime {
   c10d::Store& store() { return *store_; }  // the group's (prefixed) rendezvous store
   const c10::intrusive_ptr<c10d::Store>& store_ptr() const { return store_; }
   // Worker `id`'s same-host socket as this worker reaches it ("@name"; "" when it uses TCP).
-  std::string local_socket_of(std::uint32_t id) const { return id < local_sockets_.size() ? local_sockets_[id] : ""; }
+  std::string local_socket_of(std::uint32_t id) const { return local_sockets_[id]; }
 
  private:
   void post_counted(WorkerPool& pool, UniqueFunction<void()> job) {
@@ -219,7 +222,20 @@ class AgentRuntime {
             me.cuda_mps, elastic ? hello_devices(my_devices_, workers[peer].name) : std::string()};
   }
   void choose_transports(const std::vector<PeerAddress>& peers);
-  void exchange_device_maps(const std::vector<std::string>& records);
+  // Every per-id table takes ids below `limit`.
+  void reserve_ids(std::uint32_t limit) {
+    workers.reserve(limit);
+    endpoints_.reserve(limit);
+    local_sockets_.reserve(limit);
+    call_maps_.reserve(limit);
+    reply_maps_.reserve(limit);
+  }
+  // Elastic, under members_mu_: whether `id`'s entries are filled; marking it so.
+  bool is_known(std::uint32_t id) const { return id < known_.size() && known_[id]; }
+  void mark_known(std::uint32_t id) {
+    if (known_.size() <= id) known_.resize(id + 1, 0);
+    known_[id] = 1;
+  }
   template <class Acceptor>
   void accept_next(Acceptor& acceptor);
   Link link_to(std::uint32_t peer);
@@ -249,7 +265,7 @@ class AgentRuntime {
   MemberRecord self_record_;                   // elastic: as published
   std::string previous_name_;                  // elastic: the id this name had before it joined
   mutable std::mutex members_mu_;              // elastic: known_ and names_
-  std::vector<char> known_;                    // elastic, by id: its entries are filled
+  std::vector<char> known_;                    // elastic, by id: its entries are filled (grows)
   std::unordered_map<std::string, std::uint32_t> names_;  // elastic: each name's newest id
   std::shared_ptr<MembershipWatchers> watchers_ = std::make_shared<MembershipWatchers>();
 
@@ -267,10 +283,10 @@ class AgentRuntime {
     return false;
 #endif
   }
-  std::vector<asio::ip::tcp::endpoint> endpoints_;
-  std::vector<std::string> local_sockets_;  // per peer: its local socket when it shares this host
+  IdTable<asio::ip::tcp::endpoint> endpoints_;
+  IdTable<std::string> local_sockets_;  // per peer: its local socket when it shares this host
   // Per peer: the device map of calls to it (ours) and of replies to it (the inverse of its map to us).
-  std::vector<wire::DeviceMap> call_maps_, reply_maps_;
+  IdTable<wire::DeviceMap> call_maps_, reply_maps_;
   DeviceRecord my_devices_;  // elastic: this worker's device count and maps, for members it meets
   wire::DeviceMap self_map_{{}, true};
   c10::intrusive_ptr<c10d::Store> store_;

@@ -16,7 +16,7 @@ inline bool AgentRuntime::submit(std::uint32_t to, std::string_view function, st
                                                          "no member of the elastic group has this id")));
     return false;
   }
-  const std::string& worker = workers.at(to).name;
+  const std::string& worker = workers[to].name;
   if (state_.load() == State::stopped)
     throw Error("remora: worker '" + workers[self_id].name + "' has shut down; cannot call " +
                 std::string(function) + " on '" + worker + "'");

@@ -15,40 +15,43 @@ inline void AgentRuntime::join_static(const PeerAddress& me, int rank, int world
   auto roster = rendezvous(*store_, me, device_record(options), rank, world_size, options.init_timeout,
                            /*get_waits=*/!options.store);  // open_store made a TCPStore with init_timeout
   const auto& peers = roster.peers;
+  const auto n = static_cast<std::uint32_t>(peers.size());
+  reserve_ids(n);
+  std::vector<WorkerInfo> roster_workers;
   asio::ip::tcp::resolver resolver(io_);
-  for (std::uint32_t r = 0; r < peers.size(); ++r) {
-    workers.push_back({peers[r].name, r});
+  for (std::uint32_t r = 0; r < n; ++r) {
+    roster_workers.push_back({peers[r].name, r});
     asio::error_code numeric;  // a numeric address needs no lookup (N of them per worker)
     const auto address = asio::ip::make_address(peers[r].host, numeric);
-    endpoints_.push_back(numeric ? *resolver.resolve(peers[r].host, std::to_string(peers[r].port)).begin()
-                                 : asio::ip::tcp::endpoint(address, peers[r].port));
+    endpoints_.make(r) = numeric ? *resolver.resolve(peers[r].host, std::to_string(peers[r].port)).begin()
+                                 : asio::ip::tcp::endpoint(address, peers[r].port);
   }
   choose_transports(peers);
-  exchange_device_maps(roster.devices);
-  links.resize(workers.size());
+  // Checks every map that involves this worker and keeps the maps frames are encoded with.
+  auto maps = check_device_maps(roster_workers, self_id, roster.devices);
+  for (std::uint32_t r = 0; r < n; ++r) {
+    roster_workers[r].cuda_mps = maps.mps[r];
+    workers.make(r) = roster_workers[r];
+    call_maps_.make(r) = std::move(maps.call[r]);
+    reply_maps_.make(r) = std::move(maps.reply[r]);
+  }
+  links.resize(n);
   std::vector<std::string> names;
-  for (const auto& w : workers) names.push_back(w.name);
+  for (const auto& w : roster_workers) names.push_back(w.name);
   inbound_.set_group(std::move(names), self_id);
 }
 
 // Local to peers of this host (when allowed), TCP to the rest.
 inline void AgentRuntime::choose_transports(const std::vector<PeerAddress>& peers) {
   const auto& me = peers[self_id];
-  for (const auto& p : peers) {
+  for (std::uint32_t r = 0; r < peers.size(); ++r) {
+    const auto& p = peers[r];
     const bool same_host = !me.local_socket.empty() && !p.local_socket.empty() && p.host_identity == me.host_identity;
-    local_sockets_.push_back(same_host ? p.local_socket : std::string());
+    local_sockets_.make(r) = same_host ? p.local_socket : std::string();
     if (options.transport == Transport::local && !same_host)
       throw Error("remora: Options::transport is local, but worker '" + p.name +
                   "' is on another host or cannot use local sockets (use Transport::automatic)");
   }
-}
-
-// Checks every map that involves this worker and keeps the maps frames are encoded with.
-inline void AgentRuntime::exchange_device_maps(const std::vector<std::string>& records) {
-  auto maps = check_device_maps(workers, self_id, records);
-  for (std::size_t r = 0; r < workers.size(); ++r) workers[r].cuda_mps = maps.mps[r];
-  call_maps_ = std::move(maps.call);
-  reply_maps_ = std::move(maps.reply);
 }
 
 // Publishes this worker in the store, then makes known every member published there (without
@@ -76,33 +79,24 @@ inline void AgentRuntime::join_elastic(const PeerAddress& me) {
 // Every member published in the store, made known without events (they were there first).
 inline void AgentRuntime::meet_published(const PeerAddress& me) {
   const auto& self = self_record_;
-  workers.resize(kElasticIds);
-  endpoints_.resize(kElasticIds);
-  local_sockets_.resize(kElasticIds);
-  call_maps_.resize(kElasticIds);
-  reply_maps_.resize(kElasticIds);
-  known_.assign(kElasticIds, 0);
-  links.resize(kElasticIds);
-  inbound_.set_group(std::vector<std::string>(kElasticIds), self_id);
-  workers[self_id] = {me.name, self_id, self.incarnation, self.cuda_mps};
-  local_sockets_[self_id] = me.local_socket;
+  reserve_ids(kElasticIds);
+  inbound_.set_group({}, self_id, kElasticIds);
+  workers.make(self_id) = {me.name, self_id, self.incarnation, self.cuda_mps};
+  local_sockets_.make(self_id) = me.local_socket;
   inbound_.set_name(self_id, me.name);
-  known_[self_id] = 1;
+  mark_known(self_id);
   names_[me.name] = self_id;
-  const auto bound = elastic_id_bound(*store_);
-  for (std::uint32_t id = 0; id < bound; ++id) {
-    if (id == self_id) continue;
-    auto m = read_member(*store_, id);
-    if (!m) continue;
-    if (m->address.authenticates != me.authenticates)
-      throw Error("remora: worker '" + (me.authenticates ? me.name : m->address.name) +
-                  "' has a secret (Options::secret) and '" + (me.authenticates ? m->address.name : me.name) +
+  for (const auto& m : published_members(*store_)) {
+    if (m.id == self_id) continue;
+    if (m.address.authenticates != me.authenticates)
+      throw Error("remora: worker '" + (me.authenticates ? me.name : m.address.name) +
+                  "' has a secret (Options::secret) and '" + (me.authenticates ? m.address.name : me.name) +
                   "' has none: every worker of a group needs the same secret");
-    if (m->address.tls != me.tls)
-      throw Error("remora: worker '" + (me.tls ? me.name : m->address.name) + "' uses TLS (Options::tls) and '" +
-                  (me.tls ? m->address.name : me.name) + "' does not: every worker of a group needs TLS, or none");
-    if (m->address.name == me.name) continue;  // this name's earlier incarnation
-    register_member(*m, false);
+    if (m.address.tls != me.tls)
+      throw Error("remora: worker '" + (me.tls ? me.name : m.address.name) + "' uses TLS (Options::tls) and '" +
+                  (me.tls ? m.address.name : me.name) + "' does not: every worker of a group needs TLS, or none");
+    if (m.address.name == me.name) continue;  // this name's earlier incarnation
+    register_member(m, false);
   }
 }
 
@@ -161,19 +155,19 @@ inline bool AgentRuntime::register_member(const MemberRecord& m, bool announce) 
   std::optional<std::uint32_t> replaced;
   {
     std::lock_guard lock(members_mu_);
-    if (known_[m.id]) return workers[m.id].name == m.address.name && workers[m.id].incarnation == m.incarnation;
+    if (is_known(m.id)) return workers[m.id].name == m.address.name && workers[m.id].incarnation == m.incarnation;
     if (m.address.name == me.name) return false;  // a stranger that says it is this worker
     if (auto it = names_.find(m.address.name); it != names_.end()) {
       if (workers[it->second].incarnation >= m.incarnation) return false;
       replaced = it->second;
     }
-    workers[m.id] = {m.address.name, m.id, m.incarnation, m.cuda_mps};
-    call_maps_[m.id] = std::move(maps.call);
-    reply_maps_[m.id] = std::move(maps.reply);
-    endpoints_[m.id] = endpoint;
-    local_sockets_[m.id] = same_host ? m.address.local_socket : std::string();
+    workers.make(m.id) = {m.address.name, m.id, m.incarnation, m.cuda_mps};
+    call_maps_.make(m.id) = std::move(maps.call);
+    reply_maps_.make(m.id) = std::move(maps.reply);
+    endpoints_.make(m.id) = endpoint;
+    local_sockets_.make(m.id) = same_host ? m.address.local_socket : std::string();
     inbound_.set_name(m.id, m.address.name);
-    known_[m.id] = 1;
+    mark_known(m.id);
     names_[m.address.name] = m.id;
   }
   if (replaced)
@@ -205,8 +199,11 @@ inline void AgentRuntime::emit(MembershipEvent event) {
 }
 
 inline std::vector<WorkerInfo> AgentRuntime::members(bool with_gone) const {
-  if (!elastic) return workers;
   std::vector<WorkerInfo> out;
+  if (!elastic) {
+    workers.for_each([&](std::uint32_t, const WorkerInfo& w) { out.push_back(w); });
+    return out;
+  }
   std::lock_guard lock(members_mu_);
   for (std::uint32_t id = 0; id < known_.size(); ++id)
     if (known_[id] && (with_gone || !links.is_lost(id))) out.push_back(workers[id]);

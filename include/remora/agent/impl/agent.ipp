@@ -198,10 +198,10 @@ REMORA_DECL std::uint64_t AgentAccess::next_request_id(Agent& agent) { return ag
 REMORA_DECL bool AgentAccess::is_lost(const Agent& agent, std::uint32_t peer) { return agent.rt_->links.is_lost(peer); }
 REMORA_DECL bool AgentAccess::knows(const Agent& agent, std::uint32_t id) { return agent.rt_->knows(id); }
 REMORA_DECL std::uint32_t AgentAccess::id_bound(const Agent& agent) {
-  return static_cast<std::uint32_t>(agent.rt_->workers.size());
+  return agent.rt_->id_bound();
 }
 REMORA_DECL void AgentAccess::member_left(Agent& agent, std::uint32_t peer) {
-  if (agent.rt_->elastic && peer < agent.rt_->workers.size() && agent.rt_->knows(peer)) agent.rt_->member_left(peer);
+  if (agent.rt_->elastic && agent.rt_->knows(peer)) agent.rt_->member_left(peer);
 }
 REMORA_DECL const wire::DeviceMap& AgentAccess::reply_device_map(const Agent& agent, std::uint32_t peer) {
   return agent.rt_->reply_map(peer);

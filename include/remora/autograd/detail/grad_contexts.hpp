@@ -138,8 +138,10 @@ class GradContexts : public remora::detail::AgentService, public remora::detail:
   const std::shared_ptr<std::atomic<std::int64_t>>& recv_counter() const { return recv_live_; }
   REMORA_DECL GradStats stats() const;
 
-  // Ids say which worker made the context: rank + 1 in the top 16 bits.
-  static std::uint32_t maker_of(std::uint64_t id) { return static_cast<std::uint32_t>((id >> 48) - 1); }
+  // Ids say which worker made the context: its id + 1 in the top 24 bits (an elastic group's ids
+  // reach 2^20), a count of the contexts it made in the low 40.
+  static constexpr int kMakerShift = 40;
+  static std::uint32_t maker_of(std::uint64_t id) { return static_cast<std::uint32_t>((id >> kMakerShift) - 1); }
 
   REMORA_DECL void on_peer_lost(std::uint32_t peer) override;
   // Ends the contexts other workers made that had no news for Options::autograd_context_timeout.

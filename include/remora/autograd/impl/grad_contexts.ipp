@@ -22,7 +22,7 @@ REMORA_DECL std::shared_ptr<GradContexts> grad_contexts(Agent& agent) {
 }
 
 REMORA_DECL std::shared_ptr<GradContext> GradContexts::create() {
-  const std::uint64_t id = (std::uint64_t{agent_.self().id} + 1) << 48 | next_context_.fetch_add(1);
+  const std::uint64_t id = (std::uint64_t{agent_.self().id} + 1) << kMakerShift | next_context_.fetch_add(1);
   auto ctx = std::make_shared<GradContext>(id);
   std::lock_guard lock(mu_);
   contexts_.emplace(id, ctx);
