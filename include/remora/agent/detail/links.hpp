@@ -1,8 +1,8 @@
 #pragma once
 // An agent's connections: per peer the one connection that carries calls both ways, the
 // accepted connections whose peer has not said who it is yet, and why a peer was lost.
-// Thread-safe; one mutex guards everything. The per-peer entries grow with the highest id seen
-// (an elastic group's ids keep growing as members join).
+// Thread-safe; one mutex guards everything. A peer's entry is made when it is first named (an
+// elastic group's ids keep growing as members join, and only the ids met cost anything).
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -20,12 +21,6 @@ namespace remora::detail {
 class PeerLinks {
  public:
   using Link = std::shared_ptr<transport::Connection>;
-
-  // Called once a static group is known: its peers' entries.
-  void resize(std::size_t workers) {
-    std::lock_guard lock(mu_);
-    peers_.resize(workers);
-  }
 
   // The connection to `peer`, made by `connect()` (under the lock: one connection per peer) when
   // there is none yet.
@@ -78,8 +73,9 @@ class PeerLinks {
     std::lock_guard lock(mu_);
     std::erase_if(accepted_, [&](const Accepted& a) { return a.conn == conn; });
     const std::uint32_t peer = conn->peer_id;
-    if (peer >= peers_.size()) return false;  // it never said who it is
-    auto& p = peers_[peer];
+    const auto it = peers_.find(peer);
+    if (it == peers_.end()) return false;  // it never said who it is
+    auto& p = it->second;
     add(p.closed_traffic, *conn);
     if (p.link != conn) return false;
     p.link.reset();
@@ -103,23 +99,26 @@ class PeerLinks {
   // Why `peer` was lost; empty while it is alive.
   std::string lost_reason(std::uint32_t peer) const {
     std::lock_guard lock(mu_);
-    return peer < peers_.size() ? peers_[peer].lost : std::string();
+    const auto it = peers_.find(peer);
+    return it != peers_.end() ? it->second.lost : std::string();
   }
   bool is_lost(std::uint32_t peer) const {
     std::lock_guard lock(mu_);
-    return peer < peers_.size() && !peers_[peer].lost.empty();
+    const auto it = peers_.find(peer);
+    return it != peers_.end() && !it->second.lost.empty();
   }
 
   // "tcp", "tls", "local", or "" while no connection to `peer` is open.
   std::string kind_to(std::uint32_t peer) const {
     std::lock_guard lock(mu_);
-    return peer < peers_.size() && peers_[peer].link ? peers_[peer].link->kind() : "";
+    const auto it = peers_.find(peer);
+    return it != peers_.end() && it->second.link ? it->second.link->kind() : "";
   }
 
   std::size_t shared_bytes_in_use() const {
     std::lock_guard lock(mu_);
     std::size_t n = 0;
-    for (const auto& p : peers_)
+    for (const auto& [id, p] : peers_)
       if (p.link) n += p.link->shared_bytes_in_use();
     for (const auto& a : accepted_) n += a.conn->shared_bytes_in_use();
     return n;
@@ -130,14 +129,15 @@ class PeerLinks {
     std::uint64_t frames_sent = 0, bytes_sent = 0, frames_received = 0, bytes_received = 0;
     std::size_t connections = 0;
   };
-  std::vector<PeerTraffic> traffic() const {
+  std::unordered_map<std::uint32_t, PeerTraffic> traffic() const {
     std::lock_guard lock(mu_);
-    std::vector<PeerTraffic> out;
-    for (const auto& p : peers_) out.push_back(p.closed_traffic);
+    std::unordered_map<std::uint32_t, PeerTraffic> out;
+    for (const auto& [id, p] : peers_) out[id] = p.closed_traffic;
     for_each_open([&](const Link& conn) {
-      if (conn->peer_id >= out.size()) return;  // not introduced yet
-      add(out[conn->peer_id], *conn);
-      ++out[conn->peer_id].connections;
+      if (conn->peer_id == UINT32_MAX) return;  // not introduced yet
+      auto& t = out[conn->peer_id];
+      add(t, *conn);
+      ++t.connections;
     });
     return out;
   }
@@ -152,7 +152,7 @@ class PeerLinks {
   // Asks every connection to close (each reports it through its close handler).
   void close_all(const std::string& reason) {
     std::lock_guard lock(mu_);
-    for (auto& p : peers_)
+    for (auto& [id, p] : peers_)
       if (p.link) p.link->close(reason);
     for (auto& a : accepted_) a.conn->close(reason);
   }
@@ -160,7 +160,7 @@ class PeerLinks {
   // Drops every connection (once no I/O thread is left to use them).
   void clear() {
     std::lock_guard lock(mu_);
-    for (auto& p : peers_) p.link = nullptr;
+    for (auto& [id, p] : peers_) p.link = nullptr;
     accepted_.clear();
   }
 
@@ -171,7 +171,7 @@ class PeerLinks {
     std::string lost;           // why it is gone; empty while it is alive
     PeerTraffic closed_traffic;  // its closed connections' traffic
   };
-  std::vector<Peer> peers_;  // by peer id
+  std::unordered_map<std::uint32_t, Peer> peers_;  // by peer id
   struct Accepted {
     Link conn;
     std::chrono::steady_clock::time_point at;
@@ -183,13 +183,12 @@ class PeerLinks {
   template <class F>
   void for_each_open(F&& f) const {
     for (const auto& a : accepted_) f(a.conn);
-    for (const auto& p : peers_)
+    for (const auto& [id, p] : peers_)
       if (p.link && std::none_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) { return a.conn == p.link; }))
         f(p.link);
   }
   // `peer`'s entry, made when it is the first of its id (under mu_).
   Peer& slot(std::uint32_t peer) {
-    if (peer >= peers_.size()) peers_.resize(std::size_t{peer} + 1);
     return peers_[peer];
   }
 

@@ -35,7 +35,6 @@ inline void AgentRuntime::join_static(const PeerAddress& me, int rank, int world
     call_maps_.make(r) = std::move(maps.call[r]);
     reply_maps_.make(r) = std::move(maps.reply[r]);
   }
-  links.resize(n);
   std::vector<std::string> names;
   for (const auto& w : roster_workers) names.push_back(w.name);
   inbound_.set_group(std::move(names), self_id);

@@ -175,8 +175,8 @@ REMORA_DECL DebugInfo Agent::debug_info() const {
     p.lost = !p.lost_reason.empty();
     p.calls_in_flight = in_flight[w.id];
     p.calls_pending_here = rt.pending_from(w.id);
-    if (w.id < traffic.size()) {
-      const auto& t = traffic[w.id];
+    if (const auto it = traffic.find(w.id); it != traffic.end()) {
+      const auto& t = it->second;
       p.connections = t.connections;
       p.frames_sent = t.frames_sent;
       p.bytes_sent = t.bytes_sent;
