@@ -34,6 +34,9 @@ struct InFrame {
   // the decoder thread (never the I/O thread that read it). Empty for every other frame and for
   // frames without such tensors. Cost: one stream wait or one host wait each.
   std::vector<std::function<void()>> before_use;
+  // Bytes of its tensors that are views of a peer's memory (GPU tensors lent in place): this
+  // worker holds none of them, so they count against no budget of its own.
+  std::uint64_t borrowed_bytes = 0;
 
   FrameKind kind() const { return static_cast<FrameKind>(header.kind); }
   std::uint64_t request_id() const { return header.request_id; }

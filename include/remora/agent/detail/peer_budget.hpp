@@ -7,6 +7,7 @@
 // replies a nested call waits for).
 //
 // Cost: two relaxed atomic additions per call, on receipt and on release.
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -64,6 +65,7 @@ class PeerBudgets {
     if (!u) return true;  // not a group member's connection: the agent refuses it
     std::uint64_t bytes = frame.meta.size();
     for (const auto& t : frame.tensors) bytes += t.tensor.defined() ? t.tensor.nbytes() : 0;
+    bytes -= std::min(bytes, frame.borrowed_bytes);  // lent views hold nothing here
     const auto calls = u->calls.fetch_add(1, std::memory_order_relaxed);
     const auto held = u->bytes.fetch_add(bytes, std::memory_order_relaxed);
     out = Ticket(usage_.share(peer), bytes);

@@ -293,9 +293,12 @@ enum class CopyHandOn {
 // the one that decodes the reply (the agent's decoder thread; its host), and `release` runs on
 // CopyWatch's thread once the copy is done. A callee's host thus never waits for the GPU to
 // switch to its context and back; a caller waits once per round trip, off the I/O thread.
+// A tensor borrowed in place adds its `nbytes` to `borrowed_bytes` (the frame's: it counts against
+// no budget of the receiver's).
 inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef sizes, c10::ScalarType dtype,
                                         std::uint64_t nbytes, c10::Device device, std::function<void()> release,
-                                        CopyHandOn hand_on, std::vector<std::function<void()>>& before_use) {
+                                        CopyHandOn hand_on, std::vector<std::function<void()>>& before_use,
+                                        std::uint64_t& borrowed_bytes) {
   c10::cuda::CUDAGuard guard(device);
   const bool same_process = r.token == process_token();
   const std::byte* src = nullptr;
@@ -342,6 +345,7 @@ inline torch::Tensor import_cuda_tensor(const CudaIpcRecord& r, c10::IntArrayRef
     if (hand_on == CopyHandOn::borrow && !here) hand_on = CopyHandOn::stream_waits;
   }
   if (hand_on == CopyHandOn::borrow) {
+    borrowed_bytes += nbytes;
     before_use.push_back([event, device] {
       c10::cuda::CUDAGuard guard(device);
       cuda_check(cudaStreamWaitEvent(c10::cuda::getCurrentCUDAStream(device.index()).stream(), event, 0),

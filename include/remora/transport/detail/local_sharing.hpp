@@ -167,7 +167,7 @@ class LocalSharing {
                            : frame.kind() == wire::FrameKind::reply ? CopyHandOn::host_waits
                                                                     : CopyHandOn::complete;
       return import_cuda_tensor(r, sizes, dtype, nbytes, device, [release, id = r.id] { release(id, kReleaseCuda); },
-                                hand_on, frame.before_use);
+                                hand_on, frame.before_use, frame.borrowed_bytes);
     };
   }
   CudaExports cuda_exports_;
