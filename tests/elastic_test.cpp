@@ -19,6 +19,7 @@
 #include "process_support.hpp"
 #include "raw_peer.hpp"
 #include "remora/agent/detail/elastic_store.hpp"
+#include "remora/agent/detail/id_table.hpp"
 #include "remora/autograd.hpp"
 #include "remora/dynamic.hpp"
 #include "remora/rref.hpp"
@@ -257,6 +258,33 @@ TEST_CASE("An elastic group's ids go past 65536: a member that joined after many
   CHECK(a.rpc_sync<&elastic_fns::bump>("c", 3) == 4);  // the group goes on
   c.shutdown();
   a.shutdown();
+}
+
+TEST_CASE("IdTable: entries made anywhere below the limit stay where they are, and the rest read as defaults",
+          "[elastic]") {
+  for (const std::uint32_t limit : {1u, 3u, 256u, 257u, 1000u}) {
+    std::shared_ptr<std::string> shared;
+    {
+      remora::detail::IdTable<std::string> t;
+      t.reserve(limit);
+      CHECK(t.size() == 0);
+      CHECK(t[0].empty());
+      CHECK(t.find(limit) == nullptr);
+      std::string& last = t.make(limit - 1);
+      last = "last";
+      CHECK(t.size() == limit);
+      t.make(0) += "+first";
+      CHECK(t.size() == limit);  // one more than the highest made
+      for (std::uint32_t id = 1; id + 1 < limit; id += 97) t.make(id) = std::to_string(id);
+      CHECK(&t.make(limit - 1) == &last);  // never moved
+      CHECK(t[limit - 1] == (limit == 1 ? "last+first" : "last"));
+      std::size_t made = 0;
+      t.for_each([&](std::uint32_t, const std::string& e) { made += !e.empty(); });
+      CHECK(made == (limit == 1 ? 1 : 2 + (limit - 2 + 96) / 97));
+      shared = t.share(0);
+    }
+    CHECK(shared->ends_with("+first"));  // a shared entry outlives its table
+  }
 }
 
 TEST_CASE("A joining worker finds the members through their names: one record per name, the newest, however often "

@@ -44,7 +44,7 @@ class Context {
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
-  // Unique in the group: the worker's rank + 1 in the top 16 bits, a counter below.
+  // Unique in the group: the worker's id + 1 in the top 24 bits, a counter below.
   std::uint64_t id() const { return state_->id; }
   Agent& agent() const { return *agent_; }
 

@@ -11,10 +11,10 @@
 //   elastic/listed/N       name N is in that list
 // A joining worker reads the members through the names, so its cost grows with the names the
 // group has known, not with its joins (a worker restarted every 10 s takes a new id each time).
-#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include <asio/io_context.hpp>
@@ -121,8 +121,9 @@ inline void abandon_join(c10d::Store& store, const MemberRecord& m, const std::s
     store.deleteKey(name_key);
 }
 
-// Member `id` as published, if it is still there and its name has not joined again since.
-inline std::optional<MemberRecord> read_member(c10d::Store& store, std::uint32_t id) {
+// Member `id` as published, if it is still there (and, with `check_name`, its name has not
+// joined again since).
+inline std::optional<MemberRecord> read_member(c10d::Store& store, std::uint32_t id, bool check_name = true) {
   if (!store.check({member_key(id)})) return std::nullopt;
   const auto f = split_lines(string_of(store.get(member_key(id))));
   if (f.size() < 9 || (f.size() - 9) % 3 != 0)
@@ -132,6 +133,7 @@ inline std::optional<MemberRecord> read_member(c10d::Store& store, std::uint32_t
   MemberRecord m{id, {f[0], f[1], port_of(f[2], "the port member " + std::to_string(id) + " published"), f[3], f[4],
                       f[5].rfind("secret", 0) == 0, f[5].ends_with("+tls")},
                  std::stoull(f[6]), f[7] == "mps", std::move(devices)};
+  if (!check_name) return m;
   const std::string name_key = "elastic/name/" + m.address.name;
   if (!store.check({name_key}) || string_of(store.get(name_key)) != std::to_string(id)) return std::nullopt;
   return m;
@@ -147,15 +149,19 @@ inline std::optional<std::uint32_t> member_id(c10d::Store& store, const std::str
 }
 
 // Every member published now: the newest record of each name that joined, where it is still there.
+// Six store reads per name.
 inline std::vector<MemberRecord> published_members(c10d::Store& store) {
   std::vector<MemberRecord> out;
+  std::unordered_set<std::uint32_t> seen;  // ids listed already (a name listed twice)
   const auto names = store.add("elastic/names", 0);
   for (std::int64_t k = 0; k < names; ++k) {
     const std::string key = "elastic/names/" + std::to_string(k);
     if (!store.check({key})) continue;  // its worker is between counting itself and writing its name
-    const auto id = member_id(store, string_of(store.get(key)));
-    if (!id || std::any_of(out.begin(), out.end(), [&](const MemberRecord& m) { return m.id == *id; })) continue;
-    if (auto m = read_member(store, *id)) out.push_back(std::move(*m));
+    const std::string name_key = "elastic/name/" + string_of(store.get(key));
+    if (!store.check({name_key})) continue;
+    const auto id = std::stoul(string_of(store.get(name_key)));  // the name's newest: no need to check again
+    if (id >= kElasticIds || !seen.insert(static_cast<std::uint32_t>(id)).second) continue;
+    if (auto m = read_member(store, static_cast<std::uint32_t>(id), /*check_name=*/false)) out.push_back(std::move(*m));
   }
   return out;
 }

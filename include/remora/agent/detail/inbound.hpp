@@ -343,7 +343,7 @@ class InboundCalls {
   std::uint32_t self_ = 0;
   std::string_view name_of(std::uint32_t id) const {
     const auto* name = names_.find(id);
-    return name ? std::string_view(*name) : "?";
+    return name && !name->empty() ? std::string_view(*name) : "?";
   }
   std::atomic<std::uint64_t> calls_batched_{0};
   UniqueFunction<CallInterceptor*()> interceptor_;

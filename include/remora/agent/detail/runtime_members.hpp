@@ -204,8 +204,14 @@ inline std::vector<WorkerInfo> AgentRuntime::members(bool with_gone) const {
     return out;
   }
   std::lock_guard lock(members_mu_);
-  for (std::uint32_t id = 0; id < known_.size(); ++id)
-    if (known_[id] && (with_gone || !links.is_lost(id))) out.push_back(workers[id]);
+  if (with_gone) {  // every id met (debug_info): grows with the group's restarts
+    for (std::uint32_t id = 0; id < known_.size(); ++id)
+      if (known_[id]) out.push_back(workers[id]);
+    return out;
+  }
+  for (const auto& [name, id] : names_)  // each name's newest id: grows with the names only
+    if (!links.is_lost(id)) out.push_back(workers[id]);
+  std::sort(out.begin(), out.end(), [](const WorkerInfo& a, const WorkerInfo& b) { return a.id < b.id; });
   return out;
 }
 

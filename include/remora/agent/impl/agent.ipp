@@ -165,8 +165,9 @@ REMORA_DECL DebugInfo Agent::debug_info() const {
   d.local_socket = rt.local_socket_of(rt.self_id);
   d.late_replies = rt.late_replies();
   const auto traffic = rt.links.traffic();
-  const auto in_flight = rt.calls.size_per_peer(rt.workers.size());
-  for (const auto& w : rt.members(true)) {
+  const auto members = rt.members(true);
+  const auto in_flight = rt.calls.size_per_peer(rt.workers.size());  // (after: every member's id is below)
+  for (const auto& w : members) {
     PeerDebugInfo p;
     p.name = w.name;
     p.id = w.id;
