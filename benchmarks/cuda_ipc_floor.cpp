@@ -9,8 +9,9 @@
 //   host_spin    spins on cudaEventQuery until the sender's event is done, then the copy
 //   sender_sync  the sender synchronizes its stream before its message; the receiver copies at once
 // Memory and event handles are exchanged and opened once, as a transport caches them.
-// Prints "floor_<style>_<size>_p50_us X" and "..._mean_us X" lines; scripts/gpu-test runs it
-// with and without MPS, beside gpu_bench's figures for remora.
+// Prints "floor_<style>_<size>_p50_us X" and "..._mean_us X" lines, then what each CUDA call of
+// a hand-over costs alone (api_costs); scripts/gpu-test runs it with and without MPS, beside
+// gpu_bench's figures for remora.
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -183,6 +184,63 @@ void caller(int fd, bool mps) {
   send_all(fd, &stop, sizeof stop);
 }
 
+// What each CUDA call of a hand-over costs the host on its own (mean of 2000), in this process:
+// where a round trip's time goes beyond the floor's (remora makes more of these calls than the
+// floor does: an export's two handle queries, a copy-done event, a second stream wait).
+// Prints "api_<call>_<suffix>_us X".
+void api_costs(const std::string& suffix) {
+  check(cudaSetDevice(0), "cudaSetDevice");
+  cudaStream_t stream;
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  void *a = nullptr, *b = nullptr;
+  check(cudaMalloc(&a, 4096), "cudaMalloc");
+  check(cudaMalloc(&b, 4096), "cudaMalloc");
+  cudaEvent_t ipc, plain;
+  check(cudaEventCreateWithFlags(&ipc, cudaEventDisableTiming | cudaEventInterprocess), "cudaEventCreate");
+  check(cudaEventCreateWithFlags(&plain, cudaEventDisableTiming), "cudaEventCreate");
+  const auto measure = [&](const char* name, auto&& call) {
+    constexpr int kIters = 2000;
+    for (int i = 0; i < 100; ++i) call();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kIters; ++i) call();
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / kIters;
+    check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    std::printf("api_%s%s_us %.2f\n", name, suffix.c_str(), us);
+    std::fflush(stdout);
+  };
+  measure("event_record_interprocess", [&] { check(cudaEventRecord(ipc, stream), "cudaEventRecord"); });
+  measure("event_record", [&] { check(cudaEventRecord(plain, stream), "cudaEventRecord"); });
+  measure("ipc_get_event_handle", [&] {
+    cudaIpcEventHandle_t h;
+    check(cudaIpcGetEventHandle(&h, ipc), "cudaIpcGetEventHandle");
+  });
+  measure("ipc_get_mem_handle", [&] {
+    cudaIpcMemHandle_t h;
+    check(cudaIpcGetMemHandle(&h, a), "cudaIpcGetMemHandle");
+  });
+  measure("stream_wait_event", [&] { check(cudaStreamWaitEvent(stream, plain, 0), "cudaStreamWaitEvent"); });
+  measure("memcpy_async_4B", [&] { check(cudaMemcpyAsync(b, a, 4, cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync"); });
+  measure("memcpy_4B_then_stream_sync", [&] {
+    check(cudaMemcpyAsync(b, a, 4, cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync");
+    check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  });
+  measure("memcpy_4B_then_event_sync", [&] {
+    check(cudaMemcpyAsync(b, a, 4, cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync");
+    check(cudaEventRecord(plain, stream), "cudaEventRecord");
+    check(cudaEventSynchronize(plain), "cudaEventSynchronize");
+  });
+  measure("event_query_done", [&] { (void)cudaEventQuery(plain); });
+  measure("pointer_get_attributes", [&] {
+    cudaPointerAttributes where{};
+    check(cudaPointerGetAttributes(&where, a), "cudaPointerGetAttributes");
+  });
+  cudaEventDestroy(ipc);
+  cudaEventDestroy(plain);
+  cudaFree(a);
+  cudaFree(b);
+  cudaStreamDestroy(stream);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -197,6 +255,7 @@ int main(int argc, char** argv) {
   ::close(fds[1]);
   const bool mps = argc > 1 && std::strcmp(argv[1], "--mps") == 0;  // names the figures *_mps
   caller(fds[0], mps);
+  api_costs(mps ? "_mps" : "");
   int status = 0;
   ::waitpid(child, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
