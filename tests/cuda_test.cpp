@@ -63,6 +63,21 @@ struct Doubler : torch::nn::Module, Inspector {
   }
   torch::Tensor w;
 };
+// A module of `count` parameters of `elements` floats each; forward gives each one's sum.
+struct Summer {
+  virtual ~Summer() = default;
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+struct Wide : torch::nn::Module, Summer {
+  Wide(std::int64_t count, std::int64_t elements) {
+    for (std::int64_t i = 0; i < count; ++i) register_parameter("p" + std::to_string(i), torch::zeros({elements}));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    std::vector<torch::Tensor> sums;
+    for (const auto& p : parameters()) sums.push_back(p.sum().reshape({1}));
+    return torch::cat(sums).cpu() * x.cpu();
+  }
+};
 // The gradient of the module's weight in autograd context `context` on this worker.
 torch::Tensor weight_grad_in(remora::RRef<Inspector> m, std::uint64_t context) {
   auto grads = remora::autograd::get_gradients(context);
@@ -284,6 +299,34 @@ TEST_CASE("Large GPU tensors over TCP go through pinned memory in chunks, and ar
   CHECK(torch::allclose(zs.at(0), big * 2));
   CHECK(torch::allclose(zs.at(1), big.narrow(0, 1, 1 << 20) * 2));
   m = {};
+  shutdown_group(g);
+}
+
+TEST_CASE("Weight sync into a module on the caller's GPU lends the tensors in place: loads past the receiver's "
+          "byte budget are not refused",
+          "[cuda][weight_sync]") {
+  remora::Options o;
+  o.set_device_map("b", {{"cuda:0", "cuda:0"}});
+  o.limits.max_frame_bytes = std::uint64_t{64} << 20;     // GPU loads of 32 MiB
+  o.max_pending_bytes_per_peer = std::uint64_t{64} << 20;  // two of them at once, were they counted
+  // Over TCP the tensors are copied, not lent: they count, as any call's tensors do.
+  if (std::getenv("REMORA_TRANSPORT") && std::string(std::getenv("REMORA_TRANSPORT")) == "tcp") return;
+  auto g = start_group({"a", "b"}, o);
+  {
+    constexpr std::int64_t kCount = 8, kElements = (std::int64_t{32} << 20) / 4;
+    auto trainer = std::make_shared<cuda_fns::Wide>(kCount, kElements);
+    trainer->to(torch::kCUDA);
+    {
+      torch::NoGradGuard no_grad;
+      double value = 0;
+      for (auto& p : trainer->parameters()) p.fill_(++value);
+    }
+    auto m = remora::RemoteModule<cuda_fns::Summer>::create<cuda_fns::Wide>(*g[0], "b/cuda:0", kCount, kElements);
+    m.load_state_dict(trainer->named_parameters());  // 8 loads of 32 MiB, side by side
+    const auto ones = torch::ones({1});
+    CHECK(torch::allclose(m.forward(ones).cpu(), trainer->forward(ones)));
+    m = {};
+  }
   shutdown_group(g);
 }
 
