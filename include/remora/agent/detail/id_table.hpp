@@ -35,13 +35,12 @@ class IdTable {
     for (std::uint32_t b = 0; b < blocks; ++b) blocks_[b].store(nullptr, std::memory_order_relaxed);
     limit_ = limit;
   }
-  // Ids below this may be made (reserve's limit).
-  std::uint32_t limit() const { return limit_; }
   // One more than the highest id made so far: every id that exists is below it (some below it
   // may not exist, in an elastic group).
   std::uint32_t size() const { return size_.load(std::memory_order_acquire); }
 
-  // The entry of `id`, made (default-constructed, with its block) if it was not. `id` < limit().
+  // The entry of `id`, made (default-constructed, with its block) if it was not. `id` is below
+  // reserve's limit.
   T& make(std::uint32_t id) {
     T* block = blocks_[id >> shift_].load(std::memory_order_acquire);
     if (!block) {
