@@ -183,9 +183,11 @@ class PeerLinks {
   template <class F>
   void for_each_open(F&& f) const {
     for (const auto& a : accepted_) f(a.conn);
-    for (const auto& [id, p] : peers_)
-      if (p.link && std::none_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) { return a.conn == p.link; }))
-        f(p.link);
+    for (const auto& entry : peers_) {
+      const Link& link = entry.second.link;  // (a lambda may not capture a structured binding in clang 14)
+      if (link && std::none_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) { return a.conn == link; }))
+        f(link);
+    }
   }
   // `peer`'s entry, made when it is the first of its id (under mu_).
   Peer& slot(std::uint32_t peer) {
