@@ -120,6 +120,21 @@ struct Scaled : torch::nn::Module, Classifier {
   torch::Tensor scale;
 };
 
+// `layers` square layers of `width`: a state of many tensors.
+struct Deep : torch::nn::Module, Classifier {
+  Deep(std::int64_t layers, std::int64_t width) {
+    for (std::int64_t i = 0; i < layers; ++i)
+      fcs.push_back(register_module("l" + std::to_string(i), torch::nn::Linear(width, width)));
+  }
+  torch::Tensor forward(torch::Tensor x, double temperature) override {
+    for (auto& fc : fcs) x = fc->forward(x);
+    return x / temperature;
+  }
+  void reset() override {}
+  std::int64_t calls() const override { return 0; }
+  std::vector<torch::nn::Linear> fcs;
+};
+
 }  // namespace mt
 
 namespace {
@@ -207,6 +222,24 @@ TEST_CASE("RemoteModule: parameters, train and eval on the owner", "[module]") {
   CHECK(eventually([&] { return owned(*g[1]) == 0; }));
   shutdown_group(g);
   check_no_leaks(g);
+}
+
+TEST_CASE("Weight sync of a CPU state past the module worker's byte budget goes a window at a time, and is not "
+          "refused",
+          "[module][weight_sync]") {
+  remora::Options o;
+  o.max_pending_bytes_per_peer = std::uint64_t{4} << 20;  // a window of 2 MiB: pieces of 1 MiB
+  auto g = start_group({"trainer", "w1", "w2"}, o);
+  {
+    auto trainer = std::make_shared<mt::Deep>(24, 512);  // 24 weights of 1 MiB: 24 loads each
+    const auto x = torch::rand({2, 512});
+    auto group = remora::RemoteModuleGroup<mt::Classifier>::create<mt::Deep>(
+        *g[0], remora::DeviceMesh({"w1/cpu", "w2/cpu"}), std::int64_t{24}, std::int64_t{512});
+    group.load_state_dict(trainer->named_parameters());
+    for (std::size_t i = 0; i < group.size(); ++i)
+      CHECK(torch::allclose(group.member(i).forward(x), trainer->forward(x, 1.0)));
+  }
+  shutdown_group(g);
 }
 
 TEST_CASE("Weight sync: a model's named parameters loaded in place into a module and into every member of a group",

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,18 +45,19 @@ inline std::map<std::string, torch::Tensor> state_of(const torch::OrderedDict<st
   return out;
 }
 
-// `state` cut into the loads sent to each module: CPU tensors in pieces of at most kLoadChunkBytes
-// (a larger tensor alone), so that the module copies one piece out of shared memory (or the
-// socket) while the next is being written (on one host a CPU state crosses by two copies, which
-// then overlap); GPU tensors, lent in place, in pieces of at most `gpu_piece` bytes: few loads
-// (one GPU wait each, and the loads run side by side), none past the frame limit (14.5 GB of
-// GPU state is 15 loads).
+// `state` cut into the loads sent to each module: GPU tensors first, lent in place, in pieces of at
+// most `gpu_piece` bytes (few loads, one GPU wait each, side by side, none past the frame limit:
+// 14.5 GB of GPU state is 15 loads); then CPU tensors in pieces of at most `cpu_piece` (a larger
+// tensor alone), so that the module copies one piece out of shared memory (or the socket) while
+// the next is being written (on one host a CPU state crosses by two copies, which then overlap).
+// Never a piece of both kinds.
+using StatePiece = std::map<std::string, torch::Tensor>;
 inline constexpr std::uint64_t kLoadChunkBytes = std::uint64_t{64} << 20;
-inline std::vector<std::map<std::string, torch::Tensor>> chunks_of(const std::map<std::string, torch::Tensor>& state,
-                                                                   std::uint64_t gpu_piece) {
-  std::vector<std::map<std::string, torch::Tensor>> chunks;
+inline std::vector<StatePiece> chunks_of(const std::map<std::string, torch::Tensor>& state, std::uint64_t gpu_piece,
+                                         std::uint64_t cpu_piece = kLoadChunkBytes) {
+  std::vector<StatePiece> chunks;
   for (const bool gpu : {true, false}) {
-    const std::uint64_t piece = gpu ? gpu_piece : kLoadChunkBytes;
+    const std::uint64_t piece = gpu ? gpu_piece : cpu_piece;
     bool open = false;  // whether chunks.back() takes tensors of this kind
     std::uint64_t filled = 0;
     for (const auto& [name, t] : state) {
@@ -70,6 +73,12 @@ inline std::vector<std::map<std::string, torch::Tensor>> chunks_of(const std::ma
   }
   if (chunks.empty()) chunks.emplace_back();  // an empty state is still checked and loaded
   return chunks;
+}
+inline bool on_gpu(const StatePiece& piece) { return !piece.empty() && !piece.begin()->second.device().is_cpu(); }
+inline std::uint64_t piece_bytes(const StatePiece& piece) {
+  std::uint64_t n = 0;
+  for (const auto& [name, t] : piece) n += t.nbytes();
+  return n;
 }
 
 // Throws Error naming the first mismatch of `state` against the module at `where` ("worker/device"):
@@ -108,13 +117,101 @@ inline void offer_device_tensors(wire::OutFrame& frame) {
   std::memcpy(frame.head.data(), &h, sizeof h);
 }
 
+// Sends `piece` to `module` as one load. A load that cannot be sent (no device map to that worker,
+// say) fails its own future.
+template <class I>
+Future<void> send_load(const RRef<I>& module, const StatePiece& piece) {
+  using Load = LoadStateShim<I>;
+  try {
+    const auto& core = RRefAccess::core(module);
+    Agent& agent = RRefAccess::context(module)->agent();
+    const auto rid = AgentAccess::next_request_id(agent);
+    WireScope scope(&agent, core.owner);
+    auto frame = encode_call<&Load::call>(agent, rid, Load::identity, core.id, piece, true);
+    // The module reads the tensors only while the load runs: on the caller's host its GPU
+    // copies them straight from the caller's memory (cuda_ipc.hpp), with no copy in between.
+    offer_device_tensors(frame);
+    bool sent = false;
+    auto f = start_call<void>(agent, core.owner, Load::identity.name, rid, std::move(frame), CallOptions{}.timeout,
+                              nullptr, &sent);
+    if (sent) scope.commit();
+    return f;
+  } catch (...) {
+    return make_exceptional_future<void>(std::current_exception());
+  }
+}
+
+// One module's CPU loads, at most `window` bytes of them in flight at once (a piece alone may be
+// more): each load answered sends the next ones, from the thread that completed it. The module's
+// worker counts a load's bytes against its budget for this worker
+// (Options::max_pending_bytes_per_peer) until it has copied them: sent all at once, a state past
+// that budget was refused as Overloaded.
+template <class I>
+class WindowedLoads : public std::enable_shared_from_this<WindowedLoads<I>> {
+ public:
+  WindowedLoads(RRef<I> module, std::shared_ptr<const std::vector<StatePiece>> pieces, std::size_t first,
+                std::uint64_t window)
+      : module_(std::move(module)), pieces_(std::move(pieces)), next_(first), window_(window) {}
+
+  Future<void> start() {
+    auto f = done_.get_future();
+    send_more();
+    return f;
+  }
+
+ private:
+  void send_more() {
+    std::vector<std::size_t> now;
+    {
+      std::lock_guard lock(mu_);
+      while (next_ < pieces_->size() && !error_) {
+        const auto bytes = piece_bytes((*pieces_)[next_]);
+        if (in_flight_ > 0 && in_flight_ + bytes > window_) break;
+        in_flight_ += bytes;
+        ++outstanding_;
+        now.push_back(next_++);
+      }
+    }
+    for (const auto k : now) {
+      auto f = send_load(module_, (*pieces_)[k]);
+      f.on_ready([self = this->shared_from_this(), f, bytes = piece_bytes((*pieces_)[k])] {
+        self->answered(bytes, f.exception());
+      });
+    }
+  }
+  void answered(std::uint64_t bytes, std::exception_ptr error) {
+    bool finished = false;
+    {
+      std::lock_guard lock(mu_);
+      in_flight_ -= bytes;
+      --outstanding_;
+      if (error && !error_) error_ = error;  // the rest is not sent
+      finished = outstanding_ == 0 && (error_ || next_ == pieces_->size());
+      error = error_;
+    }
+    if (!finished) return send_more();
+    if (error) return done_.set_exception(error);
+    done_.set_value();
+  }
+
+  RRef<I> module_;
+  std::shared_ptr<const std::vector<StatePiece>> pieces_;
+  std::mutex mu_;
+  std::size_t next_;  // the next piece to send
+  std::uint64_t window_, in_flight_ = 0;
+  std::size_t outstanding_ = 0;
+  std::exception_ptr error_;  // the first load that failed
+  Promise<void> done_;
+};
+
 // Loads `named` into every module of `modules` (`points[i]` names module i in errors). First,
 // on this thread, every module's shapes are fetched (one small call each, waited for here) and
-// checked: a mismatch throws before any tensor is sent. Then every load is encoded and sent from
-// this thread, so GPU tensors are exported after the work queued on its current stream; a load
-// that cannot be sent (no device map to that worker, say) fails its own future. The returned
-// future completes when every module has copied, or holds the first failure. `named`'s tensors
-// are read until then: leave them unchanged until the future completes.
+// checked: a mismatch throws before any tensor is sent. Then the GPU loads are encoded and sent
+// from this thread, so their tensors are exported after the work queued on its current stream,
+// and the CPU loads start, at most half of this worker's Options::max_pending_bytes_per_peer in
+// flight to each module (the modules' workers are assumed to have this worker's budget). The
+// returned future completes when every module has copied, or holds the first failure. `named`'s
+// tensors are read until then: leave them unchanged until the future completes.
 template <class I>
 Future<void> load_named_state(const std::vector<RRef<I>>& modules, const std::vector<std::string>& points,
                               const torch::OrderedDict<std::string, torch::Tensor>& named) {
@@ -133,30 +230,18 @@ Future<void> load_named_state(const std::vector<RRef<I>>& modules, const std::ve
   const std::vector<StateShapes> shapes = when_all(std::move(asked)).get();
   const auto state = state_of(named);
   for (std::size_t i = 0; i < modules.size(); ++i) check_state_fits(shapes[i], state, points.at(i));
-  // GPU pieces: 1 GiB, or less under a lower frame limit (the pieces carry a little more than
-  // their tensors).
-  const auto& limits = modules.empty() ? wire::Limits{} : RRefAccess::context(modules[0])->agent().options().limits;
-  const auto chunks = chunks_of(state, std::min<std::uint64_t>(std::uint64_t{1} << 30, limits.max_frame_bytes / 2));
+  // GPU pieces: 1 GiB, or less under a lower frame limit (a piece carries a little more than its
+  // tensors). CPU pieces: 64 MiB, or less where the window holds fewer than two.
+  const Options options = modules.empty() ? Options{} : RRefAccess::context(modules[0])->agent().options();
+  const std::uint64_t window = std::max<std::uint64_t>(options.max_pending_bytes_per_peer / 2, 1);
+  const auto pieces = std::make_shared<const std::vector<StatePiece>>(
+      chunks_of(state, std::min<std::uint64_t>(std::uint64_t{1} << 30, options.limits.max_frame_bytes / 2),
+                std::min(kLoadChunkBytes, std::max<std::uint64_t>(window / 2, 1))));
   std::vector<Future<void>> loads;
   for (const auto& m : modules) {
-    for (const auto& chunk : chunks) {
-      try {
-        const auto& core = RRefAccess::core(m);
-        Agent& agent = RRefAccess::context(m)->agent();
-        const auto rid = AgentAccess::next_request_id(agent);
-        WireScope scope(&agent, core.owner);
-        auto frame = encode_call<&Load::call>(agent, rid, Load::identity, core.id, chunk, true);
-        // The module reads the tensors only while the load runs: on the caller's host its GPU
-        // copies them straight from the caller's memory (cuda_ipc.hpp), with no copy in between.
-        offer_device_tensors(frame);
-        bool sent = false;
-        loads.push_back(start_call<void>(agent, core.owner, Load::identity.name, rid, std::move(frame),
-                                         CallOptions{}.timeout, nullptr, &sent));
-        if (sent) scope.commit();
-      } catch (...) {
-        loads.push_back(make_exceptional_future<void>(std::current_exception()));
-      }
-    }
+    std::size_t k = 0;
+    for (; k < pieces->size() && on_gpu((*pieces)[k]); ++k) loads.push_back(send_load(m, (*pieces)[k]));
+    if (k < pieces->size()) loads.push_back(std::make_shared<WindowedLoads<I>>(m, pieces, k, window)->start());
   }
   return when_all(std::move(loads));
 }
