@@ -135,6 +135,14 @@ struct Deep : torch::nn::Module, Classifier {
   std::vector<torch::nn::Linear> fcs;
 };
 
+// A weight sync started inside a served call, on the worker's pool (the test's group and model).
+remora::RemoteModuleGroup<Classifier>* sync_group = nullptr;
+std::shared_ptr<Deep> sync_model;
+bool load_from_handler() {
+  sync_group->load_state_dict(sync_model->named_parameters());
+  return true;
+}
+
 }  // namespace mt
 
 namespace {
@@ -229,13 +237,28 @@ TEST_CASE("Weight sync of a CPU state past the module worker's byte budget goes 
           "[module][weight_sync]") {
   remora::Options o;
   o.max_pending_bytes_per_peer = std::uint64_t{4} << 20;  // a window of 2 MiB: pieces of 1 MiB
+  o.num_worker_threads = 1;
+  o.rpc_timeout = std::chrono::seconds(10);
   auto g = start_group({"trainer", "w1", "w2"}, o);
   {
     auto trainer = std::make_shared<mt::Deep>(24, 512);  // 24 weights of 1 MiB: 24 loads each
     const auto x = torch::rand({2, 512});
+    // Two members on w1: one window for both (the budget is w1's, for the trainer).
     auto group = remora::RemoteModuleGroup<mt::Classifier>::create<mt::Deep>(
-        *g[0], remora::DeviceMesh({"w1/cpu", "w2/cpu"}), std::int64_t{24}, std::int64_t{512});
+        *g[0], remora::DeviceMesh({"w1/cpu", "w1/cpu:0", "w2/cpu"}), std::int64_t{24}, std::int64_t{512});
     group.load_state_dict(trainer->named_parameters());
+    for (std::size_t i = 0; i < group.size(); ++i)
+      CHECK(torch::allclose(group.member(i).forward(x), trainer->forward(x, 1.0)));
+    // From inside a served call on the trainer's one pool thread: the next loads do not need it.
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : trainer->parameters()) p.add_(1.0);
+    }
+    mt::sync_group = &group;
+    mt::sync_model = trainer;
+    CHECK(g[0]->rpc_sync<&mt::load_from_handler>("trainer"));
+    mt::sync_group = nullptr;
+    mt::sync_model.reset();
     for (std::size_t i = 0; i < group.size(); ++i)
       CHECK(torch::allclose(group.member(i).forward(x), trainer->forward(x, 1.0)));
   }

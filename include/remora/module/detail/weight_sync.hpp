@@ -4,7 +4,8 @@
 // and checked first, so a mismatch fails before any tensor is sent; then each module's worker
 // receives the tensors once and copies them into its own (on one host CPU tensors through shared
 // memory, in pieces that overlap; GPU tensors straight from the caller's memory, lent by CUDA IPC
-// handle for the load's duration). Both steps start on the caller's thread, never on a pool.
+// handle for the load's duration). Both steps start on the caller's thread; later CPU loads leave
+// from the agent's decoder thread (WindowedLoads), never from its pool.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -141,17 +142,21 @@ Future<void> send_load(const RRef<I>& module, const StatePiece& piece) {
   }
 }
 
-// One module's CPU loads, at most `window` bytes of them in flight at once (a piece alone may be
-// more): each load answered sends the next ones, from the thread that completed it. The module's
-// worker counts a load's bytes against its budget for this worker
-// (Options::max_pending_bytes_per_peer) until it has copied them: sent all at once, a state past
-// that budget was refused as Overloaded.
+// The CPU loads to the modules of one worker, at most `window` bytes of them in flight at once (a
+// piece alone may be more): the worker counts a load's bytes against its budget for this worker
+// (Options::max_pending_bytes_per_peer) until it has copied them, and sent all at once a state
+// past that budget was refused as Overloaded. An answer is counted on the thread that completes
+// it, and the next loads leave from the agent's decoder thread: never from the pool, whose threads
+// may all be waiting in load_state_dict. The first failure stops the sending and is the result.
 template <class I>
 class WindowedLoads : public std::enable_shared_from_this<WindowedLoads<I>> {
  public:
-  WindowedLoads(RRef<I> module, std::shared_ptr<const std::vector<StatePiece>> pieces, std::size_t first,
-                std::uint64_t window)
-      : module_(std::move(module)), pieces_(std::move(pieces)), next_(first), window_(window) {}
+  // `loads`: each module with the index of a piece of `pieces` to send it.
+  WindowedLoads(Agent& agent, std::vector<std::pair<RRef<I>, std::size_t>> loads,
+                std::shared_ptr<const std::vector<StatePiece>> pieces, std::uint64_t window)
+      : agent_(agent), loads_(std::move(loads)), pieces_(std::move(pieces)), window_(window) {
+    done_.set_dispatch(&AgentAccess::dispatch_to_pool, &agent_);  // users' continuations: on the pool
+  }
 
   Future<void> start() {
     auto f = done_.get_future();
@@ -161,44 +166,46 @@ class WindowedLoads : public std::enable_shared_from_this<WindowedLoads<I>> {
 
  private:
   void send_more() {
-    std::vector<std::size_t> now;
-    {
-      std::lock_guard lock(mu_);
-      while (next_ < pieces_->size() && !error_) {
-        const auto bytes = piece_bytes((*pieces_)[next_]);
-        if (in_flight_ > 0 && in_flight_ + bytes > window_) break;
+    for (;;) {
+      std::size_t k;
+      std::uint64_t bytes;
+      {
+        std::lock_guard lock(mu_);
+        if (next_ == loads_.size() || error_) return;
+        bytes = piece_bytes((*pieces_)[loads_[next_].second]);
+        if (in_flight_ > 0 && in_flight_ + bytes > window_) return;  // an answer sends more
         in_flight_ += bytes;
         ++outstanding_;
-        now.push_back(next_++);
+        k = next_++;
       }
-    }
-    for (const auto k : now) {
-      auto f = send_load(module_, (*pieces_)[k]);
-      f.on_ready([self = this->shared_from_this(), f, bytes = piece_bytes((*pieces_)[k])] {
-        self->answered(bytes, f.exception());
-      });
+      auto f = send_load(loads_[k].first, (*pieces_)[loads_[k].second]);
+      FutureAccess::on_ready_inline(f, [self = this->shared_from_this(), f, bytes] { self->answered(bytes, f.exception()); });
     }
   }
   void answered(std::uint64_t bytes, std::exception_ptr error) {
-    bool finished = false;
+    bool finished = false, more = false;
     {
       std::lock_guard lock(mu_);
       in_flight_ -= bytes;
       --outstanding_;
-      if (error && !error_) error_ = error;  // the rest is not sent
-      finished = outstanding_ == 0 && (error_ || next_ == pieces_->size());
+      if (error && !error_) error_ = error;  // nothing more is sent
+      finished = outstanding_ == 0 && (error_ || next_ == loads_.size());
+      more = !finished && !error_ && next_ < loads_.size();
       error = error_;
     }
-    if (!finished) return send_more();
+    if (more) return AgentAccess::decode_off_io(agent_, [self = this->shared_from_this()] { self->send_more(); });
+    if (!finished) return;
     if (error) return done_.set_exception(error);
     done_.set_value();
   }
 
-  RRef<I> module_;
+  Agent& agent_;
+  const std::vector<std::pair<RRef<I>, std::size_t>> loads_;
   std::shared_ptr<const std::vector<StatePiece>> pieces_;
+  const std::uint64_t window_;
   std::mutex mu_;
-  std::size_t next_;  // the next piece to send
-  std::uint64_t window_, in_flight_ = 0;
+  std::size_t next_ = 0;  // the next of loads_ to send
+  std::uint64_t in_flight_ = 0;
   std::size_t outstanding_ = 0;
   std::exception_ptr error_;  // the first load that failed
   Promise<void> done_;
@@ -209,7 +216,7 @@ class WindowedLoads : public std::enable_shared_from_this<WindowedLoads<I>> {
 // checked: a mismatch throws before any tensor is sent. Then the GPU loads are encoded and sent
 // from this thread, so their tensors are exported after the work queued on its current stream,
 // and the CPU loads start, at most half of this worker's Options::max_pending_bytes_per_peer in
-// flight to each module (the modules' workers are assumed to have this worker's budget). The
+// flight to each worker (the modules' workers are assumed to have this worker's budget). The
 // returned future completes when every module has copied, or holds the first failure. `named`'s
 // tensors are read until then: leave them unchanged until the future completes.
 template <class I>
@@ -232,16 +239,22 @@ Future<void> load_named_state(const std::vector<RRef<I>>& modules, const std::ve
   for (std::size_t i = 0; i < modules.size(); ++i) check_state_fits(shapes[i], state, points.at(i));
   // GPU pieces: 1 GiB, or less under a lower frame limit (a piece carries a little more than its
   // tensors). CPU pieces: 64 MiB, or less where the window holds fewer than two.
-  const Options options = modules.empty() ? Options{} : RRefAccess::context(modules[0])->agent().options();
+  if (modules.empty()) return make_ready_future();
+  const Options& options = RRefAccess::context(modules[0])->agent().options();
   const std::uint64_t window = std::max<std::uint64_t>(options.max_pending_bytes_per_peer / 2, 1);
   const auto pieces = std::make_shared<const std::vector<StatePiece>>(
       chunks_of(state, std::min<std::uint64_t>(std::uint64_t{1} << 30, options.limits.max_frame_bytes / 2),
                 std::min(kLoadChunkBytes, std::max<std::uint64_t>(window / 2, 1))));
   std::vector<Future<void>> loads;
+  std::map<std::uint32_t, std::vector<std::pair<RRef<I>, std::size_t>>> cpu_loads;  // by worker: one window each
   for (const auto& m : modules) {
     std::size_t k = 0;
     for (; k < pieces->size() && on_gpu((*pieces)[k]); ++k) loads.push_back(send_load(m, (*pieces)[k]));
-    if (k < pieces->size()) loads.push_back(std::make_shared<WindowedLoads<I>>(m, pieces, k, window)->start());
+    for (; k < pieces->size(); ++k) cpu_loads[RRefAccess::core(m).owner].emplace_back(m, k);
+  }
+  for (auto& [owner, to_owner] : cpu_loads) {
+    Agent& agent = RRefAccess::context(to_owner.front().first)->agent();
+    loads.push_back(std::make_shared<WindowedLoads<I>>(agent, std::move(to_owner), pieces, window)->start());
   }
   return when_all(std::move(loads));
 }
