@@ -139,13 +139,20 @@ inline std::optional<MemberRecord> read_member(c10d::Store& store, std::uint32_t
   return m;
 }
 
-// The id `name` has now, if it is a member.
-inline std::optional<std::uint32_t> member_id(c10d::Store& store, const std::string& name) {
+// The newest id of `name`, published or not (one that left took its record away).
+inline std::optional<std::uint32_t> newest_id(c10d::Store& store, const std::string& name) {
   const std::string key = "elastic/name/" + name;
   if (!store.check({key})) return std::nullopt;
   const auto id = std::stoul(string_of(store.get(key)));
-  if (id >= kElasticIds || !store.check({member_key(static_cast<std::uint32_t>(id))})) return std::nullopt;
+  if (id >= kElasticIds) return std::nullopt;
   return static_cast<std::uint32_t>(id);
+}
+
+// The id `name` has now, if it is a member.
+inline std::optional<std::uint32_t> member_id(c10d::Store& store, const std::string& name) {
+  const auto id = newest_id(store, name);
+  if (!id || !store.check({member_key(*id)})) return std::nullopt;
+  return id;
 }
 
 // Every member published now: the newest record of each name that joined, where it is still there.
@@ -157,11 +164,9 @@ inline std::vector<MemberRecord> published_members(c10d::Store& store) {
   for (std::int64_t k = 0; k < names; ++k) {
     const std::string key = "elastic/names/" + std::to_string(k);
     if (!store.check({key})) continue;  // its worker is between counting itself and writing its name
-    const std::string name_key = "elastic/name/" + string_of(store.get(key));
-    if (!store.check({name_key})) continue;
-    const auto id = std::stoul(string_of(store.get(name_key)));  // the name's newest: no need to check again
-    if (id >= kElasticIds || !seen.insert(static_cast<std::uint32_t>(id)).second) continue;
-    if (auto m = read_member(store, static_cast<std::uint32_t>(id), /*check_name=*/false)) out.push_back(std::move(*m));
+    const auto id = newest_id(store, string_of(store.get(key)));  // (its record: no need to check the name again)
+    if (!id || !seen.insert(*id).second) continue;
+    if (auto m = read_member(store, *id, /*check_name=*/false)) out.push_back(std::move(*m));
   }
   return out;
 }
